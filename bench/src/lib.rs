@@ -1,0 +1,1 @@
+//! Benchmarks and (later) the load generator for srtp-relay; see `benches/`.

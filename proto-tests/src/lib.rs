@@ -1,0 +1,1 @@
+//! Protocol tests live in `tests/`; this library is empty on purpose.

@@ -1,0 +1,434 @@
+//! One direction's SRTP/SRTCP crypto context: session keys plus per-SSRC state, in place.
+
+use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
+
+use super::SRTCP_INDEX_LEN;
+use super::index::IndexState;
+use super::key::MasterKey;
+use super::primitives::{AesCm, HmacSha1, derive_session_key, salt_to_u128};
+use super::replay::{MIN_REPLAY_WINDOW, ReplayWindow};
+use super::suite::CryptoSuite;
+use crate::core::rtp::{RTCP_HEADER_LEN, RtcpHeader, RtpHeader};
+
+/// SSRCs one context tracks at once. A new SSRC beyond this replaces the least recently used one,
+/// so a peer cycling SSRCs cannot grow memory (and the slots are allocated with the context).
+const MAX_SSRCS: usize = 16;
+
+/// RFC 3711 §3.4: the SRTCP index is 31 bits; past it the master key must not be used.
+const MAX_SRTCP_INDEX: u32 = 0x7fff_ffff;
+const SRTCP_E_FLAG: u32 = 0x8000_0000;
+
+/// Why a packet was not transformed. Cheap to copy; doubles as the drop reason on the data path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SrtpError {
+    /// Not RTP/RTCP, or too short for the header and the tag.
+    #[error("malformed packet")]
+    Malformed,
+    /// The auth tag did not verify.
+    #[error("authentication failed")]
+    AuthFailed,
+    /// Already seen, or older than the replay window (or than the stream's start).
+    #[error("replayed or too old")]
+    Replayed,
+    /// The caller's buffer has no tail room for the tag.
+    #[error("no tail room for the SRTP trailer")]
+    NoRoom,
+    /// The index space of the master key is used up (RFC 3711 §9.2); a re-key is needed.
+    #[error("master key exhausted")]
+    KeyExhausted,
+}
+
+impl SrtpError {
+    /// The label this error is counted under (`srtp_relay_drops_total{reason}`).
+    pub const fn as_label(self) -> &'static str {
+        match self {
+            Self::Malformed | Self::NoRoom => "malformed",
+            Self::AuthFailed => "auth_failed",
+            Self::Replayed => "replayed",
+            Self::KeyExhausted => "policy",
+        }
+    }
+}
+
+/// The RFC 4568 §6.3 session parameters that change the transform.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SessionParams {
+    /// `UNENCRYPTED_SRTP`: RTP payloads are not encrypted (still authenticated).
+    pub unencrypted_srtp: bool,
+    /// `UNENCRYPTED_SRTCP`: SRTCP goes out with E=0. Received SRTCP follows its own E bit.
+    pub unencrypted_srtcp: bool,
+    /// `UNAUTHENTICATED_SRTP`: RTP carries no tag (and so gets no replay protection). SRTCP is
+    /// always authenticated (RFC 3711 §3.4).
+    pub unauthenticated_srtp: bool,
+}
+
+/// How a context is set up, apart from its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SrtpPolicy {
+    /// Session parameters negotiated for the key.
+    pub params: SessionParams,
+    replay_window: usize,
+}
+
+/// A replay window size outside what the relay supports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("replay window {0} is out of range ({min}..={max})", min = MIN_REPLAY_WINDOW, max = super::MAX_REPLAY_WINDOW)]
+pub struct ReplayWindowError(pub usize);
+
+impl SrtpPolicy {
+    /// The default: no session parameters, a window of 64.
+    pub const fn new(params: SessionParams) -> Self {
+        Self { params, replay_window: MIN_REPLAY_WINDOW }
+    }
+
+    /// Sets the replay window, which must lie in `MIN_REPLAY_WINDOW..=MAX_REPLAY_WINDOW`.
+    pub fn with_replay_window(self, size: usize) -> Result<Self, ReplayWindowError> {
+        ReplayWindow::new(size).ok_or(ReplayWindowError(size))?;
+        Ok(Self { replay_window: size, ..self })
+    }
+
+    /// The replay window size.
+    pub fn replay_window(&self) -> usize {
+        self.replay_window
+    }
+}
+
+impl Default for SrtpPolicy {
+    fn default() -> Self {
+        Self::new(SessionParams::default())
+    }
+}
+
+/// Session keys for RTP or for RTCP (RFC 3711 §4.3: labels 0-2 and 3-5).
+struct SessionKeys {
+    cipher: AesCm,
+    salt: u128,
+    auth: HmacSha1,
+}
+
+impl SessionKeys {
+    fn derive(master: &MasterKey, first_label: u8) -> Self {
+        let p = master.suite().params();
+        let mut key = [0u8; 32];
+        let mut auth = [0u8; 20];
+        let mut salt = [0u8; 14];
+        derive_session_key(master, first_label, &mut key[..p.master_key_len]);
+        derive_session_key(master, first_label + 1, &mut auth[..p.auth_key_len]);
+        derive_session_key(master, first_label + 2, &mut salt[..p.master_salt_len]);
+        let keys = Self {
+            cipher: AesCm::new(&key[..p.master_key_len]),
+            salt: salt_to_u128(&salt[..p.master_salt_len]),
+            auth: HmacSha1::new(&auth[..p.auth_key_len]),
+        };
+        key.zeroize();
+        auth.zeroize();
+        salt.zeroize();
+        keys
+    }
+
+    /// RFC 3711 §4.1.1: `IV = (k_s * 2^16) XOR (SSRC * 2^64) XOR (i * 2^16)`.
+    fn iv(&self, ssrc: u32, index: u64) -> u128 {
+        (self.salt << 16) ^ (u128::from(ssrc) << 64) ^ (u128::from(index) << 16)
+    }
+}
+
+impl Drop for SessionKeys {
+    fn drop(&mut self) {
+        self.salt.zeroize();
+    }
+}
+
+/// Per-SSRC state of one context.
+#[derive(Clone)]
+struct Stream {
+    ssrc: u32,
+    /// `None` until the first RTP packet of this SSRC (RTCP may come first).
+    rtp: Option<IndexState>,
+    rtp_replay: ReplayWindow,
+    rtcp_replay: ReplayWindow,
+    /// Last SRTCP index sent.
+    srtcp_tx_index: u32,
+    /// Set when the state was carried over from the previous key: the peer may have restarted its
+    /// ROC at 0, so the first packet may be tried at both indices.
+    rekeyed: bool,
+    last_used: u64,
+}
+
+/// The SRTP and SRTCP crypto context of one direction of one leg (RFC 3711 §3.2), for every SSRC
+/// that direction carries.
+pub struct SrtpContext {
+    suite: CryptoSuite,
+    policy: SrtpPolicy,
+    rtp: SessionKeys,
+    rtcp: SessionKeys,
+    streams: Vec<Stream>,
+    tick: u64,
+}
+
+impl SrtpContext {
+    /// Derives the session keys for `key` (RFC 3711 §4.3, key derivation rate 0).
+    pub fn new(key: &MasterKey, policy: SrtpPolicy) -> Self {
+        Self {
+            suite: key.suite(),
+            policy,
+            rtp: SessionKeys::derive(key, 0),
+            rtcp: SessionKeys::derive(key, 3),
+            streams: Vec::with_capacity(MAX_SSRCS),
+            tick: 0,
+        }
+    }
+
+    /// The suite the context was keyed for.
+    pub fn suite(&self) -> CryptoSuite {
+        self.suite
+    }
+
+    /// The policy the context was made with.
+    pub fn policy(&self) -> SrtpPolicy {
+        self.policy
+    }
+
+    /// Bytes `protect_rtp` appends.
+    pub fn rtp_tag_len(&self) -> usize {
+        if self.policy.params.unauthenticated_srtp { 0 } else { self.suite.params().srtp_tag_len }
+    }
+
+    /// Bytes `protect_rtcp` appends (E|index word plus an 80-bit tag).
+    pub fn rtcp_trailer_len(&self) -> usize {
+        SRTCP_INDEX_LEN + self.suite.params().srtcp_tag_len
+    }
+
+    /// The rollover counter of `ssrc`'s RTP stream, if the context has seen it.
+    pub fn roc(&self, ssrc: u32) -> Option<u32> {
+        self.find(ssrc).and_then(|i| self.streams[i].rtp).map(|st| st.roc())
+    }
+
+    /// Takes over the per-SSRC sequence state of the context this one replaces after a re-key:
+    /// RFC 3711 §3.3.1 says the ROC "MUST NOT be reset to zero" and §3.4 the same of the SRTCP
+    /// index. Replay windows start empty, which is safe: no packet of the old key authenticates
+    /// under the new one. A receiver still accepts a peer that restarts its ROC at 0 (some do).
+    pub fn carry_over_from(&mut self, old: &Self) {
+        self.streams.clear();
+        let window = self.policy.replay_window;
+        for s in &old.streams {
+            self.streams.push(Stream { rekeyed: true, ..Stream::new(s.ssrc, window, s.last_used) });
+            let new = self.streams.last_mut().expect("just pushed");
+            new.rtp = s.rtp;
+            new.srtcp_tx_index = s.srtcp_tx_index;
+        }
+        self.tick = old.tick;
+    }
+
+    /// Protects the RTP packet in `buf[..len]` in place: encrypts the payload and appends the tag
+    /// into `buf[len..]`. Returns the SRTP packet's length.
+    pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        let hdr = RtpHeader::parse(buf.get(..len).ok_or(SrtpError::NoRoom)?).ok_or(SrtpError::Malformed)?;
+        let tag_len = self.rtp_tag_len();
+        let end = len + tag_len;
+        if end > buf.len() {
+            return Err(SrtpError::NoRoom);
+        }
+        let (ssrc, seq) = (hdr.ssrc.0, hdr.seq.0);
+        let i = self.stream_slot(ssrc);
+        let state = self.streams[i].rtp.get_or_insert(IndexState::starting_at(seq));
+        // The relay protects packets it forwards, so it derives the index from their sequence
+        // numbers exactly as a receiver would (RFC 3711 §3.3.1).
+        let index = state.estimate(seq).ok_or(SrtpError::Replayed)?;
+        state.commit(index);
+
+        if !self.policy.params.unencrypted_srtp {
+            self.rtp.cipher.apply_keystream(self.rtp.iv(ssrc, index), &mut buf[hdr.header_len..len]);
+        }
+        if tag_len > 0 {
+            let mac = self.rtp.auth.sign(&buf[..len], &roc_bytes(index));
+            buf[len..end].copy_from_slice(&mac[..tag_len]);
+        }
+        Ok(end)
+    }
+
+    /// Authenticates and decrypts the SRTP packet `pkt` in place. Returns the RTP packet's length
+    /// (the tag stripped). On any error nothing in the context or in `pkt` has changed.
+    pub fn unprotect_rtp(&mut self, pkt: &mut [u8]) -> Result<usize, SrtpError> {
+        let hdr = RtpHeader::parse(pkt).ok_or(SrtpError::Malformed)?;
+        let tag_len = self.rtp_tag_len();
+        let auth_len = pkt
+            .len()
+            .checked_sub(tag_len)
+            .filter(|&n| n >= hdr.header_len)
+            .ok_or(SrtpError::Malformed)?;
+        let (ssrc, seq) = (hdr.ssrc.0, hdr.seq.0);
+        let slot = self.find(ssrc);
+        let known = slot.and_then(|i| self.streams[i].rtp.map(|st| (i, st)));
+
+        // Cheap checks first (index, replay), then the MAC (RFC 3711 §3.3: replay before auth).
+        let first = known.map(|(i, st)| {
+            let index = st.estimate(seq).ok_or(SrtpError::Replayed)?;
+            if tag_len > 0 && !self.streams[i].rtp_replay.check(index) {
+                return Err(SrtpError::Replayed);
+            }
+            if self.verify_rtp(pkt, auth_len, index) { Ok(index) } else { Err(SrtpError::AuthFailed) }
+        });
+        let (index, restart) = match (first, known) {
+            (Some(Ok(index)), _) => (index, false),
+            (Some(Err(e)), Some((i, _))) if !self.streams[i].rekeyed => return Err(e),
+            // A new SSRC starts at ROC 0; after a re-key the peer may also have restarted at 0.
+            (first, _) => {
+                let index = u64::from(seq);
+                if !self.verify_rtp(pkt, auth_len, index) {
+                    return Err(first.and_then(Result::err).unwrap_or(SrtpError::AuthFailed));
+                }
+                (index, true)
+            }
+        };
+
+        if !self.policy.params.unencrypted_srtp {
+            self.rtp.cipher.apply_keystream(self.rtp.iv(ssrc, index), &mut pkt[hdr.header_len..auth_len]);
+        }
+
+        let i = slot.unwrap_or_else(|| self.stream_slot(ssrc));
+        let s = &mut self.streams[i];
+        if restart {
+            s.rtp = Some(IndexState::starting_at(seq));
+            s.rtp_replay.reset();
+        }
+        if let Some(st) = &mut s.rtp {
+            st.commit(index);
+        }
+        if tag_len > 0 {
+            s.rtp_replay.commit(index);
+        }
+        s.rekeyed = false;
+        Ok(auth_len)
+    }
+
+    /// Protects the RTCP compound packet in `buf[..len]` in place: encrypts it from byte 8 (unless
+    /// `UNENCRYPTED_SRTCP`), appends E|index and the 80-bit tag (RFC 3711 §3.4). Returns the new
+    /// length.
+    pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        let hdr = RtcpHeader::parse(buf.get(..len).ok_or(SrtpError::NoRoom)?).ok_or(SrtpError::Malformed)?;
+        let tag_len = self.suite.params().srtcp_tag_len;
+        let end = len + SRTCP_INDEX_LEN + tag_len;
+        if end > buf.len() {
+            return Err(SrtpError::NoRoom);
+        }
+        let ssrc = hdr.ssrc.0;
+        let i = self.stream_slot(ssrc);
+        // libsrtp and the webrtc stacks send 1 as the first index, not 0; any receiver accepts
+        // either, and matching them keeps our output byte-identical to theirs.
+        let index = self.streams[i].srtcp_tx_index + 1;
+        if index > MAX_SRTCP_INDEX {
+            return Err(SrtpError::KeyExhausted);
+        }
+        self.streams[i].srtcp_tx_index = index;
+
+        let encrypt = !self.policy.params.unencrypted_srtcp;
+        if encrypt {
+            let iv = self.rtcp.iv(ssrc, u64::from(index));
+            self.rtcp.cipher.apply_keystream(iv, &mut buf[RTCP_HEADER_LEN..len]);
+        }
+        let word = if encrypt { SRTCP_E_FLAG | index } else { index };
+        buf[len..len + SRTCP_INDEX_LEN].copy_from_slice(&word.to_be_bytes());
+        let auth_len = len + SRTCP_INDEX_LEN;
+        let mac = self.rtcp.auth.sign(&buf[..auth_len], &[]);
+        buf[auth_len..end].copy_from_slice(&mac[..tag_len]);
+        Ok(end)
+    }
+
+    /// Authenticates and (when its E bit is set) decrypts the SRTCP packet `pkt` in place. Returns
+    /// the RTCP packet's length. Every packet is authenticated whatever its E bit says.
+    pub fn unprotect_rtcp(&mut self, pkt: &mut [u8]) -> Result<usize, SrtpError> {
+        let tag_len = self.suite.params().srtcp_tag_len;
+        let auth_len = pkt
+            .len()
+            .checked_sub(tag_len)
+            .filter(|&n| n >= RTCP_HEADER_LEN + SRTCP_INDEX_LEN)
+            .ok_or(SrtpError::Malformed)?;
+        let rtcp_len = auth_len - SRTCP_INDEX_LEN;
+        let hdr = RtcpHeader::parse(&pkt[..rtcp_len]).ok_or(SrtpError::Malformed)?;
+        let word = u32::from_be_bytes(pkt[rtcp_len..auth_len].try_into().expect("4 bytes"));
+        let (encrypted, index) = (word & SRTCP_E_FLAG != 0, word & MAX_SRTCP_INDEX);
+        let ssrc = hdr.ssrc.0;
+        let slot = self.find(ssrc);
+        if let Some(i) = slot {
+            if !self.streams[i].rtcp_replay.check(u64::from(index)) {
+                return Err(SrtpError::Replayed);
+            }
+        }
+        let mac = self.rtcp.auth.sign(&pkt[..auth_len], &[]);
+        if !bool::from(mac[..tag_len].ct_eq(&pkt[auth_len..])) {
+            return Err(SrtpError::AuthFailed);
+        }
+        if encrypted {
+            let iv = self.rtcp.iv(ssrc, u64::from(index));
+            self.rtcp.cipher.apply_keystream(iv, &mut pkt[RTCP_HEADER_LEN..rtcp_len]);
+        }
+        let i = slot.unwrap_or_else(|| self.stream_slot(ssrc));
+        self.streams[i].rtcp_replay.commit(u64::from(index));
+        Ok(rtcp_len)
+    }
+
+    fn verify_rtp(&self, pkt: &[u8], auth_len: usize, index: u64) -> bool {
+        let tag_len = self.rtp_tag_len();
+        if tag_len == 0 {
+            return true;
+        }
+        let mac = self.rtp.auth.sign(&pkt[..auth_len], &roc_bytes(index));
+        // RFC 3711 §4.2 leaves timing to us: compare in constant time.
+        mac[..tag_len].ct_eq(&pkt[auth_len..]).into()
+    }
+
+    fn find(&self, ssrc: u32) -> Option<usize> {
+        self.streams.iter().position(|s| s.ssrc == ssrc)
+    }
+
+    /// The slot of `ssrc`, created if needed (replacing the least recently used when full), with
+    /// its use time refreshed.
+    fn stream_slot(&mut self, ssrc: u32) -> usize {
+        self.tick += 1;
+        let i = match self.find(ssrc) {
+            Some(i) => i,
+            None if self.streams.len() < MAX_SSRCS => {
+                self.streams.push(Stream::new(ssrc, self.policy.replay_window, self.tick));
+                self.streams.len() - 1
+            }
+            None => {
+                let (i, _) = self.streams.iter().enumerate().min_by_key(|(_, s)| s.last_used).expect("full");
+                self.streams[i] = Stream::new(ssrc, self.policy.replay_window, self.tick);
+                i
+            }
+        };
+        self.streams[i].last_used = self.tick;
+        i
+    }
+}
+
+impl Stream {
+    fn new(ssrc: u32, window: usize, now: u64) -> Self {
+        let replay = ReplayWindow::new(window).expect("window validated by SrtpPolicy");
+        Self {
+            ssrc,
+            rtp: None,
+            rtp_replay: replay.clone(),
+            rtcp_replay: replay,
+            srtcp_tx_index: 0,
+            rekeyed: false,
+            last_used: now,
+        }
+    }
+}
+
+impl std::fmt::Debug for SrtpContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtpContext")
+            .field("suite", &self.suite)
+            .field("policy", &self.policy)
+            .field("ssrcs", &self.streams.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The ROC as the 4 bytes RFC 3711 §4.2 appends to the authenticated portion.
+fn roc_bytes(index: u64) -> [u8; 4] {
+    ((index >> 16) as u32).to_be_bytes()
+}

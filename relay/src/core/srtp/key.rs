@@ -1,0 +1,130 @@
+//! Master key material: redacted in `Debug`, wiped on drop, generated from the OS CSPRNG.
+
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use super::suite::CryptoSuite;
+
+/// Longest master key plus salt of any suite we may add (AES-256: 32 + 14).
+const MAX_KEY_SALT_LEN: usize = 46;
+
+/// Why key material was refused or could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The key‖salt has the wrong length for the suite.
+    #[error("key and salt are {got} bytes, {suite} needs {want}")]
+    Length {
+        /// The suite the key was meant for.
+        suite: CryptoSuite,
+        /// Bytes given.
+        got: usize,
+        /// Bytes the suite needs.
+        want: usize,
+    },
+    /// The operating system's random number generator failed.
+    #[error("the OS random number generator failed")]
+    Random,
+}
+
+/// An SRTP master key and master salt for one suite, as carried in SDES `inline:` (key ‖ salt).
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MasterKey {
+    key_salt: [u8; MAX_KEY_SALT_LEN],
+    #[zeroize(skip)]
+    suite: CryptoSuite,
+}
+
+impl MasterKey {
+    /// Takes `key_salt` (master key followed by master salt) for `suite`.
+    pub fn new(suite: CryptoSuite, key_salt: &[u8]) -> Result<Self, KeyError> {
+        let p = suite.params();
+        let want = p.master_key_len + p.master_salt_len;
+        if key_salt.len() != want {
+            return Err(KeyError::Length { suite, got: key_salt.len(), want });
+        }
+        let mut buf = [0; MAX_KEY_SALT_LEN];
+        buf[..want].copy_from_slice(key_salt);
+        Ok(Self { key_salt: buf, suite })
+    }
+
+    /// Generates a fresh key and salt for `suite` from the operating system's CSPRNG.
+    pub fn generate(suite: CryptoSuite) -> Result<Self, KeyError> {
+        let p = suite.params();
+        let mut buf = [0; MAX_KEY_SALT_LEN];
+        getrandom::getrandom(&mut buf[..p.master_key_len + p.master_salt_len])
+            .map_err(|_| KeyError::Random)?;
+        Ok(Self { key_salt: buf, suite })
+    }
+
+    /// The suite this key is for.
+    pub fn suite(&self) -> CryptoSuite {
+        self.suite
+    }
+
+    /// Master key ‖ master salt: what SDES base64-encodes after `inline:`.
+    pub fn key_salt(&self) -> &[u8] {
+        let p = self.suite.params();
+        &self.key_salt[..p.master_key_len + p.master_salt_len]
+    }
+
+    /// The master key.
+    pub fn master_key(&self) -> &[u8] {
+        &self.key_salt[..self.suite.params().master_key_len]
+    }
+
+    /// The master salt.
+    pub fn master_salt(&self) -> &[u8] {
+        let p = self.suite.params();
+        &self.key_salt[p.master_key_len..p.master_key_len + p.master_salt_len]
+    }
+}
+
+impl PartialEq for MasterKey {
+    /// Constant-time: re-offer handling compares keys to tell a re-key from a repeat.
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.suite == other.suite && bool::from(self.key_salt.ct_eq(&other.key_salt))
+    }
+}
+
+impl Eq for MasterKey {}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MasterKey({}, <redacted>)", self.suite)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_key_bytes() {
+        let key = MasterKey::new(CryptoSuite::AesCm128HmacSha1_80, &[0xab; 30]).unwrap();
+        let shown = format!("{key:?}");
+        assert_eq!(shown, "MasterKey(AES_CM_128_HMAC_SHA1_80, <redacted>)");
+        assert!(!shown.to_lowercase().contains("ab, "));
+    }
+
+    #[test]
+    fn wrong_length_is_refused_with_the_numbers() {
+        let err = MasterKey::new(CryptoSuite::AesCm128HmacSha1_32, &[0; 29]).unwrap_err();
+        assert_eq!(err.to_string(), "key and salt are 29 bytes, AES_CM_128_HMAC_SHA1_32 needs 30");
+    }
+
+    #[test]
+    fn generated_keys_differ_and_have_the_suite_length() {
+        let a = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+        let b = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+        assert_eq!(a.key_salt().len(), 30);
+        assert_ne!(a, b);
+        assert_eq!(a, a.clone());
+    }
+
+    #[test]
+    fn zeroize_wipes_the_bytes() {
+        let mut key = MasterKey::new(CryptoSuite::AesCm128HmacSha1_80, &[0x5a; 30]).unwrap();
+        key.zeroize();
+        assert!(key.key_salt().iter().all(|&b| b == 0));
+    }
+}

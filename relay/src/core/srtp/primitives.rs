@@ -1,0 +1,207 @@
+//! The two primitives of the AES-CM/HMAC-SHA1 suites, keyed once per context and used in place.
+
+use aes::Aes128Enc;
+use aes::cipher::generic_array::GenericArray;
+use aes::cipher::{BlockEncrypt, KeyInit};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use super::key::MasterKey;
+
+/// Blocks handed to the AES backend at once, so AES-NI can pipeline them.
+const PAR_BLOCKS: usize = 8;
+const BLOCK_LEN: usize = 16;
+
+/// AES-128 in counter mode as RFC 3711 §4.1.1 defines it: keystream block `j` is `E(k, IV + j)`.
+///
+/// The round keys are wiped on drop (the `aes` crate's `zeroize` feature).
+pub struct AesCm {
+    cipher: Aes128Enc,
+}
+
+impl AesCm {
+    /// Keys the cipher. `key` must be 16 bytes (the suite table guarantees it).
+    pub fn new(key: &[u8]) -> Self {
+        Self { cipher: Aes128Enc::new(GenericArray::from_slice(key)) }
+    }
+
+    /// XORs the keystream that starts at counter block `iv` into `data`, in place.
+    pub fn apply_keystream(&self, iv: u128, data: &mut [u8]) {
+        let mut counter = iv;
+        let mut blocks = [GenericArray::default(); PAR_BLOCKS];
+        for chunk in data.chunks_mut(PAR_BLOCKS * BLOCK_LEN) {
+            let n = chunk.len().div_ceil(BLOCK_LEN);
+            for block in &mut blocks[..n] {
+                *block = GenericArray::from(counter.to_be_bytes());
+                // RFC 3711 §4.1.1: the counter is IV + j modulo 2^128.
+                counter = counter.wrapping_add(1);
+            }
+            self.cipher.encrypt_blocks(&mut blocks[..n]);
+            for (bytes, keystream) in chunk.chunks_mut(BLOCK_LEN).zip(&blocks) {
+                for (b, k) in bytes.iter_mut().zip(keystream) {
+                    *b ^= k;
+                }
+            }
+        }
+    }
+}
+
+const SHA1_BLOCK_LEN: usize = 64;
+const SHA1_LEN: usize = 20;
+const SHA1_INIT: [u32; 5] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476, 0xc3d2_e1f0];
+
+/// HMAC-SHA1 (RFC 2104) with the keyed inner and outer states computed once per context, so a
+/// packet costs only the compressions of its own bytes. The states are wiped on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct HmacSha1 {
+    inner: [u32; 5],
+    outer: [u32; 5],
+}
+
+impl HmacSha1 {
+    /// Keys the MAC.
+    pub fn new(key: &[u8]) -> Self {
+        let mut block = [0u8; SHA1_BLOCK_LEN];
+        if key.len() > SHA1_BLOCK_LEN {
+            let mut hashed = Sha1Stream::new(SHA1_INIT, 0);
+            hashed.update(key);
+            block[..SHA1_LEN].copy_from_slice(&hashed.finish());
+        } else {
+            block[..key.len()].copy_from_slice(key);
+        }
+        let mut pad = block.map(|b| b ^ 0x36);
+        let mut inner = SHA1_INIT;
+        compress(&mut inner, &pad);
+        pad = block.map(|b| b ^ 0x5c);
+        let mut outer = SHA1_INIT;
+        compress(&mut outer, &pad);
+        block.zeroize();
+        pad.zeroize();
+        Self { inner, outer }
+    }
+
+    /// The 20-byte MAC of `msg ‖ trailer` (SRTP passes the ROC as the trailer, RFC 3711 §4.2).
+    pub fn sign(&self, msg: &[u8], trailer: &[u8]) -> [u8; SHA1_LEN] {
+        let mut inner = Sha1Stream::new(self.inner, SHA1_BLOCK_LEN as u64);
+        inner.update(msg);
+        inner.update(trailer);
+        let digest = inner.finish();
+        let mut outer = Sha1Stream::new(self.outer, SHA1_BLOCK_LEN as u64);
+        outer.update(&digest);
+        outer.finish()
+    }
+}
+
+impl std::fmt::Debug for HmacSha1 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacSha1(<redacted>)")
+    }
+}
+
+fn compress(state: &mut [u32; 5], block: &[u8; SHA1_BLOCK_LEN]) {
+    sha1::compress(state, std::slice::from_ref(GenericArray::from_slice(block)));
+}
+
+/// A SHA-1 computation that hashes whole blocks straight from the caller's slice.
+struct Sha1Stream {
+    state: [u32; 5],
+    buf: [u8; SHA1_BLOCK_LEN],
+    buf_len: usize,
+    total_len: u64,
+}
+
+impl Sha1Stream {
+    fn new(state: [u32; 5], already_hashed: u64) -> Self {
+        Self { state, buf: [0; SHA1_BLOCK_LEN], buf_len: 0, total_len: already_hashed }
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        self.total_len += data.len() as u64;
+        if self.buf_len > 0 {
+            let take = data.len().min(SHA1_BLOCK_LEN - self.buf_len);
+            self.buf[self.buf_len..self.buf_len + take].copy_from_slice(&data[..take]);
+            self.buf_len += take;
+            data = &data[take..];
+            if self.buf_len < SHA1_BLOCK_LEN {
+                return;
+            }
+            compress(&mut self.state, &self.buf);
+            self.buf_len = 0;
+        }
+        let (blocks, rest) = data.as_chunks::<SHA1_BLOCK_LEN>();
+        for block in blocks {
+            compress(&mut self.state, block);
+        }
+        self.buf[..rest.len()].copy_from_slice(rest);
+        self.buf_len = rest.len();
+    }
+
+    fn finish(mut self) -> [u8; SHA1_LEN] {
+        let bit_len = self.total_len * 8;
+        self.buf[self.buf_len] = 0x80;
+        self.buf[self.buf_len + 1..].fill(0);
+        if self.buf_len + 1 > SHA1_BLOCK_LEN - 8 {
+            compress(&mut self.state, &self.buf);
+            self.buf.fill(0);
+        }
+        self.buf[SHA1_BLOCK_LEN - 8..].copy_from_slice(&bit_len.to_be_bytes());
+        compress(&mut self.state, &self.buf);
+        let mut out = [0; SHA1_LEN];
+        for (o, w) in out.chunks_exact_mut(4).zip(self.state) {
+            o.copy_from_slice(&w.to_be_bytes());
+        }
+        out
+    }
+}
+
+/// RFC 3711 §4.3.1 key derivation with a key derivation rate of 0 (so r = 0): the first
+/// `out.len()` bytes of the AES-CM keystream under the master key at `IV = (label‖0⁴⁸ XOR salt)·2¹⁶`.
+pub fn derive_session_key(master: &MasterKey, label: u8, out: &mut [u8]) {
+    let cipher = AesCm::new(master.master_key());
+    let x = salt_to_u128(master.master_salt()) ^ (u128::from(label) << 48);
+    out.fill(0);
+    cipher.apply_keystream(x << 16, out);
+}
+
+/// A salt of up to 14 bytes as a right-aligned big-endian integer.
+pub(super) fn salt_to_u128(salt: &[u8]) -> u128 {
+    salt.iter().fold(0u128, |acc, &b| (acc << 8) | u128::from(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // RFC 2202 §3, HMAC-SHA-1 test cases 1, 2, 6 and 7 (the last two have 80-byte keys).
+    #[test]
+    fn hmac_sha1_rfc2202() {
+        let cases: [(&[u8], &[u8], &str); 4] = [
+            (&[0x0b; 20], b"Hi There", "b617318655057264e28bc0b6fb378c8ef146be00"),
+            (b"Jefe", b"what do ya want for nothing?", "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"),
+            (
+                &[0xaa; 80],
+                b"Test Using Larger Than Block-Size Key - Hash Key First",
+                "aa4ae5e15272d00e95705637ce8a3b55ed402112",
+            ),
+            (
+                &[0xaa; 80],
+                b"Test Using Larger Than Block-Size Key and Larger Than One Block-Size Data",
+                "e8e99d0f45237d786d6bbaa7965c7808bbff1a91",
+            ),
+        ];
+        for (key, msg, want) in cases {
+            assert_eq!(hex::encode(HmacSha1::new(key).sign(msg, &[])), want);
+            // Splitting the message between `msg` and `trailer` must not change the MAC.
+            for split in [0, 1, msg.len() / 2, msg.len()] {
+                let (a, b) = msg.split_at(split);
+                assert_eq!(hex::encode(HmacSha1::new(key).sign(a, b)), want);
+            }
+        }
+    }
+
+    // RFC 2202 case 3: 50 bytes of 0xdd, so padding needs its own block at some split points.
+    #[test]
+    fn hmac_sha1_rfc2202_case3_all_lengths() {
+        let mac = HmacSha1::new(&[0xaa; 20]);
+        assert_eq!(hex::encode(mac.sign(&[0xdd; 50], &[])), "125d7342b9ac11cd91a39af48aa17b4f63f175d3");
+    }
+}

@@ -1,0 +1,325 @@
+//! Receiver-state behaviour of the engine against itself: replay, tampering, SRTCP E bit, re-key.
+//! Byte-level correctness is proven against published vectors and independent implementations in
+//! `proto-tests`.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const SSRC: u32 = 0xcafe_babe;
+
+fn key(byte: u8) -> MasterKey {
+    MasterKey::new(CryptoSuite::AesCm128HmacSha1_80, &[byte; 30]).unwrap()
+}
+
+fn pair(k: &MasterKey, policy: SrtpPolicy) -> (SrtpContext, SrtpContext) {
+    (SrtpContext::new(k, policy), SrtpContext::new(k, policy))
+}
+
+fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 160, 0, 0, 0, 0];
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    p.extend((0..160).map(|i| (i as u8) ^ (seq as u8)));
+    p
+}
+
+fn rtcp(ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x81, 200, 0, 6];
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&[0x5a; 20]);
+    p
+}
+
+fn protect(tx: &mut SrtpContext, plain: &[u8]) -> Vec<u8> {
+    let mut buf = plain.to_vec();
+    buf.resize(plain.len() + MAX_TRAILER_LEN, 0);
+    let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn protect_rtcp(tx: &mut SrtpContext, plain: &[u8]) -> Vec<u8> {
+    let mut buf = plain.to_vec();
+    buf.resize(plain.len() + MAX_TRAILER_LEN, 0);
+    let n = tx.protect_rtcp(&mut buf, plain.len()).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn unprotect(rx: &mut SrtpContext, srtp: &[u8]) -> Result<Vec<u8>, SrtpError> {
+    let mut buf = srtp.to_vec();
+    let n = rx.unprotect_rtp(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn unprotect_rtcp(rx: &mut SrtpContext, srtcp: &[u8]) -> Result<Vec<u8>, SrtpError> {
+    let mut buf = srtcp.to_vec();
+    let n = rx.unprotect_rtcp(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+#[test]
+fn round_trip_every_suite_and_session_parameter_combination() {
+    for suite in CryptoSuite::ALL {
+        for bits in 0..8u8 {
+            let params = SessionParams {
+                unencrypted_srtp: bits & 1 != 0,
+                unencrypted_srtcp: bits & 2 != 0,
+                unauthenticated_srtp: bits & 4 != 0,
+            };
+            let k = MasterKey::new(suite, &[7; 30]).unwrap();
+            let (mut tx, mut rx) = pair(&k, SrtpPolicy::new(params));
+            let plain = rtp(1, SSRC);
+            let srtp = protect(&mut tx, &plain);
+            let tag = if params.unauthenticated_srtp { 0 } else { suite.params().srtp_tag_len };
+            assert_eq!(srtp.len(), plain.len() + tag);
+            assert_eq!(srtp[12..plain.len()] == plain[12..], params.unencrypted_srtp);
+            assert_eq!(unprotect(&mut rx, &srtp).unwrap(), plain);
+
+            let plain = rtcp(SSRC);
+            let srtcp = protect_rtcp(&mut tx, &plain);
+            assert_eq!(srtcp.len(), plain.len() + 14, "SRTCP always carries an 80-bit tag");
+            let e_bit = srtcp[plain.len()] & 0x80 != 0;
+            assert_eq!(e_bit, !params.unencrypted_srtcp);
+            assert_eq!(unprotect_rtcp(&mut rx, &srtcp).unwrap(), plain);
+        }
+    }
+}
+
+#[test]
+fn replay_window_of_64() {
+    let k = key(1);
+    let (mut tx, mut rx) = pair(&k, SrtpPolicy::default());
+    let packets: Vec<_> = (0..200u16).map(|s| protect(&mut tx, &rtp(s, SSRC))).collect();
+    assert!(unprotect(&mut rx, &packets[0]).is_ok());
+    for p in &packets[65..=199] {
+        unprotect(&mut rx, p).unwrap();
+    }
+    assert_eq!(unprotect(&mut rx, &packets[199]), Err(SrtpError::Replayed), "duplicate");
+    assert!(unprotect(&mut rx, &packets[199 - 63]).is_err(), "seen already");
+    // Packets never delivered: 136 is 63 behind 199 but was delivered; take the gap 1..=64.
+    let mut rx = SrtpContext::new(&k, SrtpPolicy::default());
+    unprotect(&mut rx, &packets[100]).unwrap();
+    assert!(unprotect(&mut rx, &packets[100 - 63]).is_ok(), "63 behind accepted");
+    assert_eq!(unprotect(&mut rx, &packets[100 - 63]), Err(SrtpError::Replayed), "only once");
+    assert_eq!(unprotect(&mut rx, &packets[100 - 64]), Err(SrtpError::Replayed), "64 behind");
+    assert_eq!(unprotect(&mut rx, &packets[10]), Err(SrtpError::Replayed), "90 behind");
+}
+
+#[test]
+fn larger_window_accepts_older_packets() {
+    let k = key(1);
+    let policy = SrtpPolicy::default().with_replay_window(256).unwrap();
+    let (mut tx, mut rx) = pair(&k, policy);
+    let packets: Vec<_> = (0..300u16).map(|s| protect(&mut tx, &rtp(s, SSRC))).collect();
+    unprotect(&mut rx, &packets[299]).unwrap();
+    assert!(unprotect(&mut rx, &packets[299 - 255]).is_ok());
+    assert_eq!(unprotect(&mut rx, &packets[299 - 256]), Err(SrtpError::Replayed));
+    assert!(SrtpPolicy::default().with_replay_window(32).is_err());
+}
+
+#[test]
+fn tampered_packets_fail_and_change_nothing() {
+    let k = key(2);
+    let (mut tx, mut rx) = pair(&k, SrtpPolicy::default());
+    let good = protect(&mut tx, &rtp(10, SSRC));
+    unprotect(&mut rx, &good).unwrap();
+    let next = protect(&mut tx, &rtp(11, SSRC));
+    for bit in [0, 8 * 5, 8 * 20, 8 * (next.len() - 1)] {
+        let mut bad = next.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        let mut buf = bad.clone();
+        assert_eq!(rx.unprotect_rtp(&mut buf), Err(SrtpError::AuthFailed), "bit {bit}");
+        assert_eq!(buf, bad, "a failed unprotect leaves the packet untouched");
+    }
+    // A forged packet far ahead must not advance the ROC or the window.
+    let mut far = protect(&mut tx, &rtp(11 + 30000, SSRC));
+    *far.last_mut().unwrap() ^= 0xff;
+    assert_eq!(unprotect(&mut rx, &far), Err(SrtpError::AuthFailed));
+    assert_eq!(rx.roc(SSRC), Some(0));
+    assert_eq!(unprotect(&mut rx, &next).unwrap(), rtp(11, SSRC));
+}
+
+#[test]
+fn forged_srtcp_with_e_clear_is_rejected() {
+    let k = key(3);
+    let mut rx = SrtpContext::new(&k, SrtpPolicy::default());
+    let mut forged = rtcp(SSRC);
+    forged[1] = 203; // BYE
+    forged.extend_from_slice(&1u32.to_be_bytes()); // E = 0, index 1
+    forged.extend_from_slice(&[0x42; 10]);
+    assert_eq!(unprotect_rtcp(&mut rx, &forged), Err(SrtpError::AuthFailed));
+}
+
+#[test]
+fn srtcp_follows_the_e_bit_and_has_its_own_replay_window() {
+    let k = key(4);
+    let mut tx_enc = SrtpContext::new(&k, SrtpPolicy::default());
+    let unenc = SrtpPolicy::new(SessionParams { unencrypted_srtcp: true, ..SessionParams::default() });
+    let mut tx_plain = SrtpContext::new(&k, unenc);
+    let mut rx = SrtpContext::new(&k, SrtpPolicy::default());
+    let a = protect_rtcp(&mut tx_enc, &rtcp(SSRC)); // index 1, E=1
+    let _ = protect_rtcp(&mut tx_plain, &rtcp(SSRC)); // index 1
+    let b = protect_rtcp(&mut tx_plain, &rtcp(SSRC)); // index 2, E=0
+    assert_eq!(unprotect_rtcp(&mut rx, &a).unwrap(), rtcp(SSRC));
+    assert_eq!(unprotect_rtcp(&mut rx, &b).unwrap(), rtcp(SSRC));
+    assert_eq!(unprotect_rtcp(&mut rx, &a), Err(SrtpError::Replayed));
+    // The RTP window is separate: RTP index 1 and 2 are still fresh.
+    let mut tx_rtp = SrtpContext::new(&k, SrtpPolicy::default());
+    for seq in [1, 2] {
+        assert!(unprotect(&mut rx, &protect(&mut tx_rtp, &rtp(seq, SSRC))).is_ok());
+    }
+}
+
+#[test]
+fn short_and_garbage_input_is_an_error_never_a_panic() {
+    let k = key(5);
+    let mut ctx = SrtpContext::new(&k, SrtpPolicy::default());
+    let mut buf = [0u8; 64];
+    for len in 0..64 {
+        for fill in [0x00u8, 0x80, 0x90, 0xbf, 0xff] {
+            let mut pkt = vec![fill; len];
+            let _ = ctx.unprotect_rtp(&mut pkt);
+            let mut pkt = vec![fill; len];
+            let _ = ctx.unprotect_rtcp(&mut pkt);
+            buf.fill(fill);
+            let _ = ctx.protect_rtp(&mut buf, len);
+            buf.fill(fill);
+            let _ = ctx.protect_rtcp(&mut buf, len);
+        }
+    }
+    assert_eq!(ctx.protect_rtp(&mut buf, 100), Err(SrtpError::NoRoom));
+    let mut exact = rtp(1, SSRC);
+    let n = exact.len();
+    assert_eq!(ctx.protect_rtp(&mut exact, n), Err(SrtpError::NoRoom), "no tail room");
+    assert_eq!(ctx.unprotect_rtp(&mut [0x80; 21]), Err(SrtpError::Malformed), "shorter than header+tag");
+}
+
+#[test]
+fn roc_follows_a_sequence_wrap_with_reordering() {
+    let k = key(6);
+    let (mut tx, mut rx) = pair(&k, SrtpPolicy::default());
+    let seqs: Vec<u16> = (65500..=65535).chain(0..40).collect();
+    let mut packets: Vec<_> = seqs.iter().map(|&s| protect(&mut tx, &rtp(s, SSRC))).collect();
+    // Swap pairs across the wrap: ..., 0, 65535, 2, 1, ...
+    for i in (30..50).step_by(2) {
+        packets.swap(i, i + 1);
+    }
+    for p in &packets {
+        unprotect(&mut rx, p).unwrap();
+    }
+    assert_eq!(rx.roc(SSRC), Some(1));
+    assert_eq!(tx.roc(SSRC), Some(1));
+}
+
+fn stream_to_roc_one(tx: &mut SrtpContext, rx: &mut RxSrtp, now: Instant) -> u16 {
+    let mut seq = 65000u16;
+    for _ in 0..1000 {
+        let p = protect(tx, &rtp(seq, SSRC));
+        let mut buf = p.clone();
+        rx.unprotect_rtp(now, &mut buf).unwrap();
+        seq = seq.wrapping_add(1);
+    }
+    assert_eq!(rx.current().roc(SSRC), Some(1));
+    seq
+}
+
+#[test]
+fn rekey_with_roc_continued_keeps_the_stream_and_old_packets_pass_in_grace() {
+    let now = Instant::now();
+    let (old_key, new_key) = (key(7), key(8));
+    let mut tx = SrtpContext::new(&old_key, SrtpPolicy::default());
+    let mut rx = RxSrtp::new(SrtpContext::new(&old_key, SrtpPolicy::default()));
+    let seq = stream_to_roc_one(&mut tx, &mut rx, now);
+    let in_flight = protect(&mut tx, &rtp(seq, SSRC));
+
+    // The peer re-keys and, as RFC 3711 §3.3.1 requires, keeps its ROC.
+    let mut tx_new = SrtpContext::new(&new_key, SrtpPolicy::default());
+    tx_new.carry_over_from(&tx);
+    rx.rekey(SrtpContext::new(&new_key, SrtpPolicy::default()), now, Duration::from_secs(2));
+    let fresh = protect(&mut tx_new, &rtp(seq.wrapping_add(1), SSRC));
+    assert_eq!(tx_new.roc(SSRC), Some(1));
+
+    let mut buf = fresh.clone();
+    assert!(rx.unprotect_rtp(now, &mut buf).is_ok(), "new key, continued ROC");
+    let mut buf = in_flight.clone();
+    assert!(rx.unprotect_rtp(now + Duration::from_millis(50), &mut buf).is_ok(), "old key in grace");
+    let mut buf = in_flight.clone();
+    assert_eq!(rx.unprotect_rtp(now, &mut buf), Err(SrtpError::Replayed), "old key replay");
+    assert_eq!(rx.current().roc(SSRC), Some(1));
+
+    let late = protect(&mut tx, &rtp(seq.wrapping_add(5), SSRC));
+    let mut buf = late.clone();
+    assert_eq!(rx.unprotect_rtp(now + Duration::from_secs(3), &mut buf), Err(SrtpError::AuthFailed));
+    assert!(!rx.in_grace(now + Duration::from_secs(3)));
+    assert_eq!(rx.poll_timeout(), None, "previous context dropped after grace");
+}
+
+#[test]
+fn rekey_with_roc_restarted_at_zero_also_authenticates() {
+    let now = Instant::now();
+    let (old_key, new_key) = (key(9), key(10));
+    let mut tx = SrtpContext::new(&old_key, SrtpPolicy::default());
+    let mut rx = RxSrtp::new(SrtpContext::new(&old_key, SrtpPolicy::default()));
+    let seq = stream_to_roc_one(&mut tx, &mut rx, now);
+
+    // The peer re-keys and restarts everything (ROC 0), as some soft clients do.
+    let mut tx_new = SrtpContext::new(&new_key, SrtpPolicy::default());
+    rx.rekey(SrtpContext::new(&new_key, SrtpPolicy::default()), now, Duration::from_secs(2));
+    for i in 0..100u16 {
+        let s = seq.wrapping_add(i);
+        let mut buf = protect(&mut tx_new, &rtp(s, SSRC));
+        let n = rx.unprotect_rtp(now, &mut buf).unwrap_or_else(|e| panic!("seq {s}: {e}"));
+        assert_eq!(&buf[..n], &rtp(s, SSRC)[..]);
+    }
+    assert_eq!(rx.current().roc(SSRC), Some(0));
+}
+
+#[test]
+fn sender_rekey_keeps_roc_and_srtcp_index() {
+    let (old_key, new_key) = (key(11), key(12));
+    let mut tx = SrtpContext::new(&old_key, SrtpPolicy::default());
+    for s in 65530..=65535u16 {
+        protect(&mut tx, &rtp(s, SSRC));
+    }
+    protect(&mut tx, &rtp(0, SSRC));
+    for _ in 0..5 {
+        protect_rtcp(&mut tx, &rtcp(SSRC));
+    }
+    let mut tx_new = SrtpContext::new(&new_key, SrtpPolicy::default());
+    tx_new.carry_over_from(&tx);
+    let p = protect(&mut tx_new, &rtp(1, SSRC));
+    assert_eq!(tx_new.roc(SSRC), Some(1));
+    let c = protect_rtcp(&mut tx_new, &rtcp(SSRC));
+    assert_eq!(&c[28..32], &(0x8000_0000u32 | 6).to_be_bytes(), "SRTCP index continues at 6");
+    // A receiver that followed the old key and then re-keys accepts the continued stream.
+    let mut rx = SrtpContext::new(&new_key, SrtpPolicy::default());
+    let mut old_rx = SrtpContext::new(&old_key, SrtpPolicy::default());
+    let mut warm = SrtpContext::new(&old_key, SrtpPolicy::default());
+    for s in 65530..=65535u16 {
+        unprotect(&mut old_rx, &protect(&mut warm, &rtp(s, SSRC))).unwrap();
+    }
+    unprotect(&mut old_rx, &protect(&mut warm, &rtp(0, SSRC))).unwrap();
+    rx.carry_over_from(&old_rx);
+    assert_eq!(unprotect(&mut rx, &p).unwrap(), rtp(1, SSRC));
+}
+
+#[test]
+fn many_ssrcs_reuse_a_bounded_set_of_slots() {
+    let k = key(13);
+    let (mut tx, mut rx) = pair(&k, SrtpPolicy::default());
+    for ssrc in 0..100u32 {
+        assert!(unprotect(&mut rx, &protect(&mut tx, &rtp(1, ssrc))).is_ok());
+    }
+    // The most recent SSRCs are still tracked (a replay is caught) ...
+    let again = {
+        let mut fresh_tx = SrtpContext::new(&k, SrtpPolicy::default());
+        protect(&mut fresh_tx, &rtp(1, 99))
+    };
+    assert_eq!(unprotect(&mut rx, &again), Err(SrtpError::Replayed));
+    // ... and the context never holds more than its fixed number of slots.
+    assert!(format!("{rx:?}").contains("ssrcs: 16"));
+}
