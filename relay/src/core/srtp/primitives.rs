@@ -2,14 +2,16 @@
 
 use aes::Aes128Enc;
 use aes::cipher::generic_array::GenericArray;
-use aes::cipher::{BlockEncrypt, KeyInit};
+use aes::cipher::{BlockEncrypt, InnerIvInit, KeyInit, StreamCipher, StreamCipherCoreWrapper};
+use ctr::CtrCore;
+use ctr::flavors::Ctr128BE;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::key::MasterKey;
 
-/// Blocks handed to the AES backend at once, so AES-NI can pipeline them.
-const PAR_BLOCKS: usize = 8;
 const BLOCK_LEN: usize = 16;
+/// Payloads up to this length get their keystream from one `encrypt_blocks` call on the stack.
+const SHORT_LEN: usize = 256;
 
 /// AES-128 in counter mode as RFC 3711 §4.1.1 defines it: keystream block `j` is `E(k, IV + j)`.
 ///
@@ -25,21 +27,30 @@ impl AesCm {
     }
 
     /// XORs the keystream that starts at counter block `iv` into `data`, in place.
+    ///
+    /// RFC 3711 §4.1.1: block j is `E(k, IV + j mod 2^128)`, a 128-bit big-endian counter.
     pub fn apply_keystream(&self, iv: u128, data: &mut [u8]) {
-        let mut counter = iv;
-        let mut blocks = [GenericArray::default(); PAR_BLOCKS];
-        for chunk in data.chunks_mut(PAR_BLOCKS * BLOCK_LEN) {
-            let n = chunk.len().div_ceil(BLOCK_LEN);
-            for block in &mut blocks[..n] {
-                *block = GenericArray::from(counter.to_be_bytes());
-                // RFC 3711 §4.1.1: the counter is IV + j modulo 2^128.
-                counter = counter.wrapping_add(1);
-            }
-            self.cipher.encrypt_blocks(&mut blocks[..n]);
-            for (bytes, keystream) in chunk.chunks_mut(BLOCK_LEN).zip(&blocks) {
-                for (b, k) in bytes.iter_mut().zip(keystream) {
-                    *b ^= k;
-                }
+        if data.len() > SHORT_LEN {
+            // The `ctr` crate pipelines long runs better; its set-up costs more than short
+            // packets (a G.711 payload) gain, measured in `bench/benches/primitives.rs`.
+            let core = CtrCore::<Aes128Enc, Ctr128BE>::inner_iv_init(self.cipher.clone(), &iv.to_be_bytes().into());
+            StreamCipherCoreWrapper::from_core(core).apply_keystream(data);
+            return;
+        }
+        let mut blocks = [GenericArray::default(); SHORT_LEN / BLOCK_LEN];
+        let n = data.len().div_ceil(BLOCK_LEN);
+        for (j, block) in blocks[..n].iter_mut().enumerate() {
+            *block = GenericArray::from(iv.wrapping_add(j as u128).to_be_bytes());
+        }
+        self.cipher.encrypt_blocks(&mut blocks[..n]);
+        let (whole, tail) = data.as_chunks_mut::<BLOCK_LEN>();
+        for (bytes, keystream) in whole.iter_mut().zip(&blocks) {
+            let ks: [u8; BLOCK_LEN] = (*keystream).into();
+            *bytes = (u128::from_ne_bytes(*bytes) ^ u128::from_ne_bytes(ks)).to_ne_bytes();
+        }
+        if let Some(last) = blocks.get(whole.len()) {
+            for (b, k) in tail.iter_mut().zip(last) {
+                *b ^= k;
             }
         }
     }
@@ -98,7 +109,7 @@ impl std::fmt::Debug for HmacSha1 {
 }
 
 fn compress(state: &mut [u32; 5], block: &[u8; SHA1_BLOCK_LEN]) {
-    sha1::compress(state, std::slice::from_ref(GenericArray::from_slice(block)));
+    sha1::block_api::compress(state, std::slice::from_ref(block));
 }
 
 /// A SHA-1 computation that hashes whole blocks straight from the caller's slice.
@@ -128,8 +139,8 @@ impl Sha1Stream {
             self.buf_len = 0;
         }
         let (blocks, rest) = data.as_chunks::<SHA1_BLOCK_LEN>();
-        for block in blocks {
-            compress(&mut self.state, block);
+        if !blocks.is_empty() {
+            sha1::block_api::compress(&mut self.state, blocks);
         }
         self.buf[..rest.len()].copy_from_slice(rest);
         self.buf_len = rest.len();
