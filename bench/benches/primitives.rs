@@ -15,8 +15,12 @@ fn bench(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("primitives_{len}B"));
         g.throughput(Throughput::Bytes(len as u64));
         let mut data = vec![0x5au8; len];
-        g.bench_function("aes_cm", |b| b.iter(|| aes.apply_keystream(black_box(42 << 16), &mut data)));
-        g.bench_function("hmac_sha1", |b| b.iter(|| black_box(mac.sign(black_box(&data), &[0, 0, 0, 1]))));
+        g.bench_function("aes_cm", |b| {
+            b.iter(|| aes.apply_keystream(black_box(42 << 16), &mut data))
+        });
+        g.bench_function("hmac_sha1", |b| {
+            b.iter(|| black_box(mac.sign(black_box(&data), &[0, 0, 0, 1])))
+        });
         g.finish();
     }
 }

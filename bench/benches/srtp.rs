@@ -31,7 +31,10 @@ fn theirs(key: &MasterKey) -> Context {
         CryptoSuite::AesCm128HmacSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
         CryptoSuite::AesCm128HmacSha1_32 => ProtectionProfile::Aes128CmHmacSha1_32,
     };
-    let (srtp, srtcp) = (Some(srtp_replay_protection(64)), Some(srtcp_replay_protection(64)));
+    let (srtp, srtcp) = (
+        Some(srtp_replay_protection(64)),
+        Some(srtcp_replay_protection(64)),
+    );
     Context::new(key.master_key(), key.master_salt(), profile, srtp, srtcp).unwrap()
 }
 

@@ -52,18 +52,25 @@ fn profile(suite: CryptoSuite) -> &'static str {
 }
 
 fn packets(kind: &str, id: &str, pkts: &[Vec<u8>]) -> String {
-    pkts.iter().map(|p| format!("{kind} {id} {}\n", hex::encode(p))).collect()
+    pkts.iter()
+        .map(|p| format!("{kind} {id} {}\n", hex::encode(p)))
+        .collect()
 }
 
 #[test]
 fn rtp_and_rtcp_are_byte_identical_to_libsrtp_both_ways() {
-    for (seed, suite) in [(11u64, CryptoSuite::AesCm128HmacSha1_80), (12, CryptoSuite::AesCm128HmacSha1_32)] {
+    for (seed, suite) in [
+        (11u64, CryptoSuite::AesCm128HmacSha1_80),
+        (12, CryptoSuite::AesCm128HmacSha1_32),
+    ] {
         let mut rng = rng(seed);
         let key = MasterKey::new(suite, &rng.r#gen::<[u8; 30]>()).unwrap();
         let key_hex = hex::encode(key.key_salt());
         let mut plain = two_streams(&mut rng, 3000);
         reorder(&mut rng, &mut plain, 4);
-        let rtcp: Vec<_> = (0..600).map(|i| rtcp_packet(&mut rng, SSRCS[i % 2])).collect();
+        let rtcp: Vec<_> = (0..600)
+            .map(|i| rtcp_packet(&mut rng, SSRCS[i % 2]))
+            .collect();
 
         let mut our_tx = SrtpContext::new(&key, SrtpPolicy::default());
         let ours: Vec<_> = plain.iter().map(|p| protect_rtp(&mut our_tx, p)).collect();
@@ -75,7 +82,8 @@ fn rtp_and_rtcp_are_byte_identical_to_libsrtp_both_ways() {
         let mut rtcp_order: Vec<usize> = (0..rtcp.len()).collect();
         reorder(&mut rng, &mut rtcp_order, 3);
         let ours_reordered: Vec<_> = order.iter().map(|&i| ours[i].clone()).collect();
-        let ours_rtcp_reordered: Vec<_> = rtcp_order.iter().map(|&i| ours_rtcp[i].clone()).collect();
+        let ours_rtcp_reordered: Vec<_> =
+            rtcp_order.iter().map(|&i| ours_rtcp[i].clone()).collect();
 
         let p = profile(suite);
         let script = format!(
@@ -92,23 +100,43 @@ fn rtp_and_rtcp_are_byte_identical_to_libsrtp_both_ways() {
         let (their_rx, their_rx_rtcp) = rest.split_at(plain.len());
 
         for (i, (t, o)) in theirs.iter().zip(&ours).enumerate() {
-            assert_eq!(t.as_ref().unwrap(), o, "{suite} seed {seed}: RTP packet {i} differs from libsrtp");
+            assert_eq!(
+                t.as_ref().unwrap(),
+                o,
+                "{suite} seed {seed}: RTP packet {i} differs from libsrtp"
+            );
         }
         for (i, (t, o)) in theirs_rtcp.iter().zip(&ours_rtcp).enumerate() {
-            assert_eq!(t.as_ref().unwrap(), o, "{suite} seed {seed}: RTCP packet {i} differs from libsrtp");
+            assert_eq!(
+                t.as_ref().unwrap(),
+                o,
+                "{suite} seed {seed}: RTCP packet {i} differs from libsrtp"
+            );
         }
         for (k, r) in their_rx.iter().enumerate() {
-            assert_eq!(r.as_ref().unwrap(), &plain[order[k]], "{suite}: libsrtp unprotects our packet {k}");
+            assert_eq!(
+                r.as_ref().unwrap(),
+                &plain[order[k]],
+                "{suite}: libsrtp unprotects our packet {k}"
+            );
         }
         for (k, r) in their_rx_rtcp.iter().enumerate() {
-            assert_eq!(r.as_ref().unwrap(), &rtcp[rtcp_order[k]], "{suite}: libsrtp unprotects our RTCP {k}");
+            assert_eq!(
+                r.as_ref().unwrap(),
+                &rtcp[rtcp_order[k]],
+                "{suite}: libsrtp unprotects our RTCP {k}"
+            );
         }
 
         // And we unprotect libsrtp's packets, received in the reordered order.
         let mut our_rx = SrtpContext::new(&key, SrtpPolicy::default());
         for &i in &order {
             let srtp = theirs[i].as_ref().unwrap();
-            assert_eq!(unprotect_rtp(&mut our_rx, srtp).unwrap(), plain[i], "{suite}: we unprotect libsrtp's {i}");
+            assert_eq!(
+                unprotect_rtp(&mut our_rx, srtp).unwrap(),
+                plain[i],
+                "{suite}: we unprotect libsrtp's {i}"
+            );
         }
         for &i in &rtcp_order {
             let srtcp = theirs_rtcp[i].as_ref().unwrap();
@@ -125,7 +153,9 @@ fn libsrtp_agrees_on_what_is_a_replay() {
     // Window 64 on both sides: a duplicate, 63 behind (accepted once) and 64 behind.
     let key = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
     let mut rng = rng(13);
-    let plain: Vec<_> = (0..200u16).map(|s| rtp_packet(&mut rng, SSRCS[0], s)).collect();
+    let plain: Vec<_> = (0..200u16)
+        .map(|s| rtp_packet(&mut rng, SSRCS[0], s))
+        .collect();
     let mut tx = SrtpContext::new(&key, SrtpPolicy::default());
     let srtp: Vec<_> = plain.iter().map(|p| protect_rtp(&mut tx, p)).collect();
     let deliveries = [150usize, 150, 150 - 63, 150 - 63, 150 - 64, 10, 151];
@@ -136,7 +166,10 @@ fn libsrtp_agrees_on_what_is_a_replay() {
     );
     let theirs: Vec<bool> = oracle(&script).iter().map(Result::is_ok).collect();
     let mut rx = SrtpContext::new(&key, SrtpPolicy::default());
-    let ours: Vec<bool> = deliveries.iter().map(|&i| unprotect_rtp(&mut rx, &srtp[i]).is_ok()).collect();
+    let ours: Vec<bool> = deliveries
+        .iter()
+        .map(|&i| unprotect_rtp(&mut rx, &srtp[i]).is_ok())
+        .collect();
     assert_eq!(ours, [true, false, true, false, false, false, true]);
     assert_eq!(ours, theirs);
 }
@@ -154,8 +187,10 @@ fn session_parameters_match_the_reference_implementation() {
                 unencrypted_srtcp: bits & 4 != 0,
             };
             let key = MasterKey::new(suite, &rng.r#gen::<[u8; 30]>()).unwrap();
-            let plain: Vec<_> =
-                seqs_across_wrap(1600).into_iter().map(|s| rtp_packet(&mut rng, SSRCS[1], s)).collect();
+            let plain: Vec<_> = seqs_across_wrap(1600)
+                .into_iter()
+                .map(|s| rtp_packet(&mut rng, SSRCS[1], s))
+                .collect();
             let rtcp: Vec<_> = (0..50).map(|_| rtcp_packet(&mut rng, SSRCS[1])).collect();
             let script = format!(
                 "session ref ref {} {} {} {} {}\n{}{}",
@@ -169,13 +204,24 @@ fn session_parameters_match_the_reference_implementation() {
             );
             let answers = oracle(&script);
             let policy = SrtpPolicy::new(params);
-            let (mut tx, mut rx) = (SrtpContext::new(&key, policy), SrtpContext::new(&key, policy));
+            let (mut tx, mut rx) = (
+                SrtpContext::new(&key, policy),
+                SrtpContext::new(&key, policy),
+            );
             for (i, (p, want)) in plain.iter().chain(&rtcp).zip(&answers).enumerate() {
                 let want = want.as_ref().unwrap();
                 let is_rtcp = i >= plain.len();
-                let got = if is_rtcp { protect_rtcp(&mut tx, p) } else { protect_rtp(&mut tx, p) };
+                let got = if is_rtcp {
+                    protect_rtcp(&mut tx, p)
+                } else {
+                    protect_rtp(&mut tx, p)
+                };
                 assert_eq!(&got, want, "{suite} {params:?} packet {i}");
-                let back = if is_rtcp { unprotect_rtcp(&mut rx, want) } else { unprotect_rtp(&mut rx, want) };
+                let back = if is_rtcp {
+                    unprotect_rtcp(&mut rx, want)
+                } else {
+                    unprotect_rtp(&mut rx, want)
+                };
                 assert_eq!(&back.unwrap(), p, "{suite} {params:?} packet {i} back");
             }
         }

@@ -5,7 +5,8 @@
 
 use hex_literal::hex;
 use srtp_relay::core::srtp::{
-    AesCm, CryptoSuite, MAX_TRAILER_LEN, MasterKey, SessionParams, SrtpContext, SrtpPolicy, derive_session_key,
+    AesCm, CryptoSuite, MAX_TRAILER_LEN, MasterKey, SessionParams, SrtpContext, SrtpPolicy,
+    derive_session_key,
 };
 
 const MASTER_KEY: [u8; 16] = hex!("E1F97A0D3E018BE0D64FA32C06DE4139");
@@ -59,14 +60,22 @@ const PLAIN_RTCP: [u8; 24] = hex!("81c8000bcafebabe abababababababababababababab
 fn protect(ctx: &mut SrtpContext, plain: &[u8], rtcp: bool) -> Vec<u8> {
     let mut buf = plain.to_vec();
     buf.resize(plain.len() + MAX_TRAILER_LEN, 0);
-    let n = if rtcp { ctx.protect_rtcp(&mut buf, plain.len()) } else { ctx.protect_rtp(&mut buf, plain.len()) };
+    let n = if rtcp {
+        ctx.protect_rtcp(&mut buf, plain.len())
+    } else {
+        ctx.protect_rtp(&mut buf, plain.len())
+    };
     buf.truncate(n.unwrap());
     buf
 }
 
 fn unprotect(ctx: &mut SrtpContext, pkt: &[u8], rtcp: bool) -> Vec<u8> {
     let mut buf = pkt.to_vec();
-    let n = if rtcp { ctx.unprotect_rtcp(&mut buf) } else { ctx.unprotect_rtp(&mut buf) };
+    let n = if rtcp {
+        ctx.unprotect_rtcp(&mut buf)
+    } else {
+        ctx.unprotect_rtp(&mut buf)
+    };
     buf.truncate(n.unwrap());
     buf
 }
@@ -74,8 +83,15 @@ fn unprotect(ctx: &mut SrtpContext, pkt: &[u8], rtcp: bool) -> Vec<u8> {
 #[test]
 fn v1_v2_srtp_roc_0_both_suites() {
     let cases = [
-        (CryptoSuite::AesCm128HmacSha1_80, &hex!("800f1234decafbadcafebabe4e55dc4ce79978d88ca4d215949d2402 b78d6acc99ea179b8dbb")[..]),
-        (CryptoSuite::AesCm128HmacSha1_32, &hex!("800f1234decafbadcafebabe4e55dc4ce79978d88ca4d215949d2402 b78d6acc")[..]),
+        (
+            CryptoSuite::AesCm128HmacSha1_80,
+            &hex!("800f1234decafbadcafebabe4e55dc4ce79978d88ca4d215949d2402 b78d6acc99ea179b8dbb")
+                [..],
+        ),
+        (
+            CryptoSuite::AesCm128HmacSha1_32,
+            &hex!("800f1234decafbadcafebabe4e55dc4ce79978d88ca4d215949d2402 b78d6acc")[..],
+        ),
     ];
     for (suite, want) in cases {
         let mut tx = SrtpContext::new(&b3_key(suite), SrtpPolicy::default());
@@ -87,7 +103,8 @@ fn v1_v2_srtp_roc_0_both_suites() {
 
 #[test]
 fn v3_srtp_roc_1() {
-    let want = hex!("800f0001decafbadcafebabeb6f1f0a458a238ac3d2f55ac6566b25c 051f89495037505c44c7");
+    let want =
+        hex!("800f0001decafbadcafebabeb6f1f0a458a238ac3d2f55ac6566b25c 051f89495037505c44c7");
     let key = b3_key(CryptoSuite::AesCm128HmacSha1_80);
     let mut tx = SrtpContext::new(&key, SrtpPolicy::default());
     let mut rx = SrtpContext::new(&key, SrtpPolicy::default());
@@ -106,7 +123,8 @@ fn v3_srtp_roc_1() {
 
 #[test]
 fn v5_srtcp_index_1_encrypted_same_for_both_suites() {
-    let want = hex!("81c8000bcafebabe7128035be487b9bdbef89041f977a5a8 80000001 993e08cd54d6c1230798");
+    let want =
+        hex!("81c8000bcafebabe7128035be487b9bdbef89041f977a5a8 80000001 993e08cd54d6c1230798");
     for suite in CryptoSuite::ALL {
         let mut tx = SrtpContext::new(&b3_key(suite), SrtpPolicy::default());
         assert_eq!(protect(&mut tx, &PLAIN_RTCP, true), want, "{suite}");
@@ -117,8 +135,12 @@ fn v5_srtcp_index_1_encrypted_same_for_both_suites() {
 
 #[test]
 fn v4_srtcp_index_1_unencrypted() {
-    let want = hex!("81c8000bcafebabeabababababababababababababababab 00000001 fe88c7fdfd37ebce615d");
-    let policy = SrtpPolicy::new(SessionParams { unencrypted_srtcp: true, ..SessionParams::default() });
+    let want =
+        hex!("81c8000bcafebabeabababababababababababababababab 00000001 fe88c7fdfd37ebce615d");
+    let policy = SrtpPolicy::new(SessionParams {
+        unencrypted_srtcp: true,
+        ..SessionParams::default()
+    });
     let key = b3_key(CryptoSuite::AesCm128HmacSha1_80);
     let mut tx = SrtpContext::new(&key, policy);
     assert_eq!(protect(&mut tx, &PLAIN_RTCP, true), want);

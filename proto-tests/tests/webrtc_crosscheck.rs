@@ -26,26 +26,43 @@ fn theirs(key: &MasterKey) -> Context {
 
 #[test]
 fn rtp_across_the_wrap_with_reordering_is_byte_identical_both_ways() {
-    for (seed, suite) in [(1u64, CryptoSuite::AesCm128HmacSha1_80), (2, CryptoSuite::AesCm128HmacSha1_32)] {
+    for (seed, suite) in [
+        (1u64, CryptoSuite::AesCm128HmacSha1_80),
+        (2, CryptoSuite::AesCm128HmacSha1_32),
+    ] {
         let mut rng = rng(seed);
         let key = MasterKey::new(suite, &rand::Rng::r#gen::<[u8; 30]>(&mut rng)).unwrap();
         let mut plain = two_streams(&mut rng, 3000);
         reorder(&mut rng, &mut plain, 4); // the order the relay forwards (and protects) in
 
-        let (mut our_tx, mut their_tx) = (SrtpContext::new(&key, SrtpPolicy::default()), theirs(&key));
+        let (mut our_tx, mut their_tx) =
+            (SrtpContext::new(&key, SrtpPolicy::default()), theirs(&key));
         let mut sent: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for (i, p) in plain.iter().enumerate() {
             let ours = protect_rtp(&mut our_tx, p);
             let their = their_tx.encrypt_rtp(p).unwrap();
-            assert_eq!(ours, &their[..], "{suite} seed {seed} packet {i}: protect differs");
+            assert_eq!(
+                ours,
+                &their[..],
+                "{suite} seed {seed} packet {i}: protect differs"
+            );
             sent.push((p.clone(), ours));
         }
         reorder(&mut rng, &mut sent, 6); // the network reorders again
 
-        let (mut our_rx, mut their_rx) = (SrtpContext::new(&key, SrtpPolicy::default()), theirs(&key));
+        let (mut our_rx, mut their_rx) =
+            (SrtpContext::new(&key, SrtpPolicy::default()), theirs(&key));
         for (i, (p, s)) in sent.iter().enumerate() {
-            assert_eq!(&their_rx.decrypt_rtp(s).unwrap()[..], &p[..], "{suite}: they unprotect ours, {i}");
-            assert_eq!(unprotect_rtp(&mut our_rx, s).unwrap(), *p, "{suite}: we unprotect theirs, {i}");
+            assert_eq!(
+                &their_rx.decrypt_rtp(s).unwrap()[..],
+                &p[..],
+                "{suite}: they unprotect ours, {i}"
+            );
+            assert_eq!(
+                unprotect_rtp(&mut our_rx, s).unwrap(),
+                *p,
+                "{suite}: we unprotect theirs, {i}"
+            );
         }
         for ssrc in SSRCS {
             assert_eq!(our_rx.roc(ssrc), Some(1), "ROC went 0 -> 1");
@@ -55,16 +72,25 @@ fn rtp_across_the_wrap_with_reordering_is_byte_identical_both_ways() {
 
 #[test]
 fn rtcp_is_byte_identical_both_ways() {
-    for (seed, suite) in [(3u64, CryptoSuite::AesCm128HmacSha1_80), (4, CryptoSuite::AesCm128HmacSha1_32)] {
+    for (seed, suite) in [
+        (3u64, CryptoSuite::AesCm128HmacSha1_80),
+        (4, CryptoSuite::AesCm128HmacSha1_32),
+    ] {
         let mut rng = rng(seed);
         let key = MasterKey::new(suite, &rand::Rng::r#gen::<[u8; 30]>(&mut rng)).unwrap();
-        let (mut our_tx, mut their_tx) = (SrtpContext::new(&key, SrtpPolicy::default()), theirs(&key));
-        let (mut our_rx, mut their_rx) = (SrtpContext::new(&key, SrtpPolicy::default()), theirs(&key));
+        let (mut our_tx, mut their_tx) =
+            (SrtpContext::new(&key, SrtpPolicy::default()), theirs(&key));
+        let (mut our_rx, mut their_rx) =
+            (SrtpContext::new(&key, SrtpPolicy::default()), theirs(&key));
         let mut sent = Vec::new();
         for i in 0..1000 {
             let p = rtcp_packet(&mut rng, SSRCS[i % 2]);
             let ours = protect_rtcp(&mut our_tx, &p);
-            assert_eq!(ours, &their_tx.encrypt_rtcp(&p).unwrap()[..], "{suite} packet {i}");
+            assert_eq!(
+                ours,
+                &their_tx.encrypt_rtcp(&p).unwrap()[..],
+                "{suite} packet {i}"
+            );
             sent.push((p, ours));
         }
         reorder(&mut rng, &mut sent, 5);
@@ -83,7 +109,13 @@ fn forged_srtcp_with_e_clear_passes_webrtc_srtp_but_not_us() {
     let mut forged = vec![0x81, 203, 0, 1, 0xca, 0xfe, 0xba, 0xbe]; // BYE
     forged.extend_from_slice(&7u32.to_be_bytes()); // E = 0, index 7
     forged.extend_from_slice(&[0u8; 10]); // garbage tag
-    assert!(theirs(&key).decrypt_rtcp(&forged).is_ok(), "the oracle's known flaw");
+    assert!(
+        theirs(&key).decrypt_rtcp(&forged).is_ok(),
+        "the oracle's known flaw"
+    );
     let mut ours = SrtpContext::new(&key, SrtpPolicy::default());
-    assert_eq!(unprotect_rtcp(&mut ours, &forged), Err(SrtpError::AuthFailed));
+    assert_eq!(
+        unprotect_rtcp(&mut ours, &forged),
+        Err(SrtpError::AuthFailed)
+    );
 }

@@ -45,7 +45,12 @@ fn ten_thousand_protect_unprotect_pairs_allocate_nothing() {
             let (area, len) = buf.with_tail_room();
             let n = tx.protect_rtp(area, len).unwrap();
             buf.set_len(n);
-            let n = rx.unprotect_rtp(now + Duration::from_millis(u64::from(i)), buf.as_mut_slice()).unwrap();
+            let n = rx
+                .unprotect_rtp(
+                    now + Duration::from_millis(u64::from(i)),
+                    buf.as_mut_slice(),
+                )
+                .unwrap();
             buf.set_len(n);
             ok += usize::from(buf.as_slice()[12] == seq as u8);
 
@@ -58,8 +63,15 @@ fn ten_thousand_protect_unprotect_pairs_allocate_nothing() {
         }
         let used = allocations() - before;
         assert_eq!(ok, 10_000, "{suite}: every packet came back");
-        assert_eq!(rx.current().roc(0x1000), Some(1), "{suite}: the run crossed a wrap");
-        assert_eq!(used, 0, "{suite}: {used} heap allocations on the packet path");
+        assert_eq!(
+            rx.current().roc(0x1000),
+            Some(1),
+            "{suite}: the run crossed a wrap"
+        );
+        assert_eq!(
+            used, 0,
+            "{suite}: {used} heap allocations on the packet path"
+        );
     }
 }
 
@@ -68,5 +80,8 @@ fn the_counter_sees_allocations() {
     let before = allocations();
     let v = std::hint::black_box(vec![1u8; 100]);
     drop(v);
-    assert!(allocations() > before, "the counting allocator must count, or the test above proves nothing");
+    assert!(
+        allocations() > before,
+        "the counting allocator must count, or the test above proves nothing"
+    );
 }

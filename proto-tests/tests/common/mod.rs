@@ -16,8 +16,15 @@ pub fn rng(seed: u64) -> StdRng {
 /// of payload.
 pub fn rtp_packet(rng: &mut StdRng, ssrc: u32, seq: u16) -> Vec<u8> {
     let csrcs = rng.gen_range(0..3u8);
-    let ext_words = if rng.gen_bool(0.25) { rng.gen_range(1..4u16) } else { 0 };
-    let mut p = vec![0x80 | csrcs | if ext_words > 0 { 0x10 } else { 0 }, rng.gen_range(0..128u8)];
+    let ext_words = if rng.gen_bool(0.25) {
+        rng.gen_range(1..4u16)
+    } else {
+        0
+    };
+    let mut p = vec![
+        0x80 | csrcs | if ext_words > 0 { 0x10 } else { 0 },
+        rng.gen_range(0..128u8),
+    ];
     p.extend_from_slice(&seq.to_be_bytes());
     p.extend_from_slice(&rng.r#gen::<u32>().to_be_bytes());
     p.extend_from_slice(&ssrc.to_be_bytes());
@@ -33,7 +40,11 @@ pub fn rtp_packet(rng: &mut StdRng, ssrc: u32, seq: u16) -> Vec<u8> {
             p.extend_from_slice(&rng.r#gen::<[u8; 3]>());
         }
     }
-    let len = if rng.gen_bool(0.1) { 1200 } else { rng.gen_range(0..400) };
+    let len = if rng.gen_bool(0.1) {
+        1200
+    } else {
+        rng.gen_range(0..400)
+    };
     p.extend((0..len).map(|_| rng.r#gen::<u8>()));
     p
 }
@@ -51,7 +62,9 @@ pub fn rtcp_packet(rng: &mut StdRng, ssrc: u32) -> Vec<u8> {
 /// Sequence numbers for one stream: `count` packets starting 1500 before a wrap (so ROC goes
 /// 0 -> 1), in order.
 pub fn seqs_across_wrap(count: usize) -> Vec<u16> {
-    (0..count).map(|i| 64036u16.wrapping_add(i as u16)).collect()
+    (0..count)
+        .map(|i| 64036u16.wrapping_add(i as u16))
+        .collect()
 }
 
 /// Interleaves the SSRCs' packets in sequence order.
@@ -89,7 +102,9 @@ pub fn protect_rtp(ctx: &mut SrtpContext, plain: &[u8]) -> Vec<u8> {
 pub fn protect_rtcp(ctx: &mut SrtpContext, plain: &[u8]) -> Vec<u8> {
     let mut buf = plain.to_vec();
     buf.resize(plain.len() + MAX_TRAILER_LEN, 0);
-    let n = ctx.protect_rtcp(&mut buf, plain.len()).expect("protect_rtcp");
+    let n = ctx
+        .protect_rtcp(&mut buf, plain.len())
+        .expect("protect_rtcp");
     buf.truncate(n);
     buf
 }

@@ -20,7 +20,10 @@ pub struct PacketBuf {
 impl PacketBuf {
     /// Allocates an empty buffer; do this at start-up, never per packet.
     pub fn new() -> Self {
-        Self { buf: vec![0; HEAD_ROOM + MAX_DATAGRAM_LEN + TAIL_ROOM].into_boxed_slice(), len: 0 }
+        Self {
+            buf: vec![0; HEAD_ROOM + MAX_DATAGRAM_LEN + TAIL_ROOM].into_boxed_slice(),
+            len: 0,
+        }
     }
 
     /// The datagram's bytes.

@@ -45,7 +45,9 @@ impl RtpHeader {
         }
         Some(Self {
             seq: SeqNo(u16::from_be_bytes([fixed[2], fixed[3]])),
-            ssrc: Ssrc(u32::from_be_bytes([fixed[8], fixed[9], fixed[10], fixed[11]])),
+            ssrc: Ssrc(u32::from_be_bytes([
+                fixed[8], fixed[9], fixed[10], fixed[11],
+            ])),
             payload_type: fixed[1] & 0x7f,
             header_len,
         })
@@ -99,7 +101,9 @@ mod tests {
 
     #[test]
     fn rejects_truncated_headers_without_panicking() {
-        let full = [0x92u8, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0xbe, 0xde, 0xff, 0xff];
+        let full = [
+            0x92u8, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0xbe, 0xde, 0xff, 0xff,
+        ];
         for cut in 0..full.len() {
             assert!(RtpHeader::parse(&full[..cut]).is_none(), "cut at {cut}");
         }

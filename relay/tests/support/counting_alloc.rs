@@ -38,4 +38,3 @@ static GLOBAL: Counting = Counting;
 pub fn allocations() -> u64 {
     ALLOCATIONS.with(Cell::get)
 }
-

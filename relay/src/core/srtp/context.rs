@@ -79,13 +79,19 @@ pub struct ReplayWindowError(pub usize);
 impl SrtpPolicy {
     /// The default: no session parameters, a window of 64.
     pub const fn new(params: SessionParams) -> Self {
-        Self { params, replay_window: MIN_REPLAY_WINDOW }
+        Self {
+            params,
+            replay_window: MIN_REPLAY_WINDOW,
+        }
     }
 
     /// Sets the replay window, which must lie in `MIN_REPLAY_WINDOW..=MAX_REPLAY_WINDOW`.
     pub fn with_replay_window(self, size: usize) -> Result<Self, ReplayWindowError> {
         ReplayWindow::new(size).ok_or(ReplayWindowError(size))?;
-        Ok(Self { replay_window: size, ..self })
+        Ok(Self {
+            replay_window: size,
+            ..self
+        })
     }
 
     /// The replay window size.
@@ -191,7 +197,11 @@ impl SrtpContext {
 
     /// Bytes `protect_rtp` appends.
     pub fn rtp_tag_len(&self) -> usize {
-        if self.policy.params.unauthenticated_srtp { 0 } else { self.suite.params().srtp_tag_len }
+        if self.policy.params.unauthenticated_srtp {
+            0
+        } else {
+            self.suite.params().srtp_tag_len
+        }
     }
 
     /// Bytes `protect_rtcp` appends (E|index word plus an 80-bit tag).
@@ -201,7 +211,9 @@ impl SrtpContext {
 
     /// The rollover counter of `ssrc`'s RTP stream, if the context has seen it.
     pub fn roc(&self, ssrc: u32) -> Option<u32> {
-        self.find(ssrc).and_then(|i| self.streams[i].rtp).map(|st| st.roc())
+        self.find(ssrc)
+            .and_then(|i| self.streams[i].rtp)
+            .map(|st| st.roc())
     }
 
     /// Takes over the per-SSRC sequence state of the context this one replaces after a re-key:
@@ -212,7 +224,10 @@ impl SrtpContext {
         self.streams.clear();
         let window = self.policy.replay_window;
         for s in &old.streams {
-            self.streams.push(Stream { rekeyed: true, ..Stream::new(s.ssrc, window, s.last_used) });
+            self.streams.push(Stream {
+                rekeyed: true,
+                ..Stream::new(s.ssrc, window, s.last_used)
+            });
             let new = self.streams.last_mut().expect("just pushed");
             new.rtp = s.rtp;
             new.srtcp_tx_index = s.srtcp_tx_index;
@@ -223,7 +238,8 @@ impl SrtpContext {
     /// Protects the RTP packet in `buf[..len]` in place: encrypts the payload and appends the tag
     /// into `buf[len..]`. Returns the SRTP packet's length.
     pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
-        let hdr = RtpHeader::parse(buf.get(..len).ok_or(SrtpError::NoRoom)?).ok_or(SrtpError::Malformed)?;
+        let hdr = RtpHeader::parse(buf.get(..len).ok_or(SrtpError::NoRoom)?)
+            .ok_or(SrtpError::Malformed)?;
         let tag_len = self.rtp_tag_len();
         let end = len + tag_len;
         if end > buf.len() {
@@ -231,14 +247,18 @@ impl SrtpContext {
         }
         let (ssrc, seq) = (hdr.ssrc.0, hdr.seq.0);
         let i = self.stream_slot(ssrc);
-        let state = self.streams[i].rtp.get_or_insert(IndexState::starting_at(seq));
+        let state = self.streams[i]
+            .rtp
+            .get_or_insert_with(|| IndexState::starting_at(seq));
         // The relay protects packets it forwards, so it derives the index from their sequence
         // numbers exactly as a receiver would (RFC 3711 §3.3.1).
         let index = state.estimate(seq).ok_or(SrtpError::Replayed)?;
         state.commit(index);
 
         if !self.policy.params.unencrypted_srtp {
-            self.rtp.cipher.apply_keystream(self.rtp.iv(ssrc, index), &mut buf[hdr.header_len..len]);
+            self.rtp
+                .cipher
+                .apply_keystream(self.rtp.iv(ssrc, index), &mut buf[hdr.header_len..len]);
         }
         if tag_len > 0 {
             let mac = self.rtp.auth.sign(&buf[..len], &roc_bytes(index));
@@ -267,7 +287,11 @@ impl SrtpContext {
             if tag_len > 0 && !self.streams[i].rtp_replay.check(index) {
                 return Err(SrtpError::Replayed);
             }
-            if self.verify_rtp(pkt, auth_len, index) { Ok(index) } else { Err(SrtpError::AuthFailed) }
+            if self.verify_rtp(pkt, auth_len, index) {
+                Ok(index)
+            } else {
+                Err(SrtpError::AuthFailed)
+            }
         });
         let (index, restart) = match (first, known) {
             (Some(Ok(index)), _) => (index, false),
@@ -283,7 +307,9 @@ impl SrtpContext {
         };
 
         if !self.policy.params.unencrypted_srtp {
-            self.rtp.cipher.apply_keystream(self.rtp.iv(ssrc, index), &mut pkt[hdr.header_len..auth_len]);
+            self.rtp
+                .cipher
+                .apply_keystream(self.rtp.iv(ssrc, index), &mut pkt[hdr.header_len..auth_len]);
         }
 
         let i = slot.unwrap_or_else(|| self.stream_slot(ssrc));
@@ -306,7 +332,8 @@ impl SrtpContext {
     /// `UNENCRYPTED_SRTCP`), appends E|index and the 80-bit tag (RFC 3711 §3.4). Returns the new
     /// length.
     pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
-        let hdr = RtcpHeader::parse(buf.get(..len).ok_or(SrtpError::NoRoom)?).ok_or(SrtpError::Malformed)?;
+        let hdr = RtcpHeader::parse(buf.get(..len).ok_or(SrtpError::NoRoom)?)
+            .ok_or(SrtpError::Malformed)?;
         let tag_len = self.suite.params().srtcp_tag_len;
         let end = len + SRTCP_INDEX_LEN + tag_len;
         if end > buf.len() {
@@ -325,7 +352,9 @@ impl SrtpContext {
         let encrypt = !self.policy.params.unencrypted_srtcp;
         if encrypt {
             let iv = self.rtcp.iv(ssrc, u64::from(index));
-            self.rtcp.cipher.apply_keystream(iv, &mut buf[RTCP_HEADER_LEN..len]);
+            self.rtcp
+                .cipher
+                .apply_keystream(iv, &mut buf[RTCP_HEADER_LEN..len]);
         }
         let word = if encrypt { SRTCP_E_FLAG | index } else { index };
         buf[len..len + SRTCP_INDEX_LEN].copy_from_slice(&word.to_be_bytes());
@@ -350,10 +379,8 @@ impl SrtpContext {
         let (encrypted, index) = (word & SRTCP_E_FLAG != 0, word & MAX_SRTCP_INDEX);
         let ssrc = hdr.ssrc.0;
         let slot = self.find(ssrc);
-        if let Some(i) = slot {
-            if !self.streams[i].rtcp_replay.check(u64::from(index)) {
-                return Err(SrtpError::Replayed);
-            }
+        if slot.is_some_and(|i| !self.streams[i].rtcp_replay.check(u64::from(index))) {
+            return Err(SrtpError::Replayed);
         }
         let mac = self.rtcp.auth.sign(&pkt[..auth_len], &[]);
         if !bool::from(mac[..tag_len].ct_eq(&pkt[auth_len..])) {
@@ -361,7 +388,9 @@ impl SrtpContext {
         }
         if encrypted {
             let iv = self.rtcp.iv(ssrc, u64::from(index));
-            self.rtcp.cipher.apply_keystream(iv, &mut pkt[RTCP_HEADER_LEN..rtcp_len]);
+            self.rtcp
+                .cipher
+                .apply_keystream(iv, &mut pkt[RTCP_HEADER_LEN..rtcp_len]);
         }
         let i = slot.unwrap_or_else(|| self.stream_slot(ssrc));
         self.streams[i].rtcp_replay.commit(u64::from(index));
@@ -389,11 +418,17 @@ impl SrtpContext {
         let i = match self.find(ssrc) {
             Some(i) => i,
             None if self.streams.len() < MAX_SSRCS => {
-                self.streams.push(Stream::new(ssrc, self.policy.replay_window, self.tick));
+                self.streams
+                    .push(Stream::new(ssrc, self.policy.replay_window, self.tick));
                 self.streams.len() - 1
             }
             None => {
-                let (i, _) = self.streams.iter().enumerate().min_by_key(|(_, s)| s.last_used).expect("full");
+                let (i, _) = self
+                    .streams
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, s)| s.last_used)
+                    .expect("full");
                 self.streams[i] = Stream::new(ssrc, self.policy.replay_window, self.tick);
                 i
             }

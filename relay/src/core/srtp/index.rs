@@ -19,7 +19,11 @@ impl IndexState {
     pub(super) fn estimate(&self, seq: u16) -> Option<u64> {
         let (seq, s_l) = (i32::from(seq), i32::from(self.s_l));
         let v = if s_l < 0x8000 {
-            if seq - s_l > 0x8000 { self.roc.checked_sub(1)? } else { self.roc }
+            if seq - s_l > 0x8000 {
+                self.roc.checked_sub(1)?
+            } else {
+                self.roc
+            }
         } else if s_l - 0x8000 > seq {
             self.roc.checked_add(1)?
         } else {

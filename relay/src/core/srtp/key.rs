@@ -39,11 +39,18 @@ impl MasterKey {
         let p = suite.params();
         let want = p.master_key_len + p.master_salt_len;
         if key_salt.len() != want {
-            return Err(KeyError::Length { suite, got: key_salt.len(), want });
+            return Err(KeyError::Length {
+                suite,
+                got: key_salt.len(),
+                want,
+            });
         }
         let mut buf = [0; MAX_KEY_SALT_LEN];
         buf[..want].copy_from_slice(key_salt);
-        Ok(Self { key_salt: buf, suite })
+        Ok(Self {
+            key_salt: buf,
+            suite,
+        })
     }
 
     /// Generates a fresh key and salt for `suite` from the operating system's CSPRNG.
@@ -52,7 +59,10 @@ impl MasterKey {
         let mut buf = [0; MAX_KEY_SALT_LEN];
         getrandom::getrandom(&mut buf[..p.master_key_len + p.master_salt_len])
             .map_err(|_| KeyError::Random)?;
-        Ok(Self { key_salt: buf, suite })
+        Ok(Self {
+            key_salt: buf,
+            suite,
+        })
     }
 
     /// The suite this key is for.
@@ -109,7 +119,10 @@ mod tests {
     #[test]
     fn wrong_length_is_refused_with_the_numbers() {
         let err = MasterKey::new(CryptoSuite::AesCm128HmacSha1_32, &[0; 29]).unwrap_err();
-        assert_eq!(err.to_string(), "key and salt are 29 bytes, AES_CM_128_HMAC_SHA1_32 needs 30");
+        assert_eq!(
+            err.to_string(),
+            "key and salt are 29 bytes, AES_CM_128_HMAC_SHA1_32 needs 30"
+        );
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub struct AesCm {
 impl AesCm {
     /// Keys the cipher. `key` must be 16 bytes (the suite table guarantees it).
     pub fn new(key: &[u8]) -> Self {
-        Self { cipher: Aes128Enc::new(GenericArray::from_slice(key)) }
+        Self {
+            cipher: Aes128Enc::new(GenericArray::from_slice(key)),
+        }
     }
 
     /// XORs the keystream that starts at counter block `iv` into `data`, in place.
@@ -33,7 +35,10 @@ impl AesCm {
         if data.len() > SHORT_LEN {
             // The `ctr` crate pipelines long runs better; its set-up costs more than short
             // packets (a G.711 payload) gain, measured in `bench/benches/primitives.rs`.
-            let core = CtrCore::<Aes128Enc, Ctr128BE>::inner_iv_init(self.cipher.clone(), &iv.to_be_bytes().into());
+            let core = CtrCore::<Aes128Enc, Ctr128BE>::inner_iv_init(
+                self.cipher.clone(),
+                &iv.to_be_bytes().into(),
+            );
             StreamCipherCoreWrapper::from_core(core).apply_keystream(data);
             return;
         }
@@ -58,7 +63,13 @@ impl AesCm {
 
 const SHA1_BLOCK_LEN: usize = 64;
 const SHA1_LEN: usize = 20;
-const SHA1_INIT: [u32; 5] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476, 0xc3d2_e1f0];
+const SHA1_INIT: [u32; 5] = [
+    0x6745_2301,
+    0xefcd_ab89,
+    0x98ba_dcfe,
+    0x1032_5476,
+    0xc3d2_e1f0,
+];
 
 /// HMAC-SHA1 (RFC 2104) with the keyed inner and outer states computed once per context, so a
 /// packet costs only the compressions of its own bytes. The states are wiped on drop.
@@ -122,7 +133,12 @@ struct Sha1Stream {
 
 impl Sha1Stream {
     fn new(state: [u32; 5], already_hashed: u64) -> Self {
-        Self { state, buf: [0; SHA1_BLOCK_LEN], buf_len: 0, total_len: already_hashed }
+        Self {
+            state,
+            buf: [0; SHA1_BLOCK_LEN],
+            buf_len: 0,
+            total_len: already_hashed,
+        }
     }
 
     fn update(&mut self, mut data: &[u8]) {
@@ -175,7 +191,8 @@ pub fn derive_session_key(master: &MasterKey, label: u8, out: &mut [u8]) {
 
 /// A salt of up to 14 bytes as a right-aligned big-endian integer.
 pub(super) fn salt_to_u128(salt: &[u8]) -> u128 {
-    salt.iter().fold(0u128, |acc, &b| (acc << 8) | u128::from(b))
+    salt.iter()
+        .fold(0u128, |acc, &b| (acc << 8) | u128::from(b))
 }
 
 #[cfg(test)]
@@ -186,8 +203,16 @@ mod tests {
     #[test]
     fn hmac_sha1_rfc2202() {
         let cases: [(&[u8], &[u8], &str); 4] = [
-            (&[0x0b; 20], b"Hi There", "b617318655057264e28bc0b6fb378c8ef146be00"),
-            (b"Jefe", b"what do ya want for nothing?", "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"),
+            (
+                &[0x0b; 20],
+                b"Hi There",
+                "b617318655057264e28bc0b6fb378c8ef146be00",
+            ),
+            (
+                b"Jefe",
+                b"what do ya want for nothing?",
+                "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79",
+            ),
             (
                 &[0xaa; 80],
                 b"Test Using Larger Than Block-Size Key - Hash Key First",
@@ -213,6 +238,9 @@ mod tests {
     #[test]
     fn hmac_sha1_rfc2202_case3_all_lengths() {
         let mac = HmacSha1::new(&[0xaa; 20]);
-        assert_eq!(hex::encode(mac.sign(&[0xdd; 50], &[])), "125d7342b9ac11cd91a39af48aa17b4f63f175d3");
+        assert_eq!(
+            hex::encode(mac.sign(&[0xdd; 50], &[])),
+            "125d7342b9ac11cd91a39af48aa17b4f63f175d3"
+        );
     }
 }

@@ -16,7 +16,10 @@ pub struct RxSrtp {
 impl RxSrtp {
     /// Starts receiving with `ctx`.
     pub fn new(ctx: SrtpContext) -> Self {
-        Self { current: ctx, previous: None }
+        Self {
+            current: ctx,
+            previous: None,
+        }
     }
 
     /// The context packets are tried against first.
@@ -26,7 +29,9 @@ impl RxSrtp {
 
     /// True while the context replaced by the last re-key still accepts packets.
     pub fn in_grace(&self, now: Instant) -> bool {
-        self.previous.as_ref().is_some_and(|(_, until)| now < *until)
+        self.previous
+            .as_ref()
+            .is_some_and(|(_, until)| now < *until)
     }
 
     /// Switches to `next` (keyed with the peer's new master key). The ROC of every SSRC carries
@@ -43,7 +48,9 @@ impl RxSrtp {
         self.handle_timeout(now);
         match self.current.unprotect_rtp(pkt) {
             Err(e) if e != SrtpError::Malformed => match &mut self.previous {
-                Some((old, _)) => old.unprotect_rtp(pkt).map_err(|old_err| prefer_replayed(e, old_err)),
+                Some((old, _)) => old
+                    .unprotect_rtp(pkt)
+                    .map_err(|old_err| prefer_replayed(e, old_err)),
                 None => Err(e),
             },
             result => result,
@@ -55,7 +62,9 @@ impl RxSrtp {
         self.handle_timeout(now);
         match self.current.unprotect_rtcp(pkt) {
             Err(e) if e != SrtpError::Malformed => match &mut self.previous {
-                Some((old, _)) => old.unprotect_rtcp(pkt).map_err(|old_err| prefer_replayed(e, old_err)),
+                Some((old, _)) => old
+                    .unprotect_rtcp(pkt)
+                    .map_err(|old_err| prefer_replayed(e, old_err)),
                 None => Err(e),
             },
             result => result,
@@ -69,7 +78,11 @@ impl RxSrtp {
 
     /// Drops the previous context once its grace period is over (its keys are wiped).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.previous.as_ref().is_some_and(|(_, until)| now >= *until) {
+        if self
+            .previous
+            .as_ref()
+            .is_some_and(|(_, until)| now >= *until)
+        {
             self.previous = None;
         }
     }
@@ -77,5 +90,9 @@ impl RxSrtp {
 
 /// A packet of the old key that the old context has seen is a replay, not a forgery.
 fn prefer_replayed(current: SrtpError, previous: SrtpError) -> SrtpError {
-    if previous == SrtpError::Replayed { previous } else { current }
+    if previous == SrtpError::Replayed {
+        previous
+    } else {
+        current
+    }
 }

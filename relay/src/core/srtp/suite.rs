@@ -92,7 +92,10 @@ mod tests {
     #[test]
     fn names_round_trip_and_srtcp_tag_is_always_80_bits() {
         for suite in CryptoSuite::ALL {
-            assert_eq!(CryptoSuite::from_sdes_name(suite.as_sdes_name()), Some(suite));
+            assert_eq!(
+                CryptoSuite::from_sdes_name(suite.as_sdes_name()),
+                Some(suite)
+            );
             assert_eq!(suite.params().srtcp_tag_len, 10);
             assert!(suite.params().srtp_tag_len <= super::super::MAX_TAG_LEN);
         }

@@ -8,6 +8,12 @@ use super::*;
 
 const SSRC: u32 = 0xcafe_babe;
 
+/// The simulation's time origin: the core never reads the clock, tests pick where time starts.
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    Instant::now()
+}
+
 fn key(byte: u8) -> MasterKey {
     MasterKey::new(CryptoSuite::AesCm128HmacSha1_80, &[byte; 30]).unwrap()
 }
@@ -74,14 +80,25 @@ fn round_trip_every_suite_and_session_parameter_combination() {
             let (mut tx, mut rx) = pair(&k, SrtpPolicy::new(params));
             let plain = rtp(1, SSRC);
             let srtp = protect(&mut tx, &plain);
-            let tag = if params.unauthenticated_srtp { 0 } else { suite.params().srtp_tag_len };
+            let tag = if params.unauthenticated_srtp {
+                0
+            } else {
+                suite.params().srtp_tag_len
+            };
             assert_eq!(srtp.len(), plain.len() + tag);
-            assert_eq!(srtp[12..plain.len()] == plain[12..], params.unencrypted_srtp);
+            assert_eq!(
+                srtp[12..plain.len()] == plain[12..],
+                params.unencrypted_srtp
+            );
             assert_eq!(unprotect(&mut rx, &srtp).unwrap(), plain);
 
             let plain = rtcp(SSRC);
             let srtcp = protect_rtcp(&mut tx, &plain);
-            assert_eq!(srtcp.len(), plain.len() + 14, "SRTCP always carries an 80-bit tag");
+            assert_eq!(
+                srtcp.len(),
+                plain.len() + 14,
+                "SRTCP always carries an 80-bit tag"
+            );
             let e_bit = srtcp[plain.len()] & 0x80 != 0;
             assert_eq!(e_bit, !params.unencrypted_srtcp);
             assert_eq!(unprotect_rtcp(&mut rx, &srtcp).unwrap(), plain);
@@ -93,20 +110,44 @@ fn round_trip_every_suite_and_session_parameter_combination() {
 fn replay_window_of_64() {
     let k = key(1);
     let (mut tx, mut rx) = pair(&k, SrtpPolicy::default());
-    let packets: Vec<_> = (0..200u16).map(|s| protect(&mut tx, &rtp(s, SSRC))).collect();
+    let packets: Vec<_> = (0..200u16)
+        .map(|s| protect(&mut tx, &rtp(s, SSRC)))
+        .collect();
     assert!(unprotect(&mut rx, &packets[0]).is_ok());
     for p in &packets[65..=199] {
         unprotect(&mut rx, p).unwrap();
     }
-    assert_eq!(unprotect(&mut rx, &packets[199]), Err(SrtpError::Replayed), "duplicate");
-    assert!(unprotect(&mut rx, &packets[199 - 63]).is_err(), "seen already");
+    assert_eq!(
+        unprotect(&mut rx, &packets[199]),
+        Err(SrtpError::Replayed),
+        "duplicate"
+    );
+    assert!(
+        unprotect(&mut rx, &packets[199 - 63]).is_err(),
+        "seen already"
+    );
     // Packets never delivered: 136 is 63 behind 199 but was delivered; take the gap 1..=64.
     let mut rx = SrtpContext::new(&k, SrtpPolicy::default());
     unprotect(&mut rx, &packets[100]).unwrap();
-    assert!(unprotect(&mut rx, &packets[100 - 63]).is_ok(), "63 behind accepted");
-    assert_eq!(unprotect(&mut rx, &packets[100 - 63]), Err(SrtpError::Replayed), "only once");
-    assert_eq!(unprotect(&mut rx, &packets[100 - 64]), Err(SrtpError::Replayed), "64 behind");
-    assert_eq!(unprotect(&mut rx, &packets[10]), Err(SrtpError::Replayed), "90 behind");
+    assert!(
+        unprotect(&mut rx, &packets[100 - 63]).is_ok(),
+        "63 behind accepted"
+    );
+    assert_eq!(
+        unprotect(&mut rx, &packets[100 - 63]),
+        Err(SrtpError::Replayed),
+        "only once"
+    );
+    assert_eq!(
+        unprotect(&mut rx, &packets[100 - 64]),
+        Err(SrtpError::Replayed),
+        "64 behind"
+    );
+    assert_eq!(
+        unprotect(&mut rx, &packets[10]),
+        Err(SrtpError::Replayed),
+        "90 behind"
+    );
 }
 
 #[test]
@@ -114,10 +155,15 @@ fn larger_window_accepts_older_packets() {
     let k = key(1);
     let policy = SrtpPolicy::default().with_replay_window(256).unwrap();
     let (mut tx, mut rx) = pair(&k, policy);
-    let packets: Vec<_> = (0..300u16).map(|s| protect(&mut tx, &rtp(s, SSRC))).collect();
+    let packets: Vec<_> = (0..300u16)
+        .map(|s| protect(&mut tx, &rtp(s, SSRC)))
+        .collect();
     unprotect(&mut rx, &packets[299]).unwrap();
     assert!(unprotect(&mut rx, &packets[299 - 255]).is_ok());
-    assert_eq!(unprotect(&mut rx, &packets[299 - 256]), Err(SrtpError::Replayed));
+    assert_eq!(
+        unprotect(&mut rx, &packets[299 - 256]),
+        Err(SrtpError::Replayed)
+    );
     assert!(SrtpPolicy::default().with_replay_window(32).is_err());
 }
 
@@ -132,7 +178,11 @@ fn tampered_packets_fail_and_change_nothing() {
         let mut bad = next.clone();
         bad[bit / 8] ^= 1 << (bit % 8);
         let mut buf = bad.clone();
-        assert_eq!(rx.unprotect_rtp(&mut buf), Err(SrtpError::AuthFailed), "bit {bit}");
+        assert_eq!(
+            rx.unprotect_rtp(&mut buf),
+            Err(SrtpError::AuthFailed),
+            "bit {bit}"
+        );
         assert_eq!(buf, bad, "a failed unprotect leaves the packet untouched");
     }
     // A forged packet far ahead must not advance the ROC or the window.
@@ -158,7 +208,10 @@ fn forged_srtcp_with_e_clear_is_rejected() {
 fn srtcp_follows_the_e_bit_and_has_its_own_replay_window() {
     let k = key(4);
     let mut tx_enc = SrtpContext::new(&k, SrtpPolicy::default());
-    let unenc = SrtpPolicy::new(SessionParams { unencrypted_srtcp: true, ..SessionParams::default() });
+    let unenc = SrtpPolicy::new(SessionParams {
+        unencrypted_srtcp: true,
+        ..SessionParams::default()
+    });
     let mut tx_plain = SrtpContext::new(&k, unenc);
     let mut rx = SrtpContext::new(&k, SrtpPolicy::default());
     let a = protect_rtcp(&mut tx_enc, &rtcp(SSRC)); // index 1, E=1
@@ -194,8 +247,16 @@ fn short_and_garbage_input_is_an_error_never_a_panic() {
     assert_eq!(ctx.protect_rtp(&mut buf, 100), Err(SrtpError::NoRoom));
     let mut exact = rtp(1, SSRC);
     let n = exact.len();
-    assert_eq!(ctx.protect_rtp(&mut exact, n), Err(SrtpError::NoRoom), "no tail room");
-    assert_eq!(ctx.unprotect_rtp(&mut [0x80; 21]), Err(SrtpError::Malformed), "shorter than header+tag");
+    assert_eq!(
+        ctx.protect_rtp(&mut exact, n),
+        Err(SrtpError::NoRoom),
+        "no tail room"
+    );
+    assert_eq!(
+        ctx.unprotect_rtp(&mut [0x80; 21]),
+        Err(SrtpError::Malformed),
+        "shorter than header+tag"
+    );
 }
 
 #[test]
@@ -203,7 +264,10 @@ fn roc_follows_a_sequence_wrap_with_reordering() {
     let k = key(6);
     let (mut tx, mut rx) = pair(&k, SrtpPolicy::default());
     let seqs: Vec<u16> = (65500..=65535).chain(0..40).collect();
-    let mut packets: Vec<_> = seqs.iter().map(|&s| protect(&mut tx, &rtp(s, SSRC))).collect();
+    let mut packets: Vec<_> = seqs
+        .iter()
+        .map(|&s| protect(&mut tx, &rtp(s, SSRC)))
+        .collect();
     // Swap pairs across the wrap: ..., 0, 65535, 2, 1, ...
     for i in (30..50).step_by(2) {
         packets.swap(i, i + 1);
@@ -229,7 +293,7 @@ fn stream_to_roc_one(tx: &mut SrtpContext, rx: &mut RxSrtp, now: Instant) -> u16
 
 #[test]
 fn rekey_with_roc_continued_keeps_the_stream_and_old_packets_pass_in_grace() {
-    let now = Instant::now();
+    let now = epoch();
     let (old_key, new_key) = (key(7), key(8));
     let mut tx = SrtpContext::new(&old_key, SrtpPolicy::default());
     let mut rx = RxSrtp::new(SrtpContext::new(&old_key, SrtpPolicy::default()));
@@ -239,28 +303,50 @@ fn rekey_with_roc_continued_keeps_the_stream_and_old_packets_pass_in_grace() {
     // The peer re-keys and, as RFC 3711 §3.3.1 requires, keeps its ROC.
     let mut tx_new = SrtpContext::new(&new_key, SrtpPolicy::default());
     tx_new.carry_over_from(&tx);
-    rx.rekey(SrtpContext::new(&new_key, SrtpPolicy::default()), now, Duration::from_secs(2));
+    rx.rekey(
+        SrtpContext::new(&new_key, SrtpPolicy::default()),
+        now,
+        Duration::from_secs(2),
+    );
     let fresh = protect(&mut tx_new, &rtp(seq.wrapping_add(1), SSRC));
     assert_eq!(tx_new.roc(SSRC), Some(1));
 
-    let mut buf = fresh.clone();
-    assert!(rx.unprotect_rtp(now, &mut buf).is_ok(), "new key, continued ROC");
+    let mut buf = fresh;
+    assert!(
+        rx.unprotect_rtp(now, &mut buf).is_ok(),
+        "new key, continued ROC"
+    );
     let mut buf = in_flight.clone();
-    assert!(rx.unprotect_rtp(now + Duration::from_millis(50), &mut buf).is_ok(), "old key in grace");
-    let mut buf = in_flight.clone();
-    assert_eq!(rx.unprotect_rtp(now, &mut buf), Err(SrtpError::Replayed), "old key replay");
+    assert!(
+        rx.unprotect_rtp(now + Duration::from_millis(50), &mut buf)
+            .is_ok(),
+        "old key in grace"
+    );
+    let mut buf = in_flight;
+    assert_eq!(
+        rx.unprotect_rtp(now, &mut buf),
+        Err(SrtpError::Replayed),
+        "old key replay"
+    );
     assert_eq!(rx.current().roc(SSRC), Some(1));
 
     let late = protect(&mut tx, &rtp(seq.wrapping_add(5), SSRC));
-    let mut buf = late.clone();
-    assert_eq!(rx.unprotect_rtp(now + Duration::from_secs(3), &mut buf), Err(SrtpError::AuthFailed));
+    let mut buf = late;
+    assert_eq!(
+        rx.unprotect_rtp(now + Duration::from_secs(3), &mut buf),
+        Err(SrtpError::AuthFailed)
+    );
     assert!(!rx.in_grace(now + Duration::from_secs(3)));
-    assert_eq!(rx.poll_timeout(), None, "previous context dropped after grace");
+    assert_eq!(
+        rx.poll_timeout(),
+        None,
+        "previous context dropped after grace"
+    );
 }
 
 #[test]
 fn rekey_with_roc_restarted_at_zero_also_authenticates() {
-    let now = Instant::now();
+    let now = epoch();
     let (old_key, new_key) = (key(9), key(10));
     let mut tx = SrtpContext::new(&old_key, SrtpPolicy::default());
     let mut rx = RxSrtp::new(SrtpContext::new(&old_key, SrtpPolicy::default()));
@@ -268,11 +354,17 @@ fn rekey_with_roc_restarted_at_zero_also_authenticates() {
 
     // The peer re-keys and restarts everything (ROC 0), as some soft clients do.
     let mut tx_new = SrtpContext::new(&new_key, SrtpPolicy::default());
-    rx.rekey(SrtpContext::new(&new_key, SrtpPolicy::default()), now, Duration::from_secs(2));
+    rx.rekey(
+        SrtpContext::new(&new_key, SrtpPolicy::default()),
+        now,
+        Duration::from_secs(2),
+    );
     for i in 0..100u16 {
         let s = seq.wrapping_add(i);
         let mut buf = protect(&mut tx_new, &rtp(s, SSRC));
-        let n = rx.unprotect_rtp(now, &mut buf).unwrap_or_else(|e| panic!("seq {s}: {e}"));
+        let n = rx
+            .unprotect_rtp(now, &mut buf)
+            .unwrap_or_else(|e| panic!("seq {s}: {e}"));
         assert_eq!(&buf[..n], &rtp(s, SSRC)[..]);
     }
     assert_eq!(rx.current().roc(SSRC), Some(0));
@@ -294,7 +386,11 @@ fn sender_rekey_keeps_roc_and_srtcp_index() {
     let p = protect(&mut tx_new, &rtp(1, SSRC));
     assert_eq!(tx_new.roc(SSRC), Some(1));
     let c = protect_rtcp(&mut tx_new, &rtcp(SSRC));
-    assert_eq!(&c[28..32], &(0x8000_0000u32 | 6).to_be_bytes(), "SRTCP index continues at 6");
+    assert_eq!(
+        &c[28..32],
+        &(0x8000_0000u32 | 6).to_be_bytes(),
+        "SRTCP index continues at 6"
+    );
     // A receiver that followed the old key and then re-keys accepts the continued stream.
     let mut rx = SrtpContext::new(&new_key, SrtpPolicy::default());
     let mut old_rx = SrtpContext::new(&old_key, SrtpPolicy::default());

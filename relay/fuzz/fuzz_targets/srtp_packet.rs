@@ -1,0 +1,36 @@
+//! Any bytes through the SRTP engine's entry points: header parsing, unprotect (RTP and RTCP, with
+//! and without authentication, in a re-key grace period) and protect. Must never panic.
+#![no_main]
+
+use std::time::{Duration, Instant};
+
+use libfuzzer_sys::fuzz_target;
+use srtp_relay::core::rtp::{RtcpHeader, RtpHeader};
+use srtp_relay::core::srtp::{CryptoSuite, MasterKey, RxSrtp, SessionParams, SrtpContext, SrtpPolicy};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&control, pkt)) = data.split_first() else { return };
+    let suite = CryptoSuite::ALL[usize::from(control & 1)];
+    let params = SessionParams {
+        unencrypted_srtp: control & 2 != 0,
+        unencrypted_srtcp: control & 4 != 0,
+        unauthenticated_srtp: control & 8 != 0,
+    };
+    let key = MasterKey::new(suite, &[control; 30]).expect("30 bytes");
+    let policy = SrtpPolicy::new(params);
+    let now = Instant::now();
+    let mut rx = RxSrtp::new(SrtpContext::new(&key, policy));
+    rx.rekey(SrtpContext::new(&key, policy), now, Duration::from_secs(1));
+    let _ = RtpHeader::parse(pkt);
+    let _ = RtcpHeader::parse(pkt);
+    for chunk in pkt.split(|&b| b == 0xff).take(8) {
+        let _ = rx.unprotect_rtp(now, &mut chunk.to_vec());
+        let _ = rx.unprotect_rtcp(now, &mut chunk.to_vec());
+    }
+    let mut tx = SrtpContext::new(&key, policy);
+    let mut buf = pkt.to_vec();
+    let len = buf.len();
+    buf.resize(len + usize::from(control >> 4), 0);
+    let _ = tx.protect_rtp(&mut buf, len);
+    let _ = tx.protect_rtcp(&mut buf, len.saturating_sub(1));
+});
