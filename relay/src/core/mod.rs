@@ -1,4 +1,5 @@
-//! The sans-IO core: packet views, the SRTP engine and (later) SDP, policy and the session table.
+//! The sans-IO core: packet views, the SRTP engine, SDP rewriting, media-security policy and
+//! offer/answer negotiation (later also the session table).
 //!
 //! Nothing in here opens a socket, spawns a thread or reads a clock; time enters as an argument.
 //!
@@ -12,6 +13,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod negotiate;
 pub mod packet;
+pub mod policy;
 pub mod rtp;
+pub mod sdp;
 pub mod srtp;
