@@ -171,10 +171,8 @@ fn matches(
             return Err(format!("relay reused an endpoint's key {key}"));
         }
         if !name.is_empty() {
-            if let Some(prev) = bindings.get(&name) {
-                if *prev != key {
-                    return Err(format!("{{KEY:{name}}} changed: was {prev}, now {key}"));
-                }
+            if let Some(prev) = bindings.get(&name).filter(|prev| **prev != key) {
+                return Err(format!("{{KEY:{name}}} changed: was {prev}, now {key}"));
             }
             bindings.insert(name, key.clone());
         }
@@ -290,7 +288,7 @@ fn golden_sdp_cases() {
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n\n{}",
-        failures.len() / 1,
+        failures.len(),
         paths.len(),
         failures.join("\n\n")
     );

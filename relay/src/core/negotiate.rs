@@ -338,6 +338,7 @@ impl Negotiation {
     /// Handles an offer from `from_tag`: returns the SDP for the other leg. The first offer
     /// resolves and pins both legs' policies (`from` for the offerer, `to` for the other leg);
     /// later offers keep them.
+    #[allow(clippy::too_many_arguments)] // each is a distinct input of the ng `offer` command
     pub fn offer(
         &mut self,
         config: &PolicyConfig,
@@ -409,10 +410,8 @@ impl Negotiation {
             pending.push(pm);
             rewrites.push(rw);
         }
-        if survivors == 0 {
-            if let Some(reason) = first_failure {
-                return Err(NegotiationError::MediaSecurity(reason));
-            }
+        if let (0, Some(reason)) = (survivors, first_failure) {
+            return Err(NegotiationError::MediaSecurity(reason));
         }
         let out = parsed.rewrite(&Rewrite {
             session: session_edit(local.addr, options),
@@ -738,10 +737,8 @@ impl Negotiation {
                 active: true,
             });
         }
-        if survivors == 0 {
-            if let Some(reason) = first_failure {
-                return Err(NegotiationError::MediaSecurity(reason));
-            }
+        if let (0, Some(reason)) = (survivors, first_failure) {
+            return Err(NegotiationError::MediaSecurity(reason));
         }
 
         // Build the offerer's answer.

@@ -286,7 +286,7 @@ impl PolicyConfig {
         let profile = match req
             .profile
             .as_deref()
-            .or(ext.and_then(|e| e.profile.as_deref()))
+            .or_else(|| ext.and_then(|e| e.profile.as_deref()))
         {
             Some(name) => Some(
                 self.profiles

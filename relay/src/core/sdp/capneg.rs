@@ -110,10 +110,7 @@ mod tests {
         let linphone = parse_config("1 a=1|2 t=1").unwrap();
         assert_eq!(linphone.transports, vec![1]);
         assert_eq!(linphone.attributes.len(), 2);
-        assert_eq!(
-            parse_config("3 a=[2]").unwrap().attributes[0][0].optional,
-            true
-        );
+        assert!(parse_config("3 a=[2]").unwrap().attributes[0][0].optional);
         assert_eq!(parse_config("x t=1"), None);
         assert_eq!(parse_config("1 t=1|y"), None);
         assert_eq!(write_config(1, 1, &[2]), "1 t=1 a=2");

@@ -350,7 +350,9 @@ impl LevelEdit {
                 }
                 if name == "rtcp" {
                     // RFC 3605: `a=rtcp:<port> [IN IP4 <addr>]`.
-                    let port = self.rtcp_port.or(media_port.map(|p| p.saturating_add(1)));
+                    let port = self
+                        .rtcp_port
+                        .or_else(|| media_port.map(|p| p.saturating_add(1)));
                     let (Some(port), Some(_)) = (port, value) else {
                         return false;
                     };
@@ -398,21 +400,35 @@ pub struct Rewrite {
     pub media: Vec<MediaRewrite>,
 }
 
-/// Replaces every `inline:` key in `sdp` with `<redacted>`, for logs. Works on any text, parsed or
-/// not, so a body that fails to parse is still safe to log.
+/// Makes `sdp` safe to log: every `inline:` key and every run of 24 or more base64 characters
+/// (an SDES key is 40; a mangled line may have lost its `inline:`) becomes `<redacted>`. Works on
+/// any text, parsed or not, so a body that fails to parse is still safe to log.
 pub fn redact_keys(sdp: &str) -> String {
+    const MIN_RUN: usize = 24;
+    let is_b64 = |c: char| c.is_ascii_alphanumeric() || c == '+' || c == '/' || c == '=';
     let mut out = String::with_capacity(sdp.len());
     let mut rest = sdp;
-    while let Some(i) = rest.find("inline:") {
-        out.push_str(&rest[..i + 7]);
-        rest = &rest[i + 7..];
-        let end = rest
-            .find(|c: char| c.is_whitespace() || c == '|' || c == ';')
-            .unwrap_or(rest.len());
-        out.push_str("<redacted>");
-        rest = &rest[end..];
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix("inline:") {
+            out.push_str("inline:<redacted>");
+            let end = after
+                .find(|c: char| c.is_whitespace() || c == '|' || c == ';')
+                .unwrap_or(after.len());
+            rest = &after[end..];
+            continue;
+        }
+        let run = rest.find(|c: char| !is_b64(c)).unwrap_or(rest.len());
+        if run >= MIN_RUN {
+            out.push_str("<redacted>");
+            rest = &rest[run..];
+        } else {
+            // One character at a time: an `inline:` may start inside a short run, and the tail of
+            // a short run is shorter still.
+            let step = rest.chars().next().map_or(1, char::len_utf8);
+            out.push_str(&rest[..step]);
+            rest = &rest[step..];
+        }
     }
-    out.push_str(rest);
     out
 }
 

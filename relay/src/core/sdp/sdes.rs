@@ -202,9 +202,12 @@ fn parse_key_param(suite: CryptoSuite, param: &str) -> Result<MasterKey, CryptoE
         }
         return Err(CryptoError::MkiUnsupported);
     }
+    // Padding is dropped before decoding: some peers pad even a 30-byte key (40 characters,
+    // which needs none), and RFC 4568 §6.1 leaves it unclear.
+    let unpadded = key_salt.trim_end_matches('=');
     let bytes = zeroize::Zeroizing::new(
         LENIENT_B64
-            .decode(key_salt)
+            .decode(unpadded)
             .map_err(|_| CryptoError::Base64)?,
     );
     MasterKey::new(suite, &bytes).map_err(|e| match e {
