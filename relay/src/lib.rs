@@ -5,3 +5,4 @@
 //! the daemon.
 
 pub mod core;
+pub mod shell;

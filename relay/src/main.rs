@@ -1,17 +1,22 @@
-//! The `srtp-relay` binary. Only the SRTP engine exists so far; the daemon (ng control, media
-//! sockets, metrics) lands with the issues that build it.
+//! The `srtp-relay` binary: with no arguments it runs on the embedded defaults (SPEC §6).
+
+use srtp_relay::shell::config::Config;
 
 fn main() {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        Some("--version" | "-V") => println!("srtp-relay {}", env!("CARGO_PKG_VERSION")),
-        _ => {
-            eprintln!(
-                "srtp-relay {}: the media daemon is not built yet; this release contains the SRTP \
-                 engine (library) and its tests. See README.md.",
-                env!("CARGO_PKG_VERSION")
-            );
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--version" || a == "-V") {
+        println!("srtp-relay {}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
+    let config = match Config::from_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("srtp-relay: {e}");
             std::process::exit(2);
         }
+    };
+    if let Err(e) = srtp_relay::shell::server::run(config) {
+        eprintln!("srtp-relay: cannot start: {e}");
+        std::process::exit(1);
     }
 }

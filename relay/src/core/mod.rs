@@ -18,4 +18,5 @@ pub mod packet;
 pub mod policy;
 pub mod rtp;
 pub mod sdp;
+pub mod session;
 pub mod srtp;

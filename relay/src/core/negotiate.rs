@@ -328,6 +328,11 @@ impl Negotiation {
         self.policies.as_ref()
     }
 
+    /// The tag of a leg, once known.
+    pub fn tag(&self, side: Side) -> Option<&str> {
+        self.tags[side.idx()].as_deref()
+    }
+
     /// The leg a tag belongs to.
     pub fn side_of(&self, tag: &str) -> Option<Side> {
         [Side::A, Side::B]

@@ -126,6 +126,19 @@ impl<'a> MediaLine<'a> {
     }
 }
 
+/// Where an endpoint receives one media section's RTP and RTCP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MediaEndpoint {
+    /// Connection address.
+    pub addr: IpAddr,
+    /// RTP port (0 = stream rejected).
+    pub rtp_port: u16,
+    /// RTCP port.
+    pub rtcp_port: u16,
+    /// RTCP shares the RTP port (RFC 5761).
+    pub rtcp_mux: bool,
+}
+
 /// A parsed SDP body: the lines, and where each media section starts.
 #[derive(Debug, Clone)]
 pub struct Sdp<'a> {
@@ -238,6 +251,30 @@ impl<'a> Sdp<'a> {
     /// True if media section `i` (or the session) has the flag attribute `name` (e.g. `rtcp-mux`).
     pub fn has_media_flag(&self, i: usize, name: &str) -> bool {
         self.media_attributes(i, name).next().is_some()
+    }
+
+    /// Where the sender of this SDP receives media for section `i`: the connection address
+    /// (media-level `c=`, else session-level), the RTP port, the RTCP port (`a=rtcp`, else RTP
+    /// port + 1) and whether RTCP is multiplexed (`a=rtcp-mux`). `None` without a usable address.
+    pub fn media_endpoint(&self, i: usize) -> Option<MediaEndpoint> {
+        let conn = |lines: &[Line<'a>]| {
+            lines
+                .iter()
+                .filter(|l| l.kind() == b'c')
+                .find_map(|l| l.value().split(' ').nth(2)?.split('/').next()?.parse().ok())
+        };
+        let addr: IpAddr = conn(&self.media_lines(i)[1..]).or_else(|| conn(self.session()))?;
+        let m = self.media_line(i);
+        let rtcp_port = self
+            .media_attributes(i, "rtcp")
+            .find_map(|v| v.split(' ').next()?.parse().ok())
+            .unwrap_or(m.port.wrapping_add(1));
+        Some(MediaEndpoint {
+            addr,
+            rtp_port: m.port,
+            rtcp_port,
+            rtcp_mux: self.has_media_flag(i, "rtcp-mux"),
+        })
     }
 
     /// The line ending of the body.
@@ -489,6 +526,29 @@ mod tests {
             "v=0\r\no=alice 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 203.0.113.5\r\nt=0 0\r\n\
              m=audio 30000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=X-custom:  two  spaces \r\n\
              a=rtcp:30001\r\na=sendrecv\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+        );
+    }
+
+    #[test]
+    fn media_endpoints_follow_c_lines_and_rtcp_attributes() {
+        let sdp = Sdp::parse(OFFER).unwrap();
+        let e = sdp.media_endpoint(0).unwrap();
+        assert_eq!(
+            (e.addr.to_string(), e.rtp_port, e.rtcp_port, e.rtcp_mux),
+            ("192.0.2.10".into(), 20000, 20001, false)
+        );
+        let body =
+            "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\nc=IN IP6 ::1\r\na=rtcp-mux\r\n";
+        let e = Sdp::parse(body).unwrap().media_endpoint(0).unwrap();
+        assert_eq!(
+            (e.addr.to_string(), e.rtcp_port, e.rtcp_mux),
+            ("::1".into(), 5001, true)
+        );
+        assert!(
+            Sdp::parse("v=0\r\nm=audio 5000 RTP/AVP 0\r\n")
+                .unwrap()
+                .media_endpoint(0)
+                .is_none()
         );
     }
 

@@ -270,6 +270,17 @@ impl SrtpContext {
     /// Authenticates and decrypts the SRTP packet `pkt` in place. Returns the RTP packet's length
     /// (the tag stripped). On any error nothing in the context or in `pkt` has changed.
     pub fn unprotect_rtp(&mut self, pkt: &mut [u8]) -> Result<usize, SrtpError> {
+        self.check_rtp(pkt, true)
+    }
+
+    /// Checks an SRTP packet (index, replay, tag) and records it as received, without decrypting
+    /// it: for pass-through, where the relay forwards SRTP untouched but must still refuse
+    /// forgeries and replays. `pkt` is not changed.
+    pub fn authenticate_rtp(&mut self, pkt: &mut [u8]) -> Result<(), SrtpError> {
+        self.check_rtp(pkt, false).map(drop)
+    }
+
+    fn check_rtp(&mut self, pkt: &mut [u8], decrypt: bool) -> Result<usize, SrtpError> {
         let hdr = RtpHeader::parse(pkt).ok_or(SrtpError::Malformed)?;
         let tag_len = self.rtp_tag_len();
         let auth_len = pkt
@@ -306,7 +317,7 @@ impl SrtpContext {
             }
         };
 
-        if !self.policy.params.unencrypted_srtp {
+        if decrypt && !self.policy.params.unencrypted_srtp {
             self.rtp
                 .cipher
                 .apply_keystream(self.rtp.iv(ssrc, index), &mut pkt[hdr.header_len..auth_len]);
@@ -367,6 +378,15 @@ impl SrtpContext {
     /// Authenticates and (when its E bit is set) decrypts the SRTCP packet `pkt` in place. Returns
     /// the RTCP packet's length. Every packet is authenticated whatever its E bit says.
     pub fn unprotect_rtcp(&mut self, pkt: &mut [u8]) -> Result<usize, SrtpError> {
+        self.check_rtcp(pkt, true)
+    }
+
+    /// [`Self::authenticate_rtp`] for SRTCP.
+    pub fn authenticate_rtcp(&mut self, pkt: &mut [u8]) -> Result<(), SrtpError> {
+        self.check_rtcp(pkt, false).map(drop)
+    }
+
+    fn check_rtcp(&mut self, pkt: &mut [u8], decrypt: bool) -> Result<usize, SrtpError> {
         let tag_len = self.suite.params().srtcp_tag_len;
         let auth_len = pkt
             .len()
@@ -386,7 +406,7 @@ impl SrtpContext {
         if !bool::from(mac[..tag_len].ct_eq(&pkt[auth_len..])) {
             return Err(SrtpError::AuthFailed);
         }
-        if encrypted {
+        if decrypt && encrypted {
             let iv = self.rtcp.iv(ssrc, u64::from(index));
             self.rtcp
                 .cipher

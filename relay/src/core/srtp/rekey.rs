@@ -45,26 +45,37 @@ impl RxSrtp {
 
     /// [`SrtpContext::unprotect_rtp`] against the current context, then the previous one.
     pub fn unprotect_rtp(&mut self, now: Instant, pkt: &mut [u8]) -> Result<usize, SrtpError> {
-        self.handle_timeout(now);
-        match self.current.unprotect_rtp(pkt) {
-            Err(e) if e != SrtpError::Malformed => match &mut self.previous {
-                Some((old, _)) => old
-                    .unprotect_rtp(pkt)
-                    .map_err(|old_err| prefer_replayed(e, old_err)),
-                None => Err(e),
-            },
-            result => result,
-        }
+        self.try_both(now, pkt, SrtpContext::unprotect_rtp)
     }
 
     /// [`SrtpContext::unprotect_rtcp`] against the current context, then the previous one.
     pub fn unprotect_rtcp(&mut self, now: Instant, pkt: &mut [u8]) -> Result<usize, SrtpError> {
+        self.try_both(now, pkt, SrtpContext::unprotect_rtcp)
+    }
+
+    /// [`SrtpContext::authenticate_rtp`] (pass-through) against the current context, then the
+    /// previous one.
+    pub fn authenticate_rtp(&mut self, now: Instant, pkt: &mut [u8]) -> Result<(), SrtpError> {
+        self.try_both(now, pkt, SrtpContext::authenticate_rtp)
+    }
+
+    /// [`SrtpContext::authenticate_rtcp`] against the current context, then the previous one.
+    pub fn authenticate_rtcp(&mut self, now: Instant, pkt: &mut [u8]) -> Result<(), SrtpError> {
+        self.try_both(now, pkt, SrtpContext::authenticate_rtcp)
+    }
+
+    /// Runs `op` on the current context and, if the packet is not simply malformed, on the one in
+    /// its grace period. A failed attempt changes neither context nor the packet.
+    fn try_both<T>(
+        &mut self,
+        now: Instant,
+        pkt: &mut [u8],
+        op: fn(&mut SrtpContext, &mut [u8]) -> Result<T, SrtpError>,
+    ) -> Result<T, SrtpError> {
         self.handle_timeout(now);
-        match self.current.unprotect_rtcp(pkt) {
+        match op(&mut self.current, pkt) {
             Err(e) if e != SrtpError::Malformed => match &mut self.previous {
-                Some((old, _)) => old
-                    .unprotect_rtcp(pkt)
-                    .map_err(|old_err| prefer_replayed(e, old_err)),
+                Some((old, _)) => op(old, pkt).map_err(|old_err| prefer_replayed(e, old_err)),
                 None => Err(e),
             },
             result => result,

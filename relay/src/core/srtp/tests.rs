@@ -419,3 +419,22 @@ fn many_ssrcs_reuse_a_bounded_set_of_slots() {
     // ... and the context never holds more than its fixed number of slots.
     assert!(format!("{rx:?}").contains("ssrcs: 16"));
 }
+
+#[test]
+fn authenticate_only_leaves_the_packet_and_still_refuses_replays_and_forgeries() {
+    let k = key(14);
+    let (mut tx, mut rx) = pair(&k, SrtpPolicy::default());
+    let srtp = protect(&mut tx, &rtp(5, SSRC));
+    let mut buf = srtp.clone();
+    rx.authenticate_rtp(&mut buf).unwrap();
+    assert_eq!(buf, srtp, "pass-through forwards the bytes untouched");
+    assert_eq!(rx.authenticate_rtp(&mut buf), Err(SrtpError::Replayed));
+    let mut forged = protect(&mut tx, &rtp(6, SSRC));
+    forged[20] ^= 1;
+    assert_eq!(rx.authenticate_rtp(&mut forged), Err(SrtpError::AuthFailed));
+    let mut srtcp = protect_rtcp(&mut tx, &rtcp(SSRC));
+    let copy = srtcp.clone();
+    rx.authenticate_rtcp(&mut srtcp).unwrap();
+    assert_eq!(srtcp, copy);
+    assert_eq!(rx.authenticate_rtcp(&mut srtcp), Err(SrtpError::Replayed));
+}

@@ -1,0 +1,8 @@
+//! The I/O shell around the core: clock, UDP sockets and workers, the ng control server.
+
+pub mod bencode;
+pub mod clock;
+pub mod config;
+pub mod ng;
+pub mod server;
+pub mod worker;

@@ -1,0 +1,214 @@
+//! A data-plane worker: one thread with a current-thread tokio runtime that owns a shard, its
+//! calls and their sockets. Nothing on the packet path is shared with another thread, so nothing
+//! takes a lock (STYLE.md decision 5).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::clock;
+use crate::core::packet::PacketBuf;
+use crate::core::policy::PolicyConfig;
+use crate::core::session::{
+    AnswerCommand, CallInfo, CommandError, Counters, DropReason, OfferCommand, PortSource, Shard,
+    ShardConfig, Verdict,
+};
+
+/// A request from the control plane to a worker.
+#[derive(Debug)]
+pub enum Job {
+    /// ng `offer`.
+    Offer(OfferCommand, oneshot::Sender<Result<String, CommandError>>),
+    /// ng `answer`.
+    Answer(AnswerCommand, oneshot::Sender<Result<String, CommandError>>),
+    /// ng `delete`.
+    Delete(String, oneshot::Sender<bool>),
+    /// ng `query`.
+    Query(String, oneshot::Sender<Option<CallInfo>>),
+    /// ng `list` and `statistics`.
+    Stats(oneshot::Sender<WorkerStats>),
+    /// New policy for new calls.
+    Reload(PolicyConfig),
+}
+
+/// What a worker reports for `list` and `statistics`.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerStats {
+    /// Call-ids.
+    pub calls: Vec<String>,
+    /// Planned media streams.
+    pub streams: usize,
+    /// Counters.
+    pub counters: Counters,
+}
+
+/// Free even ports of the media range, shared by the workers. Only offers, deletes and
+/// timeouts touch it (never the packet path), so a mutex is fine; it spreads the range over the
+/// workers however unevenly calls hash onto them.
+pub type PortPool = Arc<Mutex<Vec<u16>>>;
+
+/// The worker's sockets: both ports of every open pair.
+struct Sockets {
+    pool: PortPool,
+    open: HashMap<u16, (Rc<UdpSocket>, JoinHandle<()>)>,
+}
+
+struct Worker {
+    shard: RefCell<Shard>,
+    sockets: RefCell<Sockets>,
+    bind_addr: std::net::IpAddr,
+}
+
+/// Starts a worker thread that takes its ports from `pool` and returns the channel to it.
+pub fn spawn(
+    index: usize,
+    config: ShardConfig,
+    pool: PortPool,
+) -> std::io::Result<mpsc::UnboundedSender<Job>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name(format!("srtp-relay-worker-{index}"))
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, run(config, pool, rx));
+        })?;
+    Ok(tx)
+}
+
+async fn run(config: ShardConfig, pool: PortPool, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let worker = Rc::new(Worker {
+        bind_addr: config.media_addr,
+        shard: RefCell::new(Shard::new(config)),
+        sockets: RefCell::new(Sockets {
+            pool,
+            open: HashMap::new(),
+        }),
+    });
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            job = jobs.recv() => match job {
+                Some(job) => handle(&worker, job),
+                None => return,
+            },
+            _ = tick.tick() => {
+                let mut ports = WorkerPorts(&worker);
+                worker.shard.borrow_mut().handle_timeout(clock::now(), &mut ports);
+            }
+        }
+    }
+}
+
+fn handle(worker: &Rc<Worker>, job: Job) {
+    let now = clock::now();
+    let mut ports = WorkerPorts(worker);
+    match job {
+        Job::Offer(cmd, reply) => {
+            let _ = reply.send(worker.shard.borrow_mut().offer(now, &cmd, &mut ports));
+        }
+        Job::Answer(cmd, reply) => {
+            let _ = reply.send(worker.shard.borrow_mut().answer(now, &cmd));
+        }
+        Job::Delete(id, reply) => {
+            let _ = reply.send(worker.shard.borrow_mut().delete(&id, &mut ports));
+        }
+        Job::Query(id, reply) => {
+            let _ = reply.send(worker.shard.borrow().query(now, &id));
+        }
+        Job::Stats(reply) => {
+            let shard = worker.shard.borrow();
+            let _ = reply.send(WorkerStats {
+                calls: shard.call_ids(),
+                streams: shard.stream_count(),
+                counters: shard.counters().clone(),
+            });
+        }
+        Job::Reload(policy) => worker.shard.borrow_mut().set_policy(policy),
+    }
+}
+
+/// Binds and closes port pairs for the shard, and starts a receive task per socket.
+struct WorkerPorts<'a>(&'a Rc<Worker>);
+
+impl PortSource for WorkerPorts<'_> {
+    fn open_pair(&mut self) -> Option<u16> {
+        let worker = self.0;
+        let mut sockets = worker.sockets.borrow_mut();
+        // Ports another program holds are skipped (and not handed out again).
+        loop {
+            let port = sockets.pool.lock().ok()?.pop()?;
+            let (Ok(rtp), Ok(rtcp)) = (
+                bind(worker.bind_addr, port),
+                bind(worker.bind_addr, port + 1),
+            ) else {
+                continue;
+            };
+            for (p, sock) in [(port, rtp), (port + 1, rtcp)] {
+                let sock = Rc::new(sock);
+                let task =
+                    tokio::task::spawn_local(receive(Rc::clone(worker), p, Rc::clone(&sock)));
+                sockets.open.insert(p, (sock, task));
+            }
+            return Some(port);
+        }
+    }
+
+    fn close_pair(&mut self, rtp_port: u16) {
+        let mut sockets = self.0.sockets.borrow_mut();
+        for p in [rtp_port, rtp_port + 1] {
+            if let Some((_, task)) = sockets.open.remove(&p) {
+                task.abort();
+            }
+        }
+        // Returned ports go to the back of the queue, so a port is reused as late as possible.
+        if let Ok(mut pool) = sockets.pool.lock() {
+            pool.insert(0, rtp_port);
+        }
+    }
+}
+
+fn bind(addr: std::net::IpAddr, port: u16) -> std::io::Result<UdpSocket> {
+    let sock = std::net::UdpSocket::bind(SocketAddr::new(addr, port))?;
+    sock.set_nonblocking(true)?;
+    UdpSocket::from_std(sock)
+}
+
+/// Receives on one socket for as long as its port is open. Each datagram is transformed in the
+/// task's own buffer and sent from the port the shard names; a full send buffer is a counted
+/// drop, never a wait.
+async fn receive(worker: Rc<Worker>, port: u16, sock: Rc<UdpSocket>) {
+    let mut buf = PacketBuf::new();
+    loop {
+        let Ok((n, src)) = sock.recv_from(buf.recv_area()).await else {
+            tokio::task::yield_now().await;
+            continue;
+        };
+        buf.set_received(n);
+        let verdict = worker
+            .shard
+            .borrow_mut()
+            .on_datagram(clock::now(), port, src, &mut buf);
+        if let Verdict::Forward { via, to } = verdict {
+            let sent = worker
+                .sockets
+                .borrow()
+                .open
+                .get(&via)
+                .map(|(s, _)| s.try_send_to(buf.as_slice(), to));
+            if !matches!(sent, Some(Ok(_))) {
+                worker.shard.borrow_mut().count_drop(DropReason::Overload);
+            }
+        }
+    }
+}

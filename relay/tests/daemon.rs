@@ -1,0 +1,655 @@
+//! Black-box tests of the running daemon on loopback: this test is the SIP proxy (ng over UDP)
+//! and both endpoints. SRTP the relay produces is checked by independent implementations:
+//! libsrtp (Debian's pylibsrtp, through `proto-tests/oracle/srtp_oracle.py`) and webrtc-srtp.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use srtp_relay::core::srtp::{CryptoSuite, MasterKey, SrtpContext, SrtpPolicy};
+use srtp_relay::shell::bencode::{self, Value};
+
+const ORACLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../proto-tests/oracle/srtp_oracle.py"
+);
+static NEXT: AtomicU16 = AtomicU16::new(0);
+
+struct Relay {
+    child: Child,
+    ng: UdpSocket,
+    seq: std::cell::Cell<u32>,
+}
+
+impl Relay {
+    /// Starts the daemon on its own ng port and a media range of `pairs` port pairs.
+    fn start(pairs: u16, extra: &[&str]) -> Self {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        // Distinct ports per test (they run in parallel) and per test process.
+        let slot = (std::process::id() % 4) as u16 * 16 + n;
+        let ng_port = 19000 + slot;
+        let lo = 20000 + slot * 220;
+        let mut args = vec![
+            "--ng".to_owned(),
+            format!("127.0.0.1:{ng_port}"),
+            "--ports".to_owned(),
+            format!("{lo}-{}", lo + 2 * pairs - 1),
+            "--workers".to_owned(),
+            "2".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(env!("CARGO_BIN_EXE_srtp-relay"))
+            .args(&args)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let ng = UdpSocket::bind("127.0.0.1:0").unwrap();
+        ng.connect(("127.0.0.1", ng_port)).unwrap();
+        ng.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let relay = Self {
+            child,
+            ng,
+            seq: 0.into(),
+        };
+        for _ in 0..100 {
+            if relay.try_cmd("ping", &[]).is_some() {
+                return relay;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("relay did not answer ping");
+    }
+
+    fn try_cmd(&self, command: &str, pairs: &[(&str, Value)]) -> Option<Value> {
+        self.seq.set(self.seq.get() + 1);
+        let mut d = std::collections::BTreeMap::new();
+        d.insert(b"command".to_vec(), Value::str(command));
+        for (k, v) in pairs {
+            d.insert(k.as_bytes().to_vec(), v.clone());
+        }
+        let mut msg = format!("c{} ", self.seq.get()).into_bytes();
+        Value::Dict(d).encode(&mut msg);
+        self.ng.send(&msg).unwrap();
+        let mut buf = vec![0; 65536];
+        let n = self.ng.recv(&mut buf).ok()?;
+        let (_, body) = buf[..n].split_at(buf[..n].iter().position(|&b| b == b' ').unwrap() + 1);
+        Some(bencode::decode(body).unwrap())
+    }
+
+    fn cmd(&self, command: &str, pairs: &[(&str, Value)]) -> Value {
+        (0..5)
+            .find_map(|_| self.try_cmd(command, pairs))
+            .expect("no reply")
+    }
+
+    fn sdp_cmd(&self, command: &str, pairs: &[(&str, Value)]) -> Result<String, String> {
+        let r = self.cmd(command, pairs);
+        match r.get("result").and_then(Value::as_str) {
+            Some("ok") => Ok(r.get("sdp").and_then(Value::as_str).unwrap().to_owned()),
+            _ => Err(r
+                .get("error-reason")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_owned()),
+        }
+    }
+
+    fn offer(&self, call: &str, sdp: &str, extra: &[(&str, &str)]) -> Result<String, String> {
+        let mut pairs = vec![
+            ("call-id", Value::str(call)),
+            ("from-tag", Value::str("a")),
+            ("sdp", Value::str(sdp)),
+        ];
+        pairs.extend(extra.iter().map(|(k, v)| (*k, Value::str(v))));
+        self.sdp_cmd("offer", &pairs)
+    }
+
+    fn answer(&self, call: &str, sdp: &str) -> Result<String, String> {
+        let pairs = [
+            ("call-id", Value::str(call)),
+            ("from-tag", Value::str("a")),
+            ("to-tag", Value::str("b")),
+            ("sdp", Value::str(sdp)),
+        ];
+        self.sdp_cmd("answer", &pairs)
+    }
+
+    fn stat(&self, path: &[&str]) -> i64 {
+        let mut v = self.cmd("statistics", &[]);
+        for p in path {
+            v = v.get(p).unwrap().clone();
+        }
+        match v {
+            Value::Int(i) => i,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn endpoint() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    s
+}
+
+fn sdp(sock: &UdpSocket, proto: &str, crypto: Option<(&MasterKey, u32)>) -> String {
+    let port = sock.local_addr().unwrap().port();
+    let mut s = format!(
+        "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} {proto} 0\r\n"
+    );
+    if let Some((key, tag)) = crypto {
+        let b64 = base64_encode(key.key_salt());
+        s.push_str(&format!("a=crypto:{tag} {} inline:{b64}\r\n", key.suite()));
+    }
+    s
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    bytes
+        .chunks(3)
+        .flat_map(|c| {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            (0..=c.len()).map(move |i| A[((n >> (18 - 6 * i)) & 63) as usize] as char)
+        })
+        .collect()
+}
+
+/// The relay's port and (first) crypto key in an SDP it produced.
+fn relay_side(sdp: &str) -> (SocketAddr, Option<MasterKey>) {
+    let port: u16 = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let key = sdp.lines().find_map(|l| {
+        let rest = l.strip_prefix("a=crypto:")?;
+        let mut f = rest.split(' ');
+        f.next();
+        let suite = CryptoSuite::from_sdes_name(f.next()?)?;
+        let b64 = f.next()?.strip_prefix("inline:")?;
+        Some(MasterKey::new(suite, &base64_decode(b64)).unwrap())
+    });
+    (SocketAddr::from(([127, 0, 0, 1], port)), key)
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bits: Vec<u8> = s.bytes().filter(|&c| c != b'=').map(val).collect();
+    bits.chunks(4)
+        .flat_map(|c| {
+            let n = c
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, &v)| acc | (u32::from(v) << (18 - 6 * i)));
+            (0..c.len() - 1).map(move |i| (n >> (16 - 8 * i)) as u8)
+        })
+        .collect()
+}
+
+fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    p.extend((0..160u16).map(|i| (i as u8) ^ (seq as u8)));
+    p
+}
+
+fn protect(ctx: &mut SrtpContext, plain: &[u8]) -> Vec<u8> {
+    let mut b = plain.to_vec();
+    b.resize(plain.len() + 16, 0);
+    let n = ctx.protect_rtp(&mut b, plain.len()).unwrap();
+    b.truncate(n);
+    b
+}
+
+fn recv_all(sock: &UdpSocket) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = sock.recv(&mut buf) {
+        out.push(buf[..n].to_vec());
+    }
+    out
+}
+
+/// Sends `packets` to `to`, pacing lightly so loopback buffers never overflow.
+fn send_all(sock: &UdpSocket, to: SocketAddr, packets: &[Vec<u8>]) {
+    for (i, p) in packets.iter().enumerate() {
+        sock.send_to(p, to).unwrap();
+        if i % 20 == 19 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// libsrtp: unprotects `packets` with `key` (one receive session), or protects them.
+fn libsrtp(direction: &str, key: &MasterKey, packets: &[Vec<u8>]) -> Vec<Result<Vec<u8>, String>> {
+    let profile = if key.suite() == CryptoSuite::AesCm128HmacSha1_80 {
+        "80"
+    } else {
+        "32"
+    };
+    let mut script = format!(
+        "session s libsrtp {profile} {direction} {} 64\n",
+        hex::encode(key.key_salt())
+    );
+    for p in packets {
+        script.push_str(&format!("rtp s {}\n", hex::encode(p)));
+    }
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(ORACLE)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 with pylibsrtp (run .ci/test)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "oracle failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| match l.split_once(' ') {
+            Some(("ok", h)) => Ok(hex::decode(h).unwrap()),
+            other => Err(format!("{other:?}")),
+        })
+        .collect()
+}
+
+#[test]
+fn plain_to_plain_both_ways_and_stun_is_dropped() {
+    let relay = Relay::start(8, &[]);
+    let (a, b) = (endpoint(), endpoint());
+    let to_b = relay.offer("c1", &sdp(&a, "RTP/AVP", None), &[]).unwrap();
+    let (relay_b, _) = relay_side(&to_b);
+    let to_a = relay.answer("c1", &sdp(&b, "RTP/AVP", None)).unwrap();
+    let (relay_a, _) = relay_side(&to_a);
+    let packets: Vec<_> = (1..=20).map(|s| rtp(s, 0xa)).collect();
+    send_all(&a, relay_a, &packets);
+    assert_eq!(recv_all(&b), packets);
+    let back: Vec<_> = (1..=20).map(|s| rtp(s, 0xb)).collect();
+    send_all(&b, relay_b, &back);
+    assert_eq!(
+        recv_all(&a),
+        back,
+        "symmetric RTP: B's packets reach A's latched source"
+    );
+    // STUN binding request, DTLS-looking and short garbage.
+    let stun = [
+        0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+    ];
+    a.send_to(&stun, relay_a).unwrap();
+    a.send_to(&[22, 3, 1, 0, 5], relay_a).unwrap();
+    a.send_to(&[0x80, 0], relay_a).unwrap();
+    assert!(recv_all(&b).is_empty());
+    assert_eq!(relay.stat(&["drops", "not_rtp"]), 2);
+    assert_eq!(relay.stat(&["drops", "malformed"]), 1);
+    assert_eq!(relay.stat(&["packets", "plain"]), 40);
+}
+
+#[test]
+fn plain_to_srtp_and_back_checked_by_libsrtp() {
+    let relay = Relay::start(8, &[]);
+    let (a, b) = (endpoint(), endpoint());
+    let to_b = relay
+        .offer(
+            "c2",
+            &sdp(&a, "RTP/AVP", None),
+            &[("to-media-security", "enforce")],
+        )
+        .unwrap();
+    assert!(
+        to_b.contains("m=audio") && to_b.contains("RTP/SAVP"),
+        "{to_b}"
+    );
+    let (relay_b, relay_key_b) = relay_side(&to_b);
+    let relay_key_b = relay_key_b.unwrap();
+    let key_b = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+    let to_a = relay
+        .answer("c2", &sdp(&b, "RTP/SAVP", Some((&key_b, 1))))
+        .unwrap();
+    assert!(!to_a.contains("a=crypto"), "A is plain: {to_a}");
+    let (relay_a, _) = relay_side(&to_a);
+
+    // A -> B: plain in, SRTP out; libsrtp decrypts what B got with the relay's key.
+    let plain: Vec<_> = (100..150).map(|s| rtp(s, 0xaaaa)).collect();
+    send_all(&a, relay_a, &plain);
+    let got = recv_all(&b);
+    assert_eq!(got.len(), plain.len());
+    let decrypted: Vec<_> = libsrtp("rx", &relay_key_b, &got)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(decrypted, plain);
+
+    // B -> A: libsrtp encrypts with B's key, A gets plain RTP.
+    let back: Vec<_> = (7..57).map(|s| rtp(s, 0xbbbb)).collect();
+    let srtp: Vec<_> = libsrtp("tx", &key_b, &back)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    send_all(&b, relay_b, &srtp);
+    assert_eq!(recv_all(&a), back);
+    assert_eq!(relay.stat(&["packets", "encrypt"]), 50);
+    assert_eq!(relay.stat(&["packets", "decrypt"]), 50);
+}
+
+#[test]
+fn srtp_to_srtp_rekeyed_with_replay_tamper_and_hijack_refused() {
+    let relay = Relay::start(8, &["--system-security", "enforce"]);
+    let (a, b, attacker) = (endpoint(), endpoint(), endpoint());
+    let key_a = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_32).unwrap();
+    let key_b = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+    let to_b = relay
+        .offer("c3", &sdp(&a, "RTP/SAVP", Some((&key_a, 2))), &[])
+        .unwrap();
+    let (relay_b, relay_key_b) = relay_side(&to_b);
+    let relay_key_b = relay_key_b.unwrap();
+    assert_ne!(relay_key_b, key_a, "each leg has its own keys");
+    let to_a = relay
+        .answer("c3", &sdp(&b, "RTP/SAVP", Some((&key_b, 1))))
+        .unwrap();
+    let (relay_a, relay_key_a) = relay_side(&to_a);
+    assert_eq!(
+        relay_key_a.as_ref().map(MasterKey::suite),
+        Some(CryptoSuite::AesCm128HmacSha1_32)
+    );
+
+    let mut tx_a = SrtpContext::new(&key_a, SrtpPolicy::default());
+    let packets: Vec<_> = (1..=30)
+        .map(|s| protect(&mut tx_a, &rtp(s, 0xa1)))
+        .collect();
+    send_all(&a, relay_a, &packets[..10]);
+    // Replays and a forgery are not forwarded; an attacker's packet neither forwarded nor latched.
+    a.send_to(&packets[3], relay_a).unwrap();
+    let mut forged = packets[10].clone();
+    forged[30] ^= 0x40;
+    a.send_to(&forged, relay_a).unwrap();
+    attacker.send_to(&packets[10], relay_a).unwrap(); // a captured packet, re-sent from elsewhere
+    attacker.send_to(&rtp(11, 0xa1), relay_a).unwrap();
+    send_all(&a, relay_a, &packets[11..]);
+    let got = recv_all(&b);
+    let mut rx = webrtc_srtp::context::Context::new(
+        relay_key_b.master_key(),
+        relay_key_b.master_salt(),
+        webrtc_srtp::protection_profile::ProtectionProfile::Aes128CmHmacSha1_80,
+        Some(webrtc_srtp::option::srtp_replay_protection(64)),
+        None,
+    )
+    .unwrap();
+    let seqs: Vec<u16> = got
+        .iter()
+        .map(|p| u16::from_be_bytes(rx.decrypt_rtp(p).unwrap()[2..4].try_into().unwrap()))
+        .collect();
+    let want: Vec<u16> = (1..=10).chain([11]).chain(12..=30).collect();
+    assert_eq!(
+        seqs, want,
+        "every packet once; the attacker's copy of 11 authenticated and was forwarded once"
+    );
+    // A's duplicate, and the attacker's plain packet with sequence number 11: the replay check
+    // runs before the MAC (cheap checks first), and index 11 had just been seen.
+    assert_eq!(relay.stat(&["drops", "replayed"]), 2);
+    assert_eq!(relay.stat(&["drops", "auth_failed"]), 1, "the forgery");
+    // B's packets go to A's real address, not the attacker's: the SRTP leg latched only on
+    // authenticated packets (the attacker's copy of 11 did authenticate, from a new source, and an
+    // SRTP leg may re-latch on that; A's next packet latched it back).
+    let q = relay.cmd("query", &[("call-id", Value::str("c3"))]);
+    let latched = q.get("streams").unwrap().as_list().unwrap()[0]
+        .get("latched-A")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(latched, a.local_addr().unwrap().to_string());
+    let mut tx_b = SrtpContext::new(&key_b, SrtpPolicy::default());
+    let back: Vec<_> = (1..=10)
+        .map(|s| protect(&mut tx_b, &rtp(s, 0xb1)))
+        .collect();
+    send_all(&b, relay_b, &back);
+    assert!(recv_all(&attacker).is_empty());
+    let mut rx_a = SrtpContext::new(relay_key_a.as_ref().unwrap(), SrtpPolicy::default());
+    for (i, p) in recv_all(&a).iter().enumerate() {
+        let mut p = p.clone();
+        let n = rx_a.unprotect_rtp(&mut p).unwrap();
+        assert_eq!(&p[..n], &rtp(i as u16 + 1, 0xb1)[..]);
+    }
+}
+
+#[test]
+fn plain_leg_hijack_is_not_forwarded_or_latched() {
+    let relay = Relay::start(8, &[]);
+    let (a, b, attacker) = (endpoint(), endpoint(), endpoint());
+    let to_b = relay.offer("c4", &sdp(&a, "RTP/AVP", None), &[]).unwrap();
+    let (relay_b, _) = relay_side(&to_b);
+    let (relay_a, _) = relay_side(&relay.answer("c4", &sdp(&b, "RTP/AVP", None)).unwrap());
+    a.send_to(&rtp(1, 1), relay_a).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    attacker.send_to(&rtp(2, 666), relay_a).unwrap();
+    a.send_to(&rtp(3, 1), relay_a).unwrap();
+    let got = recv_all(&b);
+    assert_eq!(
+        got,
+        vec![rtp(1, 1), rtp(3, 1)],
+        "RTP bleed: the attacker's packet never reaches B"
+    );
+    b.send_to(&rtp(9, 2), relay_b).unwrap();
+    assert!(recv_all(&attacker).is_empty());
+    assert_eq!(recv_all(&a), vec![rtp(9, 2)]);
+    assert_eq!(relay.stat(&["drops", "source_mismatch"]), 1);
+}
+
+/// A re-INVITE with a new key from A: packets in flight under the old key still pass, and B sees
+/// one continuous stream (its key, SSRC, sequence numbers and ROC unchanged), whether A's new
+/// context continues the ROC (RFC 3711) or restarts it at 0.
+#[test]
+fn rekey_mid_stream_roc_continued_and_reset() {
+    for continue_roc in [true, false] {
+        let relay = Relay::start(8, &["--system-security", "enforce"]);
+        let (a, b) = (endpoint(), endpoint());
+        let k1 = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+        let k2 = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+        let key_b = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+        let to_b = relay
+            .offer("c5", &sdp(&a, "RTP/SAVP", Some((&k1, 1))), &[])
+            .unwrap();
+        let (_, relay_key_b) = relay_side(&to_b);
+        let (relay_a, _) = relay_side(
+            &relay
+                .answer("c5", &sdp(&b, "RTP/SAVP", Some((&key_b, 1))))
+                .unwrap(),
+        );
+
+        // Start just below the wrap so the stream is at ROC 1 when the re-key comes.
+        let mut tx1 = SrtpContext::new(&k1, SrtpPolicy::default());
+        let seqs: Vec<u16> = (0..200u16).map(|i| 65436u16.wrapping_add(i)).collect();
+        let first: Vec<_> = seqs[..150]
+            .iter()
+            .map(|&s| protect(&mut tx1, &rtp(s, 0x77)))
+            .collect();
+        let in_flight: Vec<_> = seqs[150..155]
+            .iter()
+            .map(|&s| protect(&mut tx1, &rtp(s, 0x77)))
+            .collect();
+        send_all(&a, relay_a, &first);
+
+        let to_b2 = relay
+            .offer(
+                "c5",
+                &sdp(&a, "RTP/SAVP", Some((&k2, 1))).replace("o=x 1 1", "o=x 1 2"),
+                &[],
+            )
+            .unwrap();
+        assert_eq!(
+            relay_side(&to_b2).1,
+            relay_key_b,
+            "B's key is not disturbed"
+        );
+        relay
+            .answer("c5", &sdp(&b, "RTP/SAVP", Some((&key_b, 1))))
+            .unwrap();
+        let mut tx2 = SrtpContext::new(&k2, SrtpPolicy::default());
+        if continue_roc {
+            tx2.carry_over_from(&tx1);
+        }
+        send_all(&a, relay_a, &in_flight); // old key, inside the grace period
+        let rest: Vec<_> = seqs[155..]
+            .iter()
+            .map(|&s| protect(&mut tx2, &rtp(s, 0x77)))
+            .collect();
+        send_all(&a, relay_a, &rest);
+
+        // libsrtp, one receive session with the relay's unchanged B key, decrypts everything.
+        let got = recv_all(&b);
+        let plain: Vec<_> = libsrtp("rx", relay_key_b.as_ref().unwrap(), &got)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let want: Vec<_> = seqs.iter().map(|&s| rtp(s, 0x77)).collect();
+        assert_eq!(
+            plain.len(),
+            want.len(),
+            "continue_roc {continue_roc}: no loss, no duplicates"
+        );
+        assert_eq!(plain, want, "continue_roc {continue_roc}");
+        assert_eq!(relay.stat(&["rekeys"]), 1);
+    }
+}
+
+#[test]
+fn pass_through_forwards_srtp_untouched() {
+    let relay = Relay::start(8, &["--system-security", "prefer-direct"]);
+    let (a, b) = (endpoint(), endpoint());
+    let key_a = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+    let key_b = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+    let to_b = relay
+        .offer("c6", &sdp(&a, "RTP/SAVP", Some((&key_a, 1))), &[])
+        .unwrap();
+    assert_eq!(
+        relay_side(&to_b).1.as_ref(),
+        Some(&key_a),
+        "A's own crypto goes to B"
+    );
+    let to_a = relay
+        .answer("c6", &sdp(&b, "RTP/SAVP", Some((&key_b, 1))))
+        .unwrap();
+    let (relay_a, _) = relay_side(&to_a);
+    let mut tx = SrtpContext::new(&key_a, SrtpPolicy::default());
+    let packets: Vec<_> = (1..=10).map(|s| protect(&mut tx, &rtp(s, 5))).collect();
+    send_all(&a, relay_a, &packets);
+    a.send_to(&packets[0], relay_a).unwrap(); // a replay is still refused
+    assert_eq!(recv_all(&b), packets);
+    assert_eq!(relay.stat(&["packets", "pass-through"]), 10);
+    assert_eq!(relay.stat(&["drops", "replayed"]), 1);
+}
+
+#[test]
+fn enforce_rejection_names_the_policy_and_the_m_line() {
+    let relay = Relay::start(4, &[]);
+    let a = endpoint();
+    let err = relay
+        .offer(
+            "c7",
+            &sdp(&a, "RTP/AVP", None),
+            &[("from-media-security", "enforce")],
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        "media security enforce: m-line 0 (audio): offer has no usable SRTP"
+    );
+    let r = relay.cmd("query", &[("call-id", Value::str("c7"))]);
+    assert_eq!(
+        r.get("result").and_then(Value::as_str),
+        Some("error"),
+        "a refused first offer leaves no call"
+    );
+    assert_eq!(relay.stat(&["free-port-pairs"]), 4, "and no port");
+    // The same through `flags`, as Kamailio passes keys it does not know.
+    let r = relay.cmd(
+        "offer",
+        &[
+            ("call-id", Value::str("c8")),
+            ("from-tag", Value::str("a")),
+            ("sdp", Value::str(&sdp(&a, "RTP/AVP", None))),
+            (
+                "flags",
+                Value::List(vec![Value::str("from-media-security=enforce")]),
+            ),
+        ],
+    );
+    assert_eq!(r.get("result").and_then(Value::as_str), Some("error"));
+}
+
+#[test]
+fn call_timeout_returns_the_ports() {
+    let relay = Relay::start(4, &["--media-timeout", "1"]);
+    let (a, b) = (endpoint(), endpoint());
+    relay.offer("c9", &sdp(&a, "RTP/AVP", None), &[]).unwrap();
+    relay.answer("c9", &sdp(&b, "RTP/AVP", None)).unwrap();
+    assert_eq!(relay.stat(&["free-port-pairs"]), 2);
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(relay.stat(&["calls"]), 0);
+    assert_eq!(relay.stat(&["free-port-pairs"]), 4);
+}
+
+#[test]
+fn a_thousand_calls_set_up_and_torn_down_return_every_port() {
+    // 100 port pairs: 50 calls at a time (two legs each). Any leak would exhaust the range.
+    let relay = Relay::start(100, &[]);
+    let (a, b) = (endpoint(), endpoint());
+    let mut seen = BTreeSet::new();
+    for round in 0..20 {
+        for i in 0..50 {
+            let id = format!("r{round}-{i}");
+            let to_b = relay
+                .offer(&id, &sdp(&a, "RTP/AVP", None), &[])
+                .unwrap_or_else(|e| panic!("{id}: {e}"));
+            seen.insert(relay_side(&to_b).0.port());
+            relay.answer(&id, &sdp(&b, "RTP/AVP", None)).unwrap();
+        }
+        assert_eq!(relay.stat(&["free-port-pairs"]), 0);
+        let err = relay
+            .offer("one-too-many", &sdp(&a, "RTP/AVP", None), &[])
+            .unwrap_err();
+        assert_eq!(err, "no free media ports");
+        for i in 0..50 {
+            let r = relay.cmd(
+                "delete",
+                &[("call-id", Value::str(&format!("r{round}-{i}")))],
+            );
+            assert_eq!(r.get("result").and_then(Value::as_str), Some("ok"));
+        }
+        assert_eq!(relay.stat(&["free-port-pairs"]), 100, "round {round}");
+    }
+    assert_eq!(relay.stat(&["calls"]), 0);
+    assert!(seen.iter().all(|p| p % 2 == 0), "RTP on even ports");
+}
