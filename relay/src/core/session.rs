@@ -191,6 +191,10 @@ pub enum CommandError {
     NoPorts,
 }
 
+/// One m-line as `query` reports it: the transform of packets from A and from B, and the latched
+/// RTP sources of A and B.
+pub type StreamInfo = ([Option<Transform>; 2], [Option<SocketAddr>; 2]);
+
 /// What `query` reports of a call (never a key).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallInfo {
@@ -199,7 +203,7 @@ pub struct CallInfo {
     /// Leg tags, A then B.
     pub tags: [Option<String>; 2],
     /// Per m-line: the transform from A and from B, and the latched RTP sources.
-    pub media: Vec<([Option<Transform>; 2], [Option<SocketAddr>; 2])>,
+    pub media: Vec<StreamInfo>,
 }
 
 #[derive(Default)]
@@ -552,17 +556,15 @@ impl Shard {
 
         // A plain leg is held to the source it latched to (RTP-bleed protection). An SRTP leg
         // is checked below: only a packet that authenticates may latch or re-latch.
-        if me.rx.is_none() {
-            if let Some(latched) = me.latched[component] {
-                let silent_for = me
-                    .last_rx
-                    .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-                let relatch_ok = me.signalled_change
-                    || (!self.config.relatch_after_silence.is_zero()
-                        && silent_for >= self.config.relatch_after_silence);
-                if latched != src && !relatch_ok {
-                    return Drop(DropReason::SourceMismatch);
-                }
+        if let (None, Some(latched)) = (&me.rx, me.latched[component]) {
+            let silent_for = me
+                .last_rx
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            let relatch_ok = me.signalled_change
+                || (!self.config.relatch_after_silence.is_zero()
+                    && silent_for >= self.config.relatch_after_silence);
+            if latched != src && !relatch_ok {
+                return Drop(DropReason::SourceMismatch);
             }
         }
         let received_len = pkt.len() as u64;
@@ -589,18 +591,16 @@ impl Shard {
         me.last_rx = Some(now);
         call.last_activity = now;
 
-        if transform != Transform::PassThrough {
-            if let Some((_, tx)) = &mut other.tx {
-                let (area, len) = pkt.with_tail_room();
-                let result = if rtcp {
-                    tx.protect_rtcp(area, len)
-                } else {
-                    tx.protect_rtp(area, len)
-                };
-                match result {
-                    Ok(n) => pkt.set_len(n),
-                    Err(e) => return Drop(e.into()),
-                }
+        if let (true, Some((_, tx))) = (transform != Transform::PassThrough, &mut other.tx) {
+            let (area, len) = pkt.with_tail_room();
+            let result = if rtcp {
+                tx.protect_rtcp(area, len)
+            } else {
+                tx.protect_rtp(area, len)
+            };
+            match result {
+                Ok(n) => pkt.set_len(n),
+                Err(e) => return Drop(e.into()),
             }
         }
         let Some(remote) = other.remote.filter(|r| r.rtp_port != 0) else {

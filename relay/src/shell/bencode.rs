@@ -14,9 +14,9 @@ pub enum Value {
     /// `<len>:<bytes>`
     Bytes(Vec<u8>),
     /// `l...e`
-    List(Vec<Value>),
+    List(Vec<Self>),
     /// `d...e`, keys sorted on output.
-    Dict(BTreeMap<Vec<u8>, Value>),
+    Dict(BTreeMap<Vec<u8>, Self>),
 }
 
 /// Why a message is not bencode.

@@ -268,7 +268,7 @@ impl<'a> Sdp<'a> {
         let rtcp_port = self
             .media_attributes(i, "rtcp")
             .find_map(|v| v.split(' ').next()?.parse().ok())
-            .unwrap_or(m.port.wrapping_add(1));
+            .unwrap_or_else(|| m.port.wrapping_add(1));
         Some(MediaEndpoint {
             addr,
             rtp_port: m.port,
