@@ -249,6 +249,16 @@ fn send_all(sock: &UdpSocket, to: SocketAddr, packets: &[Vec<u8>]) {
 
 /// libsrtp: unprotects `packets` with `key` (one receive session), or protects them.
 fn libsrtp(direction: &str, key: &MasterKey, packets: &[Vec<u8>]) -> Vec<Result<Vec<u8>, String>> {
+    libsrtp_kind(direction, "rtp", key, packets)
+}
+
+/// [`libsrtp`] for RTP (`kind` "rtp") or RTCP ("rtcp").
+fn libsrtp_kind(
+    direction: &str,
+    kind: &str,
+    key: &MasterKey,
+    packets: &[Vec<u8>],
+) -> Vec<Result<Vec<u8>, String>> {
     let profile = if key.suite() == CryptoSuite::AesCm128HmacSha1_80 {
         "80"
     } else {
@@ -259,7 +269,7 @@ fn libsrtp(direction: &str, key: &MasterKey, packets: &[Vec<u8>]) -> Vec<Result<
         hex::encode(key.key_salt())
     );
     for p in packets {
-        script.push_str(&format!("rtp s {}\n", hex::encode(p)));
+        script.push_str(&format!("{kind} s {}\n", hex::encode(p)));
     }
     let mut child = Command::new("/usr/bin/python3")
         .arg(ORACLE)
@@ -335,7 +345,10 @@ fn plain_to_srtp_and_back_checked_by_libsrtp() {
     let relay_key_b = relay_key_b.unwrap();
     let key_b = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
     let to_a = relay
-        .answer("c2", &sdp(&b, "RTP/SAVP", Some((&key_b, 1))))
+        .answer(
+            "c2",
+            &(sdp(&b, "RTP/SAVP", Some((&key_b, 1))) + "a=rtcp-mux\r\n"),
+        )
         .unwrap();
     assert!(!to_a.contains("a=crypto"), "A is plain: {to_a}");
     let (relay_a, _) = relay_side(&to_a);
@@ -361,6 +374,41 @@ fn plain_to_srtp_and_back_checked_by_libsrtp() {
     assert_eq!(recv_all(&a), back);
     assert_eq!(relay.stat(&["packets", "encrypt"]), 50);
     assert_eq!(relay.stat(&["packets", "decrypt"]), 50);
+
+    // RTCP: A's plain sender reports go to the relay's RTCP port (RTP + 1) and reach B as SRTCP
+    // on B's RTP port, which B multiplexes (a=rtcp-mux in its answer); libsrtp decrypts them.
+    let rtcp_a = endpoint();
+    let reports: Vec<Vec<u8>> = (0..5u8)
+        .map(|i| {
+            let mut p = vec![0x80, 200, 0, 6, 0, 0, 0xaa, 0xaa];
+            p.extend([i; 20]);
+            p
+        })
+        .collect();
+    let relay_a_rtcp = SocketAddr::new(relay_a.ip(), relay_a.port() + 1);
+    send_all(&rtcp_a, relay_a_rtcp, &reports);
+    let got = recv_all(&b);
+    assert_eq!(got.len(), 5);
+    assert!(
+        got.iter().all(|p| p.len() == 28 + 14),
+        "SRTCP adds E|index and an 80-bit tag"
+    );
+    let decrypted: Vec<_> = libsrtp_kind("rx", "rtcp", &relay_key_b, &got)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(decrypted, reports);
+    // B's SRTCP (libsrtp) comes back to A's RTCP source as plain RTCP, from the relay's RTCP port.
+    let srtcp: Vec<_> = libsrtp_kind("tx", "rtcp", &key_b, &reports)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    send_all(&b, relay_b, &srtcp);
+    let mut buf = [0u8; 256];
+    for want in &reports {
+        let (n, from) = rtcp_a.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&want[..], relay_a_rtcp));
+    }
 }
 
 #[test]
@@ -652,4 +700,50 @@ fn a_thousand_calls_set_up_and_torn_down_return_every_port() {
     }
     assert_eq!(relay.stat(&["calls"]), 0);
     assert!(seen.iter().all(|p| p % 2 == 0), "RTP on even ports");
+}
+
+#[test]
+fn ng_errors_and_retransmissions() {
+    let relay = Relay::start(4, &[]);
+    let a = endpoint();
+    // Malformed bencode gets an error reply with the cookie; no cookie, no reply.
+    let mut buf = [0u8; 4096];
+    relay.ng.send(b"k1 d7:commande").unwrap();
+    let n = relay.ng.recv(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"k1 d12:error-reason"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    relay.ng.send(b"nocookie").unwrap();
+    assert!(
+        relay.ng.recv(&mut buf).is_err(),
+        "a datagram without a cookie is dropped"
+    );
+    relay.ng.send(b"k2 d7:command7:unknowne").unwrap();
+    let n = relay.ng.recv(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"k2 d12:error-reason25:unknown command 'unknown'6:result5:errore"
+    );
+    // A retransmitted offer (same cookie) is answered from the cache, not executed again.
+    let mut msg = b"k3 ".to_vec();
+    bencode::dict([
+        ("command", Value::str("offer")),
+        ("call-id", Value::str("r1")),
+        ("from-tag", Value::str("a")),
+        ("sdp", Value::str(&sdp(&a, "RTP/AVP", None))),
+    ])
+    .encode(&mut msg);
+    relay.ng.send(&msg).unwrap();
+    let n = relay.ng.recv(&mut buf).unwrap();
+    let first = buf[..n].to_vec();
+    relay.ng.send(&msg).unwrap();
+    let n = relay.ng.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &first[..], "same reply, same ports");
+    assert_eq!(
+        relay.stat(&["free-port-pairs"]),
+        2,
+        "executed once: one call, two pairs"
+    );
 }
