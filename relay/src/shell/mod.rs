@@ -5,4 +5,5 @@ pub mod clock;
 pub mod config;
 pub mod ng;
 pub mod server;
+pub mod sys;
 pub mod worker;

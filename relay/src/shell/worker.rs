@@ -13,7 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::clock;
+use super::{clock, sys};
 use crate::core::packet::PacketBuf;
 use crate::core::policy::PolicyConfig;
 use crate::core::session::{
@@ -64,6 +64,14 @@ struct Worker {
     shard: RefCell<Shard>,
     sockets: RefCell<Sockets>,
     bind_addr: std::net::IpAddr,
+    /// Receive buffers shared by all of the worker's sockets: tasks of a current-thread runtime
+    /// run one at a time, and a batch is processed before its task awaits again.
+    batch: RefCell<Batch>,
+}
+
+struct Batch {
+    bufs: Vec<PacketBuf>,
+    srcs: [Option<SocketAddr>; sys::BATCH],
 }
 
 /// Starts a worker thread that takes its ports from `pool` and returns the channel to it.
@@ -93,6 +101,10 @@ async fn run(config: ShardConfig, pool: PortPool, mut jobs: mpsc::UnboundedRecei
         sockets: RefCell::new(Sockets {
             pool,
             open: HashMap::new(),
+        }),
+        batch: RefCell::new(Batch {
+            bufs: (0..sys::BATCH).map(|_| PacketBuf::new()).collect(),
+            srcs: [None; sys::BATCH],
         }),
     });
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -184,31 +196,48 @@ fn bind(addr: std::net::IpAddr, port: u16) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(sock)
 }
 
-/// Receives on one socket for as long as its port is open. Each datagram is transformed in the
-/// task's own buffer and sent from the port the shard names; a full send buffer is a counted
-/// drop, never a wait.
+/// Receives on one socket for as long as its port is open: up to [`sys::BATCH`] datagrams per
+/// `recvmmsg`, each transformed in place and sent from the port the shard names (a full send
+/// buffer is a counted drop, never a wait). After a full batch the task yields, so one hot
+/// socket cannot starve the others.
 async fn receive(worker: Rc<Worker>, port: u16, sock: Rc<UdpSocket>) {
-    let mut buf = PacketBuf::new();
     loop {
-        let Ok((n, src)) = sock.recv_from(buf.recv_area()).await else {
+        if sock.readable().await.is_err() {
             tokio::task::yield_now().await;
             continue;
-        };
-        buf.set_received(n);
-        let verdict = worker
-            .shard
-            .borrow_mut()
-            .on_datagram(clock::now(), port, src, &mut buf);
-        if let Verdict::Forward { via, to } = verdict {
-            let sent = worker
-                .sockets
-                .borrow()
+        }
+        if drain_batch(&worker, port, &sock) == sys::BATCH {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// One `recvmmsg` and the forwarding of what it returned; returns how many datagrams came.
+fn drain_batch(worker: &Worker, port: u16, sock: &UdpSocket) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut batch = worker.batch.borrow_mut();
+    let Batch { bufs, srcs } = &mut *batch;
+    let fd = sock.as_raw_fd();
+    // WouldBlock clears the stale readiness; other errors are retried on the next wake-up.
+    let Ok(n) = sock.try_io(tokio::io::Interest::READABLE, || {
+        sys::recv_batch(fd, bufs, srcs)
+    }) else {
+        return 0;
+    };
+    let now = clock::now();
+    let mut shard = worker.shard.borrow_mut();
+    let sockets = worker.sockets.borrow();
+    for (buf, src) in bufs.iter_mut().zip(srcs.iter()).take(n) {
+        let Some(src) = *src else { continue };
+        if let Verdict::Forward { via, to } = shard.on_datagram(now, port, src, buf) {
+            let sent = sockets
                 .open
                 .get(&via)
                 .map(|(s, _)| s.try_send_to(buf.as_slice(), to));
             if !matches!(sent, Some(Ok(_))) {
-                worker.shard.borrow_mut().count_drop(DropReason::Overload);
+                shard.count_drop(DropReason::Overload);
             }
         }
     }
+    n
 }
