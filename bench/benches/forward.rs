@@ -39,6 +39,7 @@ fn call(key_a: Option<&MasterKey>, b: MediaSecurity) -> (Shard, u16) {
         rekey_grace: Duration::from_secs(2),
         media_timeout: Duration::from_secs(3600),
         relatch_after_silence: Duration::ZERO,
+        max_calls: 100,
     });
     let m = |port, proto, key: Option<&MasterKey>| {
         let crypto = key.map_or(String::new(), |k| {

@@ -1,22 +1,36 @@
 //! The `srtp-relay` binary: with no arguments it runs on the embedded defaults (SPEC §6).
 
-use srtp_relay::shell::config::Config;
+use srtp_relay::shell::config::{Cli, Config, DEFAULT_TOML};
+use tracing_subscriber::EnvFilter;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--version" || a == "-V") {
-        println!("srtp-relay {}", env!("CARGO_PKG_VERSION"));
-        return;
-    }
-    let config = match Config::from_args(&args) {
-        Ok(c) => c,
+    let (config, path) = match Cli::parse(&args) {
+        Ok(Cli::Version) => return println!("srtp-relay {}", env!("CARGO_PKG_VERSION")),
+        Ok(Cli::PrintDefault) => return print!("{DEFAULT_TOML}"),
+        Ok(Cli::Check(path)) => match Config::load(&path) {
+            Ok(_) => return println!("{}: ok", path.display()),
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                std::process::exit(1);
+            }
+        },
+        Ok(Cli::Run { config, path }) => (config, path),
         Err(e) => {
             eprintln!("srtp-relay: {e}");
             std::process::exit(2);
         }
     };
-    if let Err(e) = srtp_relay::shell::server::run(config) {
-        eprintln!("srtp-relay: cannot start: {e}");
+    // RUST_LOG, when set, overrides the configured level (e.g. RUST_LOG=srtp_relay=debug).
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    if let Err(e) = srtp_relay::shell::server::run(*config, path) {
+        tracing::error!(error = %e, "cannot start");
         std::process::exit(1);
     }
 }

@@ -39,6 +39,8 @@ impl Relay {
             format!("{lo}-{}", lo + 2 * pairs - 1),
             "--workers".to_owned(),
             "2".to_owned(),
+            "--metrics".to_owned(),
+            "127.0.0.1:0".to_owned(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(env!("CARGO_BIN_EXE_srtp-relay"))

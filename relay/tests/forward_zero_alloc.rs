@@ -80,6 +80,7 @@ fn forwarding_allocates_nothing_in_steady_state() {
         rekey_grace: Duration::from_secs(2),
         media_timeout: Duration::from_secs(60),
         relatch_after_silence: Duration::from_secs(5),
+        max_calls: 100,
     });
     let mut ports = FakePorts(30000);
     let (key_a, key_b) = (

@@ -106,6 +106,8 @@ pub struct ShardConfig {
     /// A plain leg re-latches to a new source after its latched source was silent this long
     /// (zero: never).
     pub relatch_after_silence: Duration,
+    /// Calls this shard holds at most.
+    pub max_calls: usize,
 }
 
 /// Opens and closes the relay's UDP port pairs (RTP on the even port, RTCP on the next).
@@ -121,8 +123,10 @@ pub trait PortSource {
 pub struct Counters {
     /// Forwarded packets by transform (index: [`transform_index`]).
     pub packets: [u64; 5],
-    /// Forwarded bytes (as received) by transform.
+    /// Forwarded bytes as received, by transform.
     pub bytes: [u64; 5],
+    /// Forwarded bytes as sent, by transform.
+    pub bytes_out: [u64; 5],
     /// Drops by reason (index: `DropReason as usize`).
     pub drops: [u64; 8],
     /// Receive-side re-keys applied.
@@ -189,6 +193,12 @@ pub enum CommandError {
     /// The port range is exhausted.
     #[error("no free media ports")]
     NoPorts,
+    /// The call limit is reached.
+    #[error("call limit reached")]
+    TooManyCalls,
+    /// The relay is draining for shutdown and takes no new calls.
+    #[error("relay is shutting down")]
+    Draining,
 }
 
 /// One m-line as `query` reports it: the transform of packets from A and from B, and the latched
@@ -242,6 +252,7 @@ struct Call {
 /// One shard's calls and the state of their media.
 pub struct Shard {
     config: ShardConfig,
+    draining: bool,
     calls: HashMap<String, Call>,
     /// RTP port -> (call-id, m-line, leg).
     by_port: HashMap<u16, (String, usize, Side)>,
@@ -253,6 +264,7 @@ impl Shard {
     pub fn new(config: ShardConfig) -> Self {
         Self {
             config,
+            draining: false,
             calls: HashMap::new(),
             by_port: HashMap::new(),
             counters: Counters::default(),
@@ -281,6 +293,21 @@ impl Shard {
     /// Call-ids.
     pub fn call_ids(&self) -> Vec<String> {
         self.calls.keys().cloned().collect()
+    }
+
+    /// Refuses new calls from now on (running calls go on until they end).
+    pub fn set_draining(&mut self) {
+        self.draining = true;
+    }
+
+    /// SRTP contexts in use (receive and send, all legs).
+    pub fn srtp_context_count(&self) -> usize {
+        self.calls
+            .values()
+            .flat_map(|c| &c.media)
+            .flat_map(|m| &m.legs)
+            .map(|l| usize::from(l.rx.is_some()) + usize::from(l.tx.is_some()))
+            .sum()
     }
 
     /// Replaces the policy for calls created from now on (running calls keep theirs).
@@ -624,6 +651,7 @@ impl Shard {
         let t = transform_index(transform);
         self.counters.packets[t] += 1;
         self.counters.bytes[t] += received_len;
+        self.counters.bytes_out[t] += pkt.len() as u64;
         Verdict::Forward { via, to }
     }
 }

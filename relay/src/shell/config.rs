@@ -1,17 +1,28 @@
-//! The relay's settings. Defaults are SPEC §6's; the TOML file, `--check-config` and
-//! `--print-default-config` come with the operations work, until then a few command-line flags
-//! override the defaults.
+//! The relay's settings: a TOML file whose every key has a default (SPEC §6), validated into a
+//! [`Config`] with errors that name the key and the line. The commented default file is
+//! `deploy/srtp-relay.toml`, embedded in the binary.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::core::policy::{MediaSecurity, PolicyConfig};
+use serde::Deserialize;
 
-/// Everything the daemon needs to start.
-#[derive(Clone, Debug)]
+use crate::core::policy::{
+    BestEffortStyle, DeviceProfile, Extension, LegSecurity, PolicyConfig, SecurityOptions,
+};
+use crate::core::srtp::{CryptoSuite, MAX_REPLAY_WINDOW, MIN_REPLAY_WINDOW};
+
+/// The default configuration file, with a comment for every key.
+pub const DEFAULT_TOML: &str = include_str!("../../../deploy/srtp-relay.toml");
+
+/// Everything the daemon needs.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// ng control socket (UDP).
     pub ng_listen: SocketAddr,
+    /// Metrics HTTP socket.
+    pub metrics_listen: SocketAddr,
     /// Media address: sockets bind to it and SDP advertises it.
     pub media_addr: IpAddr,
     /// First port of the media range (even).
@@ -20,7 +31,7 @@ pub struct Config {
     pub port_max: u16,
     /// Data-plane workers (0: one per core).
     pub workers: usize,
-    /// Media-security policy.
+    /// Media-security policy, extensions and profiles.
     pub policy: PolicyConfig,
     /// SRTP replay window.
     pub replay_window: usize,
@@ -30,82 +41,621 @@ pub struct Config {
     pub media_timeout: Duration,
     /// A plain leg may re-latch after its source was silent this long (zero: never).
     pub relatch_after_silence: Duration,
+    /// How long SIGTERM lets calls finish.
+    pub drain: Duration,
+    /// Calls at most.
+    pub max_calls: usize,
+    /// Log level.
+    pub log_level: String,
 }
 
-impl Default for Config {
+/// A configuration problem, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{key}: {message}", line.map_or(String::new(), |l| format!("line {l}: ")))]
+pub struct ConfigError {
+    /// 1-based line of the offending key, when known.
+    pub line: Option<usize>,
+    /// The key, as `section.key`.
+    pub key: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct Raw {
+    control: RawControl,
+    metrics: RawMetrics,
+    media: RawMedia,
+    security: RawSecurity,
+    timeouts: RawTimeouts,
+    limits: RawLimits,
+    log: RawLog,
+    extensions: BTreeMap<String, RawExtension>,
+    profiles: BTreeMap<String, RawProfile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawControl {
+    listen: String,
+}
+
+impl Default for RawControl {
     fn default() -> Self {
         Self {
-            ng_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 2223),
-            media_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port_min: 30000,
-            port_max: 39999,
-            workers: 0,
-            policy: PolicyConfig {
-                system: MediaSecurity::Disabled,
-                ..PolicyConfig::default()
-            },
-            replay_window: 64,
-            rekey_grace: Duration::from_secs(2),
-            media_timeout: Duration::from_secs(60),
-            relatch_after_silence: Duration::from_secs(5),
+            listen: "127.0.0.1:2223".into(),
         }
     }
 }
 
-/// A command-line problem, with what to do about it.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ArgError(pub String);
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMetrics {
+    listen: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9477".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMedia {
+    address: String,
+    port_min: u16,
+    port_max: u16,
+    workers: usize,
+}
+
+impl Default for RawMedia {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1".into(),
+            port_min: 30000,
+            port_max: 39999,
+            workers: 0,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSecurity {
+    system: String,
+    suites: Vec<String>,
+    encrypt_rtp: bool,
+    authenticate_rtp: bool,
+    encrypt_rtcp: bool,
+    authenticate_rtcp: bool,
+    replay_window: usize,
+    best_effort_style: String,
+}
+
+impl Default for RawSecurity {
+    fn default() -> Self {
+        Self {
+            system: "disabled".into(),
+            suites: CryptoSuite::ALL
+                .iter()
+                .map(|s| s.as_sdes_name().to_owned())
+                .collect(),
+            encrypt_rtp: true,
+            authenticate_rtp: true,
+            encrypt_rtcp: true,
+            authenticate_rtcp: true,
+            replay_window: MIN_REPLAY_WINDOW,
+            best_effort_style: "capneg".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTimeouts {
+    media: u64,
+    rekey_grace: u64,
+    relatch_after_silence: u64,
+    drain: u64,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        Self {
+            media: 60,
+            rekey_grace: 2,
+            relatch_after_silence: 5,
+            drain: 30,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_calls: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self { max_calls: 10_000 }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExtension {
+    #[serde(default = "same_as_system")]
+    security: String,
+    #[serde(default)]
+    profile: Option<String>,
+}
+
+fn same_as_system() -> String {
+    "same-as-system".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    suites: Vec<String>,
+    #[serde(default = "yes")]
+    best_effort: bool,
+    #[serde(default)]
+    rekeys_on_reinvite: bool,
+    #[serde(default = "yes")]
+    extension_policy: bool,
+    #[serde(default = "yes")]
+    secure_video: bool,
+    #[serde(default = "capneg")]
+    best_effort_style: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn capneg() -> String {
+    "capneg".into()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::from_toml("").expect("the built-in defaults are valid")
+    }
+}
 
 impl Config {
-    /// Applies command-line flags to the defaults.
-    pub fn from_args(args: &[String]) -> Result<Self, ArgError> {
-        let mut c = Self::default();
+    /// Parses and validates a configuration file's text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let raw: Raw = toml::from_str(text)
+            .map_err(|e| ConfigError {
+                line: e.span().map(|s| line_at(text, s.start)),
+                key: String::new(),
+                message: e.message().to_owned(),
+            })
+            .map_err(|mut e| {
+                // toml's message names the field; say it as a key.
+                e.key = "config".into();
+                e
+            })?;
+        let fail = |section: &str, key: &str, message: String| ConfigError {
+            line: line_of(text, section, key),
+            key: if section.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{section}.{key}")
+            },
+            message,
+        };
+        let addr = |section: &str, v: &str| {
+            v.parse::<SocketAddr>()
+                .map_err(|_| fail(section, "listen", format!("{v:?} is not ADDRESS:PORT")))
+        };
+        let level = |section: &str, key: &str, v: &str| match v.parse::<LegSecurity>() {
+            Ok(l) => Ok(l),
+            Err(e) => Err(fail(section, key, e.to_string())),
+        };
+        let suites = |section: &str, names: &[String]| {
+            names
+                .iter()
+                .map(|n| {
+                    CryptoSuite::from_sdes_name(n)
+                        .ok_or_else(|| fail(section, "suites", format!("unknown crypto suite {n:?} (AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32)")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let style = |section: &str, v: &str| match v {
+            "capneg" => Ok(BestEffortStyle::CapNeg),
+            "osrtp" => Ok(BestEffortStyle::Osrtp),
+            _ => Err(fail(
+                section,
+                "best_effort_style",
+                format!("{v:?} is neither \"capneg\" nor \"osrtp\""),
+            )),
+        };
+
+        let s = &raw.security;
+        let system = match level("security", "system", &s.system)? {
+            LegSecurity::Level(l) => l,
+            LegSecurity::SameAsSystem => {
+                return Err(fail(
+                    "security",
+                    "system",
+                    "the system level cannot be same-as-system".into(),
+                ));
+            }
+        };
+        if !s.authenticate_rtcp {
+            return Err(fail(
+                "security",
+                "authenticate_rtcp",
+                "cannot be turned off: RFC 3711 §3.4 requires SRTCP authentication".into(),
+            ));
+        }
+        if !(MIN_REPLAY_WINDOW..=MAX_REPLAY_WINDOW).contains(&s.replay_window) {
+            return Err(fail(
+                "security",
+                "replay_window",
+                format!(
+                    "{} is outside {MIN_REPLAY_WINDOW}..={MAX_REPLAY_WINDOW}",
+                    s.replay_window
+                ),
+            ));
+        }
+        let system_suites = suites("security", &s.suites)?;
+        if system_suites.is_empty() {
+            return Err(fail(
+                "security",
+                "suites",
+                "at least one suite is needed".into(),
+            ));
+        }
+        let mut policy = PolicyConfig {
+            system,
+            options: SecurityOptions {
+                encrypt_rtp: s.encrypt_rtp,
+                authenticate_rtp: s.authenticate_rtp,
+                encrypt_rtcp: s.encrypt_rtcp,
+            },
+            suites: system_suites,
+            best_effort_style: style("security", &s.best_effort_style)?,
+            ..PolicyConfig::default()
+        };
+        for (name, p) in &raw.profiles {
+            let section = format!("profiles.{name}");
+            let profile = DeviceProfile {
+                name: name.clone(),
+                suites: suites(&section, &p.suites)?,
+                best_effort: p.best_effort,
+                rekeys_on_reinvite: p.rekeys_on_reinvite,
+                extension_policy: p.extension_policy,
+                secure_video: p.secure_video,
+                best_effort_style: style(&section, &p.best_effort_style)?,
+            };
+            policy.profiles.insert(name.clone(), profile);
+        }
+        for (name, e) in &raw.extensions {
+            let section = format!("extensions.\"{name}\"");
+            if let Some(p) = &e.profile {
+                if !policy.profiles.contains_key(p) {
+                    return Err(fail(
+                        &section,
+                        "profile",
+                        format!("unknown device profile {p:?}"),
+                    ));
+                }
+            }
+            let security = level(&section, "security", &e.security)?;
+            policy.extensions.insert(
+                name.clone(),
+                Extension {
+                    security,
+                    profile: e.profile.clone(),
+                },
+            );
+        }
+
+        let m = &raw.media;
+        if m.port_min % 2 != 0 {
+            return Err(fail(
+                "media",
+                "port_min",
+                format!("{} must be even (RTP on even ports)", m.port_min),
+            ));
+        }
+        if m.port_max < m.port_min.saturating_add(3) {
+            return Err(fail(
+                "media",
+                "port_max",
+                "the range must hold at least two port pairs".into(),
+            ));
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&raw.log.level.as_str()) {
+            return Err(fail(
+                "log",
+                "level",
+                format!(
+                    "{:?} is not one of error, warn, info, debug, trace",
+                    raw.log.level
+                ),
+            ));
+        }
+        Ok(Self {
+            ng_listen: addr("control", &raw.control.listen)?,
+            metrics_listen: addr("metrics", &raw.metrics.listen)?,
+            media_addr: m.address.parse().map_err(|_| {
+                fail(
+                    "media",
+                    "address",
+                    format!("{:?} is not an IP address", m.address),
+                )
+            })?,
+            port_min: m.port_min,
+            port_max: m.port_max,
+            workers: m.workers,
+            policy,
+            replay_window: s.replay_window,
+            rekey_grace: Duration::from_secs(raw.timeouts.rekey_grace),
+            media_timeout: Duration::from_secs(raw.timeouts.media),
+            relatch_after_silence: Duration::from_secs(raw.timeouts.relatch_after_silence),
+            drain: Duration::from_secs(raw.timeouts.drain),
+            max_calls: raw.limits.max_calls,
+            log_level: raw.log.level.clone(),
+        })
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            line: None,
+            key: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::from_toml(&text)
+    }
+}
+
+/// The 1-based line of byte offset `at`.
+fn line_at(text: &str, at: usize) -> usize {
+    text[..at.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line where `key` is set in `[section]` (naive but enough for error messages).
+fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            current = name.trim().to_owned();
+        } else if current == section && t.split(['=', ' ']).next() == Some(key) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Cli {
+    /// Run the relay.
+    Run {
+        /// The configuration.
+        config: Box<Config>,
+        /// The file it came from (SIGHUP reloads it).
+        path: Option<std::path::PathBuf>,
+    },
+    /// Print the default configuration file.
+    PrintDefault,
+    /// Validate a file.
+    Check(std::path::PathBuf),
+    /// Print the version.
+    Version,
+}
+
+/// A command-line problem.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad flags.
+    #[error("{0}")]
+    Usage(String),
+    /// A bad configuration file.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+}
+
+impl Cli {
+    /// Parses the arguments (without the program name). Flags after `--config` override the
+    /// file: `--ng`, `--metrics`, `--media-addr`, `--ports`, `--workers`, `--media-timeout`,
+    /// `--system-security`, `--drain`.
+    pub fn parse(args: &[String]) -> Result<Self, CliError> {
         let mut it = args.iter();
+        let mut config = None;
+        let mut path = None;
+        let mut overrides = Vec::new();
         while let Some(flag) = it.next() {
             let mut value = || {
                 it.next()
-                    .ok_or_else(|| ArgError(format!("{flag} needs a value")))
+                    .cloned()
+                    .ok_or_else(|| CliError::Usage(format!("{flag} needs a value")))
             };
-            let bad = |what: &str| ArgError(format!("{flag}: {what}"));
             match flag.as_str() {
-                "--ng" => c.ng_listen = value()?.parse().map_err(|_| bad("expected ADDR:PORT"))?,
-                "--media-addr" => {
-                    c.media_addr = value()?
-                        .parse()
-                        .map_err(|_| bad("expected an IP address"))?
+                "--version" | "-V" => return Ok(Self::Version),
+                "--print-default-config" => return Ok(Self::PrintDefault),
+                "--check-config" => return Ok(Self::Check(value()?.into())),
+                "--config" => {
+                    let p: std::path::PathBuf = value()?.into();
+                    config = Some(Config::load(&p)?);
+                    path = Some(p);
                 }
-                "--ports" => {
-                    let v = value()?;
-                    let (lo, hi) = v.split_once('-').ok_or_else(|| bad("expected LOW-HIGH"))?;
-                    c.port_min = lo.parse().map_err(|_| bad("bad low port"))?;
-                    c.port_max = hi.parse().map_err(|_| bad("bad high port"))?;
-                    if c.port_min % 2 != 0 || c.port_max < c.port_min + 3 {
-                        return Err(bad(
-                            "LOW must be even and the range hold at least two port pairs",
-                        ));
-                    }
-                }
-                "--workers" => {
-                    c.workers = value()?.parse().map_err(|_| bad("expected a number"))?
-                }
-                "--media-timeout" => {
-                    c.media_timeout =
-                        Duration::from_secs(value()?.parse().map_err(|_| bad("expected seconds"))?)
-                }
-                "--system-security" => {
-                    c.policy.system = match value()?.parse() {
-                        Ok(crate::core::policy::LegSecurity::Level(l)) => l,
-                        _ => return Err(bad("disabled, best-effort, enforce or prefer-direct")),
-                    }
+                "--ng" | "--metrics" | "--media-addr" | "--ports" | "--workers"
+                | "--media-timeout" | "--system-security" | "--drain" => {
+                    overrides.push((flag.clone(), value()?))
                 }
                 other => {
-                    return Err(ArgError(format!(
+                    return Err(CliError::Usage(format!(
                         "unknown argument {other} (see README.md)"
                     )));
                 }
             }
         }
-        Ok(c)
+        let mut c = config.unwrap_or_default();
+        for (flag, v) in overrides {
+            let bad = |what: &str| CliError::Usage(format!("{flag}: {what}"));
+            match flag.as_str() {
+                "--ng" => c.ng_listen = v.parse().map_err(|_| bad("expected ADDR:PORT"))?,
+                "--metrics" => {
+                    c.metrics_listen = v.parse().map_err(|_| bad("expected ADDR:PORT"))?
+                }
+                "--media-addr" => {
+                    c.media_addr = v.parse().map_err(|_| bad("expected an IP address"))?
+                }
+                "--ports" => {
+                    let (lo, hi) = v.split_once('-').ok_or_else(|| bad("expected LOW-HIGH"))?;
+                    c.port_min = lo.parse().map_err(|_| bad("bad low port"))?;
+                    c.port_max = hi.parse().map_err(|_| bad("bad high port"))?;
+                    if c.port_min % 2 != 0 || c.port_max < c.port_min.saturating_add(3) {
+                        return Err(bad(
+                            "LOW must be even and the range hold at least two port pairs",
+                        ));
+                    }
+                }
+                "--workers" => c.workers = v.parse().map_err(|_| bad("expected a number"))?,
+                "--media-timeout" => {
+                    c.media_timeout =
+                        Duration::from_secs(v.parse().map_err(|_| bad("expected seconds"))?)
+                }
+                "--drain" => {
+                    c.drain = Duration::from_secs(v.parse().map_err(|_| bad("expected seconds"))?)
+                }
+                "--system-security" => {
+                    c.policy.system = match v.parse() {
+                        Ok(LegSecurity::Level(l)) => l,
+                        _ => return Err(bad("disabled, best-effort, enforce or prefer-direct")),
+                    }
+                }
+                _ => unreachable!("collected above"),
+            }
+        }
+        Ok(Self::Run {
+            config: Box::new(c),
+            path,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::policy::MediaSecurity;
+
+    #[test]
+    fn the_commented_default_file_is_exactly_the_built_in_defaults() {
+        let from_file = Config::from_toml(DEFAULT_TOML).unwrap();
+        let from_nothing = Config::from_toml("").unwrap();
+        assert_eq!(from_file, from_nothing);
+        assert_eq!(from_nothing.ng_listen.to_string(), "127.0.0.1:2223");
+        assert_eq!(from_nothing.metrics_listen.to_string(), "127.0.0.1:9477");
+        assert_eq!(
+            (from_nothing.port_min, from_nothing.port_max),
+            (30000, 39999)
+        );
+        assert_eq!(from_nothing.policy.system, MediaSecurity::Disabled);
+        assert_eq!(from_nothing.policy.suites, CryptoSuite::ALL.to_vec());
+        assert_eq!(from_nothing.replay_window, 64);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_line() {
+        let cases = [
+            (
+                "[media]\nport_min = 30001\n",
+                "line 2: media.port_min: 30001 must be even (RTP on even ports)",
+            ),
+            (
+                "[security]\n\nauthenticate_rtcp = false\n",
+                "line 3: security.authenticate_rtcp: cannot be turned off: RFC 3711 §3.4 requires SRTCP authentication",
+            ),
+            (
+                "[security]\nreplay_window = 32\n",
+                "line 2: security.replay_window: 32 is outside 64..=1024",
+            ),
+            (
+                "[security]\nsystem = \"mandatory\"\n",
+                "line 2: security.system: unknown media security level \"mandatory\" (same-as-system, disabled, best-effort, enforce, prefer-direct)",
+            ),
+            (
+                "[security]\nsuites = [\"AES_CM_256_HMAC_SHA1_80\"]\n",
+                "line 2: security.suites: unknown crypto suite \"AES_CM_256_HMAC_SHA1_80\" (AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32)",
+            ),
+            (
+                "[extensions.\"201\"]\nprofile = \"nokia\"\n",
+                "line 2: extensions.\"201\".profile: unknown device profile \"nokia\"",
+            ),
+            (
+                "[control]\nlisten = \"localhost\"\n",
+                "line 2: control.listen: \"localhost\" is not ADDRESS:PORT",
+            ),
+            (
+                "[log]\nlevel = \"loud\"\n",
+                "line 2: log.level: \"loud\" is not one of error, warn, info, debug, trace",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                Config::from_toml(text).unwrap_err().to_string(),
+                want,
+                "{text}"
+            );
+        }
+        let unknown =
+            Config::from_toml("[media]\nport_min = 30000\nport_maximum = 5\n").unwrap_err();
+        assert_eq!(unknown.line, Some(3));
+        assert!(
+            unknown.message.contains("unknown field `port_maximum`"),
+            "{unknown}"
+        );
+        let typo = Config::from_toml("[timeouts]\nmedia = \"sixty\"\n").unwrap_err();
+        assert_eq!(typo.line, Some(2), "{typo}");
+        let section = Config::from_toml("[medai]\n").unwrap_err();
+        assert!(
+            section.message.contains("unknown field `medai`"),
+            "{section}"
+        );
+    }
+
+    #[test]
+    fn extensions_and_profiles_from_the_file() {
+        let c = Config::from_toml(
+            "[extensions.\"201\"]\nsecurity = \"enforce\"\nprofile = \"desk\"\n[profiles.desk]\nsuites = [\"AES_CM_128_HMAC_SHA1_32\"]\nbest_effort = false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.policy.extensions["201"].security,
+            LegSecurity::Level(MediaSecurity::Enforce)
+        );
+        assert_eq!(
+            c.policy.profiles["desk"].suites,
+            vec![CryptoSuite::AesCm128HmacSha1_32]
+        );
+        assert!(c.policy.profiles.contains_key("e129"), "built-ins stay");
     }
 }

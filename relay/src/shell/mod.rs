@@ -3,7 +3,9 @@
 pub mod bencode;
 pub mod clock;
 pub mod config;
+pub mod metrics;
 pub mod ng;
 pub mod server;
 pub mod sys;
+pub mod systemd;
 pub mod worker;

@@ -1,25 +1,39 @@
-//! The daemon: data-plane workers, the ng control socket, signals.
+//! The daemon: data-plane workers, the ng control socket, the metrics endpoint, systemd
+//! notifications and signals.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
 use super::bencode::{self, Value, dict};
 use super::clock;
 use super::config::Config;
+use super::metrics::{self, ControlMetrics};
 use super::ng::{self, Request};
-use super::worker::{self, Job, WorkerStats};
+use super::systemd::Notifier;
+use super::worker::{self, Job, PortPool, WorkerStats};
+use crate::core::sdp::redact_keys;
 use crate::core::session::{DropReason, ShardConfig, TRANSFORMS};
 
 /// How long a reply stays cached for retransmitted commands (same cookie).
 const REPLY_CACHE_FOR: Duration = Duration::from_secs(30);
 
-/// Runs the relay until SIGTERM or SIGINT. Returns once the control socket and every worker are
-/// set up and then stopped; an error before that means the relay could not start.
-pub fn run(config: Config) -> std::io::Result<()> {
+struct Control {
+    workers: Vec<mpsc::UnboundedSender<Job>>,
+    pool: PortPool,
+    metrics: ControlMetrics,
+    draining: bool,
+}
+
+/// Runs the relay until SIGTERM (then drains) or SIGINT. `path` is the configuration file SIGHUP
+/// reloads. An error means the relay could not start.
+pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
     let workers = if config.workers == 0 {
         std::thread::available_parallelism().map_or(1, usize::from)
     } else {
@@ -32,6 +46,7 @@ pub fn run(config: Config) -> std::io::Result<()> {
         rekey_grace: config.rekey_grace,
         media_timeout: config.media_timeout,
         relatch_after_silence: config.relatch_after_silence,
+        max_calls: config.max_calls.div_ceil(workers),
     };
     // Even ports, lowest handed out first (pop() takes from the end).
     let mut pairs: Vec<u16> = (config.port_min..config.port_max).step_by(2).collect();
@@ -44,55 +59,190 @@ pub fn run(config: Config) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(control(config, senders, pool))
+    let control = Control {
+        workers: senders,
+        pool,
+        metrics: ControlMetrics::default(),
+        draining: false,
+    };
+    rt.block_on(serve(config, path, control))
 }
 
-async fn control(
-    config: Config,
-    workers: Vec<mpsc::UnboundedSender<Job>>,
-    pool: worker::PortPool,
-) -> std::io::Result<()> {
+async fn serve(config: Config, path: Option<PathBuf>, mut control: Control) -> std::io::Result<()> {
     let sock = UdpSocket::bind(config.ng_listen).await?;
-    eprintln!(
-        "srtp-relay: ng control on {}, media on {} ports {}-{}, {} workers",
-        sock.local_addr()?,
-        config.media_addr,
-        config.port_min,
-        config.port_max,
-        workers.len()
+    let http = TcpListener::bind(config.metrics_listen).await?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let notifier = Notifier::from_env();
+    let mut watchdog =
+        tokio::time::interval(Notifier::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
+    let watchdog_on = Notifier::watchdog_interval().is_some();
+    let mut drain_check = tokio::time::interval(Duration::from_millis(200));
+    let mut drain_deadline = None;
+    tracing::info!(
+        ng = %sock.local_addr()?, metrics = %http.local_addr()?, media = %config.media_addr,
+        ports = %format!("{}-{}", config.port_min, config.port_max), workers = control.workers.len(),
+        system = %config.policy.system, "srtp-relay started"
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Every socket is bound (workers bind media ports on demand from the pool): ready.
+    notifier.notify("READY=1");
+
     let mut cache: HashMap<Vec<u8>, (Instant, Vec<u8>)> = HashMap::new();
     let mut buf = vec![0u8; 65536];
     loop {
-        let (n, peer) = tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(r) => r,
-                Err(_) => continue,
-            },
-            _ = term.recv() => return Ok(()),
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        };
-        let Some((cookie, body)) = ng::split_cookie(&buf[..n]) else {
-            continue;
-        };
-        let now = clock::now();
-        cache.retain(|_, (at, _)| now.duration_since(*at) < REPLY_CACHE_FOR);
-        if let Some((_, reply)) = cache.get(cookie) {
-            let _ = sock.send_to(reply, peer).await;
-            continue;
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                let Ok((n, peer)) = r else { continue };
+                if let Some(reply) = handle_datagram(&mut control, &mut cache, &buf[..n]).await {
+                    let _ = sock.send_to(&reply, peer).await;
+                }
+            }
+            accepted = http.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    serve_http(&control, stream).await;
+                }
+            }
+            _ = watchdog.tick(), if watchdog_on => {
+                // WATCHDOG=1 only when every worker answers from its own loop: proof they run.
+                let mut alive = true;
+                for w in &control.workers {
+                    let ping = ask(w, Job::Ping);
+                    alive &= matches!(tokio::time::timeout(Duration::from_millis(500), ping).await, Ok(Some(())));
+                }
+                if alive {
+                    notifier.notify("WATCHDOG=1");
+                } else {
+                    tracing::error!("a worker did not answer the watchdog ping");
+                }
+            }
+            _ = hup.recv() => reload(&control, path.as_deref()),
+            _ = term.recv(), if !control.draining => {
+                tracing::info!(drain_secs = config.drain.as_secs(), "SIGTERM: taking no new calls, draining");
+                notifier.notify("STOPPING=1");
+                control.draining = true;
+                for w in &control.workers {
+                    let _ = w.send(Job::Drain);
+                }
+                drain_deadline = Some(clock::now() + config.drain);
+            }
+            _ = drain_check.tick(), if control.draining => {
+                let calls: usize = stats(&control.workers).await.iter().map(|s| s.calls.len()).sum();
+                if calls == 0 || drain_deadline.is_some_and(|d| clock::now() >= d) {
+                    tracing::info!(calls_left = calls, "drained; exiting");
+                    return Ok(());
+                }
+            }
+            _ = int.recv() => {
+                notifier.notify("STOPPING=1");
+                tracing::info!("SIGINT: exiting");
+                return Ok(());
+            }
         }
-        let reply = match bencode::decode(body) {
-            Err(e) => ng::error_reply(&e.to_string()),
-            Ok(msg) => match ng::parse_request(&msg) {
-                Err(reason) => ng::error_reply(&reason),
-                Ok(req) => execute(&workers, &pool, req).await,
-            },
-        };
-        let framed = ng::frame(cookie, &reply);
-        let _ = sock.send_to(&framed, peer).await;
-        cache.insert(cookie.to_vec(), (now, framed));
     }
+}
+
+/// Re-reads the configuration file; the new policy applies to new calls. A bad file changes
+/// nothing.
+fn reload(control: &Control, path: Option<&std::path::Path>) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP: started without --config, nothing to reload");
+        return;
+    };
+    match Config::load(path) {
+        Ok(new) => {
+            for w in &control.workers {
+                let _ = w.send(Job::Reload(new.policy.clone()));
+            }
+            tracing::info!(path = %path.display(), system = %new.policy.system, extensions = new.policy.extensions.len(),
+                "SIGHUP: policy reloaded for new calls");
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "SIGHUP: configuration rejected, keeping the old one")
+        }
+    }
+}
+
+async fn handle_datagram(
+    control: &mut Control,
+    cache: &mut HashMap<Vec<u8>, (Instant, Vec<u8>)>,
+    datagram: &[u8],
+) -> Option<Vec<u8>> {
+    let (cookie, body) = ng::split_cookie(datagram)?;
+    let now = clock::now();
+    cache.retain(|_, (at, _)| now.duration_since(*at) < REPLY_CACHE_FOR);
+    if let Some((_, reply)) = cache.get(cookie) {
+        return Some(reply.clone());
+    }
+    let (command, call_id, reply) = match bencode::decode(body) {
+        Err(e) => ("invalid", String::new(), ng::error_reply(&e.to_string())),
+        Ok(msg) => match ng::parse_request(&msg) {
+            Err(reason) => ("invalid", String::new(), ng::error_reply(&reason)),
+            Ok(req) => {
+                if let Some(sdp) = msg.get("sdp").and_then(Value::as_str) {
+                    tracing::debug!(command = req.name(), sdp = %redact_keys(sdp), "ng sdp in");
+                }
+                let (name, id) = (req.name(), req.call_id().unwrap_or("").to_owned());
+                (name, id, execute(control, req).await)
+            }
+        },
+    };
+    let ok = matches!(
+        reply.get("result").and_then(Value::as_str),
+        Some("ok" | "pong")
+    );
+    let elapsed = clock::now().saturating_duration_since(now);
+    control.metrics.observe(command, ok, elapsed.as_secs_f64());
+    let reason = reply
+        .get("error-reason")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    tracing::info!(command, call_id = %call_id, result = if ok { "ok" } else { "error" }, reason, micros = elapsed.as_micros() as u64, "ng");
+    if let Some(sdp) = reply.get("sdp").and_then(Value::as_str) {
+        tracing::debug!(command, sdp = %redact_keys(sdp), "ng sdp out");
+    }
+    let framed = ng::frame(cookie, &reply);
+    cache.insert(cookie.to_vec(), (now, framed.clone()));
+    Some(framed)
+}
+
+/// A minimal HTTP/1.1 responder: `GET /metrics` and `GET /healthz`, one request per connection.
+async fn serve_http(control: &Control, mut stream: tokio::net::TcpStream) {
+    let mut req = [0u8; 2048];
+    let n = match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut req)).await {
+        Ok(Ok(n)) => n,
+        _ => return,
+    };
+    let line = String::from_utf8_lossy(&req[..n]);
+    let path = line.split_whitespace().nth(1).unwrap_or("");
+    let (status, kind, body) = match path {
+        "/metrics" => {
+            let free = control.pool.lock().map_or(0, |p| p.len());
+            let text = metrics::render(&control.metrics, &stats(&control.workers).await, free);
+            (
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                text,
+            )
+        }
+        "/healthz" => (
+            "200 OK",
+            "text/plain",
+            if control.draining {
+                "draining\n"
+            } else {
+                "ok\n"
+            }
+            .to_owned(),
+        ),
+        _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
 }
 
 fn owner<'a>(
@@ -121,11 +271,8 @@ async fn stats(workers: &[mpsc::UnboundedSender<Job>]) -> Vec<WorkerStats> {
     all
 }
 
-async fn execute(
-    workers: &[mpsc::UnboundedSender<Job>],
-    pool: &worker::PortPool,
-    req: Request,
-) -> Value {
+async fn execute(control: &Control, req: Request) -> Value {
+    let workers = &control.workers;
     let gone = || ng::error_reply("worker unavailable");
     let sdp_reply = |r: Option<Result<String, _>>| match r {
         Some(Ok(sdp)) => ng::ok_reply([(b"sdp".to_vec(), Value::str(&sdp))].into()),
@@ -231,7 +378,7 @@ async fn execute(
                     ),
                     (
                         b"free-port-pairs".to_vec(),
-                        Value::Int(pool.lock().map_or(0, |p| p.len()) as i64),
+                        Value::Int(control.pool.lock().map_or(0, |p| p.len()) as i64),
                     ),
                     (
                         b"rekeys".to_vec(),

@@ -36,6 +36,10 @@ pub enum Job {
     Stats(oneshot::Sender<WorkerStats>),
     /// New policy for new calls.
     Reload(PolicyConfig),
+    /// Take no new calls (SIGTERM).
+    Drain,
+    /// Liveness check for the systemd watchdog: answered from the worker's own loop.
+    Ping(oneshot::Sender<()>),
 }
 
 /// What a worker reports for `list` and `statistics`.
@@ -45,6 +49,8 @@ pub struct WorkerStats {
     pub calls: Vec<String>,
     /// Planned media streams.
     pub streams: usize,
+    /// SRTP contexts in use.
+    pub srtp_contexts: usize,
     /// Counters.
     pub counters: Counters,
 }
@@ -64,6 +70,9 @@ struct Worker {
     shard: RefCell<Shard>,
     sockets: RefCell<Sockets>,
     bind_addr: std::net::IpAddr,
+    /// When the data path last logged a send failure (logs are rate-limited; counters carry the
+    /// volume).
+    last_warning: std::cell::Cell<Option<std::time::Instant>>,
     /// Receive buffers shared by all of the worker's sockets: tasks of a current-thread runtime
     /// run one at a time, and a batch is processed before its task awaits again.
     batch: RefCell<Batch>,
@@ -102,6 +111,7 @@ async fn run(config: ShardConfig, pool: PortPool, mut jobs: mpsc::UnboundedRecei
             pool,
             open: HashMap::new(),
         }),
+        last_warning: std::cell::Cell::new(None),
         batch: RefCell::new(Batch {
             bufs: (0..sys::BATCH).map(|_| PacketBuf::new()).collect(),
             srcs: [None; sys::BATCH],
@@ -143,10 +153,15 @@ fn handle(worker: &Rc<Worker>, job: Job) {
             let _ = reply.send(WorkerStats {
                 calls: shard.call_ids(),
                 streams: shard.stream_count(),
+                srtp_contexts: shard.srtp_context_count(),
                 counters: shard.counters().clone(),
             });
         }
         Job::Reload(policy) => worker.shard.borrow_mut().set_policy(policy),
+        Job::Drain => worker.shard.borrow_mut().set_draining(),
+        Job::Ping(reply) => {
+            let _ = reply.send(());
+        }
     }
 }
 
@@ -236,6 +251,18 @@ fn drain_batch(worker: &Worker, port: u16, sock: &UdpSocket) -> usize {
                 .map(|(s, _)| s.try_send_to(buf.as_slice(), to));
             if !matches!(sent, Some(Ok(_))) {
                 shard.count_drop(DropReason::Overload);
+                let quiet = worker
+                    .last_warning
+                    .get()
+                    .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(60));
+                if !quiet {
+                    worker.last_warning.set(Some(now));
+                    tracing::warn!(
+                        port = via,
+                        "send failed (buffer full?): dropped and counted as overload; \
+                         next warning in a minute at the earliest"
+                    );
+                }
             }
         }
     }

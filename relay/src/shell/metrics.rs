@@ -1,0 +1,147 @@
+//! Prometheus metrics: control-plane metrics live here; data-plane counters are plain integers
+//! in each worker's shard, gathered and summed when `/metrics` is scraped, so the packet path
+//! never takes a lock or allocates for them. No metric carries a key or a per-call label.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use super::worker::WorkerStats;
+use crate::core::session::{DropReason, TRANSFORMS};
+
+type Labels = Vec<(&'static str, String)>;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to about 0.4 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 14))
+}
+
+/// Metrics of the control plane, kept across scrapes.
+#[derive(Clone)]
+pub struct ControlMetrics {
+    requests: Family<Labels, Counter>,
+    latency: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for ControlMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        }
+    }
+}
+
+impl ControlMetrics {
+    /// Counts one ng request and its duration.
+    pub fn observe(&self, command: &str, ok: bool, seconds: f64) {
+        let result = if ok { "ok" } else { "error" };
+        self.requests
+            .get_or_create(&vec![
+                ("command", command.to_owned()),
+                ("result", result.to_owned()),
+            ])
+            .inc();
+        self.latency
+            .get_or_create(&vec![("command", command.to_owned())])
+            .observe(seconds);
+    }
+}
+
+/// Renders every metric in the OpenMetrics text format.
+pub fn render(control: &ControlMetrics, workers: &[WorkerStats], free_port_pairs: usize) -> String {
+    let mut registry = Registry::with_prefix("srtp_relay");
+    registry.register(
+        "build",
+        "Build information",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    registry.register(
+        "control_requests",
+        "ng control requests by command and result",
+        control.requests.clone(),
+    );
+    registry.register(
+        "control_request_duration_seconds",
+        "Time to execute an ng control request",
+        control.latency.clone(),
+    );
+
+    let packets = Family::<Labels, Counter>::default();
+    let bytes = Family::<Labels, Counter>::default();
+    for (i, t) in TRANSFORMS.iter().enumerate() {
+        let sum = |f: &dyn Fn(&WorkerStats) -> u64| workers.iter().map(f).sum::<u64>();
+        let n = sum(&|w| w.counters.packets[i]);
+        for (direction, b) in [
+            ("in", sum(&|w| w.counters.bytes[i])),
+            ("out", sum(&|w| w.counters.bytes_out[i])),
+        ] {
+            let labels = vec![
+                ("direction", direction.to_owned()),
+                ("transform", t.as_str().to_owned()),
+            ];
+            packets.get_or_create(&labels).inc_by(n);
+            bytes.get_or_create(&labels).inc_by(b);
+        }
+    }
+    registry.register(
+        "packets",
+        "Forwarded packets by direction (in: as received, out: as sent) and transform",
+        packets,
+    );
+    registry.register(
+        "bytes",
+        "Forwarded bytes by direction (in: as received, out: as sent) and transform",
+        bytes,
+    );
+
+    let drops = Family::<Labels, Counter>::default();
+    for r in DropReason::ALL {
+        let n = workers
+            .iter()
+            .map(|w| w.counters.drops[r as usize])
+            .sum::<u64>();
+        drops
+            .get_or_create(&vec![("reason", r.as_label().to_owned())])
+            .inc_by(n);
+    }
+    registry.register("drops", "Datagrams not forwarded, by reason", drops);
+
+    let rekeys = Counter::<u64>::default();
+    rekeys.inc_by(workers.iter().map(|w| w.counters.rekeys).sum());
+    registry.register(
+        "rekeys",
+        "Receive-side SRTP re-keys (an endpoint changed its key)",
+        rekeys,
+    );
+
+    for (name, help, value) in [
+        (
+            "calls",
+            "Active calls",
+            workers.iter().map(|w| w.calls.len()).sum::<usize>(),
+        ),
+        (
+            "streams",
+            "Active media streams (m-lines with a plan)",
+            workers.iter().map(|w| w.streams).sum(),
+        ),
+        (
+            "srtp_contexts",
+            "SRTP contexts in use (receive and send)",
+            workers.iter().map(|w| w.srtp_contexts).sum(),
+        ),
+        ("free_port_pairs", "Free media port pairs", free_port_pairs),
+    ] {
+        let g = Gauge::<i64>::default();
+        g.set(value as i64);
+        registry.register(name, help, g);
+    }
+    let mut out = String::new();
+    encode(&mut out, &registry).expect("writing to a String cannot fail");
+    out
+}
