@@ -24,10 +24,13 @@ fn main() {
     // RUST_LOG, when set, overrides the configured level (e.g. RUST_LOG=srtp_relay=debug).
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    // Colours only on a terminal: under systemd the journal gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(ansi)
         .init();
     if let Err(e) = srtp_relay::shell::server::run(*config, path) {
         tracing::error!(error = %e, "cannot start");

@@ -325,6 +325,14 @@ impl Shard {
         let count = Sdp::parse(&cmd.sdp)
             .map_err(NegotiationError::from)?
             .media_count();
+        if !self.calls.contains_key(&cmd.call_id) {
+            if self.draining {
+                return Err(CommandError::Draining);
+            }
+            if self.calls.len() >= self.config.max_calls {
+                return Err(CommandError::TooManyCalls);
+            }
+        }
         let call = self
             .calls
             .entry(cmd.call_id.clone())

@@ -355,14 +355,16 @@ impl Config {
         }
         for (name, e) in &raw.extensions {
             let section = format!("extensions.\"{name}\"");
-            if let Some(p) = &e.profile {
-                if !policy.profiles.contains_key(p) {
-                    return Err(fail(
-                        &section,
-                        "profile",
-                        format!("unknown device profile {p:?}"),
-                    ));
-                }
+            if let Some(p) = e
+                .profile
+                .as_ref()
+                .filter(|p| !policy.profiles.contains_key(*p))
+            {
+                return Err(fail(
+                    &section,
+                    "profile",
+                    format!("unknown device profile {p:?}"),
+                ));
             }
             let security = level(&section, "security", &e.security)?;
             policy.extensions.insert(
@@ -375,7 +377,7 @@ impl Config {
         }
 
         let m = &raw.media;
-        if m.port_min % 2 != 0 {
+        if !m.port_min.is_multiple_of(2) {
             return Err(fail(
                 "media",
                 "port_min",
@@ -532,7 +534,7 @@ impl Cli {
                     let (lo, hi) = v.split_once('-').ok_or_else(|| bad("expected LOW-HIGH"))?;
                     c.port_min = lo.parse().map_err(|_| bad("bad low port"))?;
                     c.port_max = hi.parse().map_err(|_| bad("bad high port"))?;
-                    if c.port_min % 2 != 0 || c.port_max < c.port_min.saturating_add(3) {
+                    if !c.port_min.is_multiple_of(2) || c.port_max < c.port_min.saturating_add(3) {
                         return Err(bad(
                             "LOW must be even and the range hold at least two port pairs",
                         ));

@@ -94,7 +94,7 @@ async fn serve(config: Config, path: Option<PathBuf>, mut control: Control) -> s
         tokio::select! {
             r = sock.recv_from(&mut buf) => {
                 let Ok((n, peer)) = r else { continue };
-                if let Some(reply) = handle_datagram(&mut control, &mut cache, &buf[..n]).await {
+                if let Some(reply) = handle_datagram(&control, &mut cache, &buf[..n]).await {
                     let _ = sock.send_to(&reply, peer).await;
                 }
             }
@@ -164,7 +164,7 @@ fn reload(control: &Control, path: Option<&std::path::Path>) {
 }
 
 async fn handle_datagram(
-    control: &mut Control,
+    control: &Control,
     cache: &mut HashMap<Vec<u8>, (Instant, Vec<u8>)>,
     datagram: &[u8],
 ) -> Option<Vec<u8>> {
@@ -209,9 +209,9 @@ async fn handle_datagram(
 /// A minimal HTTP/1.1 responder: `GET /metrics` and `GET /healthz`, one request per connection.
 async fn serve_http(control: &Control, mut stream: tokio::net::TcpStream) {
     let mut req = [0u8; 2048];
-    let n = match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut req)).await {
-        Ok(Ok(n)) => n,
-        _ => return,
+    let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut req)).await
+    else {
+        return;
     };
     let line = String::from_utf8_lossy(&req[..n]);
     let path = line.split_whitespace().nth(1).unwrap_or("");

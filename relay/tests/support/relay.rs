@@ -1,0 +1,320 @@
+//! Test helpers: a running daemon driven over ng, endpoints, SDP and RTP builders, and libsrtp
+//! (through `proto-tests/oracle/srtp_oracle.py`) as an independent SRTP implementation.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use srtp_relay::core::srtp::{CryptoSuite, MasterKey, SrtpContext};
+use srtp_relay::shell::bencode::{self, Value};
+
+const ORACLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../proto-tests/oracle/srtp_oracle.py"
+);
+pub static NEXT: AtomicU16 = AtomicU16::new(0);
+
+pub struct Relay {
+    pub child: Child,
+    pub ng: UdpSocket,
+    seq: std::cell::Cell<u32>,
+}
+
+impl Relay {
+    /// Starts the daemon on its own ng port and a media range of `pairs` port pairs.
+    pub fn start(pairs: u16, extra: &[&str]) -> Self {
+        let (ng_port, lo) = Self::ports();
+        let mut args = vec![
+            "--ng".to_owned(),
+            format!("127.0.0.1:{ng_port}"),
+            "--ports".to_owned(),
+            format!("{lo}-{}", lo + 2 * pairs - 1),
+            "--workers".to_owned(),
+            "2".to_owned(),
+            "--metrics".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn(&args, ng_port, &[], Stdio::null())
+    }
+
+    /// A free ng port and the first of 200 media ports for this test: distinct per test (they
+    /// run in parallel) and per test process.
+    pub fn ports() -> (u16, u16) {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let slot = (std::process::id() % 4) as u16 * 16 + n;
+        (19000 + slot, 20000 + slot * 220)
+    }
+
+    /// Starts the binary with `args` and `env`, and waits until it answers ping on `ng_port`.
+    pub fn spawn(args: &[String], ng_port: u16, env: &[(&str, String)], stderr: Stdio) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_srtp-relay"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let ng = UdpSocket::bind("127.0.0.1:0").unwrap();
+        ng.connect(("127.0.0.1", ng_port)).unwrap();
+        ng.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let relay = Self {
+            child,
+            ng,
+            seq: 0.into(),
+        };
+        for _ in 0..100 {
+            if relay.try_cmd("ping", &[]).is_some() {
+                return relay;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("relay did not answer ping");
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    pub fn try_cmd(&self, command: &str, pairs: &[(&str, Value)]) -> Option<Value> {
+        self.seq.set(self.seq.get() + 1);
+        let mut d = std::collections::BTreeMap::new();
+        d.insert(b"command".to_vec(), Value::str(command));
+        for (k, v) in pairs {
+            d.insert(k.as_bytes().to_vec(), v.clone());
+        }
+        let mut msg = format!("c{} ", self.seq.get()).into_bytes();
+        Value::Dict(d).encode(&mut msg);
+        self.ng.send(&msg).unwrap();
+        let mut buf = vec![0; 65536];
+        let n = self.ng.recv(&mut buf).ok()?;
+        let (_, body) = buf[..n].split_at(buf[..n].iter().position(|&b| b == b' ').unwrap() + 1);
+        Some(bencode::decode(body).unwrap())
+    }
+
+    pub fn cmd(&self, command: &str, pairs: &[(&str, Value)]) -> Value {
+        (0..5)
+            .find_map(|_| self.try_cmd(command, pairs))
+            .expect("no reply")
+    }
+
+    pub fn sdp_cmd(&self, command: &str, pairs: &[(&str, Value)]) -> Result<String, String> {
+        let r = self.cmd(command, pairs);
+        match r.get("result").and_then(Value::as_str) {
+            Some("ok") => Ok(r.get("sdp").and_then(Value::as_str).unwrap().to_owned()),
+            _ => Err(r
+                .get("error-reason")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_owned()),
+        }
+    }
+
+    pub fn offer(&self, call: &str, sdp: &str, extra: &[(&str, &str)]) -> Result<String, String> {
+        let mut pairs = vec![
+            ("call-id", Value::str(call)),
+            ("from-tag", Value::str("a")),
+            ("sdp", Value::str(sdp)),
+        ];
+        pairs.extend(extra.iter().map(|(k, v)| (*k, Value::str(v))));
+        self.sdp_cmd("offer", &pairs)
+    }
+
+    pub fn answer(&self, call: &str, sdp: &str) -> Result<String, String> {
+        let pairs = [
+            ("call-id", Value::str(call)),
+            ("from-tag", Value::str("a")),
+            ("to-tag", Value::str("b")),
+            ("sdp", Value::str(sdp)),
+        ];
+        self.sdp_cmd("answer", &pairs)
+    }
+
+    pub fn stat(&self, path: &[&str]) -> i64 {
+        let mut v = self.cmd("statistics", &[]);
+        for p in path {
+            v = v.get(p).unwrap().clone();
+        }
+        match v {
+            Value::Int(i) => i,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn endpoint() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    s
+}
+
+pub fn sdp(sock: &UdpSocket, proto: &str, crypto: Option<(&MasterKey, u32)>) -> String {
+    let port = sock.local_addr().unwrap().port();
+    let mut s = format!(
+        "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} {proto} 0\r\n"
+    );
+    if let Some((key, tag)) = crypto {
+        let b64 = base64_encode(key.key_salt());
+        s.push_str(&format!("a=crypto:{tag} {} inline:{b64}\r\n", key.suite()));
+    }
+    s
+}
+
+pub fn base64_encode(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    bytes
+        .chunks(3)
+        .flat_map(|c| {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            (0..=c.len()).map(move |i| A[((n >> (18 - 6 * i)) & 63) as usize] as char)
+        })
+        .collect()
+}
+
+/// The relay's port and (first) crypto key in an SDP it produced.
+pub fn relay_side(sdp: &str) -> (SocketAddr, Option<MasterKey>) {
+    let port: u16 = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let key = sdp.lines().find_map(|l| {
+        let rest = l.strip_prefix("a=crypto:")?;
+        let mut f = rest.split(' ');
+        f.next();
+        let suite = CryptoSuite::from_sdes_name(f.next()?)?;
+        let b64 = f.next()?.strip_prefix("inline:")?;
+        Some(MasterKey::new(suite, &base64_decode(b64)).unwrap())
+    });
+    (SocketAddr::from(([127, 0, 0, 1], port)), key)
+}
+
+pub fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bits: Vec<u8> = s.bytes().filter(|&c| c != b'=').map(val).collect();
+    bits.chunks(4)
+        .flat_map(|c| {
+            let n = c
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, &v)| acc | (u32::from(v) << (18 - 6 * i)));
+            (0..c.len() - 1).map(move |i| (n >> (16 - 8 * i)) as u8)
+        })
+        .collect()
+}
+
+pub fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    p.extend((0..160u16).map(|i| (i as u8) ^ (seq as u8)));
+    p
+}
+
+pub fn protect(ctx: &mut SrtpContext, plain: &[u8]) -> Vec<u8> {
+    let mut b = plain.to_vec();
+    b.resize(plain.len() + 16, 0);
+    let n = ctx.protect_rtp(&mut b, plain.len()).unwrap();
+    b.truncate(n);
+    b
+}
+
+pub fn recv_all(sock: &UdpSocket) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = sock.recv(&mut buf) {
+        out.push(buf[..n].to_vec());
+    }
+    out
+}
+
+/// Sends `packets` to `to`, pacing lightly so loopback buffers never overflow.
+pub fn send_all(sock: &UdpSocket, to: SocketAddr, packets: &[Vec<u8>]) {
+    for (i, p) in packets.iter().enumerate() {
+        sock.send_to(p, to).unwrap();
+        if i % 20 == 19 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// libsrtp: unprotects `packets` with `key` (one receive session), or protects them.
+pub fn libsrtp(
+    direction: &str,
+    key: &MasterKey,
+    packets: &[Vec<u8>],
+) -> Vec<Result<Vec<u8>, String>> {
+    libsrtp_kind(direction, "rtp", key, packets)
+}
+
+/// [`libsrtp`] for RTP (`kind` "rtp") or RTCP ("rtcp").
+pub fn libsrtp_kind(
+    direction: &str,
+    kind: &str,
+    key: &MasterKey,
+    packets: &[Vec<u8>],
+) -> Vec<Result<Vec<u8>, String>> {
+    let profile = if key.suite() == CryptoSuite::AesCm128HmacSha1_80 {
+        "80"
+    } else {
+        "32"
+    };
+    let mut script = format!(
+        "session s libsrtp {profile} {direction} {} 64\n",
+        hex::encode(key.key_salt())
+    );
+    for p in packets {
+        script.push_str(&format!("{kind} s {}\n", hex::encode(p)));
+    }
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(ORACLE)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 with pylibsrtp (run .ci/test)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "oracle failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| match l.split_once(' ') {
+            Some(("ok", h)) => Ok(hex::decode(h).unwrap()),
+            other => Err(format!("{other:?}")),
+        })
+        .collect()
+}
