@@ -357,7 +357,7 @@ fn enforce_rejection_names_the_policy_and_the_m_line() {
         Some("error"),
         "a refused first offer leaves no call"
     );
-    assert_eq!(relay.stat(&["free-port-pairs"]), 4, "and no port");
+    assert_eq!(relay.wait_stat(&["free-port-pairs"], 4), 4, "and no port");
     // The same through `flags`, as Kamailio passes keys it does not know.
     let r = relay.cmd(
         "offer",
@@ -383,7 +383,7 @@ fn call_timeout_returns_the_ports() {
     assert_eq!(relay.stat(&["free-port-pairs"]), 2);
     std::thread::sleep(Duration::from_millis(3000));
     assert_eq!(relay.stat(&["calls"]), 0);
-    assert_eq!(relay.stat(&["free-port-pairs"]), 4);
+    assert_eq!(relay.wait_stat(&["free-port-pairs"], 4), 4);
 }
 
 #[test]
@@ -413,7 +413,11 @@ fn a_thousand_calls_set_up_and_torn_down_return_every_port() {
             );
             assert_eq!(r.get("result").and_then(Value::as_str), Some("ok"));
         }
-        assert_eq!(relay.stat(&["free-port-pairs"]), 100, "round {round}");
+        assert_eq!(
+            relay.wait_stat(&["free-port-pairs"], 100),
+            100,
+            "round {round}"
+        );
     }
     assert_eq!(relay.stat(&["calls"]), 0);
     assert!(seen.iter().all(|p| p % 2 == 0), "RTP on even ports");

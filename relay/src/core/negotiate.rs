@@ -236,6 +236,9 @@ struct LegMedia {
 #[derive(Clone, Debug, Default)]
 struct MediaState {
     legs: [LegMedia; 2],
+    /// The last answer passed the endpoints' own SRTP through: `local` then holds the
+    /// endpoints' keys, which the relay must never send with itself.
+    pass_through: bool,
 }
 
 /// How the relay will answer the offerer on one m-line.
@@ -505,6 +508,7 @@ impl Negotiation {
                 let local = prior.legs[offerer.idx()]
                     .local
                     .as_ref()
+                    .filter(|_| !prior.pass_through)
                     .filter(|l| l.suite == c.attr.suite && l.tag == c.attr.tag)
                     .map(|l| CryptoAttr {
                         params: c.attr.params,
@@ -534,7 +538,7 @@ impl Negotiation {
         let mut answerer_keys = prior_ans.keys.clone();
         let relay_lines = |keys: &mut Vec<CryptoAttr>| -> Result<Vec<CryptoAttr>, String> {
             // A leg that already negotiated SRTP gets only its crypto again (keys unchanged).
-            if let Some(l) = &prior_ans.local {
+            if let Some(l) = prior_ans.local.as_ref().filter(|_| !prior.pass_through) {
                 return Ok(vec![l.clone()]);
             }
             let params = p_ans.options.session_params();
@@ -562,19 +566,24 @@ impl Negotiation {
             }
             Ok(lines)
         };
+        // The offerer's lines both sides' policies allow; the offerer's policy vets what goes
+        // through as much as what the relay itself takes.
+        let through: Vec<CryptoAttr> = offered
+            .candidates
+            .iter()
+            .filter(|c| c.capneg.is_none() && p_ans.suites.contains(&c.attr.suite))
+            .filter(|c| p_off.suites.contains(&c.attr.suite) && p_off.options.allows(c.attr.params))
+            .map(|c| c.attr.clone())
+            .collect();
         let pass_through = level_off == MediaSecurity::PreferDirect
             && level_ans == MediaSecurity::PreferDirect
             && !p_off.rekeys_on_reinvite
             && !p_ans.rekeys_on_reinvite
-            && srtp_pick.as_ref().is_some_and(|c| c.capneg.is_none());
+            && srtp_pick.as_ref().is_some_and(|c| c.capneg.is_none())
+            && !through.is_empty();
         let mut rw = MediaRewrite::default();
         let offered = if pass_through {
-            let lines: Vec<CryptoAttr> = offered
-                .candidates
-                .iter()
-                .filter(|c| c.capneg.is_none() && p_ans.suites.contains(&c.attr.suite))
-                .map(|c| c.attr.clone())
-                .collect();
+            let lines = through;
             rw.proto = Some(m.proto.to_owned());
             rw.add = lines.iter().map(CryptoAttr::to_attribute).collect();
             Offered::PassThrough(lines)
@@ -592,7 +601,7 @@ impl Negotiation {
                 }
                 MediaSecurity::BestEffort | MediaSecurity::PreferDirect => {
                     let lines = relay_lines(&mut answerer_keys)?;
-                    if prior_ans.local.is_some() {
+                    if prior_ans.local.is_some() && !prior.pass_through {
                         // RFC 5939 §3.6.2: after cap-neg chose SRTP, re-offers carry it as actual.
                         rw.proto = Some(savp.to_owned());
                         rw.add = lines.iter().map(CryptoAttr::to_attribute).collect();
@@ -800,7 +809,10 @@ impl Negotiation {
         let mut plans = Vec::with_capacity(decided.len());
         for (i, (pm, d)) in pending.media.into_iter().zip(decided).enumerate() {
             let old = std::mem::take(&mut self.media[i]);
-            let mut new = MediaState::default();
+            let mut new = MediaState {
+                pass_through: d.pass_through,
+                ..MediaState::default()
+            };
             new.legs[answerer.idx()].keys = pm.answerer_keys;
             new.legs[offerer.idx()].keys = old.legs[offerer.idx()].keys.clone();
             if !d.active {

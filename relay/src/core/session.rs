@@ -15,6 +15,9 @@ use crate::core::rtp::is_rtcp;
 use crate::core::sdp::{MediaEndpoint, Sdp};
 use crate::core::srtp::{MasterKey, RxSrtp, SessionParams, SrtpContext, SrtpError, SrtpPolicy};
 
+/// m-lines a call may have (each takes two port pairs).
+pub const MAX_MEDIA_PER_CALL: usize = 16;
+
 /// Why a datagram was not forwarded. The label is `srtp_relay_drops_total{reason}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -71,7 +74,7 @@ impl From<SrtpError> for DropReason {
             SrtpError::AuthFailed => Self::AuthFailed,
             SrtpError::Replayed => Self::Replayed,
             SrtpError::Malformed | SrtpError::NoRoom => Self::Malformed,
-            SrtpError::KeyExhausted => Self::Policy,
+            SrtpError::KeyExhausted | SrtpError::TooManySsrcs => Self::Policy,
         }
     }
 }
@@ -193,6 +196,9 @@ pub enum CommandError {
     /// The port range is exhausted.
     #[error("no free media ports")]
     NoPorts,
+    /// The SDP has more m-lines than a call may have.
+    #[error("SDP has {0} m-lines, a call may have at most {MAX_MEDIA_PER_CALL}")]
+    TooManyMedia(usize),
     /// The call limit is reached.
     #[error("call limit reached")]
     TooManyCalls,
@@ -226,11 +232,17 @@ struct Endpoint {
     latched: [Option<SocketAddr>; 2],
     last_rx: Option<Instant>,
     /// New signalling changed the leg's address: a plain leg may re-latch.
-    signalled_change: bool,
+    signalled_change: [bool; 2],
     /// Unprotects (or authenticates) what the leg sends, with the key it sends with.
     rx: Option<(MasterKey, RxSrtp)>,
+    /// A receive context set aside while the m-line is on hold or plain: if the same key comes
+    /// back, its replay state comes back with it (old packets cannot be replayed).
+    parked_rx: Option<(MasterKey, RxSrtp)>,
     /// Protects what the relay sends to the leg.
     tx: Option<(MasterKey, SrtpContext)>,
+    /// A send context set aside likewise: the same key must go on from the same ROC, SRTCP
+    /// index and sent indices, or its keystream would repeat.
+    parked_tx: Option<(MasterKey, SrtpContext)>,
 }
 
 #[derive(Default)]
@@ -325,6 +337,10 @@ impl Shard {
         let count = Sdp::parse(&cmd.sdp)
             .map_err(NegotiationError::from)?
             .media_count();
+        // Each m-line takes two port pairs: an SDP must not be able to drain the range.
+        if count > MAX_MEDIA_PER_CALL {
+            return Err(CommandError::TooManyMedia(count));
+        }
         if !self.calls.contains_key(&cmd.call_id) {
             if self.draining {
                 return Err(CommandError::Draining);
@@ -345,7 +361,12 @@ impl Shard {
             });
         let mut result = Ok(());
         while call.media.len() < count {
-            let (Some(a), Some(b)) = (ports.open_pair(), ports.open_pair()) else {
+            let Some(a) = ports.open_pair() else {
+                result = Err(CommandError::NoPorts);
+                break;
+            };
+            let Some(b) = ports.open_pair() else {
+                ports.close_pair(a);
                 result = Err(CommandError::NoPorts);
                 break;
             };
@@ -427,17 +448,25 @@ impl Shard {
             ms.transform_from = [None, None];
             if plan.directions.is_empty() {
                 for leg in &mut ms.legs {
-                    leg.rx = None;
-                    leg.tx = None;
+                    leg.parked_rx = leg.rx.take().or_else(|| leg.parked_rx.take());
+                    leg.parked_tx = leg.tx.take().or_else(|| leg.parked_tx.take());
                 }
                 continue;
             }
             for d in &plan.directions {
                 ms.transform_from[d.from as usize] = Some(d.transform);
                 let from = &mut ms.legs[d.from as usize];
-                from.rx = match (&d.rx, from.rx.take()) {
-                    (None, _) => None,
-                    (Some(k), Some((old_key, rx))) if old_key == k.key => Some((old_key, rx)),
+                let current = from.rx.take().or_else(|| from.parked_rx.take());
+                from.rx = match (&d.rx, current) {
+                    (None, old) => {
+                        from.parked_rx = old;
+                        None
+                    }
+                    (Some(k), Some((old_key, rx)))
+                        if old_key == k.key && rx.current().policy().params == k.params =>
+                    {
+                        Some((old_key, rx))
+                    }
                     (Some(k), Some((_, mut rx))) => {
                         // RFC 3711 §3.3.1 re-key: the ROC carries over, the old key stays
                         // usable for packets in flight (SPEC §3).
@@ -455,14 +484,27 @@ impl Shard {
                     )),
                 };
                 let to = &mut ms.legs[d.from.other() as usize];
-                to.tx = match (&d.tx, to.tx.take()) {
-                    (None, _) => None,
-                    (Some(k), Some((old_key, tx))) if old_key == k.key => Some((old_key, tx)),
+                let current = to.tx.take().or_else(|| to.parked_tx.take());
+                to.tx = match (&d.tx, current) {
+                    (None, old) => {
+                        to.parked_tx = old;
+                        None
+                    }
+                    (Some(k), Some((old_key, tx)))
+                        if old_key == k.key && tx.policy().params == k.params =>
+                    {
+                        Some((old_key, tx))
+                    }
                     (Some(k), old) => {
                         let mut tx = SrtpContext::new(&k.key, policy(k.params));
-                        // The receiver must never see the ROC or SRTCP index jump back.
-                        if let Some((_, old)) = old {
-                            tx.carry_over_from(&old);
+                        // The receiver must never see the ROC or SRTCP index jump back; under
+                        // the same key (only the parameters changed) no index may be used twice.
+                        match &old {
+                            Some((old_key, old)) if *old_key == k.key => {
+                                tx.carry_over_all_from(old)
+                            }
+                            Some((_, old)) => tx.carry_over_from(old),
+                            None => {}
                         }
                         Some((k.key.clone(), tx))
                     }
@@ -589,16 +631,28 @@ impl Shard {
         let [a, b] = &mut ms.legs;
         let (me, other) = if side == Side::A { (a, b) } else { (b, a) };
 
-        // A plain leg is held to the source it latched to (RTP-bleed protection). An SRTP leg
-        // is checked below: only a packet that authenticates may latch or re-latch.
-        if let (None, Some(latched)) = (&me.rx, me.latched[component]) {
+        // A packet that authenticates proves its origin (SRTCP always, RFC 3711 §3.4; SRTP
+        // unless UNAUTHENTICATED_SRTP) and may latch or re-latch below. Any other is held to the
+        // source its leg latched to (RTP-bleed protection): a new source only after new
+        // signalling or after silence, and a component's first packet only from the host the
+        // other component latched to.
+        let authenticated = me
+            .rx
+            .as_ref()
+            .is_some_and(|(_, rx)| rtcp || rx.current().rtp_tag_len() > 0);
+        if !authenticated {
             let silent_for = me
                 .last_rx
                 .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-            let relatch_ok = me.signalled_change
+            let relatch_ok = me.signalled_change[component]
                 || (!self.config.relatch_after_silence.is_zero()
                     && silent_for >= self.config.relatch_after_silence);
-            if latched != src && !relatch_ok {
+            let allowed = match (me.latched[component], me.latched[1 - component]) {
+                (Some(latched), _) => latched == src || relatch_ok,
+                (None, Some(sibling)) => sibling.ip() == src.ip() || relatch_ok,
+                (None, None) => true,
+            };
+            if !allowed {
                 return Drop(DropReason::SourceMismatch);
             }
         }
@@ -619,10 +673,9 @@ impl Shard {
                 Err(e) => return Drop(e.into()),
             }
         }
-        if me.latched[component] != Some(src) {
-            me.latched[component] = Some(src);
-            me.signalled_change = false;
-        }
+        me.latched[component] = Some(src);
+        // The first packet accepted after new signalling settles the new source.
+        me.signalled_change[component] = false;
         me.last_rx = Some(now);
         call.last_activity = now;
 
@@ -674,7 +727,7 @@ fn record_remote(call: &mut Call, side: Side, sdp: &str) {
         if leg.remote.is_some()
             && leg.remote.map(|r| (r.addr, r.rtp_port)) != new.map(|r| (r.addr, r.rtp_port))
         {
-            leg.signalled_change = true;
+            leg.signalled_change = [true, true];
         }
         leg.remote = new;
     }

@@ -24,6 +24,7 @@ use crate::core::session::{DropReason, ShardConfig, TRANSFORMS};
 /// How long a reply stays cached for retransmitted commands (same cookie).
 const REPLY_CACHE_FOR: Duration = Duration::from_secs(30);
 
+#[derive(Clone)]
 struct Control {
     workers: Vec<mpsc::UnboundedSender<Job>>,
     pool: PortPool,
@@ -99,8 +100,13 @@ async fn serve(config: Config, path: Option<PathBuf>, mut control: Control) -> s
                 }
             }
             accepted = http.accept() => {
+                // Its own task, bounded in time: a slow scraper must not hold up ng commands
+                // or the watchdog.
                 if let Ok((stream, _)) = accepted {
-                    serve_http(&control, stream).await;
+                    let snapshot = control.clone();
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), serve_http(&snapshot, stream)).await;
+                    });
                 }
             }
             _ = watchdog.tick(), if watchdog_on => {
@@ -208,11 +214,15 @@ async fn handle_datagram(
 
 /// A minimal HTTP/1.1 responder: `GET /metrics` and `GET /healthz`, one request per connection.
 async fn serve_http(control: &Control, mut stream: tokio::net::TcpStream) {
+    // Read until the end of the request head (clients may send it in pieces).
     let mut req = [0u8; 2048];
-    let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut req)).await
-    else {
-        return;
-    };
+    let mut n = 0;
+    while n < req.len() && !req[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut req[n..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(got) => n += got,
+        }
+    }
     let line = String::from_utf8_lossy(&req[..n]);
     let path = line.split_whitespace().nth(1).unwrap_or("");
     let (status, kind, body) = match path {

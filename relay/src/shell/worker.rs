@@ -21,6 +21,10 @@ use crate::core::session::{
     ShardConfig, Verdict,
 };
 
+/// How long a closed pair waits before going back to the pool (its receive tasks must have been
+/// dropped, which happens when the runtime next polls them).
+const CLOSE_DELAY: Duration = Duration::from_millis(200);
+
 /// A request from the control plane to a worker.
 #[derive(Debug)]
 pub enum Job {
@@ -64,6 +68,9 @@ pub type PortPool = Arc<Mutex<Vec<u16>>>;
 struct Sockets {
     pool: PortPool,
     open: HashMap<u16, (Rc<UdpSocket>, JoinHandle<()>)>,
+    /// Closed pairs, returned to the pool after [`CLOSE_DELAY`]: an aborted receive task drops
+    /// its socket only when the runtime next polls it, and until then the port is still bound.
+    closing: Vec<(u16, std::time::Instant)>,
 }
 
 struct Worker {
@@ -110,6 +117,7 @@ async fn run(config: ShardConfig, pool: PortPool, mut jobs: mpsc::UnboundedRecei
         sockets: RefCell::new(Sockets {
             pool,
             open: HashMap::new(),
+            closing: Vec::new(),
         }),
         last_warning: std::cell::Cell::new(None),
         batch: RefCell::new(Batch {
@@ -125,8 +133,10 @@ async fn run(config: ShardConfig, pool: PortPool, mut jobs: mpsc::UnboundedRecei
                 None => return,
             },
             _ = tick.tick() => {
+                let now = clock::now();
                 let mut ports = WorkerPorts(&worker);
-                worker.shard.borrow_mut().handle_timeout(clock::now(), &mut ports);
+                worker.shard.borrow_mut().handle_timeout(now, &mut ports);
+                release_closed(&worker, now);
             }
         }
     }
@@ -134,6 +144,7 @@ async fn run(config: ShardConfig, pool: PortPool, mut jobs: mpsc::UnboundedRecei
 
 fn handle(worker: &Rc<Worker>, job: Job) {
     let now = clock::now();
+    release_closed(worker, now);
     let mut ports = WorkerPorts(worker);
     match job {
         Job::Offer(cmd, reply) => {
@@ -163,6 +174,21 @@ fn handle(worker: &Rc<Worker>, job: Job) {
             let _ = reply.send(());
         }
     }
+}
+
+/// Returns pairs closed at least [`CLOSE_DELAY`] ago to the pool, at the back of the queue so that a
+/// port is reused as late as possible.
+fn release_closed(worker: &Worker, now: std::time::Instant) {
+    let mut sockets = worker.sockets.borrow_mut();
+    let Sockets { pool, closing, .. } = &mut *sockets;
+    let Ok(mut pool) = pool.lock() else { return };
+    closing.retain(|&(port, at)| {
+        let done = now.saturating_duration_since(at) >= CLOSE_DELAY;
+        if done {
+            pool.insert(0, port);
+        }
+        !done
+    });
 }
 
 /// Binds and closes port pairs for the shard, and starts a receive task per socket.
@@ -198,10 +224,7 @@ impl PortSource for WorkerPorts<'_> {
                 task.abort();
             }
         }
-        // Returned ports go to the back of the queue, so a port is reused as late as possible.
-        if let Ok(mut pool) = sockets.pool.lock() {
-            pool.insert(0, rtp_port);
-        }
+        sockets.closing.push((rtp_port, clock::now()));
     }
 }
 

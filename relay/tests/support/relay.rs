@@ -138,6 +138,20 @@ impl Relay {
         self.sdp_cmd("answer", &pairs)
     }
 
+    /// Polls a statistic until it equals `want` (ports come back to the pool a second after a
+    /// call ends, once their sockets are closed); returns the last value seen.
+    pub fn wait_stat(&self, path: &[&str], want: i64) -> i64 {
+        let mut got = self.stat(path);
+        for _ in 0..50 {
+            if got == want {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            got = self.stat(path);
+        }
+        got
+    }
+
     pub fn stat(&self, path: &[&str]) -> i64 {
         let mut v = self.cmd("statistics", &[]);
         for p in path {

@@ -37,6 +37,10 @@ pub enum SrtpError {
     /// The index space of the master key is used up (RFC 3711 §9.2); a re-key is needed.
     #[error("master key exhausted")]
     KeyExhausted,
+    /// Protect refused: the context already tracks as many SSRCs as it may, and forgetting one
+    /// would reuse its keystream.
+    #[error("too many SSRCs for one key")]
+    TooManySsrcs,
 }
 
 impl SrtpError {
@@ -46,7 +50,7 @@ impl SrtpError {
             Self::Malformed | Self::NoRoom => "malformed",
             Self::AuthFailed => "auth_failed",
             Self::Replayed => "replayed",
-            Self::KeyExhausted => "policy",
+            Self::KeyExhausted | Self::TooManySsrcs => "policy",
         }
     }
 }
@@ -235,6 +239,13 @@ impl SrtpContext {
         self.tick = old.tick;
     }
 
+    /// Takes over all per-SSRC state of `old`, which has the same master key and other session
+    /// parameters: the sent indices too, so that no index is ever used twice under the key.
+    pub fn carry_over_all_from(&mut self, old: &Self) {
+        self.streams.clone_from(&old.streams);
+        self.tick = old.tick;
+    }
+
     /// Protects the RTP packet in `buf[..len]` in place: encrypts the payload and appends the tag
     /// into `buf[len..]`. Returns the SRTP packet's length.
     pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
@@ -246,13 +257,23 @@ impl SrtpContext {
             return Err(SrtpError::NoRoom);
         }
         let (ssrc, seq) = (hdr.ssrc.0, hdr.seq.0);
-        let i = self.stream_slot(ssrc);
-        let state = self.streams[i]
-            .rtp
-            .get_or_insert_with(|| IndexState::starting_at(seq));
+        let i = self.send_slot(ssrc)?;
+        let Stream {
+            rtp,
+            rtp_replay: sent,
+            ..
+        } = &mut self.streams[i];
+        let state = rtp.get_or_insert_with(|| IndexState::starting_at(seq));
         // The relay protects packets it forwards, so it derives the index from their sequence
         // numbers exactly as a receiver would (RFC 3711 §3.3.1).
         let index = state.estimate(seq).ok_or(SrtpError::Replayed)?;
+        // Never protect two packets at the same index: the keystream would repeat (RFC 3711
+        // §9.1). A forwarded duplicate, or a spoofed plain packet with an old sequence number,
+        // is refused; the receiver would drop it as a replay anyway.
+        if !sent.check(index) {
+            return Err(SrtpError::Replayed);
+        }
+        sent.commit(index);
         state.commit(index);
 
         if !self.policy.params.unencrypted_srtp {
@@ -323,7 +344,8 @@ impl SrtpContext {
                 .apply_keystream(self.rtp.iv(ssrc, index), &mut pkt[hdr.header_len..auth_len]);
         }
 
-        let i = slot.unwrap_or_else(|| self.stream_slot(ssrc));
+        // Refreshes the slot's use time too, so eviction really is least recently used.
+        let i = self.stream_slot(ssrc);
         let s = &mut self.streams[i];
         if restart {
             s.rtp = Some(IndexState::starting_at(seq));
@@ -351,7 +373,7 @@ impl SrtpContext {
             return Err(SrtpError::NoRoom);
         }
         let ssrc = hdr.ssrc.0;
-        let i = self.stream_slot(ssrc);
+        let i = self.send_slot(ssrc)?;
         // libsrtp and the webrtc stacks send 1 as the first index, not 0; any receiver accepts
         // either, and matching them keeps our output byte-identical to theirs.
         let index = self.streams[i].srtcp_tx_index + 1;
@@ -412,7 +434,8 @@ impl SrtpContext {
                 .cipher
                 .apply_keystream(iv, &mut pkt[RTCP_HEADER_LEN..rtcp_len]);
         }
-        let i = slot.unwrap_or_else(|| self.stream_slot(ssrc));
+        // Refreshes the slot's use time too, so eviction really is least recently used.
+        let i = self.stream_slot(ssrc);
         self.streams[i].rtcp_replay.commit(u64::from(index));
         Ok(rtcp_len)
     }
@@ -425,6 +448,16 @@ impl SrtpContext {
         let mac = self.rtp.auth.sign(&pkt[..auth_len], &roc_bytes(index));
         // RFC 3711 §4.2 leaves timing to us: compare in constant time.
         mac[..tag_len].ct_eq(&pkt[auth_len..]).into()
+    }
+
+    /// The slot of `ssrc` for sending. Unlike receiving, a sender never forgets an SSRC while
+    /// the key lives: it would start that SSRC over at ROC 0 and SRTCP index 1 and reuse its
+    /// keystream. So a new SSRC beyond the table's size is refused.
+    fn send_slot(&mut self, ssrc: u32) -> Result<usize, SrtpError> {
+        if self.find(ssrc).is_none() && self.streams.len() >= MAX_SSRCS {
+            return Err(SrtpError::TooManySsrcs);
+        }
+        Ok(self.stream_slot(ssrc))
     }
 
     fn find(&self, ssrc: u32) -> Option<usize> {

@@ -404,10 +404,12 @@ fn sender_rekey_keeps_roc_and_srtcp_index() {
 }
 
 #[test]
-fn many_ssrcs_reuse_a_bounded_set_of_slots() {
+fn many_ssrcs_reuse_a_bounded_set_of_slots_when_receiving() {
     let k = key(13);
-    let (mut tx, mut rx) = pair(&k, SrtpPolicy::default());
+    let mut rx = SrtpContext::new(&k, SrtpPolicy::default());
     for ssrc in 0..100u32 {
+        // One sender per SSRC (a sender never forgets an SSRC, see below).
+        let mut tx = SrtpContext::new(&k, SrtpPolicy::default());
         assert!(unprotect(&mut rx, &protect(&mut tx, &rtp(1, ssrc))).is_ok());
     }
     // The most recent SSRCs are still tracked (a replay is caught) ...
@@ -418,6 +420,37 @@ fn many_ssrcs_reuse_a_bounded_set_of_slots() {
     assert_eq!(unprotect(&mut rx, &again), Err(SrtpError::Replayed));
     // ... and the context never holds more than its fixed number of slots.
     assert!(format!("{rx:?}").contains("ssrcs: 16"));
+}
+
+#[test]
+fn a_sender_never_reuses_an_index_or_forgets_an_ssrc() {
+    let k = key(15);
+    let mut tx = SrtpContext::new(&k, SrtpPolicy::default());
+    let mut buf = rtp(7, SSRC);
+    let n = buf.len();
+    buf.resize(n + MAX_TRAILER_LEN, 0);
+    let mut again = buf.clone();
+    assert!(tx.protect_rtp(&mut buf, n).is_ok());
+    assert_eq!(
+        tx.protect_rtp(&mut again, n),
+        Err(SrtpError::Replayed),
+        "same index, same keystream"
+    );
+    for ssrc in 1..16u32 {
+        protect(&mut tx, &rtp(1, ssrc));
+    }
+    let mut seventeenth = rtp(1, 1000);
+    let n = seventeenth.len();
+    seventeenth.resize(n + MAX_TRAILER_LEN, 0);
+    assert_eq!(
+        tx.protect_rtp(&mut seventeenth, n),
+        Err(SrtpError::TooManySsrcs)
+    );
+    assert_eq!(
+        tx.protect_rtcp(&mut seventeenth, n),
+        Err(SrtpError::TooManySsrcs)
+    );
+    assert_eq!(SrtpError::TooManySsrcs.as_label(), "policy");
 }
 
 #[test]

@@ -1,0 +1,324 @@
+//! Deterministic simulations of the core session table (no sockets, injected time): the corners
+//! where the relay could reuse keystream, leak ports or accept a hijacker.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use srtp_relay::core::negotiate::SdpOptions;
+use srtp_relay::core::packet::PacketBuf;
+use srtp_relay::core::policy::{
+    LegRequest, LegSecurity, MediaSecurity, PolicyConfig, SecurityOptions,
+};
+use srtp_relay::core::session::{
+    AnswerCommand, CommandError, DropReason, OfferCommand, PortSource, Shard, ShardConfig, Verdict,
+};
+use srtp_relay::core::srtp::{CryptoSuite, MasterKey, SessionParams, SrtpContext, SrtpPolicy};
+
+#[derive(Default)]
+struct Ports {
+    next: u16,
+    open: HashSet<u16>,
+    fail_after: Option<usize>,
+}
+
+impl PortSource for Ports {
+    fn open_pair(&mut self) -> Option<u16> {
+        if self.fail_after.is_some_and(|n| self.open.len() >= n) {
+            return None;
+        }
+        self.next += 2;
+        let p = 30000 + self.next;
+        self.open.insert(p);
+        Some(p)
+    }
+    fn close_pair(&mut self, port: u16) {
+        assert!(self.open.remove(&port), "closed a port that was not open");
+    }
+}
+
+fn shard(policy: PolicyConfig) -> Shard {
+    Shard::new(ShardConfig {
+        policy,
+        media_addr: "127.0.0.1".parse().unwrap(),
+        replay_window: 64,
+        rekey_grace: Duration::from_secs(2),
+        media_timeout: Duration::from_secs(60),
+        relatch_after_silence: Duration::ZERO,
+        max_calls: 10,
+    })
+}
+
+fn sdp(port: u16, proto: &str, crypto: Option<(&MasterKey, &str)>, m_lines: usize) -> String {
+    let mut s =
+        "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n".to_owned();
+    for _ in 0..m_lines {
+        s.push_str(&format!("m=audio {port} {proto} 0\r\n"));
+        if let Some((k, params)) = crypto {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(k.key_salt());
+            s.push_str(&format!(
+                "a=crypto:1 {} inline:{b64}{params}\r\n",
+                k.suite()
+            ));
+        }
+    }
+    s
+}
+
+fn offer(call: &str, sdp: String, to: Option<MediaSecurity>) -> OfferCommand {
+    OfferCommand {
+        call_id: call.into(),
+        from_tag: "a".into(),
+        sdp,
+        from: LegRequest::default(),
+        to: LegRequest {
+            security: to.map(LegSecurity::Level),
+            ..LegRequest::default()
+        },
+        options: SdpOptions::default(),
+    }
+}
+
+fn answer(call: &str, sdp: String) -> AnswerCommand {
+    AnswerCommand {
+        call_id: call.into(),
+        to_tag: "b".into(),
+        sdp,
+    }
+}
+
+fn port_and_key(sdp: &str) -> (u16, Option<String>) {
+    let port = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (
+        port,
+        sdp.lines().find_map(|l| {
+            l.split("inline:")
+                .nth(1)
+                .map(|k| k.split(' ').next().unwrap().to_owned())
+        }),
+    )
+}
+
+#[allow(clippy::disallowed_methods)] // the simulation's time origin
+fn epoch() -> Instant {
+    Instant::now()
+}
+
+#[test]
+fn hold_with_port_zero_and_resume_never_reuses_an_index_under_a_key() {
+    let now = epoch();
+    let mut shard = shard(PolicyConfig::default());
+    let mut ports = Ports::default();
+    let key_b = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+    let (a_addr, b_addr): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:5000".parse().unwrap(),
+        "127.0.0.1:6000".parse().unwrap(),
+    );
+    let mut used = HashSet::new();
+    let mut buf = PacketBuf::new();
+    let mut send = |shard: &mut Shard, relay_a: u16, relay_key_b: &str, seq: u16, rtcp: bool| {
+        let mut p = vec![
+            0x80u8,
+            if rtcp { 200 } else { 0 },
+            0,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            9,
+        ];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p.extend([0x11; 40]);
+        buf.fill_from(&p);
+        let port = if rtcp { relay_a + 1 } else { relay_a };
+        let v = shard.on_datagram(now, port, a_addr, &mut buf);
+        assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+        let out = buf.as_slice();
+        // The index a protected packet used: RTP sequence number, or the SRTCP index word.
+        let index = if rtcp {
+            u32::from_be_bytes(out[out.len() - 14..out.len() - 10].try_into().unwrap())
+        } else {
+            u32::from(seq)
+        };
+        assert!(
+            used.insert((relay_key_b.to_owned(), rtcp, index)),
+            "index {index} (rtcp {rtcp}) reused under one key"
+        );
+    };
+
+    let to_b = shard
+        .offer(
+            now,
+            &offer(
+                "h",
+                sdp(5000, "RTP/AVP", None, 1),
+                Some(MediaSecurity::Enforce),
+            ),
+            &mut ports,
+        )
+        .unwrap();
+    let (_, key1) = port_and_key(&to_b);
+    let to_a = shard
+        .answer(
+            now,
+            &answer("h", sdp(6000, "RTP/SAVP", Some((&key_b, "")), 1)),
+        )
+        .unwrap();
+    let (relay_a, _) = port_and_key(&to_a);
+    for seq in 1..=5 {
+        send(&mut shard, relay_a, key1.as_deref().unwrap(), seq, false);
+        send(&mut shard, relay_a, key1.as_deref().unwrap(), seq, true);
+    }
+    // Hold by disabling the stream (port 0), then resume.
+    shard
+        .offer(
+            now,
+            &offer("h", sdp(0, "RTP/AVP", None, 1), None),
+            &mut ports,
+        )
+        .unwrap();
+    shard
+        .answer(now, &answer("h", sdp(0, "RTP/SAVP", Some((&key_b, "")), 1)))
+        .unwrap();
+    let to_b = shard
+        .offer(
+            now,
+            &offer("h", sdp(5000, "RTP/AVP", None, 1), None),
+            &mut ports,
+        )
+        .unwrap();
+    let (_, key2) = port_and_key(&to_b);
+    shard
+        .answer(
+            now,
+            &answer("h", sdp(6000, "RTP/SAVP", Some((&key_b, "")), 1)),
+        )
+        .unwrap();
+    for seq in 6..=10 {
+        send(&mut shard, relay_a, key2.as_deref().unwrap(), seq, false);
+        send(&mut shard, relay_a, key2.as_deref().unwrap(), seq, true);
+    }
+    // A spoofed or duplicated plain packet with an old sequence number is refused, not protected
+    // a second time with the same keystream.
+    let mut p = vec![0x80u8, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 9];
+    p.extend([0x22; 40]);
+    buf.fill_from(&p);
+    assert_eq!(
+        shard.on_datagram(now, relay_a, a_addr, &mut buf),
+        Verdict::Drop(DropReason::Replayed)
+    );
+    let _ = b_addr;
+}
+
+#[test]
+fn too_many_m_lines_and_port_exhaustion_leak_nothing() {
+    let now = epoch();
+    let mut shard = shard(PolicyConfig::default());
+    let mut ports = Ports::default();
+    let err = shard
+        .offer(
+            now,
+            &offer("m", sdp(5000, "RTP/AVP", None, 17), None),
+            &mut ports,
+        )
+        .unwrap_err();
+    assert_eq!(err, CommandError::TooManyMedia(17));
+    assert_eq!(
+        err.to_string(),
+        "SDP has 17 m-lines, a call may have at most 16"
+    );
+    assert!(ports.open.is_empty());
+    // The range runs out between the two pairs of an m-line: the first is closed again.
+    let mut ports = Ports {
+        fail_after: Some(3),
+        ..Ports::default()
+    };
+    let err = shard
+        .offer(
+            now,
+            &offer("p", sdp(5000, "RTP/AVP", None, 2), None),
+            &mut ports,
+        )
+        .unwrap_err();
+    assert_eq!(err, CommandError::NoPorts);
+    assert!(
+        ports.open.is_empty(),
+        "a refused first offer returns every port: {:?}",
+        ports.open
+    );
+    assert_eq!(shard.call_count(), 0);
+}
+
+#[test]
+fn an_srtp_leg_without_rtp_authentication_is_held_to_its_source() {
+    let now = epoch();
+    let options = SecurityOptions {
+        authenticate_rtp: false,
+        ..SecurityOptions::default()
+    };
+    let mut shard = shard(PolicyConfig {
+        system: MediaSecurity::Enforce,
+        options,
+        ..PolicyConfig::default()
+    });
+    let mut ports = Ports::default();
+    let key_a = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+    let key_b = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+    let unauth = " UNAUTHENTICATED_SRTP";
+    shard
+        .offer(
+            now,
+            &offer("u", sdp(5000, "RTP/SAVP", Some((&key_a, unauth)), 1), None),
+            &mut ports,
+        )
+        .unwrap();
+    let to_a = shard
+        .answer(
+            now,
+            &answer("u", sdp(6000, "RTP/SAVP", Some((&key_b, unauth)), 1)),
+        )
+        .unwrap();
+    let (relay_a, _) = port_and_key(&to_a);
+    let policy = SrtpPolicy::new(SessionParams {
+        unauthenticated_srtp: true,
+        ..SessionParams::default()
+    });
+    let mut tx = SrtpContext::new(&key_a, policy);
+    let mut buf = PacketBuf::new();
+    let mut packet = |seq: u16| {
+        let mut p = vec![0x80u8, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p.extend([0x33; 40]);
+        p.resize(p.len() + 16, 0);
+        let n = tx.protect_rtp(&mut p, 52).unwrap();
+        p.truncate(n);
+        p
+    };
+    let (a, intruder): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:5000".parse().unwrap(),
+        "127.0.0.1:7777".parse().unwrap(),
+    );
+    buf.fill_from(&packet(1));
+    assert!(matches!(
+        shard.on_datagram(now, relay_a, a, &mut buf),
+        Verdict::Forward { .. }
+    ));
+    buf.fill_from(&packet(2));
+    assert_eq!(
+        shard.on_datagram(now, relay_a, intruder, &mut buf),
+        Verdict::Drop(DropReason::SourceMismatch)
+    );
+}
