@@ -21,8 +21,10 @@ use super::worker::{self, Job, PortPool, WorkerStats};
 use crate::core::sdp::redact_keys;
 use crate::core::session::{DropReason, ShardConfig, TRANSFORMS};
 
-/// How long a reply stays cached for retransmitted commands (same cookie).
+/// How long a reply stays cached for retransmitted commands (same sender, same cookie).
 const REPLY_CACHE_FOR: Duration = Duration::from_secs(30);
+
+type ReplyCache = HashMap<(std::net::SocketAddr, Vec<u8>), (Instant, Vec<u8>)>;
 
 #[derive(Clone)]
 struct Control {
@@ -89,13 +91,14 @@ async fn serve(config: Config, path: Option<PathBuf>, mut control: Control) -> s
     // Every socket is bound (workers bind media ports on demand from the pool): ready.
     notifier.notify("READY=1");
 
-    let mut cache: HashMap<Vec<u8>, (Instant, Vec<u8>)> = HashMap::new();
+    // Keyed by sender and cookie: two proxies whose cookies collide never get each other's reply.
+    let mut cache: ReplyCache = HashMap::new();
     let mut buf = vec![0u8; 65536];
     loop {
         tokio::select! {
             r = sock.recv_from(&mut buf) => {
                 let Ok((n, peer)) = r else { continue };
-                if let Some(reply) = handle_datagram(&control, &mut cache, &buf[..n]).await {
+                if let Some(reply) = handle_datagram(&control, &mut cache, peer, &buf[..n]).await {
                     let _ = sock.send_to(&reply, peer).await;
                 }
             }
@@ -171,13 +174,15 @@ fn reload(control: &Control, path: Option<&std::path::Path>) {
 
 async fn handle_datagram(
     control: &Control,
-    cache: &mut HashMap<Vec<u8>, (Instant, Vec<u8>)>,
+    cache: &mut ReplyCache,
+    peer: std::net::SocketAddr,
     datagram: &[u8],
 ) -> Option<Vec<u8>> {
     let (cookie, body) = ng::split_cookie(datagram)?;
     let now = clock::now();
     cache.retain(|_, (at, _)| now.duration_since(*at) < REPLY_CACHE_FOR);
-    if let Some((_, reply)) = cache.get(cookie) {
+    let key = (peer, cookie.to_vec());
+    if let Some((_, reply)) = cache.get(&key) {
         return Some(reply.clone());
     }
     let (command, call_id, reply) = match bencode::decode(body) {
@@ -208,7 +213,7 @@ async fn handle_datagram(
         tracing::debug!(command, sdp = %redact_keys(sdp), "ng sdp out");
     }
     let framed = ng::frame(cookie, &reply);
-    cache.insert(cookie.to_vec(), (now, framed.clone()));
+    cache.insert(key, (now, framed.clone()));
     Some(framed)
 }
 

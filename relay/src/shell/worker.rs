@@ -198,13 +198,27 @@ impl PortSource for WorkerPorts<'_> {
     fn open_pair(&mut self) -> Option<u16> {
         let worker = self.0;
         let mut sockets = worker.sockets.borrow_mut();
-        // Ports another program holds are skipped (and not handed out again).
+        // When the pool is empty, this worker's own recently closed pairs are tried too: binding
+        // succeeds as soon as their old sockets are gone. Ports another program holds are
+        // skipped (and not handed out again); a recently closed one goes back to wait.
+        let mut recent_tries = sockets.closing.len();
         loop {
-            let port = sockets.pool.lock().ok()?.pop()?;
+            let from_pool = sockets.pool.lock().ok()?.pop();
+            let (port, recent) = match from_pool {
+                Some(p) => (p, false),
+                None if recent_tries > 0 => {
+                    recent_tries -= 1;
+                    (sockets.closing.remove(0).0, true)
+                }
+                None => return None,
+            };
             let (Ok(rtp), Ok(rtcp)) = (
                 bind(worker.bind_addr, port),
                 bind(worker.bind_addr, port + 1),
             ) else {
+                if recent {
+                    sockets.closing.push((port, clock::now()));
+                }
                 continue;
             };
             for (p, sock) in [(port, rtp), (port + 1, rtcp)] {
