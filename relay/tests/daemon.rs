@@ -467,4 +467,21 @@ fn ng_errors_and_retransmissions() {
         2,
         "executed once: one call, two pairs"
     );
+    // Another proxy whose cookie happens to be the same gets its own command executed.
+    let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut msg2 = b"k3 ".to_vec();
+    bencode::dict([
+        ("command", Value::str("offer")),
+        ("call-id", Value::str("r2")),
+        ("from-tag", Value::str("a")),
+        ("sdp", Value::str(&sdp(&a, "RTP/AVP", None))),
+    ])
+    .encode(&mut msg2);
+    other.send_to(&msg2, relay.ng.peer_addr().unwrap()).unwrap();
+    let n = other.recv(&mut buf).unwrap();
+    assert_ne!(&buf[..n], &first[..]);
+    assert_eq!(relay.stat(&["calls"]), 2);
 }
