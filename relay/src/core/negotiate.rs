@@ -289,6 +289,8 @@ pub struct Negotiation {
     policies: Option<[LegPolicy; 2]>,
     media: Vec<MediaState>,
     pending: Option<Pending>,
+    /// Per leg: the last SDP sent to it (without its `o=` line) and the `o=` version it carried.
+    sent: [Option<(String, u64)>; 2],
 }
 
 /// A usable SRTP configuration in an offer.
@@ -425,6 +427,7 @@ impl Negotiation {
             session: session_edit(local.addr, options),
             media: rewrites,
         });
+        let out = self.version_for(answerer, out);
         if self.policies.is_none() {
             self.policies = Some(policies);
             self.tags[Side::A.idx()] = Some(from_tag.to_owned());
@@ -435,6 +438,45 @@ impl Negotiation {
             options,
         });
         Ok(out)
+    }
+
+    /// RFC 3264 §8: towards each leg the `o=` version must go up exactly when the SDP changes.
+    /// The relay's SDP can change while the endpoint's does not (a cap-neg follow-up after a
+    /// session refresh) and stay the same while the endpoint's changes (it rewrote ICE lines
+    /// away), so the version is the relay's: the endpoint's the first time, then the last one
+    /// sent, plus one if the body changed. Records what was sent (an SDP handed out is sent).
+    fn version_for(&mut self, to: Side, sdp: String) -> String {
+        let Some(o_start) = sdp
+            .find("o=")
+            .filter(|&i| i == 0 || sdp[..i].ends_with('\n'))
+        else {
+            return sdp;
+        };
+        let o_end = sdp[o_start..].find('\n').map_or(sdp.len(), |i| o_start + i);
+        let o_line = sdp[o_start..o_end].trim_end_matches('\r');
+        let fields: Vec<&str> = o_line.split(' ').collect();
+        let Some(endpoint_version) = fields.get(2).and_then(|v| v.parse::<u64>().ok()) else {
+            return sdp;
+        };
+        let body = format!("{}{}", &sdp[..o_start], &sdp[o_end..]);
+        let version = match &self.sent[to.idx()] {
+            None => endpoint_version,
+            Some((last, v)) if *last == body => *v,
+            Some((_, v)) => v.saturating_add(1).max(endpoint_version),
+        };
+        self.sent[to.idx()] = Some((body, version));
+        if version == endpoint_version {
+            return sdp;
+        }
+        let mut fields = fields;
+        let version = version.to_string();
+        fields[2] = &version;
+        format!(
+            "{}{}{}",
+            &sdp[..o_start],
+            fields.join(" "),
+            &sdp[o_start + o_line.len()..]
+        )
     }
 
     /// Decides one m-line of an offer: how to answer the offerer, what to offer the answerer.
@@ -796,6 +838,7 @@ impl Negotiation {
             session: session_edit(local.addr, options),
             media: rewrites,
         });
+        let out = self.version_for(offerer, out);
 
         // Commit.
         let pending = self.pending.take().expect("checked above");
