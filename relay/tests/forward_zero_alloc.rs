@@ -7,54 +7,12 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use srtp_relay::core::negotiate::SdpOptions;
 use srtp_relay::core::packet::PacketBuf;
-use srtp_relay::core::policy::{LegRequest, MediaSecurity, PolicyConfig};
-use srtp_relay::core::session::{
-    AnswerCommand, OfferCommand, PortSource, Shard, ShardConfig, Verdict,
-};
+use srtp_relay::core::policy::{MediaSecurity, PolicyConfig};
+use srtp_relay::core::session::Verdict;
 use srtp_relay::core::srtp::{CryptoSuite, MasterKey, SrtpContext, SrtpPolicy};
 use support::counting_alloc::allocations;
-
-struct FakePorts(u16);
-
-impl PortSource for FakePorts {
-    fn open_pair(&mut self) -> Option<u16> {
-        self.0 += 2;
-        Some(self.0)
-    }
-    fn close_pair(&mut self, _: u16) {}
-}
-
-fn sdp(port: u16, key: &MasterKey) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(key.key_salt());
-    format!(
-        "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/SAVP 0\r\n\
-         a=crypto:1 {} inline:{b64}\r\n",
-        key.suite()
-    )
-}
-
-fn relay_side(sdp: &str) -> (u16, MasterKey) {
-    let port = sdp
-        .lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let b64 = sdp.lines().find_map(|l| l.split("inline:").nth(1)).unwrap();
-    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(b64)
-        .unwrap();
-    (
-        port,
-        MasterKey::new(CryptoSuite::AesCm128HmacSha1_80, &bytes).unwrap(),
-    )
-}
+use support::sim::*;
 
 fn rtp(buf: &mut PacketBuf, seq: u16, ssrc: u32) {
     let mut p = [0u8; 172];
@@ -69,44 +27,30 @@ fn rtp(buf: &mut PacketBuf, seq: u16, ssrc: u32) {
 #[allow(clippy::disallowed_methods)] // the test picks its time origin
 fn forwarding_allocates_nothing_in_steady_state() {
     let now = Instant::now();
-    let policy = PolicyConfig {
+    let mut shard = shard(PolicyConfig {
         system: MediaSecurity::Enforce,
         ..PolicyConfig::default()
-    };
-    let mut shard = Shard::new(ShardConfig {
-        policy,
-        media_addr: "127.0.0.1".parse().unwrap(),
-        replay_window: 64,
-        rekey_grace: Duration::from_secs(2),
-        media_timeout: Duration::from_secs(60),
-        relatch_after_silence: Duration::from_secs(5),
-        max_calls: 100,
     });
-    let mut ports = FakePorts(30000);
+    let mut ports = Ports::default();
     let (key_a, key_b) = (
         MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap(),
         MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap(),
     );
-    let offer = OfferCommand {
-        call_id: "c".into(),
-        from_tag: "a".into(),
-        sdp: sdp(5000, &key_a),
-        from: LegRequest::default(),
-        to: LegRequest::default(),
-        options: SdpOptions::default(),
-    };
-    let to_b = shard.offer(now, &offer, &mut ports).unwrap();
+    let to_b = shard
+        .offer(
+            now,
+            &offer("c", sdp(5000, "RTP/SAVP", Some((&key_a, "")), 1), None),
+            &mut ports,
+        )
+        .unwrap();
     let to_a = shard
         .answer(
             now,
-            &AnswerCommand {
-                call_id: "c".into(),
-                to_tag: "b".into(),
-                sdp: sdp(6000, &key_b),
-            },
+            &answer("c", sdp(6000, "RTP/SAVP", Some((&key_b, "")), 1)),
         )
         .unwrap();
-    let ((relay_b, relay_key_b), (relay_a, relay_key_a)) = (relay_side(&to_b), relay_side(&to_a));
+    let (relay_b, relay_key_b) = (port_and_key(&to_b).0, key_of(&to_b));
+    let (relay_a, relay_key_a) = (port_and_key(&to_a).0, key_of(&to_a));
     let (addr_a, addr_b): (SocketAddr, SocketAddr) = (
         "127.0.0.1:5000".parse().unwrap(),
         "127.0.0.1:6000".parse().unwrap(),

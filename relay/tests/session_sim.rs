@@ -1,117 +1,16 @@
 //! Deterministic simulations of the core session table (no sockets, injected time): the corners
 //! where the relay could reuse keystream, leak ports or accept a hijacker.
 
+mod support;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use srtp_relay::core::negotiate::SdpOptions;
 use srtp_relay::core::packet::PacketBuf;
-use srtp_relay::core::policy::{
-    LegRequest, LegSecurity, MediaSecurity, PolicyConfig, SecurityOptions,
-};
-use srtp_relay::core::session::{
-    AnswerCommand, CommandError, DropReason, OfferCommand, PortSource, Shard, ShardConfig, Verdict,
-};
+use srtp_relay::core::policy::{MediaSecurity, PolicyConfig, SecurityOptions};
+use srtp_relay::core::session::{CommandError, DropReason, Shard, Verdict};
 use srtp_relay::core::srtp::{CryptoSuite, MasterKey, SessionParams, SrtpContext, SrtpPolicy};
-
-#[derive(Default)]
-struct Ports {
-    next: u16,
-    open: HashSet<u16>,
-    fail_after: Option<usize>,
-}
-
-impl PortSource for Ports {
-    fn open_pair(&mut self) -> Option<u16> {
-        if self.fail_after.is_some_and(|n| self.open.len() >= n) {
-            return None;
-        }
-        self.next += 2;
-        let p = 30000 + self.next;
-        self.open.insert(p);
-        Some(p)
-    }
-    fn close_pair(&mut self, port: u16) {
-        assert!(self.open.remove(&port), "closed a port that was not open");
-    }
-}
-
-fn shard(policy: PolicyConfig) -> Shard {
-    Shard::new(ShardConfig {
-        policy,
-        media_addr: "127.0.0.1".parse().unwrap(),
-        replay_window: 64,
-        rekey_grace: Duration::from_secs(2),
-        media_timeout: Duration::from_secs(60),
-        relatch_after_silence: Duration::ZERO,
-        max_calls: 10,
-    })
-}
-
-fn sdp(port: u16, proto: &str, crypto: Option<(&MasterKey, &str)>, m_lines: usize) -> String {
-    let mut s =
-        "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n".to_owned();
-    for _ in 0..m_lines {
-        s.push_str(&format!("m=audio {port} {proto} 0\r\n"));
-        if let Some((k, params)) = crypto {
-            let b64 = base64::engine::general_purpose::STANDARD.encode(k.key_salt());
-            s.push_str(&format!(
-                "a=crypto:1 {} inline:{b64}{params}\r\n",
-                k.suite()
-            ));
-        }
-    }
-    s
-}
-
-fn offer(call: &str, sdp: String, to: Option<MediaSecurity>) -> OfferCommand {
-    OfferCommand {
-        call_id: call.into(),
-        from_tag: "a".into(),
-        sdp,
-        from: LegRequest::default(),
-        to: LegRequest {
-            security: to.map(LegSecurity::Level),
-            ..LegRequest::default()
-        },
-        options: SdpOptions::default(),
-    }
-}
-
-fn answer(call: &str, sdp: String) -> AnswerCommand {
-    AnswerCommand {
-        call_id: call.into(),
-        to_tag: "b".into(),
-        sdp,
-    }
-}
-
-fn port_and_key(sdp: &str) -> (u16, Option<String>) {
-    let port = sdp
-        .lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    (
-        port,
-        sdp.lines().find_map(|l| {
-            l.split("inline:")
-                .nth(1)
-                .map(|k| k.split(' ').next().unwrap().to_owned())
-        }),
-    )
-}
-
-#[allow(clippy::disallowed_methods)] // the simulation's time origin
-fn epoch() -> Instant {
-    Instant::now()
-}
+use support::sim::*;
 
 #[test]
 fn hold_with_port_zero_and_resume_never_reuses_an_index_under_a_key() {

@@ -3,3 +3,4 @@
 
 pub mod counting_alloc;
 pub mod relay;
+pub mod sim;
