@@ -345,7 +345,10 @@ impl SrtpContext {
         }
 
         // Refreshes the slot's use time too, so eviction really is least recently used.
-        let i = self.stream_slot(ssrc);
+        let i = match slot {
+            Some(i) => self.touch(i),
+            None => self.stream_slot(ssrc),
+        };
         let s = &mut self.streams[i];
         if restart {
             s.rtp = Some(IndexState::starting_at(seq));
@@ -435,7 +438,10 @@ impl SrtpContext {
                 .apply_keystream(iv, &mut pkt[RTCP_HEADER_LEN..rtcp_len]);
         }
         // Refreshes the slot's use time too, so eviction really is least recently used.
-        let i = self.stream_slot(ssrc);
+        let i = match slot {
+            Some(i) => self.touch(i),
+            None => self.stream_slot(ssrc),
+        };
         self.streams[i].rtcp_replay.commit(u64::from(index));
         Ok(rtcp_len)
     }
@@ -454,10 +460,18 @@ impl SrtpContext {
     /// the key lives: it would start that SSRC over at ROC 0 and SRTCP index 1 and reuse its
     /// keystream. So a new SSRC beyond the table's size is refused.
     fn send_slot(&mut self, ssrc: u32) -> Result<usize, SrtpError> {
-        if self.find(ssrc).is_none() && self.streams.len() >= MAX_SSRCS {
-            return Err(SrtpError::TooManySsrcs);
+        match self.find(ssrc) {
+            Some(i) => Ok(self.touch(i)),
+            None if self.streams.len() >= MAX_SSRCS => Err(SrtpError::TooManySsrcs),
+            None => Ok(self.stream_slot(ssrc)),
         }
-        Ok(self.stream_slot(ssrc))
+    }
+
+    /// Marks slot `i` as just used and returns it.
+    fn touch(&mut self, i: usize) -> usize {
+        self.tick += 1;
+        self.streams[i].last_used = self.tick;
+        i
     }
 
     fn find(&self, ssrc: u32) -> Option<usize> {
