@@ -37,6 +37,22 @@ fn config_file(name: &str, extra: &str) -> (std::path::PathBuf, u16, u16) {
     (path, ng, metrics)
 }
 
+/// Arguments for a relay with its own ng port, five port pairs and an ephemeral metrics port,
+/// plus `extra`; and its ng port.
+fn small_relay(extra: &[&str]) -> (u16, Vec<String>) {
+    let (ng, lo) = Relay::ports();
+    let mut args = vec![
+        "--ng".to_owned(),
+        format!("127.0.0.1:{ng}"),
+        "--ports".to_owned(),
+        format!("{lo}-{}", lo + 9),
+        "--metrics".to_owned(),
+        "127.0.0.1:0".to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    (ng, args)
+}
+
 fn scrape(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
@@ -223,17 +239,7 @@ fn notify_socket_gets_ready_watchdog_and_stopping() {
     notify
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let (ng, lo) = Relay::ports();
-    let args: Vec<String> = [
-        "--ng",
-        &format!("127.0.0.1:{ng}"),
-        "--ports",
-        &format!("{lo}-{}", lo + 9),
-        "--metrics",
-        "127.0.0.1:0",
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let (ng, args) = small_relay(&[]);
     let env = [
         ("NOTIFY_SOCKET", sock_path.display().to_string()),
         ("WATCHDOG_USEC", "400000".to_owned()),
@@ -308,20 +314,7 @@ fn sighup_reloads_policy_for_new_calls_and_keeps_running_ones() {
 
 #[test]
 fn sigterm_drains_running_calls_then_exits_zero() {
-    let relay_ports = Relay::ports();
-    let (ng, lo) = relay_ports;
-    let args: Vec<String> = [
-        "--ng",
-        &format!("127.0.0.1:{ng}"),
-        "--ports",
-        &format!("{lo}-{}", lo + 9),
-        "--metrics",
-        "127.0.0.1:0",
-        "--drain",
-        "20",
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let (ng, args) = small_relay(&["--drain", "20"]);
     let mut relay = Relay::spawn(&args, ng, &[], Stdio::null());
     let (a, b) = (endpoint(), endpoint());
     relay.offer("t1", &sdp(&a, "RTP/AVP", None), &[]).unwrap();

@@ -261,6 +261,21 @@ struct Call {
     offered: bool,
 }
 
+impl Call {
+    /// Runs `f` on the call's negotiation with the relay's address and this call's ports.
+    fn negotiate<R>(
+        &mut self,
+        addr: IpAddr,
+        f: impl FnOnce(&mut Negotiation, &Local<'_>) -> R,
+    ) -> R {
+        let Self {
+            negotiation, media, ..
+        } = self;
+        let port = |side: Side, i: usize| media[i].legs[side as usize].rtp_port;
+        f(negotiation, &Local { addr, port: &port })
+    }
+}
+
 /// One shard's calls and the state of their media.
 pub struct Shard {
     config: ShardConfig,
@@ -378,25 +393,19 @@ impl Shard {
             self.by_port.insert(b, (cmd.call_id.clone(), m, Side::B));
             call.media.push(ms);
         }
+        let (addr, policy) = (self.config.media_addr, &self.config.policy);
         let result = result.and_then(|()| {
-            let Call {
-                negotiation, media, ..
-            } = &mut *call;
-            let port = |side: Side, i: usize| media[i].legs[side as usize].rtp_port;
-            let local = Local {
-                addr: self.config.media_addr,
-                port: &port,
-            };
-            let policy = &self.config.policy;
-            Ok(negotiation.offer(
-                policy,
-                &cmd.from_tag,
-                &cmd.from,
-                &cmd.to,
-                &cmd.sdp,
-                &local,
-                cmd.options,
-            )?)
+            Ok(call.negotiate(addr, |n, local| {
+                n.offer(
+                    policy,
+                    &cmd.from_tag,
+                    &cmd.from,
+                    &cmd.to,
+                    &cmd.sdp,
+                    local,
+                    cmd.options,
+                )
+            })?)
         });
         match result {
             Ok(sdp) => {
@@ -421,17 +430,9 @@ impl Shard {
             .calls
             .get_mut(&cmd.call_id)
             .ok_or(CommandError::UnknownCall)?;
-        let outcome = {
-            let Call {
-                negotiation, media, ..
-            } = &mut *call;
-            let port = |side: Side, i: usize| media[i].legs[side as usize].rtp_port;
-            let local = Local {
-                addr: self.config.media_addr,
-                port: &port,
-            };
-            negotiation.answer(&cmd.to_tag, &cmd.sdp, &local)?
-        };
+        let outcome = call.negotiate(self.config.media_addr, |n, local| {
+            n.answer(&cmd.to_tag, &cmd.sdp, local)
+        })?;
         call.last_activity = now;
         let side = call.negotiation.side_of(&cmd.to_tag).unwrap_or(Side::B);
         record_remote(call, side, &cmd.sdp);
