@@ -1,5 +1,6 @@
-//! The relay's only `unsafe`: batched receive with `recvmmsg(2)`, which neither std, tokio nor
-//! socket2 offer (`research/crates.md` §4). Each block says why it is sound.
+//! The relay's only `unsafe`: batched receive and send with `recvmmsg(2)` and `sendmmsg(2)`,
+//! which neither std, tokio nor socket2 offer (`research/crates.md` §4). Each block says why it
+//! is sound.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -9,7 +10,7 @@ use std::os::fd::RawFd;
 
 use crate::core::packet::PacketBuf;
 
-/// Datagrams received per system call at most.
+/// Datagrams received or sent per system call at most.
 pub const BATCH: usize = 16;
 
 /// Receives up to `bufs.len()` (at most [`BATCH`]) datagrams from the non-blocking socket `fd`
@@ -63,6 +64,98 @@ pub fn recv_batch(
         srcs[i] = socket_addr(&names[i]);
     }
     Ok(got)
+}
+
+/// Sends up to [`BATCH`] datagrams, each to its own destination, from the non-blocking socket
+/// `fd` in one `sendmmsg` call; takes them from `datagrams` and returns how many the kernel
+/// accepted (the first not accepted and those after it were not sent). A full send buffer
+/// before the first datagram is `WouldBlock`.
+pub fn send_batch<'a>(
+    fd: RawFd,
+    datagrams: impl IntoIterator<Item = (&'a [u8], SocketAddr)>,
+) -> io::Result<usize> {
+    // SAFETY: as in `recv_batch`: all-zero bytes are valid for these C structs.
+    let mut names: [libc::sockaddr_storage; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut iovs: [libc::iovec; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut n = 0;
+    for (data, to) in datagrams.into_iter().take(BATCH) {
+        iovs[n] = libc::iovec {
+            // The kernel only reads through this pointer (sendmmsg), so casting away const is sound.
+            iov_base: data.as_ptr().cast_mut().cast(),
+            iov_len: data.len(),
+        };
+        hdrs[n].msg_hdr.msg_name = (&raw mut names[n]).cast();
+        hdrs[n].msg_hdr.msg_namelen = write_socket_addr(to, &mut names[n]);
+        hdrs[n].msg_hdr.msg_iov = &raw mut iovs[n];
+        hdrs[n].msg_hdr.msg_iovlen = 1;
+        n += 1;
+    }
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: `hdrs[..n]` point at `iovs` and `names` on this stack frame and each iovec at a
+    // datagram borrowed for `'a`, which outlives the call; the kernel reads `iov_len` bytes of
+    // each and `msg_namelen` bytes of each name.
+    let sent =
+        unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sent as usize)
+}
+
+/// Registers a UDP socket with the current tokio reactor, for a receive loop that clears
+/// readiness itself (tokio's `UdpSocket` cannot).
+pub fn register(
+    sock: std::net::UdpSocket,
+) -> io::Result<tokio::io::unix::AsyncFd<std::net::UdpSocket>> {
+    // SAFETY: a `std::net::UdpSocket` owns its descriptor: it stays open, and `as_raw_fd`
+    // returns the same one, until the socket is dropped, which happens only when the `AsyncFd`
+    // that owns it is dropped (or gives it back with `into_inner`).
+    unsafe { tokio::io::unix::AsyncFd::register(sock) }.map_err(io::Error::from)
+}
+
+/// Writes `addr` as a C socket address into `out` and returns its length.
+fn write_socket_addr(addr: SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: `sockaddr_storage` is large enough and suitably aligned for any socket
+            // address type, `sockaddr_in` included.
+            unsafe {
+                (out as *mut libc::sockaddr_storage)
+                    .cast::<libc::sockaddr_in>()
+                    .write(sin)
+            };
+            size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above, for `sockaddr_in6`.
+            unsafe {
+                (out as *mut libc::sockaddr_storage)
+                    .cast::<libc::sockaddr_in6>()
+                    .write(sin6)
+            };
+            size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
 }
 
 fn socket_addr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
@@ -126,5 +219,32 @@ mod tests {
         assert!(bufs[5].is_empty(), "a truncated datagram comes back empty");
         let err = recv_batch(rx.as_raw_fd(), &mut bufs, &mut srcs).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn sends_a_batch_to_several_destinations_v4_and_v6() {
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx1 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx2 = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+        let (a1, a2) = (rx1.local_addr().unwrap(), rx2.local_addr().unwrap());
+        let msgs: [(&[u8], SocketAddr); 3] = [(b"one", a1), (b"two", a2), (b"three", a1)];
+        assert_eq!(send_batch(tx.as_raw_fd(), msgs).unwrap(), 3);
+        assert_eq!(send_batch(tx.as_raw_fd(), []).unwrap(), 0);
+        let mut buf = [0u8; 16];
+        for (rx, want) in [(&rx1, &b"one"[..]), (&rx2, b"two"), (&rx1, b"three")] {
+            let (n, from) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want);
+            assert_eq!(from, tx.local_addr().unwrap());
+        }
+        // IPv6 loopback, where the machine has it.
+        if let (Ok(tx6), Ok(rx6)) = (
+            std::net::UdpSocket::bind("[::1]:0"),
+            std::net::UdpSocket::bind("[::1]:0"),
+        ) {
+            let to = rx6.local_addr().unwrap();
+            assert_eq!(send_batch(tx6.as_raw_fd(), [(&b"six"[..], to)]).unwrap(), 1);
+            let (n, from) = rx6.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], from), (&b"six"[..], tx6.local_addr().unwrap()));
+        }
     }
 }

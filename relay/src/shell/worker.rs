@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -64,10 +64,15 @@ pub struct WorkerStats {
 /// workers however unevenly calls hash onto them.
 pub type PortPool = Arc<Mutex<Vec<u16>>>;
 
+/// A media socket registered with the worker's reactor. `AsyncFd` rather than tokio's
+/// `UdpSocket` because the receive loop clears readiness itself after a short batch, which saves
+/// the `recvmmsg` that would only return `EAGAIN` on every wake-up.
+type Socket = AsyncFd<std::net::UdpSocket>;
+
 /// The worker's sockets: both ports of every open pair.
 struct Sockets {
     pool: PortPool,
-    open: HashMap<u16, (Rc<UdpSocket>, JoinHandle<()>)>,
+    open: HashMap<u16, (Rc<Socket>, JoinHandle<()>)>,
     /// Closed pairs, returned to the pool after [`CLOSE_DELAY`]: an aborted receive task drops
     /// its socket only when the runtime next polls it, and until then the port is still bound.
     closing: Vec<(u16, std::time::Instant)>,
@@ -88,6 +93,8 @@ struct Worker {
 struct Batch {
     bufs: Vec<PacketBuf>,
     srcs: [Option<SocketAddr>; sys::BATCH],
+    /// Where each forwarded datagram of the batch goes: (the port it leaves from, receiver).
+    out: [Option<(u16, SocketAddr)>; sys::BATCH],
 }
 
 /// Starts a worker thread that takes its ports from `pool` and returns the channel to it.
@@ -123,6 +130,7 @@ async fn run(config: ShardConfig, pool: PortPool, mut jobs: mpsc::UnboundedRecei
         batch: RefCell::new(Batch {
             bufs: (0..sys::BATCH).map(|_| PacketBuf::new()).collect(),
             srcs: [None; sys::BATCH],
+            out: [None; sys::BATCH],
         }),
     });
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -242,66 +250,104 @@ impl PortSource for WorkerPorts<'_> {
     }
 }
 
-fn bind(addr: std::net::IpAddr, port: u16) -> std::io::Result<UdpSocket> {
+fn bind(addr: std::net::IpAddr, port: u16) -> std::io::Result<Socket> {
     let sock = std::net::UdpSocket::bind(SocketAddr::new(addr, port))?;
     sock.set_nonblocking(true)?;
-    UdpSocket::from_std(sock)
+    sys::register(sock)
 }
 
 /// Receives on one socket for as long as its port is open: up to [`sys::BATCH`] datagrams per
-/// `recvmmsg`, each transformed in place and sent from the port the shard names (a full send
-/// buffer is a counted drop, never a wait). After a full batch the task yields, so one hot
-/// socket cannot starve the others.
-async fn receive(worker: Rc<Worker>, port: u16, sock: Rc<UdpSocket>) {
+/// `recvmmsg`, each transformed in place, then sent with one `sendmmsg` per leaving port (a full
+/// send buffer is a counted drop, never a wait). After a full batch the task yields, so one hot
+/// socket cannot starve the others; after a short one it waits for the next readiness edge.
+async fn receive(worker: Rc<Worker>, port: u16, sock: Rc<Socket>) {
     loop {
-        if sock.readable().await.is_err() {
+        let Ok(mut ready) = sock.readable().await else {
             tokio::task::yield_now().await;
             continue;
+        };
+        use std::os::fd::AsRawFd;
+        let fd = sock.get_ref().as_raw_fd();
+        let mut batch = worker.batch.borrow_mut();
+        let Batch { bufs, srcs, .. } = &mut *batch;
+        // WouldBlock clears the readiness; other errors are retried on the next wake-up.
+        let n = match ready.try_io(|_| sys::recv_batch(fd, bufs, srcs)) {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) | Err(_) => continue,
+        };
+        if n < sys::BATCH {
+            // The queue is empty: a datagram arriving after the `recvmmsg` raises a new edge,
+            // which sets the readiness again (tokio's clear is a no-op if it already did).
+            ready.clear_ready();
         }
-        if drain_batch(&worker, port, &sock) == sys::BATCH {
+        forward_batch(&worker, port, &mut batch, n);
+        drop(batch);
+        if n == sys::BATCH {
             tokio::task::yield_now().await;
         }
     }
 }
 
-/// One `recvmmsg` and the forwarding of what it returned; returns how many datagrams came.
-fn drain_batch(worker: &Worker, port: u16, sock: &UdpSocket) -> usize {
-    use std::os::fd::AsRawFd;
-    let mut batch = worker.batch.borrow_mut();
-    let Batch { bufs, srcs } = &mut *batch;
-    let fd = sock.as_raw_fd();
-    // WouldBlock clears the stale readiness; other errors are retried on the next wake-up.
-    let Ok(n) = sock.try_io(tokio::io::Interest::READABLE, || {
-        sys::recv_batch(fd, bufs, srcs)
-    }) else {
-        return 0;
-    };
+/// Hands the `n` datagrams of a batch received on `port` to the shard and sends those it
+/// forwards, one `sendmmsg` per leaving port.
+fn forward_batch(worker: &Worker, port: u16, batch: &mut Batch, n: usize) {
+    let Batch { bufs, srcs, out } = batch;
     let now = clock::now();
     let mut shard = worker.shard.borrow_mut();
-    let sockets = worker.sockets.borrow();
-    for (buf, src) in bufs.iter_mut().zip(srcs.iter()).take(n) {
-        let Some(src) = *src else { continue };
-        if let Verdict::Forward { via, to } = shard.on_datagram(now, port, src, buf) {
-            let sent = sockets
-                .open
-                .get(&via)
-                .map(|(s, _)| s.try_send_to(buf.as_slice(), to));
-            if !matches!(sent, Some(Ok(_))) {
-                shard.count_drop(DropReason::Overload);
-                let quiet = worker
-                    .last_warning
-                    .get()
-                    .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(60));
-                if !quiet {
-                    worker.last_warning.set(Some(now));
-                    tracing::warn!(
-                        port = via,
-                        "send failed (buffer full?): dropped and counted as overload; \
-                         next warning in a minute at the earliest"
-                    );
-                }
-            }
+    for i in 0..n {
+        out[i] = None;
+        let Some(src) = srcs[i] else { continue };
+        if let Verdict::Forward { via, to } = shard.on_datagram(now, port, src, &mut bufs[i]) {
+            out[i] = Some((via, to));
         }
     }
-    n
+    let sockets = worker.sockets.borrow();
+    // Nearly always every datagram of a batch leaves by the same port; the loop handles mixes.
+    for first in 0..n {
+        let Some((via, _)) = out[first] else { continue };
+        let leaving = |(i, o): (usize, &Option<(u16, SocketAddr)>)| match *o {
+            Some((v, to)) if v == via => Some((i, to)),
+            _ => None,
+        };
+        let wanted = out[first..n]
+            .iter()
+            .filter(|o| o.is_some_and(|(v, _)| v == via))
+            .count();
+        let sent = sockets.open.get(&via).map_or(0, |(sock, _)| {
+            use std::os::fd::AsRawFd;
+            let items = out[..n]
+                .iter()
+                .enumerate()
+                .filter_map(leaving)
+                .map(|(i, to)| (bufs[i].as_slice(), to));
+            sys::send_batch(sock.get_ref().as_raw_fd(), items).unwrap_or(0)
+        });
+        for o in out[first..n].iter_mut() {
+            if o.is_some_and(|(v, _)| v == via) {
+                *o = None;
+            }
+        }
+        if sent < wanted {
+            for _ in sent..wanted {
+                shard.count_drop(DropReason::Overload);
+            }
+            warn_send_failed(worker, now, via);
+        }
+    }
+}
+
+/// Logs a failed send, at most once a minute per worker: the counters carry the volume.
+fn warn_send_failed(worker: &Worker, now: std::time::Instant, via: u16) {
+    let quiet = worker
+        .last_warning
+        .get()
+        .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(60));
+    if !quiet {
+        worker.last_warning.set(Some(now));
+        tracing::warn!(
+            port = via,
+            "send failed (buffer full?): dropped and counted as overload; \
+             next warning in a minute at the earliest"
+        );
+    }
 }
