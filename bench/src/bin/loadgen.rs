@@ -1,74 +1,135 @@
-//! Load generator: sets up calls through the ng protocol (so it drives srtp-relay and rtpengine
-//! alike), streams paced RTP or SRTP from leg A to leg B over loopback, and reports delivered
-//! packets, loss (overall and worst stream), added latency percentiles and the relay's CPU time
-//! per delivered packet (from /proc/PID/stat).
+//! Load generator: sets up calls through the ng protocol (so it drives srtp-relay, rtpengine and
+//! the null forwarder alike), streams paced RTP or SRTP from leg A to leg B over loopback, and
+//! reports, per phase of the run: offered and delivered packets per second, loss overall and per
+//! stream (worst stream, and the least any stream delivered), added latency p50/p99/p99.9 from a
+//! send timestamp carried in each payload, and the relay's CPU time per delivered packet (from
+//! `/proc/PID/stat`), as a table or as JSON.
 //!
 //! ```text
-//! loadgen --ng 127.0.0.1:2223 --calls 100 --pps 50 --seconds 10 --mode plain-to-srtp --relay-pid PID [--json]
+//! loadgen --ng 127.0.0.1:2223 --calls 100 --pps 50 --seconds 10 --mode plain-to-srtp \
+//!         [--relay-pid PID] [--batch K] [--phase PPS:SECONDS ...] [--json]
 //! ```
-//! Modes: `plain` (A and B plain), `plain-to-srtp` (B under enforce), `srtp-to-srtp` (both
-//! SRTP, re-keyed by the relay). `--pps 0` sends flat out. Loopback only; bounded in time.
+//! Modes: `plain` (A and B plain), `plain-to-srtp` (B under SRTP), `srtp-to-srtp` (both legs
+//! SRTP under different keys: the relay decrypts and encrypts again). `--pps` is per stream;
+//! 0 sends flat out. `--batch K` sends up to K packets per stream per `sendmmsg` (1 paces packet
+//! by packet). Each `--phase` runs for its seconds at its rate; packets belong to the phase in
+//! which they were sent, so an overload phase followed by a normal one shows whether every
+//! stream recovers. SRTP the relay sends is decrypted with the key it offered, so a delivered
+//! packet is an authenticated one. Loopback only; bounded in time (600 s at most).
 #![allow(clippy::disallowed_methods)] // a load generator reads the clock by design
 
+use std::cell::RefCell;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use srtp_relay::core::packet::PacketBuf;
 use srtp_relay::core::srtp::{CryptoSuite, MAX_TRAILER_LEN, MasterKey, SrtpContext, SrtpPolicy};
 use srtp_relay::shell::bencode::{self, Value};
+use srtp_relay::shell::sys;
 
-const PAYLOAD: usize = 160; // G.711, 20 ms
-const MAX_SEQ: usize = 1 << 16;
+/// G.711 at 20 ms: 160 bytes of payload, 172-byte RTP packets.
+const PAYLOAD: usize = 160;
+const SOCKET_BUFFER: usize = 4 << 20;
+/// Latency samples kept per phase at most (the first ones; enough for p99.9 at any rate here).
+const MAX_SAMPLES: usize = 4 << 20;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Plain,
+    PlainToSrtp,
+    SrtpToSrtp,
+}
 
 struct Args {
     ng: SocketAddr,
     calls: usize,
-    pps: u64,
-    seconds: u64,
-    mode: String,
+    phases: Vec<(u64, f64)>,
+    mode: Mode,
+    batch: usize,
     relay_pid: Option<u32>,
     json: bool,
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("loadgen: {msg}");
+    eprintln!(
+        "usage: loadgen [--ng ADDR:PORT] [--calls N] [--pps N] [--seconds N] [--phase PPS:SECONDS]... \
+         [--mode plain|plain-to-srtp|srtp-to-srtp] [--batch K] [--relay-pid PID] [--json]"
+    );
+    std::process::exit(2)
 }
 
 fn args() -> Args {
     let mut a = Args {
         ng: "127.0.0.1:2223".parse().unwrap(),
         calls: 100,
-        pps: 50,
-        seconds: 10,
-        mode: "plain-to-srtp".into(),
+        phases: Vec::new(),
+        mode: Mode::PlainToSrtp,
+        batch: 1,
         relay_pid: None,
         json: false,
     };
+    let (mut pps, mut seconds) = (50u64, 10.0f64);
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
         let mut v = || {
             it.next()
-                .unwrap_or_else(|| panic!("{flag} needs a value"))
-                .clone()
+                .cloned()
+                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
+        };
+        let num = |s: String| -> f64 {
+            s.parse()
+                .unwrap_or_else(|_| usage(&format!("{flag}: not a number: {s}")))
         };
         match flag.as_str() {
-            "--ng" => a.ng = v().parse().expect("--ng ADDR:PORT"),
-            "--calls" => a.calls = v().parse().expect("--calls N"),
-            "--pps" => a.pps = v().parse().expect("--pps N"),
-            "--seconds" => a.seconds = v().parse::<u64>().expect("--seconds N").min(600),
-            "--mode" => a.mode = v(),
-            "--relay-pid" => a.relay_pid = Some(v().parse().expect("--relay-pid PID")),
+            "--ng" => a.ng = v().parse().unwrap_or_else(|_| usage("--ng ADDR:PORT")),
+            "--calls" => a.calls = num(v()) as usize,
+            "--pps" => pps = num(v()) as u64,
+            "--seconds" => seconds = num(v()),
+            "--phase" => {
+                let s = v();
+                let (p, t) = s
+                    .split_once(':')
+                    .unwrap_or_else(|| usage("--phase PPS:SECONDS"));
+                a.phases.push((num(p.into()) as u64, num(t.into())));
+            }
+            "--mode" => {
+                a.mode = match v().as_str() {
+                    "plain" => Mode::Plain,
+                    "plain-to-srtp" => Mode::PlainToSrtp,
+                    "srtp-to-srtp" => Mode::SrtpToSrtp,
+                    m => usage(&format!("unknown mode {m}")),
+                }
+            }
+            "--batch" => a.batch = (num(v()) as usize).clamp(1, sys::BATCH),
+            "--relay-pid" => a.relay_pid = Some(num(v()) as u32),
             "--json" => a.json = true,
-            other => panic!("unknown argument {other}"),
+            other => usage(&format!("unknown argument {other}")),
         }
     }
-    assert!(a.ng.ip().is_loopback(), "loopback only");
-    assert!(
-        ["plain", "plain-to-srtp", "srtp-to-srtp"].contains(&a.mode.as_str()),
-        "unknown --mode"
-    );
+    if a.phases.is_empty() {
+        a.phases.push((pps, seconds));
+    }
+    if !a.ng.ip().is_loopback() {
+        usage("the relay must be on loopback");
+    }
+    if a.calls == 0 || a.calls > 10_000 {
+        usage("--calls must be 1..=10000");
+    }
+    let total: f64 = a.phases.iter().map(|p| p.1).sum();
+    if !(total > 0.0 && total <= 600.0) {
+        usage("the phases must last more than 0 and at most 600 seconds in all");
+    }
     a
 }
 
+/// A bencode-over-UDP ng client.
 struct Ng {
     sock: UdpSocket,
     n: u64,
@@ -88,60 +149,166 @@ impl Ng {
         d.encode(&mut msg);
         let mut buf = vec![0u8; 65536];
         for _ in 0..5 {
-            self.sock.send(&msg).unwrap();
+            self.sock.send(&msg).expect("send to the ng socket");
             if let Ok(n) = self.sock.recv(&mut buf) {
-                let body = &buf[buf.iter().position(|&b| b == b' ').unwrap() + 1..n];
-                return bencode::decode(body).expect("bencode reply");
+                let Some(sp) = buf[..n].iter().position(|&b| b == b' ') else {
+                    continue;
+                };
+                return bencode::decode(&buf[sp + 1..n]).expect("bencode reply");
             }
         }
-        panic!("no reply from {:?}", self.sock.peer_addr());
+        eprintln!("loadgen: no reply from the relay's ng socket");
+        std::process::exit(1)
     }
 
     fn sdp(&mut self, pairs: &[(&str, Value)]) -> String {
         let r = self.cmd(pairs);
         match r.get("sdp").and_then(Value::as_str) {
             Some(s) => s.to_owned(),
-            None => panic!(
-                "relay refused: {:?}",
-                r.get("error-reason").and_then(Value::as_str)
-            ),
+            None => {
+                eprintln!(
+                    "loadgen: the relay refused: {}",
+                    r.get("error-reason")
+                        .and_then(Value::as_str)
+                        .unwrap_or("no reason")
+                );
+                std::process::exit(1)
+            }
         }
     }
 }
 
-fn sdp(port: u16, key: Option<&MasterKey>) -> String {
-    let proto = if key.is_some() { "RTP/SAVP" } else { "RTP/AVP" };
+/// ng flags that keep rtpengine to the two suites srtp-relay offers (others ignore them).
+fn sdes_flags() -> Value {
+    let no = [
+        "AEAD_AES_256_GCM",
+        "AEAD_AES_128_GCM",
+        "AES_256_CM_HMAC_SHA1_80",
+        "AES_256_CM_HMAC_SHA1_32",
+        "AES_192_CM_HMAC_SHA1_80",
+        "AES_192_CM_HMAC_SHA1_32",
+        "F8_128_HMAC_SHA1_80",
+        "F8_128_HMAC_SHA1_32",
+        "NULL_HMAC_SHA1_80",
+        "NULL_HMAC_SHA1_32",
+    ];
+    Value::List(no.iter().map(|s| Value::str(&format!("no-{s}"))).collect())
+}
+
+fn sdp(port: u16, crypto: Option<(u32, &MasterKey)>) -> String {
+    let proto = if crypto.is_some() {
+        "RTP/SAVP"
+    } else {
+        "RTP/AVP"
+    };
     let mut s = format!(
-        "v=0\r\no=lg 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} {proto} 0\r\n"
+        "v=0\r\no=lg 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} {proto} 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
     );
-    if let Some(k) = key {
+    if let Some((tag, k)) = crypto {
         let b64 = base64::engine::general_purpose::STANDARD.encode(k.key_salt());
-        s.push_str(&format!("a=crypto:1 {} inline:{b64}\r\n", k.suite()));
+        s.push_str(&format!("a=crypto:{tag} {} inline:{b64}\r\n", k.suite()));
     }
     s
 }
 
-fn relay_port(sdp: &str) -> u16 {
-    sdp.lines()
+/// The audio port and address a relay's SDP names; they must be on loopback.
+fn media_addr(sdp: &str) -> SocketAddr {
+    let ip = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no IPv4 c= line in the relay's SDP:\n{sdp}"));
+    let port = sdp
+        .lines()
         .find_map(|l| l.strip_prefix("m=audio "))
         .and_then(|r| r.split(' ').next())
         .and_then(|p| p.parse().ok())
-        .unwrap()
+        .unwrap_or_else(|| panic!("no m=audio line in the relay's SDP:\n{sdp}"));
+    let addr = SocketAddr::new(ip, port);
+    assert!(
+        addr.ip().is_loopback(),
+        "the relay's media must be on loopback, not {addr}"
+    );
+    addr
+}
+
+/// The relay's `AES_CM_128_HMAC_SHA1_80` offer: its tag and key.
+fn offered_key(sdp: &str) -> (u32, MasterKey) {
+    for line in sdp.lines() {
+        let Some(rest) = line.trim().strip_prefix("a=crypto:") else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let (Some(tag), Some(suite), Some(key)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if suite != "AES_CM_128_HMAC_SHA1_80" {
+            continue;
+        }
+        let b64 = key.trim_start_matches("inline:");
+        let b64 = b64.split('|').next().unwrap_or(b64);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64 key in the relay's a=crypto");
+        let key = MasterKey::new(CryptoSuite::AesCm128HmacSha1_80, &bytes).expect("a 30-byte key");
+        return (tag.parse().expect("a=crypto tag"), key);
+    }
+    panic!("the relay offered no AES_CM_128_HMAC_SHA1_80 towards B:\n{sdp}")
 }
 
 /// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_owned(),
+        |p| format!("/proc/{p}/stat"),
+    );
+    let stat = std::fs::read_to_string(path).ok()?;
     let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0) // USER_HZ is 100 on Linux
 }
 
+fn udp_socket() -> UdpSocket {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    // As large as the system allows: the generator must not be where packets are lost.
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    s.set_nonblocking(true).unwrap();
+    s.into()
+}
+
 struct Stream {
     a: UdpSocket,
-    b: UdpSocket,
     to: SocketAddr,
     tx: Option<SrtpContext>,
+    seq: u16,
+    ts: u32,
+}
+
+/// What the sender did in one phase.
+#[derive(Default)]
+struct SentPhase {
+    sent: Vec<u64>,
+    seconds: f64,
+    relay_cpu: Option<f64>,
+    own_cpu: Option<f64>,
+}
+
+/// What the receiver saw of one phase's packets.
+#[derive(Default, Clone)]
+struct GotPhase {
+    got: Vec<u64>,
+    latency_ns: Vec<u32>,
+}
+
+#[derive(Default)]
+struct Received {
+    phases: Vec<GotPhase>,
+    auth_failures: u64,
+    foreign: u64,
 }
 
 fn main() {
@@ -156,41 +323,31 @@ fn main() {
         n: 0,
     };
     let run = std::process::id();
+    let srtp_out = args.mode != Mode::Plain;
 
     let mut streams = Vec::with_capacity(args.calls);
+    let mut receivers = Vec::with_capacity(args.calls);
     for i in 0..args.calls {
-        let (a, b) = (
-            UdpSocket::bind("127.0.0.1:0").unwrap(),
-            UdpSocket::bind("127.0.0.1:0").unwrap(),
-        );
-        b.set_nonblocking(true).unwrap();
-        let key_a = (args.mode == "srtp-to-srtp")
-            .then(|| MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap());
-        let key_b = (args.mode != "plain")
+        let (a, b) = (udp_socket(), udp_socket());
+        let key_a = (args.mode == Mode::SrtpToSrtp)
             .then(|| MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap());
         let call = format!("lg-{run}-{i}");
-        let b_level = if args.mode == "plain" {
-            "disabled"
-        } else {
-            "enforce"
-        };
-        let to_b = ng.sdp(&[
+        let a_port = a.local_addr().unwrap().port();
+        let offer_to_b = ng.sdp(&[
             ("command", Value::str("offer")),
             ("call-id", Value::str(&call)),
             ("from-tag", Value::str("a")),
             (
                 "sdp",
-                Value::str(&sdp(a.local_addr().unwrap().port(), key_a.as_ref())),
+                Value::str(&sdp(a_port, key_a.as_ref().map(|k| (1, k)))),
             ),
             (
                 "transport-protocol",
-                Value::str(if b_level == "enforce" {
-                    "RTP/SAVP"
-                } else {
-                    "RTP/AVP"
-                }),
+                Value::str(if srtp_out { "RTP/SAVP" } else { "RTP/AVP" }),
             ),
             ("ICE", Value::str("remove")),
+            ("DTLS", Value::str("off")),
+            ("SDES", sdes_flags()),
             // srtp-relay's policy key (other relays ignore it): A's SRTP offer is to be taken.
             (
                 "from-media-security",
@@ -201,183 +358,346 @@ fn main() {
                 }),
             ),
         ]);
-        let to_a = ng.sdp(&[
+        let _ = media_addr(&offer_to_b);
+        // B answers the relay's _80 offer with its own key; B only receives, under the relay's.
+        let (rx, b_crypto) = if srtp_out {
+            let (tag, relay_key) = offered_key(&offer_to_b);
+            let key_b = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+            (
+                Some(SrtpContext::new(&relay_key, SrtpPolicy::default())),
+                Some((tag, key_b)),
+            )
+        } else {
+            (None, None)
+        };
+        let b_port = b.local_addr().unwrap().port();
+        let answer_to_a = ng.sdp(&[
             ("command", Value::str("answer")),
             ("call-id", Value::str(&call)),
             ("from-tag", Value::str("a")),
             ("to-tag", Value::str("b")),
             (
                 "sdp",
-                Value::str(&sdp(b.local_addr().unwrap().port(), key_b.as_ref())),
+                Value::str(&sdp(b_port, b_crypto.as_ref().map(|(t, k)| (*t, k)))),
             ),
+            ("ICE", Value::str("remove")),
         ]);
-        let _ = relay_port(&to_b);
-        let to = SocketAddr::from(([127, 0, 0, 1], relay_port(&to_a)));
+        let to = media_addr(&answer_to_a);
         let tx = key_a.map(|k| SrtpContext::new(&k, SrtpPolicy::default()));
-        streams.push(Stream { a, b, to, tx });
+        streams.push(Stream {
+            a,
+            to,
+            tx,
+            seq: (i as u16).wrapping_mul(977),
+            ts: 0,
+        });
+        receivers.push((b, rx));
     }
 
-    // Send times per (stream, seq), written by the sender and read by the receiver.
-    let sent_at: Arc<Vec<AtomicU64>> = Arc::new(
-        (0..args.calls * MAX_SEQ)
-            .map(|_| AtomicU64::new(0))
-            .collect(),
-    );
+    // Phase boundaries in nanoseconds after `start`: a packet belongs to the phase of its
+    // send timestamp.
+    let mut bounds = Vec::new();
+    let mut t = 0.0;
+    for &(_, secs) in &args.phases {
+        t += secs;
+        bounds.push((t * 1e9) as u64);
+    }
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let receivers: Vec<UdpSocket> = streams.iter().map(|s| s.b.try_clone().unwrap()).collect();
-    let (rx_sent_at, rx_stop) = (Arc::clone(&sent_at), Arc::clone(&stop));
-    let calls = args.calls;
-    let receiver = std::thread::spawn(move || {
-        let mut got = vec![0u64; calls];
-        let mut latencies = Vec::with_capacity(1 << 20);
-        let mut buf = [0u8; 2048];
-        let mut idle_since = None;
-        loop {
-            let mut any = false;
-            for (i, s) in receivers.iter().enumerate() {
-                while let Ok(n) = s.recv(&mut buf) {
-                    any = true;
-                    if n < 12 {
-                        continue;
-                    }
-                    let seq = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
-                    let t0 = rx_sent_at[i * MAX_SEQ + seq].load(Ordering::Relaxed);
-                    let now = start.elapsed().as_nanos() as u64;
-                    got[i] += 1;
-                    if t0 > 0 && latencies.len() < latencies.capacity() {
-                        latencies.push(now.saturating_sub(t0));
-                    }
-                }
-            }
-            if rx_stop.load(Ordering::Relaxed) {
-                let idle = *idle_since.get_or_insert_with(Instant::now);
-                if any {
-                    idle_since = Some(Instant::now());
-                } else if idle.elapsed() > Duration::from_millis(300) {
-                    return (got, latencies);
-                }
-            }
-            if !any {
-                std::thread::yield_now();
-            }
-        }
-    });
-
-    let cpu_before = args.relay_pid.and_then(cpu_seconds);
-    let mut sent = vec![0u64; args.calls];
-    let mut pkt = vec![0u8; 12 + PAYLOAD + MAX_TRAILER_LEN];
-    let deadline = start + Duration::from_secs(args.seconds);
-    let interval = 1_000_000_000u64
-        .checked_div(args.pps)
-        .map_or(Duration::ZERO, Duration::from_nanos);
-    let mut next = start;
-    let mut seq = 0u16;
-    while Instant::now() < deadline {
-        if !interval.is_zero() {
-            let now = Instant::now();
-            if now < next {
-                std::thread::sleep(next - now);
-            }
-            next += interval;
-        }
-        seq = seq.wrapping_add(1);
-        for (i, s) in streams.iter_mut().enumerate() {
-            pkt[..12].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-            pkt[2..4].copy_from_slice(&seq.to_be_bytes());
-            pkt[8..12].copy_from_slice(&(i as u32 + 1).to_be_bytes());
-            pkt[12..12 + PAYLOAD].fill(0xd5);
-            let len = match &mut s.tx {
-                Some(tx) => tx.protect_rtp(&mut pkt, 12 + PAYLOAD).unwrap(),
-                None => 12 + PAYLOAD,
-            };
-            sent_at[i * MAX_SEQ + usize::from(seq)]
-                .store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            if s.a.send_to(&pkt[..len], s.to).is_ok() {
-                sent[i] += 1;
-            }
-        }
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let (got, mut lat) = receiver.join().unwrap();
-    let cpu = match (cpu_before, args.relay_pid.and_then(cpu_seconds)) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
+    let receiver = {
+        let (stop, bounds, calls) = (Arc::clone(&stop), bounds.clone(), args.calls);
+        std::thread::spawn(move || receive(receivers, start, &bounds, calls, &stop))
     };
+
+    let sent = send(&args, &mut streams, start);
+    stop.store(true, Ordering::Relaxed);
+    let received = receiver.join().expect("receiver thread");
     for i in 0..args.calls {
         let _ = ng.cmd(&[
             ("command", Value::str("delete")),
             ("call-id", Value::str(&format!("lg-{run}-{i}"))),
+            ("from-tag", Value::str("a")),
         ]);
     }
+    report(&args, &sent, received);
+}
 
-    let total_sent: u64 = sent.iter().sum();
-    let total_got: u64 = got.iter().sum();
-    let loss = |s: u64, g: u64| {
-        if s == 0 {
-            0.0
-        } else {
-            100.0 * (s.saturating_sub(g)) as f64 / s as f64
+/// Sends every phase from the calling thread; returns what was sent per phase and stream.
+fn send(args: &Args, streams: &mut [Stream], start: Instant) -> Vec<SentPhase> {
+    let calls = streams.len();
+    let mut bufs = vec![[0u8; 12 + PAYLOAD + MAX_TRAILER_LEN]; sys::BATCH];
+    let mut lens = [0usize; sys::BATCH];
+    let mut out = Vec::new();
+    let mut phase_end = start;
+    let mut cursor = 0;
+    for &(pps, secs) in &args.phases {
+        let phase_start = phase_end;
+        phase_end = phase_start + Duration::from_secs_f64(secs);
+        let (relay0, own0) = (cpu_seconds(args.relay_pid), cpu_seconds(None));
+        let rate = pps as f64 * calls as f64;
+        let mut sent = vec![0u64; calls];
+        let mut total = 0u64;
+        loop {
+            let now = Instant::now();
+            if now >= phase_end {
+                break;
+            }
+            let round = (calls * args.batch) as u64;
+            let mut due = if rate == 0.0 {
+                round
+            } else {
+                let want = (rate * (now - phase_start).as_secs_f64()) as u64;
+                want.saturating_sub(total).min(round)
+            };
+            if due == 0 {
+                let next = phase_start + Duration::from_secs_f64((total + 1) as f64 / rate);
+                std::thread::sleep(
+                    next.saturating_duration_since(now)
+                        .min(Duration::from_micros(200)),
+                );
+                continue;
+            }
+            while due > 0 {
+                let i = cursor;
+                cursor = (cursor + 1) % calls;
+                let s = &mut streams[i];
+                let k = (due as usize).min(args.batch);
+                for j in 0..k {
+                    s.seq = s.seq.wrapping_add(1);
+                    s.ts = s.ts.wrapping_add(160);
+                    let p = &mut bufs[j];
+                    p[0] = 0x80;
+                    p[1] = 0;
+                    p[2..4].copy_from_slice(&s.seq.to_be_bytes());
+                    p[4..8].copy_from_slice(&s.ts.to_be_bytes());
+                    p[8..12].copy_from_slice(&(0x1000_0000 + i as u32).to_be_bytes());
+                    let stamp = start.elapsed().as_nanos() as u64;
+                    p[12..20].copy_from_slice(&stamp.to_be_bytes());
+                    p[20..24].copy_from_slice(&(i as u32).to_be_bytes());
+                    p[24..12 + PAYLOAD].fill(0xd5);
+                    lens[j] = match &mut s.tx {
+                        Some(tx) => tx.protect_rtp(p, 12 + PAYLOAD).expect("protect"),
+                        None => 12 + PAYLOAD,
+                    };
+                }
+                let items = bufs[..k].iter().zip(&lens).map(|(b, &l)| (&b[..l], s.to));
+                let n = sys::send_batch(s.a.as_raw_fd(), items).unwrap_or(0);
+                sent[i] += n as u64;
+                total += k as u64; // pacing counts attempts, so a full buffer cannot cause a burst
+                due -= k as u64;
+            }
         }
-    };
-    let worst = sent
-        .iter()
-        .zip(&got)
-        .map(|(&s, &g)| loss(s, g))
-        .fold(0.0f64, f64::max);
-    lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .map_or(0.0, |&ns| ns as f64 / 1000.0)
-    };
-    let cpu_us = cpu.map(|c| {
-        if total_got == 0 {
-            0.0
-        } else {
-            c * 1e6 / total_got as f64
+        let seconds = (Instant::now() - phase_start).as_secs_f64();
+        let (relay1, own1) = (cpu_seconds(args.relay_pid), cpu_seconds(None));
+        out.push(SentPhase {
+            sent,
+            seconds,
+            relay_cpu: relay0.zip(relay1).map(|(a, b)| b - a),
+            own_cpu: own0.zip(own1).map(|(a, b)| b - a),
+        });
+    }
+    out
+}
+
+/// Receives on every B socket until the sender stops and the relay has been quiet for 300 ms
+/// (2 s at most), decrypting SRTP with the relay's key and sorting packets into phases by their
+/// send timestamps.
+fn receive(
+    sockets: Vec<(UdpSocket, Option<SrtpContext>)>,
+    start: Instant,
+    bounds: &[u64],
+    calls: usize,
+    stop: &AtomicBool,
+) -> Received {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    let state = Rc::new(RefCell::new(Received {
+        phases: vec![
+            GotPhase {
+                got: vec![0; calls],
+                latency_ns: Vec::new(),
+            };
+            bounds.len()
+        ],
+        ..Received::default()
+    }));
+    let last = Rc::new(std::cell::Cell::new(Instant::now()));
+    local.block_on(&rt, async {
+        for (i, (sock, rx)) in sockets.into_iter().enumerate() {
+            let (state, last) = (Rc::clone(&state), Rc::clone(&last));
+            let bounds = bounds.to_vec();
+            tokio::task::spawn_local(async move {
+                let sock = sys::register(sock).expect("register a socket");
+                let mut rx = rx;
+                let mut bufs: Vec<PacketBuf> = (0..sys::BATCH).map(|_| PacketBuf::new()).collect();
+                let mut srcs = [None; sys::BATCH];
+                loop {
+                    let Ok(mut ready) = sock.readable().await else {
+                        return;
+                    };
+                    let fd = sock.get_ref().as_raw_fd();
+                    let Ok(Ok(n)) = ready.try_io(|_| sys::recv_batch(fd, &mut bufs, &mut srcs))
+                    else {
+                        continue;
+                    };
+                    if n < sys::BATCH {
+                        ready.clear_ready();
+                    }
+                    let now = start.elapsed().as_nanos() as u64;
+                    last.set(Instant::now());
+                    let mut st = state.borrow_mut();
+                    for buf in &mut bufs[..n] {
+                        let pkt = buf.as_mut_slice();
+                        let len = match &mut rx {
+                            Some(rx) => match rx.unprotect_rtp(pkt) {
+                                Ok(len) => len,
+                                Err(_) => {
+                                    st.auth_failures += 1;
+                                    continue;
+                                }
+                            },
+                            None => pkt.len(),
+                        };
+                        if len < 24 || pkt[20..24] != (i as u32).to_be_bytes() {
+                            st.foreign += 1;
+                            continue;
+                        }
+                        let stamp = u64::from_be_bytes(pkt[12..20].try_into().unwrap());
+                        let phase = bounds
+                            .partition_point(|&b| b <= stamp)
+                            .min(bounds.len() - 1);
+                        let p = &mut st.phases[phase];
+                        p.got[i] += 1;
+                        if p.latency_ns.len() < MAX_SAMPLES {
+                            p.latency_ns
+                                .push(now.saturating_sub(stamp).min(u64::from(u32::MAX)) as u32);
+                        }
+                    }
+                }
+            });
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut stopped_at = None;
+        loop {
+            tick.tick().await;
+            if stop.load(Ordering::Relaxed) {
+                let at = *stopped_at.get_or_insert_with(Instant::now);
+                let quiet = last.get().elapsed() > Duration::from_millis(300);
+                if quiet || at.elapsed() > Duration::from_secs(2) {
+                    break;
+                }
+            }
         }
     });
+    drop(local);
+    Rc::try_unwrap(state)
+        .ok()
+        .expect("receive tasks are gone")
+        .into_inner()
+}
+
+fn loss_pct(sent: u64, got: u64) -> f64 {
+    if sent == 0 {
+        0.0
+    } else {
+        100.0 * sent.saturating_sub(got) as f64 / sent as f64
+    }
+}
+
+fn report(args: &Args, sent: &[SentPhase], mut received: Received) {
+    let mode = match args.mode {
+        Mode::Plain => "plain",
+        Mode::PlainToSrtp => "plain-to-srtp",
+        Mode::SrtpToSrtp => "srtp-to-srtp",
+    };
+    let mut json = Vec::new();
+    if !args.json {
+        println!(
+            "mode {mode} | {} streams | batch {} | auth failures {} | foreign {}",
+            args.calls, args.batch, received.auth_failures, received.foreign
+        );
+        println!(
+            "{:>6} {:>5} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>6}",
+            "pps/st",
+            "secs",
+            "offered",
+            "delivered",
+            "loss%",
+            "worst%",
+            "min-st%",
+            "p50 us",
+            "p99 us",
+            "p99.9 us",
+            "cpu us/p",
+            "gen%"
+        );
+    }
+    for (k, (s, g)) in sent.iter().zip(received.phases.iter_mut()).enumerate() {
+        let total_sent: u64 = s.sent.iter().sum();
+        let total_got: u64 = g.got.iter().sum();
+        let per_stream = s.sent.iter().zip(&g.got).map(|(&s, &g)| loss_pct(s, g));
+        let worst = per_stream.fold(0.0f64, f64::max);
+        g.latency_ns.sort_unstable();
+        let lat = &g.latency_ns;
+        let pct = |p: f64| {
+            lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+                .map_or(0.0, |&ns| f64::from(ns) / 1000.0)
+        };
+        let cpu_us = s.relay_cpu.map(|c| {
+            if total_got == 0 {
+                0.0
+            } else {
+                c * 1e6 / total_got as f64
+            }
+        });
+        let gen_pct = s.own_cpu.map(|c| 100.0 * c / s.seconds);
+        let (pps, _) = args.phases[k];
+        let offered = total_sent as f64 / s.seconds;
+        let delivered = total_got as f64 / s.seconds;
+        let loss = loss_pct(total_sent, total_got);
+        if args.json {
+            json.push(format!(
+                "{{\"pps_per_stream\":{pps},\"seconds\":{:.2},\"offered_pps\":{offered:.0},\"delivered_pps\":{delivered:.0},\
+                 \"loss_pct\":{loss:.4},\"worst_stream_loss_pct\":{worst:.3},\"min_stream_delivered_pct\":{:.3},\
+                 \"latency_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"p999\":{:.1}}},\"relay_cpu_us_per_packet\":{},\
+                 \"generator_cpu_pct\":{}}}",
+                s.seconds,
+                100.0 - worst,
+                pct(0.5),
+                pct(0.99),
+                pct(0.999),
+                cpu_us.map_or_else(|| "null".to_owned(), |c| format!("{c:.3}")),
+                gen_pct.map_or_else(|| "null".to_owned(), |c| format!("{c:.0}")),
+            ));
+        } else {
+            println!(
+                "{:>6} {:>5.1} {:>10.0} {:>10.0} {:>8.3} {:>8.3} {:>8.2} {:>9.1} {:>9.1} {:>9.1} {:>8} {:>6}",
+                pps,
+                s.seconds,
+                offered,
+                delivered,
+                loss,
+                worst,
+                100.0 - worst,
+                pct(0.5),
+                pct(0.99),
+                pct(0.999),
+                cpu_us.map_or_else(|| "-".to_owned(), |c| format!("{c:.2}")),
+                gen_pct.map_or_else(|| "-".to_owned(), |c| format!("{c:.0}")),
+            );
+        }
+    }
     if args.json {
         println!(
-            "{{\"mode\":\"{}\",\"calls\":{},\"pps_per_stream\":{},\"seconds\":{:.2},\"offered_pps\":{:.0},\"delivered_pps\":{:.0},\"loss_pct\":{:.3},\"worst_stream_loss_pct\":{:.3},\"latency_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"p999\":{:.1}}},\"relay_cpu_us_per_packet\":{}}}",
-            args.mode,
+            "{{\"mode\":\"{mode}\",\"calls\":{},\"batch\":{},\"auth_failures\":{},\"foreign\":{},\"phases\":[{}]}}",
             args.calls,
-            args.pps,
-            elapsed,
-            total_sent as f64 / elapsed,
-            total_got as f64 / elapsed,
-            loss(total_sent, total_got),
-            worst,
-            pct(0.5),
-            pct(0.99),
-            pct(0.999),
-            cpu_us.map_or_else(|| "null".to_owned(), |c| format!("{c:.2}"))
+            args.batch,
+            received.auth_failures,
+            received.foreign,
+            json.join(",")
         );
-    } else {
-        println!(
-            "mode {} | {} streams x {} pps | {:.1} s",
-            args.mode, args.calls, args.pps, elapsed
-        );
-        println!(
-            "offered {:>10.0} pps   delivered {:>10.0} pps",
-            total_sent as f64 / elapsed,
-            total_got as f64 / elapsed
-        );
-        println!(
-            "loss {:.3} % overall, {:.3} % worst stream",
-            loss(total_sent, total_got),
-            worst
-        );
-        println!(
-            "added latency p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us",
-            pct(0.5),
-            pct(0.99),
-            pct(0.999)
-        );
-        match cpu_us {
-            Some(c) => println!("relay CPU {c:.2} us per delivered packet"),
-            None => println!("relay CPU: pass --relay-pid PID"),
-        }
     }
 }

@@ -266,26 +266,34 @@ async fn receive(worker: Rc<Worker>, port: u16, sock: Rc<Socket>) {
             tokio::task::yield_now().await;
             continue;
         };
-        use std::os::fd::AsRawFd;
-        let fd = sock.get_ref().as_raw_fd();
-        let mut batch = worker.batch.borrow_mut();
-        let Batch { bufs, srcs, .. } = &mut *batch;
-        // WouldBlock clears the readiness; other errors are retried on the next wake-up.
-        let n = match ready.try_io(|_| sys::recv_batch(fd, bufs, srcs)) {
-            Ok(Ok(n)) => n,
-            Ok(Err(_)) | Err(_) => continue,
-        };
-        if n < sys::BATCH {
-            // The queue is empty: a datagram arriving after the `recvmmsg` raises a new edge,
-            // which sets the readiness again (tokio's clear is a no-op if it already did).
-            ready.clear_ready();
-        }
-        forward_batch(&worker, port, &mut batch, n);
-        drop(batch);
-        if n == sys::BATCH {
+        if receive_batch(&worker, port, &mut ready) == sys::BATCH {
             tokio::task::yield_now().await;
         }
     }
+}
+
+/// One `recvmmsg` on a ready socket and the forwarding of what it returned; returns how many
+/// datagrams came.
+fn receive_batch(
+    worker: &Worker,
+    port: u16,
+    ready: &mut tokio::io::unix::AsyncFdReadyGuard<'_, std::net::UdpSocket>,
+) -> usize {
+    use std::os::fd::AsRawFd;
+    let fd = ready.get_inner().as_raw_fd();
+    let mut batch = worker.batch.borrow_mut();
+    let Batch { bufs, srcs, .. } = &mut *batch;
+    // WouldBlock clears the readiness; other errors are retried on the next wake-up.
+    let Ok(Ok(n)) = ready.try_io(|_| sys::recv_batch(fd, bufs, srcs)) else {
+        return 0;
+    };
+    if n < sys::BATCH {
+        // The queue is empty: a datagram arriving after the `recvmmsg` raises a new edge,
+        // which sets the readiness again (tokio's clear is a no-op if it already did).
+        ready.clear_ready();
+    }
+    forward_batch(worker, port, &mut batch, n);
+    n
 }
 
 /// Hands the `n` datagrams of a batch received on `port` to the shard and sends those it
