@@ -1,0 +1,473 @@
+"""The interop suite's plumbing: processes, the relay, Kamailio, the SIP peers' configurations,
+SDP and WAV analysis. The scenarios themselves are in `scenarios.py`.
+
+Every process is started in its own process group and stopped by that group's id (its PID) when
+its scenario ends, whatever the outcome. Everything listens on 127.0.0.1 only.
+"""
+import base64
+import math
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import time
+import urllib.request
+import wave
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Fail(Exception):
+    """A scenario's assertion failed; the message says what was expected and what came."""
+
+
+def check(cond, expected, got):
+    if not cond:
+        raise Fail(f"expected {expected}; got {got}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+class Procs:
+    """The processes of one scenario, stopped by PID (their process group) at the end."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.running = []
+
+    def start(self, name, argv, env=None, stdin=None, cwd=None):
+        log = open(os.path.join(self.workdir, f"{name}.log"), "wb")
+        p = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
+            cwd=cwd or self.workdir,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # its own group: its children are stopped with it
+        )
+        p.name, p.logpath = name, log.name
+        self.running.append(p)
+        return p
+
+    def wait(self, p, timeout):
+        """Waits for a process that ends by itself; a hung one is a failure."""
+        try:
+            return p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise Fail(f"{p.name} to exit within {timeout} s; it was still running") from None
+
+    def stop_all(self):
+        for p in reversed(self.running):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 3
+        for p in self.running:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(timeout=5)
+        self.running = []
+
+
+def wait_until(what, cond, timeout, step=0.05):
+    """Polls `cond` until it returns something truthy; fails with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise Fail(f"{what} within {timeout} s; it did not happen")
+        time.sleep(step)
+
+
+# ---------------------------------------------------------------------------------------------
+# bencode and the relay
+
+
+def bencode(v):
+    if isinstance(v, int):
+        return b"i%de" % v
+    if isinstance(v, str):
+        v = v.encode()
+    if isinstance(v, bytes):
+        return b"%d:%s" % (len(v), v)
+    if isinstance(v, list):
+        return b"l" + b"".join(bencode(x) for x in v) + b"e"
+    if isinstance(v, dict):
+        return b"d" + b"".join(bencode(k) + bencode(v[k]) for k in sorted(v)) + b"e"
+    raise TypeError(v)
+
+
+def bdecode(data, i=0):
+    c = data[i:i + 1]
+    if c == b"i":
+        end = data.index(b"e", i)
+        return int(data[i + 1:end]), end + 1
+    if c in (b"l", b"d"):
+        i += 1
+        items = []
+        while data[i:i + 1] != b"e":
+            v, i = bdecode(data, i)
+            items.append(v)
+        if c == b"l":
+            return items, i + 1
+        return {items[k]: items[k + 1] for k in range(0, len(items), 2)}, i + 1
+    colon = data.index(b":", i)
+    n = int(data[i:colon])
+    s = data[colon + 1:colon + 1 + n]
+    try:
+        s = s.decode()
+    except UnicodeDecodeError:
+        pass
+    return s, colon + 1 + n
+
+
+class Relay:
+    """One srtp-relay for one scenario: ng on `base`, metrics on `base+1`, media ports
+    `base+100 ..= base+199`, its log (debug: every ng command, SDP redacted) in relay.log."""
+
+    def __init__(self, procs, binary, base, system="best-effort", config=None):
+        self.base, self.ng_port, self.metrics_port = base, base, base + 1
+        args = [binary]
+        if config:
+            path = os.path.join(procs.workdir, "relay.toml")
+            with open(path, "w") as f:
+                f.write(config)
+            args += ["--config", path]
+        args += ["--ng", f"127.0.0.1:{base}", "--metrics", f"127.0.0.1:{base + 1}",
+                 "--media-addr", "127.0.0.1", "--ports", f"{base + 100}-{base + 199}",
+                 "--workers", "1", "--system-security", system]
+        self.proc = procs.start("relay", args, env={"RUST_LOG": "srtp_relay=debug"})
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.3)
+        self.seq = 0
+        wait_until("the relay to answer ping", lambda: self.try_cmd({"command": "ping"}), 10, 0.1)
+
+    def try_cmd(self, msg):
+        self.seq += 1
+        cookie = b"t%d" % self.seq
+        self.sock.sendto(cookie + b" " + bencode(msg), ("127.0.0.1", self.ng_port))
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if data.startswith(cookie + b" "):
+                    return bdecode(data, len(cookie) + 1)[0]
+        except (socket.timeout, ConnectionRefusedError):
+            return None
+
+    def cmd(self, msg):
+        for _ in range(5):
+            r = self.try_cmd(msg)
+            if r is not None:
+                return r
+        raise Fail(f"a reply from the relay to {msg.get('command')}; got none")
+
+    def metrics(self):
+        """The counters and gauges of /metrics, keyed by `name{labels}`."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=2).read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                k, _, v = line.rpartition(" ")
+                try:
+                    out[k] = float(v)
+                except ValueError:
+                    pass
+        return out
+
+    def log_for(self, call_ids):
+        """The relay's log lines of these calls: each ng line naming one, with the (redacted) SDP
+        lines logged just before and after it (those lines carry no call-id)."""
+        try:
+            lines = open(self.proc.logpath, errors="replace").read().splitlines()
+        except OSError:
+            return []
+        # An entry may span lines (the SDP); its first line starts with the timestamp.
+        entries = []
+        for line in lines:
+            if re.match(r"\d{4}-\d\d-\d\dT", line) or not entries:
+                entries.append(line)
+            else:
+                entries[-1] += "\n      " + line
+        lines = entries
+        keep = set()
+        for i, line in enumerate(lines):
+            if any(c and c in line for c in call_ids):
+                keep.add(i)
+                if i > 0 and "ng sdp in" in lines[i - 1]:
+                    keep.add(i - 1)
+                if i + 1 < len(lines) and "ng sdp out" in lines[i + 1]:
+                    keep.add(i + 1)
+            elif "WARN" in line or "ERROR" in line:
+                keep.add(i)
+        return [lines[i] for i in sorted(keep)]
+
+    def call_ids(self):
+        ids = []
+        try:
+            for line in open(self.proc.logpath, errors="replace"):
+                m = re.search(r"call_id=(\S+)", line)
+                if m and m.group(1) not in ids:
+                    ids.append(m.group(1))
+        except OSError:
+            pass
+        return ids
+
+
+def counter(metrics, name, **labels):
+    """Sum of a metric over the series matching `labels`."""
+    total = 0.0
+    for k, v in metrics.items():
+        if k == name or k.startswith(name + "{"):
+            if all(f'{lk}="{lv}"' in k for lk, lv in labels.items()):
+                total += v
+    return total
+
+
+class MetricsPoller:
+    """Scrapes the relay's forwarded-packet counters every 50 ms in a thread, so that a
+    scenario can find the longest stretch in which a direction forwarded nothing."""
+
+    def __init__(self, relay, transforms):
+        import threading
+        self.relay, self.transforms, self.samples = relay, transforms, []
+        self.stop_flag = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop_flag:
+            try:
+                m = self.relay.metrics()
+                vals = {t: counter(m, "srtp_relay_packets_total", direction="out", transform=t)
+                        for t in self.transforms}
+                self.samples.append((time.monotonic(), vals))
+            except Exception:  # the relay may be gone at the very end
+                pass
+            time.sleep(0.05)
+
+    def stop(self):
+        self.stop_flag = True
+        self.thread.join(timeout=2)
+
+    def gaps(self, transform, start, end):
+        """The stretches (from, to) in [start, end] in which `transform` forwarded nothing,
+        longest first, measured between the scrapes that saw the counter move."""
+        moves = []
+        prev = None
+        for t, vals in self.samples:
+            if prev is not None and vals[transform] > prev:
+                moves.append(t)
+            prev = vals[transform]
+        pts = [start] + [t for t in moves if start < t < end] + [end]
+        spans = [(a, b) for a, b in zip(pts, pts[1:])]
+        return sorted(spans, key=lambda s: s[0] - s[1])
+
+    def count(self, transform):
+        return self.samples[-1][1][transform] - self.samples[0][1][transform] if self.samples else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Kamailio
+
+
+class Kamailio:
+    """Kamailio with the rtpengine module pointed at the relay's ng port (kamailio.cfg). It logs
+    every SIP message it receives (SIPIN) and sends (SIPOUT), base64-encoded, one per line."""
+
+    def __init__(self, procs, port, ng_port):
+        self.port = port
+        self.proc = procs.start("kamailio", [
+            "kamailio", "-DD", "-E", "-m", "32", "-M", "8", "-f", os.path.join(HERE, "kamailio.cfg"),
+            "-P", os.path.join(procs.workdir, "kamailio.pid"),
+            "-A", f"LISTEN_ADDR=udp:127.0.0.1:{port}", "-A", f'RELAY_NG="udp:127.0.0.1:{ng_port}"',
+        ])
+        wait_until("Kamailio to listen", self.listening, 10, 0.1)
+
+    def listening(self):
+        if self.proc.poll() is not None:
+            raise Fail(f"Kamailio running; it exited with {self.proc.returncode}, see {self.proc.logpath}")
+        return self.is_bound()
+
+    def is_bound(self):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind(("127.0.0.1", self.port))
+            return False
+        except OSError:
+            return True
+        finally:
+            s.close()
+
+    def messages(self):
+        """[(time order, 'in'|'out', destination or '', SipMessage)] as logged."""
+        out = []
+        for line in open(self.proc.logpath, errors="replace"):
+            m = re.search(r"SIP(IN|OUT) (\S+) ([A-Za-z0-9+/=]+)\s*$", line)
+            if m:
+                raw = base64.b64decode(m.group(3)).decode(errors="replace")
+                out.append((m.group(1).lower(), m.group(2), SipMessage(raw)))
+        return out
+
+
+class SipMessage:
+    def __init__(self, raw):
+        head, _, self.body = raw.partition("\r\n\r\n")
+        lines = head.split("\r\n")
+        self.first = lines[0]
+        self.headers = {}
+        for h in lines[1:]:
+            k, _, v = h.partition(":")
+            self.headers.setdefault(k.strip().lower(), v.strip())
+        self.is_request = not self.first.startswith("SIP/2.0")
+        self.method = self.first.split()[0] if self.is_request else self.headers.get("cseq", " ").split()[-1]
+        self.status = None if self.is_request else int(self.first.split()[1])
+
+    @property
+    def call_id(self):
+        return self.headers.get("call-id") or self.headers.get("i", "")
+
+    def __repr__(self):
+        return self.first
+
+    def sdp(self):
+        return Sdp(self.body) if "v=0" in self.body else None
+
+
+class Sdp:
+    """Just enough SDP to assert on: the m-sections with their transport, port and attributes."""
+
+    def __init__(self, text):
+        self.text = text
+        self.media = []
+        for line in text.replace("\r\n", "\n").split("\n"):
+            if line.startswith("m="):
+                kind, port, proto = line[2:].split()[:3]
+                self.media.append({"kind": kind, "port": int(port), "proto": proto, "attrs": []})
+            elif line.startswith("a=") and self.media:
+                self.media[-1]["attrs"].append(line[2:])
+
+    def attrs(self, i, name):
+        return [a for a in self.media[i]["attrs"] if a.split(":", 1)[0] == name]
+
+    def crypto(self, i):
+        """[(tag, suite, key base64)] of m-line i's a=crypto lines."""
+        out = []
+        for a in self.attrs(i, "crypto"):
+            tag, suite, key = a.split(":", 1)[1].split()[:3]
+            out.append((tag, suite, key.split("inline:")[1].split("|")[0]))
+        return out
+
+    def acap_crypto(self, i):
+        out = []
+        for a in self.attrs(i, "acap"):
+            parts = a.split()
+            if len(parts) >= 4 and parts[1].startswith("crypto:"):
+                out.append((parts[1].split(":")[1], parts[2], parts[3].split("inline:")[1]))
+        return out
+
+    def keys(self):
+        """Every key in the SDP, plain a=crypto or cap-neg acap."""
+        return {k for i in range(len(self.media)) for (_, _, k) in self.crypto(i) + self.acap_crypto(i)}
+
+    def direction(self, i):
+        for d in ("sendrecv", "sendonly", "recvonly", "inactive"):
+            if d in self.media[i]["attrs"]:
+                return d
+        return "sendrecv"
+
+    def summary(self):
+        return "; ".join(
+            f"m={m['kind']} {m['port']} {m['proto']} "
+            + " ".join(a.split(" inline:")[0] for a in m["attrs"]
+                       if a.split(":")[0] in ("crypto", "tcap", "acap", "pcfg", "acfg"))
+            for m in self.media)
+
+
+def sip_summary(msgs):
+    return "\n".join(f"    {d} {dst} {m.first}  [{m.sdp().summary() if m.sdp() else 'no SDP'}]"
+                     for d, dst, m in msgs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio
+
+
+def write_tone(path, freq, seconds, rate=8000, amplitude=0.5):
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        n = int(seconds * rate)
+        w.writeframes(b"".join(
+            struct.pack("<h", int(amplitude * 32767 * math.sin(2 * math.pi * freq * k / rate)))
+            for k in range(n)))
+
+
+def read_wav(path):
+    """Mono float samples in [-1, 1] and the rate; the first channel of a multi-channel file."""
+    with wave.open(path, "rb") as w:
+        rate, ch, width, n = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
+        raw = w.readframes(n)
+    if width != 2:
+        raise Fail(f"16-bit WAV at {path}; got {8 * width}-bit")
+    samples = struct.unpack("<%dh" % (len(raw) // 2), raw)[::ch]
+    return [s / 32768 for s in samples], rate
+
+
+def goertzel_share(block, rate, freq):
+    """Share of the block's energy at `freq` (1.0 = a pure tone), by the Goertzel algorithm."""
+    n = len(block)
+    k = 2 * math.cos(2 * math.pi * freq / rate)
+    s1 = s2 = 0.0
+    for x in block:
+        s1, s2 = x + k * s1 - s2, s1
+    power = s1 * s1 + s2 * s2 - k * s1 * s2
+    energy = sum(x * x for x in block)
+    return 0.0 if energy == 0 else min(1.0, 2 * power / (n * energy))
+
+
+def tone_blocks(path, freq, block_ms=50):
+    """Per 50 ms block: (level dBFS, share at freq)."""
+    samples, rate = read_wav(path)
+    n = rate * block_ms // 1000
+    out = []
+    for i in range(0, len(samples) - n + 1, n):
+        b = samples[i:i + n]
+        rms = math.sqrt(sum(x * x for x in b) / n)
+        out.append((20 * math.log10(rms) if rms > 0 else -120.0, goertzel_share(b, rate, freq)))
+    return out
+
+
+def tone_report(path, freq):
+    """(seconds of tone, total seconds, median dBFS of the tone blocks): a block has the tone
+    when it is louder than -30 dBFS and at least 80% of its energy is at `freq`."""
+    blocks = tone_blocks(path, freq)
+    hits = [lvl for lvl, share in blocks if lvl > -30 and share > 0.8]
+    med = sorted(hits)[len(hits) // 2] if hits else -120.0
+    return len(hits) * 0.05, len(blocks) * 0.05, med
+
+
+def expect_tone(path, freq, min_seconds, who):
+    if not path or not os.path.exists(path):
+        raise Fail(f"{who}: a recording with the {freq} Hz tone; got no WAV file ({path})")
+    got, total, level = tone_report(path, freq)
+    check(got >= min_seconds,
+          f"{who}: at least {min_seconds:.1f} s of a {freq} Hz tone above -30 dBFS in {os.path.basename(path)}",
+          f"{got:.2f} s of {total:.2f} s (median level {level:.1f} dBFS)")
+    return got, level

@@ -1,0 +1,174 @@
+"""Configurations and launchers for the SIP peers: baresip, Linphone (linphonec), SIPp, and the
+GStreamer SRTP endpoint (gst_peer.py). protocol.md §4 has the recipes these follow."""
+import glob
+import os
+import subprocess
+import time
+
+from harness import HERE, Fail, wait_until
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+class Baresip:
+    """A headless baresip that plays `tone` into every call and writes what it decodes to
+    `<dir>/dump/*-dec.wav`. mediaenc: None (plain RTP), "srtp-mand" (RTP/SAVP only) or "srtp"
+    (OSRTP best effort)."""
+
+    def __init__(self, workdir, name, sip_port, rtp_lo, tone, mediaenc=None):
+        self.dir = os.path.join(workdir, name)
+        self.name, self.sip_port = name, sip_port
+        # No stdio/cons/http/ctrl modules: their default listeners bind 0.0.0.0.
+        write(os.path.join(self.dir, "config"), f"""poll_method epoll
+sip_listen 127.0.0.1:{sip_port}
+net_interface 127.0.0.1
+audio_player alsa,null
+audio_source aufile,{tone}
+audio_alert alsa,null
+rtp_ports {rtp_lo}-{rtp_lo + 18}
+rtcp_mux no
+module_path /usr/lib/baresip/modules
+module g711.so
+module alsa.so
+module aufile.so
+module srtp.so
+module sndfile.so
+module_tmp uuid.so
+module_tmp account.so
+module_app menu.so
+snd_path {self.dir}/dump
+""")
+        enc = f";mediaenc={mediaenc}" if mediaenc else ""
+        write(os.path.join(self.dir, "accounts"),
+              f"<sip:{name}@127.0.0.1:{sip_port}>;regint=0;answermode=auto;audio_codecs=PCMU{enc}\n")
+        os.makedirs(os.path.join(self.dir, "dump"), exist_ok=True)
+
+    def start(self, procs, seconds, dial=None):
+        argv = ["baresip", "-f", self.dir, "-s", "-t", str(seconds)]
+        if dial:
+            argv += ["-e", f"/dial {dial}"]
+        self.proc = procs.start(self.name, argv)
+        return self.proc
+
+    def wait_bound(self):
+        wait_until(f"{self.name} to listen on {self.sip_port}", lambda: port_bound(self.sip_port), 10)
+
+    def decoded_wav(self):
+        files = sorted(glob.glob(os.path.join(self.dir, "dump", "*-dec.wav")))
+        return files[-1] if files else None
+
+    def log(self):
+        return open(self.proc.logpath, errors="replace").read()
+
+
+def port_bound(port):
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind(("127.0.0.1", port))
+        return False
+    except OSError:
+        return True
+    finally:
+        s.close()
+
+
+class Linphone:
+    """linphonec driven through its stdin. It needs a writable HOME (its database), the SIP port
+    and IPv6 set at run time, and the 'files' sound card (protocol.md §4.4)."""
+
+    def __init__(self, workdir, name, sip_port, rtp_port, keep_srtp_keys=True):
+        self.dir = os.path.join(workdir, name)
+        self.name, self.sip_port = name, sip_port
+        os.makedirs(os.path.join(self.dir, "home", ".local", "share", "linphone"), exist_ok=True)
+        keep = "" if keep_srtp_keys else "keep_srtp_keys=0\n"
+        write(os.path.join(self.dir, "linphonerc"), f"""[sip]
+sip_port={sip_port}
+sip_tcp_port=-1
+sip_tls_port=-1
+media_encryption=srtp
+media_encryption_mandatory=0
+support_capability_negotiations=1
+capability_negotiations_reinvite=1
+srtp_crypto_suites=AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32
+{keep}default_proxy=-1
+guess_hostname=0
+contact=sip:{name}@127.0.0.1
+[rtp]
+bind_address=127.0.0.1
+audio_rtp_port={rtp_port}
+video_rtp_port={rtp_port + 2}
+[net]
+firewall_policy=0
+ipv6=0
+[video]
+enabled=0
+capture=0
+display=0
+""")
+
+    def start(self, procs):
+        self.proc = procs.start(
+            self.name,
+            ["linphonec", "-c", os.path.join(self.dir, "linphonerc"), "-d", "6",
+             "-l", os.path.join(self.dir, "linphone.log")],
+            env={"HOME": os.path.join(self.dir, "home")}, stdin=subprocess.PIPE)
+        self.send("ports sip %d" % self.sip_port)
+        self.send("ipv6 disable")
+        self.send("soundcard use files")
+        wait_until(f"{self.name} to listen on {self.sip_port}", lambda: port_bound(self.sip_port), 15)
+        return self.proc
+
+    def send(self, line):
+        if self.proc.poll() is not None:
+            raise Fail(f"{self.name} running to take '{line}'; it exited with {self.proc.returncode}")
+        self.proc.stdin.write((line + "\n").encode())
+        self.proc.stdin.flush()
+
+    def output(self):
+        return open(self.proc.logpath, errors="replace").read()
+
+    def wait_output(self, text, timeout, start=0):
+        """Waits for `text` in linphonec's console output after offset `start`."""
+        return wait_until(f"{self.name} to print '{text}'",
+                          lambda: text in self.output()[start:], timeout, 0.1)
+
+    def quit(self, procs):
+        try:
+            self.send("quit")
+            procs.wait(self.proc, 10)
+        except (Fail, BrokenPipeError):
+            pass
+
+
+def gst_peer(procs, name, port, remote_port, tx, rx, freq, seconds, wav):
+    """A GStreamer SRTP endpoint on one UDP socket (srtpenc out, srtpdec in): tx/rx are
+    (suite '80'|'32', 30-byte key||salt, ssrc)."""
+    return procs.start(name, [
+        "/usr/bin/python3", os.path.join(HERE, "gst_peer.py"),
+        "--port", str(port), "--remote-port", str(remote_port),
+        "--tx-suite", tx[0], "--tx-key", tx[1].hex(), "--tx-ssrc", str(tx[2]),
+        "--rx-suite", rx[0], "--rx-key", rx[1].hex(), "--rx-ssrc", str(rx[2]),
+        "--freq", str(freq), "--seconds", str(seconds), "--wav", wav])
+
+
+def sipp(procs, name, scenario, remote, local_port, calls=1, service="x", extra=()):
+    """SIPp on 127.0.0.1:local_port running `scenario` (an XML file), tracing every message."""
+    d = os.path.dirname(scenario)
+    argv = ["sipp", "-sf", scenario, "-i", "127.0.0.1", "-p", str(local_port), "-m", str(calls),
+            "-s", service, "-trace_msg", "-message_file", os.path.join(d, f"{name}-msgs.log"),
+            "-trace_err", "-error_file", os.path.join(d, f"{name}-errors.log"),
+            "-nostdin", "-timeout", "20s", "-timeout_error", *extra]
+    if remote:
+        argv.insert(1, remote)
+    return procs.start(name, argv)
+
+
+def sleep_until(t):
+    d = t - time.monotonic()
+    if d > 0:
+        time.sleep(d)
