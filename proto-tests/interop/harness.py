@@ -421,9 +421,13 @@ def write_tone(path, freq, seconds, rate=8000, amplitude=0.5):
 
 def read_wav(path):
     """Mono float samples in [-1, 1] and the rate; the first channel of a multi-channel file."""
-    with wave.open(path, "rb") as w:
-        rate, ch, width, n = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
-        raw = w.readframes(n)
+    try:
+        with wave.open(path, "rb") as w:
+            rate, ch, width, n = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
+            raw = w.readframes(n)
+    except (EOFError, wave.Error) as e:
+        raise Fail(f"a WAV recording at {path}; got an empty or unreadable file ({e}): "
+                   "nothing was decoded") from None
     if width != 2:
         raise Fail(f"16-bit WAV at {path}; got {8 * width}-bit")
     samples = struct.unpack("<%dh" % (len(raw) // 2), raw)[::ch]

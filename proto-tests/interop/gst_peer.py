@@ -1,0 +1,74 @@
+#!/usr/bin/python3
+"""A GStreamer SRTP endpoint: sends a PCMU tone through srtpenc and decodes what comes back
+through srtpdec into a WAV file, both on ONE UDP socket. The relay is symmetric (it sends to the
+address it latched), so sender and receiver must share the port; gst-launch cannot share a
+socket between udpsrc and udpsink, hence this script.
+
+Keys are the 30-byte SDES key||salt in hex; suites '80' or '32' (SRTCP always 80, RFC 3711
+§5.2). Runs for --seconds, then ends the receiving branch with EOS so the WAV header is written.
+"""
+import argparse
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("Gio", "2.0")
+from gi.repository import Gio, GLib, Gst  # noqa: E402
+
+ap = argparse.ArgumentParser()
+for k in ("port", "remote-port", "tx-ssrc", "rx-ssrc", "freq"):
+    ap.add_argument("--" + k, type=int, required=True)
+for k in ("tx-suite", "tx-key", "rx-suite", "rx-key", "wav"):
+    ap.add_argument("--" + k, required=True)
+ap.add_argument("--seconds", type=float, required=True)
+a = ap.parse_args()
+
+Gst.init(None)
+sock = Gio.Socket.new(Gio.SocketFamily.IPV4, Gio.SocketType.DATAGRAM, Gio.SocketProtocol.UDP)
+sock.bind(Gio.InetSocketAddress.new_from_string("127.0.0.1", a.port), False)
+
+rx_caps = (f"application/x-srtp,media=(string)audio,clock-rate=(int)8000,encoding-name=(string)PCMU,"
+           f"payload=(int)0,ssrc=(uint){a.rx_ssrc},srtp-key=(buffer){a.rx_key},"
+           f"srtp-cipher=(string)aes-128-icm,srtp-auth=(string)hmac-sha1-{a.rx_suite},"
+           f"srtcp-cipher=(string)aes-128-icm,srtcp-auth=(string)hmac-sha1-80,roc=(uint)0")
+pipeline = Gst.parse_launch(
+    f"audiotestsrc is-live=true freq={a.freq} volume=0.5 samplesperbuffer=160 "
+    f"num-buffers={int(a.seconds * 50)} ! audio/x-raw,rate=8000,channels=1 ! mulawenc "
+    f"! rtppcmupay ssrc={a.tx_ssrc} ! srtpenc key={a.tx_key} rtp-cipher=aes-128-icm "
+    f"rtp-auth=hmac-sha1-{a.tx_suite} rtcp-cipher=aes-128-icm rtcp-auth=hmac-sha1-80 "
+    f"! udpsink name=out host=127.0.0.1 port={a.remote_port} sync=false async=false "
+    f'udpsrc name=in caps="{rx_caps}" ! srtpdec ! rtppcmudepay ! mulawdec ! audioconvert '
+    f"! wavenc ! filesink location={a.wav}")
+pipeline.get_by_name("out").set_property("socket", sock)
+pipeline.get_by_name("in").set_property("socket", sock)
+
+loop = GLib.MainLoop()
+status = {"code": 0}
+
+
+def on_message(bus, msg):
+    if msg.type == Gst.MessageType.EOS:
+        loop.quit()
+    elif msg.type == Gst.MessageType.ERROR:
+        err, dbg = msg.parse_error()
+        print(f"gst error: {err.message} ({dbg})", file=sys.stderr)
+        status["code"] = 1
+        loop.quit()
+
+
+def finish():
+    # The sending branch ended by itself (num-buffers); end the receiving one too.
+    pipeline.get_by_name("in").send_event(Gst.Event.new_eos())
+    return False
+
+
+bus = pipeline.get_bus()
+bus.add_signal_watch()
+bus.connect("message", on_message)
+pipeline.set_state(Gst.State.PLAYING)
+GLib.timeout_add(int((a.seconds + 0.7) * 1000), finish)
+GLib.timeout_add(int((a.seconds + 5) * 1000), loop.quit)  # never hang
+loop.run()
+pipeline.set_state(Gst.State.NULL)
+sys.exit(status["code"])
