@@ -188,6 +188,183 @@ def baresip_srtp_plain(ctx):
 
 
 # ---------------------------------------------------------------------------------------------
+# 3 and 4. Linphone: RFC 5939 capability negotiation, and a new key in every re-INVITE
+
+
+def linphone_call(lp, uri, tone, rec, seconds):
+    """Calls `uri`, plays `tone` and records what comes back into `rec` for `seconds`, hangs
+    up. Returns the time the call was connected."""
+    off = len(lp.output())
+    lp.send(f"call {uri}")
+    lp.wait_output("connected", 8, off)
+    lp.send(f"play {tone}")
+    lp.send(f"record {rec}")
+    time.sleep(seconds)
+    off = len(lp.output())
+    lp.send("terminate")
+    lp.wait_output("ended", 5, off)
+
+
+def capneg_leaks(sdp):
+    """Cap-neg or DTLS/ZRTP attributes in an SDP the relay wrote (they must never cross)."""
+    return [a for m in sdp.media for a in m["attrs"]
+            if a.split(":")[0] in ("tcap", "acap", "pcfg", "acfg", "fingerprint", "setup", "zrtp-hash")]
+
+
+def linphone_capneg(ctx):
+    """Linphone offers SRTP with RFC 5939 capability negotiation (its actual configuration is
+    RTP/SAVP with a=crypto, potential ones add DTLS, ZRTP and plain RTP/AVP). Through the relay
+    to bob (baresip srtp-mand) under enforce, then to carol (baresip, plain) under disabled."""
+    relay = ctx.start_relay()
+    kam = ctx.start_kamailio()
+    b = ctx.base
+    bob = Baresip(ctx.workdir, "bob", b + 22, b + 40, ctx.tone(660), "srtp-mand")
+    carol = Baresip(ctx.workdir, "carol", b + 24, b + 60, ctx.tone(880), None)
+    for ua in (bob, carol):
+        ua.start(ctx.procs, 25)
+    for ua in (bob, carol):
+        ua.wait_bound()
+    lp = Linphone(ctx.workdir, "linphone", b + 30, b + 80)
+    lp.start(ctx.procs)
+    notes = []
+    for callee, policy, freq, proto, transforms in (
+            (bob, "enforce", 660, "RTP/SAVP", ("decrypt+encrypt", "decrypt+encrypt")),
+            (carol, "disabled", 880, "RTP/AVP", ("decrypt", "encrypt"))):
+        before = relay.metrics()
+        rec = os.path.join(ctx.workdir, f"linphone-{callee.name}.wav")
+        linphone_call(lp, f"sip:{policy}-{callee.sip_port}-{callee.name}@127.0.0.1:{kam.port}",
+                      ctx.tone(440), rec, 3)
+        msgs = [m for m in kam.messages() if m[2].headers.get("to", "").find(f"{policy}-") >= 0]
+        who = f"call to {callee.name} ({policy})"
+        offer = must(find(msgs, "in", method="INVITE"), f"{who}: linphone's INVITE").sdp()
+        check(offer.acap_crypto(0) and offer.attrs(0, "pcfg"),
+              f"{who}: linphone's offer to use RFC 5939 cap-neg (acap crypto, pcfg)", offer.summary())
+        to_callee = must(find(msgs, "out", dst=f"127.0.0.1:{callee.sip_port}", method="INVITE"),
+                         f"{who}: the INVITE forwarded to {callee.name}").sdp()
+        answer = must(find(msgs, "out", dst=f"127.0.0.1:{lp.sip_port}", status=200, method="INVITE"),
+                      f"{who}: the 200 OK forwarded to linphone").sdp()
+        expect_leg(to_callee, f"{who}: INVITE to {callee.name}", proto, proto == "RTP/SAVP", ctx)
+        check(not capneg_leaks(to_callee) and not (to_callee.keys() & offer.keys()),
+              f"{who}: none of linphone's keys or cap-neg/DTLS/ZRTP attributes in the offer to "
+              f"{callee.name}", capneg_leaks(to_callee) or "one of linphone's keys")
+        offered = {(t, s) for t, s, _ in offer.crypto(0) + offer.acap_crypto(0)}
+        got = answer.crypto(0)
+        check(answer.media[0]["proto"] == "RTP/SAVP" and len(got) == 1 and got[0][:2] in offered
+              and not (answer.keys() & offer.keys()),
+              f"{who}: linphone answered RTP/SAVP with one a=crypto echoing an offered tag and suite, "
+              "with the relay's key", answer.summary())
+        expect_tone(callee.decoded_wav(), 440, 1.5, f"{who}: {callee.name}")
+        expect_tone(rec, freq, 1.5, f"{who}: linphone")
+        after = relay.metrics()
+        moved = [counter(after, "srtp_relay_packets_total", direction="out", transform=t)
+                 - counter(before, "srtp_relay_packets_total", direction="out", transform=t)
+                 for t in set(transforms)]
+        check(min(moved) >= 100, f"{who}: packets forwarded as {'/'.join(sorted(set(transforms)))}",
+              moved)
+        notes.append(f"{policy}: {proto} {'/'.join(sorted(set(transforms)))}")
+    lp.quit(ctx.procs)
+    d = drops(relay.metrics())
+    check(not d.get("auth_failed") and not d.get("replayed"), "no authentication failure or replay", d)
+    return ", ".join(notes) + ", tone heard both ways"
+
+
+def linphone_rekey(ctx):
+    """Linphone with keep_srtp_keys=0 (a new key on both crypto tags in every re-INVITE) calls
+    bob (plain, disabled) and holds and resumes three times: six re-keys. Linphone keeps sending
+    while it holds; bob stops while held (recvonly) and must come back as soon as the resume
+    re-INVITE is through."""
+    relay = ctx.start_relay()
+    kam = ctx.start_kamailio()
+    b = ctx.base
+    bob = Baresip(ctx.workdir, "bob", b + 22, b + 40, ctx.tone(660), None)
+    bob.start(ctx.procs, 30)
+    bob.wait_bound()
+    lp = Linphone(ctx.workdir, "linphone", b + 30, b + 80, keep_srtp_keys=False)
+    lp.start(ctx.procs)
+    poll = MetricsPoller(relay, ["decrypt", "encrypt"])
+    rec = os.path.join(ctx.workdir, "linphone.wav")
+    off = len(lp.output())
+    lp.send(f"call sip:disabled-{bob.sip_port}-bob@127.0.0.1:{kam.port}")
+    lp.wait_output("connected", 8, off)
+    t_connected = time.monotonic()
+    lp.send(f"play {ctx.tone(440)}")
+    lp.send(f"record {rec}")
+    time.sleep(2)
+    reinvites, talk = [], [(t_connected + 0.5, None)]  # (start, end) of stretches bob talks in
+    for _ in range(3):
+        for cmd, done in (("pause", "is now paused"), ("resume", "Media streams established")):
+            off = len(lp.output())
+            t0 = time.monotonic()
+            lp.send(cmd)
+            lp.wait_output(done, 5, off)
+            t1 = time.monotonic()
+            reinvites.append(t1 - t0)
+            if cmd == "pause":
+                talk[-1] = (talk[-1][0], t0)
+                time.sleep(1)
+            else:
+                talk.append((t1, None))
+                lp.send(f"play {ctx.tone(440)}")
+                time.sleep(1.5)
+    t_end = time.monotonic()
+    talk[-1] = (talk[-1][0], t_end)
+    off = len(lp.output())
+    lp.send("terminate")
+    lp.wait_output("ended", 5, off)
+    poll.stop()
+    lp.quit(ctx.procs)
+
+    # Six re-INVITEs from linphone, each with keys it never used before.
+    msgs = kam.messages()
+    offers = [m.sdp() for d, _, m in msgs if d == "in" and m.is_request and m.method == "INVITE"
+              and m.sdp() and m.headers.get("from", "").find("linphone") >= 0]
+    check(len(offers) == 7, "linphone's INVITE and six re-INVITEs with SDP", len(offers))
+    seen = set()
+    for n, sdp in enumerate(offers):
+        keys = {k for _, _, k in sdp.crypto(0)}
+        check(keys and not (keys & seen), f"offer {n} from linphone to carry keys never used before",
+              f"{len(keys)} keys, {len(keys & seen)} reused")
+        seen |= keys
+    answers = [m.sdp() for d, dst, m in msgs if d == "out" and dst == f"127.0.0.1:{lp.sip_port}"
+               and m.status == 200 and m.method == "INVITE" and m.sdp()]
+    relay_keys = {k for sdp in answers for _, _, k in sdp.crypto(0)}
+    check(len(answers) == 7 and len(relay_keys) == 1,
+          "seven answers to linphone, all with the relay's one unchanged key", f"{len(answers)} answers, "
+          f"{len(relay_keys)} distinct keys")
+    m = relay.metrics()
+    rekeys = counter(m, "srtp_relay_rekeys_total")
+    check(rekeys >= 6, "the relay to count at least 6 re-keys", rekeys)
+    d = drops(m)
+    check(not d.get("auth_failed") and not d.get("replayed"),
+          "no packet refused across the re-keys (old-key packets in flight are accepted)", d)
+
+    # Continuity. A re-INVITE takes this long (command to linphone's confirmation):
+    reinv = max(reinvites)
+    slack = 0.3  # the counters are scraped every 50 ms on a shared machine
+    gap_ab = poll.gaps("decrypt", t_connected + 0.5, t_end)[0]
+    check(gap_ab[1] - gap_ab[0] <= reinv + slack,
+          f"linphone to bob: no gap over {reinv + slack:.2f} s (longest re-INVITE {reinv:.2f} s + "
+          f"{slack} s) across 6 re-keys",
+          f"{gap_ab[1] - gap_ab[0]:.2f} s without a packet at {gap_ab[0] - t_connected:.2f} s into the call")
+    worst_ba = 0.0
+    for start, end in talk:
+        a, z = poll.gaps("encrypt", start, end)[0]
+        worst_ba = max(worst_ba, z - a)
+        check(z - a <= reinv + slack,
+              f"bob to linphone: no gap over {reinv + slack:.2f} s while not on hold",
+              f"{z - a:.2f} s without a packet at {a - t_connected:.2f} s into the call")
+    # baresip's recorder stops at the first re-INVITE that changes the direction (its player
+    # is restarted), so bob's file only covers the time before the first hold; what bob got
+    # after the re-keys is the "decrypt" counter above: packets that authenticated under
+    # linphone's new keys. Linphone's recording covers the whole call.
+    expect_tone(bob.decoded_wav(), 440, 1.5, "bob (before the first hold)")
+    expect_tone(rec, 660, 4.0, "linphone")
+    return (f"{len(offers) - 1} re-INVITEs with new keys, {int(rekeys)} re-keys, longest gap "
+            f"{gap_ab[1] - gap_ab[0]:.2f} s linphone to bob, {worst_ba:.2f} s bob to linphone "
+            f"(re-INVITE {reinv:.2f} s)")
+
+
+# ---------------------------------------------------------------------------------------------
 # 5. GStreamer srtpenc/srtpdec with known keys, both suites, driven over ng directly
 
 
@@ -257,5 +434,7 @@ def offer_b_port(sdp):
 ALL = [
     Scenario("kamailio-baresip-srtp", kamailio_baresip, 40),
     Scenario("baresip-srtp-to-plain", baresip_srtp_plain, 40),
+    Scenario("linphone-capneg", linphone_capneg, 60),
+    Scenario("linphone-rekey-every-reinvite", linphone_rekey, 60),
     Scenario("gstreamer-srtp-both-suites", gstreamer_srtp, 40),
 ]
