@@ -6,7 +6,7 @@ import time
 
 from harness import (Fail, Kamailio, MetricsPoller, Relay, Sdp, check, counter, expect_tone,
                      sip_summary, wait_until, write_tone)
-from peers import Baresip, Linphone, gst_peer, sipp, sleep_until, write  # noqa: F401
+from peers import Baresip, Linphone, gst_peer, port_bound, sipp, write
 
 
 class Ctx:
@@ -431,10 +431,297 @@ def offer_b_port(sdp):
     return sdp.media[0]["port"]
 
 
+# ---------------------------------------------------------------------------------------------
+# 6. SIPp: exact SDP offers that real phones send
+
+
+UAC_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="uac">
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: {user} <sip:{user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:{user}@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+{sdp}
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="{status}" rrs="true"/>
+{after}
+</scenario>
+"""
+
+UAC_ACK_BYE = """  <send><![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: {user} <sip:{user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+[routes]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Contact: <sip:{user}@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <pause milliseconds="1500"/>
+  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: {user} <sip:{user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+[routes]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Contact: <sip:{user}@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200" crlf="true"/>"""
+
+# A non-2xx final response is acknowledged in the same transaction (RFC 3261 §17.1.1.3).
+UAC_ACK_REJECT = """  <send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-1]
+From: {user} <sip:{user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>"""
+
+UAS_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="uas">
+  <recv request="INVITE" crlf="true"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+[last_Record-Route:]
+Contact: <sip:uas@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+{sdp}
+]]></send>
+  <recv request="ACK" crlf="true"/>
+  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+</scenario>
+"""
+
+KEY_A = "MI1fKA4carK9sRbo1RitHcXoYTHf6N76t1B9OEQq"
+KEY_B = "a5IF5WLbh0edJdTwaMCa9Vy51NXJqhFv0kmADn1e"
+
+# protocol.md §5 E10: baresip's OSRTP offer (RTP/AVP with a=crypto).
+OSRTP_OFFER = f"""v=0
+o=- 3811448773 713579517 IN IP4 127.0.0.1
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+m=audio {{port}} RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
+a=sendrecv
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_A}
+a=ptime:20"""
+
+# A phone that knows nothing of SRTP: plain RTP/AVP answer, no crypto, no acfg.
+PLAIN_ANSWER = """v=0
+o=uas 2000 1 IN IP4 127.0.0.1
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+m=audio {port} RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=sendrecv"""
+
+# protocol.md §5 E8: SRTP audio and plain video in one SDP (a video phone such as Radvision).
+TWO_MLINE_OFFER = """v=0
+o=alice 5000 1 IN IP4 127.0.0.1
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+m=audio {port} RTP/SAVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:6nN1J3NtHzq4nKI/4z2z+XrcX6NPl9gPuPCv5kRb
+a=sendrecv
+m=video {port2} RTP/AVP 96
+a=rtpmap:96 H264/90000
+a=fmtp:96 profile-level-id=42e01f;packetization-mode=1
+a=sendrecv"""
+
+# The callee takes the relay's cap-neg SRTP for audio (RFC 5939: RTP/SAVP, its own key, acfg)
+# and keeps the video plain.
+TWO_MLINE_ANSWER = f"""v=0
+o=uas 2000 1 IN IP4 127.0.0.1
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+m=audio {{port}} RTP/SAVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_B}
+a=acfg:1 t=1 a=1
+a=sendrecv
+m=video {{port2}} RTP/AVP 96
+a=rtpmap:96 H264/90000
+a=sendrecv"""
+
+# protocol.md §5 E7: a legacy phone's plain offer.
+PLAIN_OFFER = """v=0
+o=legacy 4000 1 IN IP4 127.0.0.1
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+m=audio {port} RTP/AVP 0 8 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=sendrecv"""
+
+RELAY_CONFIG = """[security]
+system = "best-effort"
+
+[extensions."enforced"]
+security = "enforce"
+"""
+
+
+def sipp_case(ctx, kam, name, user, service, offer, answer, status, uac_port, uas_port):
+    """Runs one SIPp call through Kamailio: UAC (From `user`) -> `service` -> SIPp UAS. Returns
+    the call's SIP messages and the relay's `query` taken while the call was up."""
+    d = os.path.join(ctx.workdir, name)
+    media = ctx.base + 50
+    after = UAC_ACK_BYE if status == 200 else UAC_ACK_REJECT
+    write(os.path.join(d, "uac.xml"), UAC_XML.format(
+        user=user, status=status, sdp=offer.format(port=media, port2=media + 2),
+        after=after.format(user=user)))
+    uas = None
+    if answer:
+        write(os.path.join(d, "uas.xml"), UAS_XML.format(sdp=answer.format(port=media + 10, port2=media + 12)))
+        uas = sipp(ctx.procs, f"{name}-uas", os.path.join(d, "uas.xml"), None, uas_port)
+        wait_until(f"{name}: SIPp UAS to listen", lambda: port_bound(uas_port), 5)
+    uac = sipp(ctx.procs, f"{name}-uac", os.path.join(d, "uac.xml"), f"127.0.0.1:{kam.port}", uac_port,
+               service=service)
+    query = None
+    if status == 200:
+        def answered():
+            for cid in ctx.relay.cmd({"command": "list"}).get("calls", []):
+                q = ctx.relay.cmd({"command": "query", "call-id": cid})
+                if q.get("to-tag"):
+                    return q
+        query = wait_until(f"{name}: the call to be answered at the relay", answered, 8)
+    rc = ctx.procs.wait(uac, 15)
+    check(rc == 0, f"{name}: SIPp UAC to complete its scenario (exit 0)",
+          f"exit {rc}: {open(os.path.join(d, name + '-uac-errors.log')).read()[-400:] if os.path.exists(os.path.join(d, name + '-uac-errors.log')) else ''}")
+    if uas:
+        rc = ctx.procs.wait(uas, 10)
+        check(rc == 0, f"{name}: SIPp UAS to complete its scenario (exit 0)", f"exit {rc}")
+    msgs = [m for m in kam.messages() if "SIPpTag00" in m[2].headers.get("from", "")
+            and m[2].headers.get("from", "").startswith(user)]
+    return msgs, query
+
+
+def sipp_offers(ctx):
+    """Three offers real phones send, through Kamailio and the relay to a SIPp UAS."""
+    relay = ctx.start_relay(config=RELAY_CONFIG)
+    kam = ctx.start_kamailio()
+    b = ctx.base
+    uas_port = b + 24
+
+    # OSRTP (RFC 8643) from a best-effort caller to a plain callee: the caller must get an
+    # RTP/AVP answer with one a=crypto (never RTP/SAVP), the callee the relay's own cap-neg
+    # offer, and the relay transcodes.
+    msgs, q = sipp_case(ctx, kam, "osrtp", "osrtp", f"besteffort-{uas_port}-uas", OSRTP_OFFER,
+                        PLAIN_ANSWER, 200, b + 20, uas_port)
+    to_uas = must(find(msgs, "out", dst=f"127.0.0.1:{uas_port}", method="INVITE"), "osrtp: INVITE to the UAS").sdp()
+    to_uac = must(find(msgs, "out", dst=f"127.0.0.1:{b + 20}", status=200), "osrtp: 200 OK to the UAC").sdp()
+    check(to_uas.media[0]["proto"] == "RTP/AVP" and not to_uas.crypto(0) and to_uas.attrs(0, "pcfg")
+          and to_uas.attrs(0, "tcap") == ["tcap:1 RTP/SAVP"] and KEY_A not in to_uas.text,
+          "osrtp: the callee offered RTP/AVP with the relay's tcap/acap/pcfg, no a=crypto, not the caller's key",
+          to_uas.summary())
+    got = to_uac.crypto(0)
+    check(to_uac.media[0]["proto"] == "RTP/AVP" and len(got) == 1 and got[0][:2] == ("1", SUITE["80"])
+          and got[0][2] != KEY_A and not capneg_leaks(to_uac),
+          "osrtp: answer RTP/AVP with exactly a=crypto:1 AES_CM_128_HMAC_SHA1_80 and the relay's key",
+          to_uac.summary())
+    st = q["streams"][0]
+    check((st["from-A"], st["from-B"]) == ("decrypt", "encrypt"),
+          "osrtp: SRTP from the caller decrypted, plain from the callee encrypted", st)
+
+    # Two m-lines: SRTP audio and plain video. Audio stays SRTP on both legs, video plain, each
+    # m-line decided on its own.
+    msgs, q = sipp_case(ctx, kam, "two-mlines", "video", f"besteffort-{uas_port}-uas",
+                        TWO_MLINE_OFFER, TWO_MLINE_ANSWER, 200, b + 26, uas_port)
+    to_uas = must(find(msgs, "out", dst=f"127.0.0.1:{uas_port}", method="INVITE"),
+                  "two-mlines: INVITE to the UAS").sdp()
+    to_uac = must(find(msgs, "out", dst=f"127.0.0.1:{b + 26}", status=200), "two-mlines: 200 OK to the UAC").sdp()
+    check(len(to_uas.media) == 2 and ("acap:1 crypto:1 " + SUITE["80"]) in " ".join(to_uas.media[0]["attrs"]),
+          "two-mlines: the callee offered audio with a=acap:1 crypto:1 AES_CM_128_HMAC_SHA1_80 and a video m-line",
+          to_uas.summary())
+    check(len(to_uac.media) == 2
+          and to_uac.media[0]["proto"] == "RTP/SAVP" and len(to_uac.crypto(0)) == 1
+          and to_uac.crypto(0)[0][:2] == ("1", SUITE["80"])
+          and to_uac.media[1]["proto"] == "RTP/AVP" and not to_uac.crypto(1) and to_uac.media[1]["port"] != 0
+          and not capneg_leaks(to_uac) and KEY_B not in to_uac.text,
+          "two-mlines: answer audio RTP/SAVP with one a=crypto:1 (relay key), video RTP/AVP plain on a live port",
+          to_uac.summary())
+    audio, video = q["streams"]
+    check((audio["from-A"], audio["from-B"], video["from-A"], video["from-B"])
+          == ("decrypt+encrypt", "decrypt+encrypt", "plain", "plain"),
+          "two-mlines: audio decrypt+encrypt both ways, video plain both ways", q["streams"])
+
+    # Enforce: a plain offer from an extension the relay's config puts under enforce. The relay
+    # refuses it and Kamailio turns that into 488; the callee never sees the call.
+    msgs, _ = sipp_case(ctx, kam, "enforce-488", "enforced", f"besteffort-{uas_port}-uas", PLAIN_OFFER,
+                        None, 488, b + 28, uas_port)
+    check(not find(msgs, "out", dst=f"127.0.0.1:{uas_port}", method="INVITE"),
+          "enforce-488: no INVITE to the callee", "one was forwarded")
+    # Kamailio's stateless 488 does not pass its onsend_route; SIPp's own trace shows it.
+    trace = open(os.path.join(ctx.workdir, "enforce-488", "enforce-488-uac-msgs.log")).read()
+    check("SIP/2.0 488 Not Acceptable Here" in trace, "enforce-488: the caller to receive 488",
+          [line for line in trace.splitlines() if line.startswith("SIP/2.0")])
+    log = open(relay.proc.logpath).read()
+    want = "media security enforce: m-line 0 (audio): offer has no usable SRTP"
+    check(want in log, f"enforce-488: the relay's reason '{want}'",
+          [line for line in log.splitlines() if 'result="error"' in line])
+    wait_until("no call left at the relay", lambda: relay.cmd({"command": "list"}).get("calls") == [], 5)
+    return "OSRTP answered RTP/AVP+crypto, audio SRTP + video plain, enforce refusal became 488"
+
+
 ALL = [
     Scenario("kamailio-baresip-srtp", kamailio_baresip, 40),
     Scenario("baresip-srtp-to-plain", baresip_srtp_plain, 40),
     Scenario("linphone-capneg", linphone_capneg, 60),
     Scenario("linphone-rekey-every-reinvite", linphone_rekey, 60),
     Scenario("gstreamer-srtp-both-suites", gstreamer_srtp, 40),
+    Scenario("sipp-real-phone-offers", sipp_offers, 60),
 ]
