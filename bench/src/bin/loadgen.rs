@@ -7,21 +7,21 @@
 //!
 //! ```text
 //! loadgen --ng 127.0.0.1:2223 --calls 100 --pps 50 --seconds 10 --mode plain-to-srtp \
-//!         [--relay-pid PID] [--batch K] [--phase PPS:SECONDS ...] [--json]
+//!         [--relay-pid PID] [--batch K] [--rx-coalesce-us N] [--phase PPS:SECONDS ...] [--json]
 //! ```
 //! Modes: `plain` (A and B plain), `plain-to-srtp` (B under SRTP), `srtp-to-srtp` (both legs
 //! SRTP under different keys: the relay decrypts and encrypts again). `--pps` is per stream;
 //! 0 sends flat out. `--batch K` sends up to K packets per stream per `sendmmsg` (1 paces packet
-//! by packet). Each `--phase` runs for its seconds at its rate; packets belong to the phase in
+//! by packet). `--rx-coalesce-us N` lets the receiver sleep N µs after each wake-up, so that it
+//! costs the generator's core less at high rates (latency then includes up to N µs more; use it
+//! for capacity, not for latency). Each `--phase` runs for its seconds at its rate; packets belong to the phase in
 //! which they were sent, so an overload phase followed by a normal one shows whether every
 //! stream recovers. SRTP the relay sends is decrypted with the key it offered, so a delivered
 //! packet is an authenticated one. Loopback only; bounded in time (600 s at most).
 #![allow(clippy::disallowed_methods)] // a load generator reads the clock by design
 
-use std::cell::RefCell;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -52,6 +52,7 @@ struct Args {
     mode: Mode,
     batch: usize,
     relay_pid: Option<u32>,
+    rx_coalesce: Duration,
     json: bool,
 }
 
@@ -59,7 +60,7 @@ fn usage(msg: &str) -> ! {
     eprintln!("loadgen: {msg}");
     eprintln!(
         "usage: loadgen [--ng ADDR:PORT] [--calls N] [--pps N] [--seconds N] [--phase PPS:SECONDS]... \
-         [--mode plain|plain-to-srtp|srtp-to-srtp] [--batch K] [--relay-pid PID] [--json]"
+         [--mode plain|plain-to-srtp|srtp-to-srtp] [--batch K] [--rx-coalesce-us N] [--relay-pid PID] [--json]"
     );
     std::process::exit(2)
 }
@@ -72,6 +73,7 @@ fn args() -> Args {
         mode: Mode::PlainToSrtp,
         batch: 1,
         relay_pid: None,
+        rx_coalesce: Duration::ZERO,
         json: false,
     };
     let (mut pps, mut seconds) = (50u64, 10.0f64);
@@ -109,6 +111,7 @@ fn args() -> Args {
             }
             "--batch" => a.batch = (num(v()) as usize).clamp(1, sys::BATCH),
             "--relay-pid" => a.relay_pid = Some(num(v()) as u32),
+            "--rx-coalesce-us" => a.rx_coalesce = Duration::from_micros(num(v()) as u64),
             "--json" => a.json = true,
             other => usage(&format!("unknown argument {other}")),
         }
@@ -333,31 +336,32 @@ fn main() {
             .then(|| MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap());
         let call = format!("lg-{run}-{i}");
         let a_port = a.local_addr().unwrap().port();
-        let offer_to_b = ng.sdp(&[
-            ("command", Value::str("offer")),
-            ("call-id", Value::str(&call)),
-            ("from-tag", Value::str("a")),
-            (
-                "sdp",
-                Value::str(&sdp(a_port, key_a.as_ref().map(|k| (1, k)))),
-            ),
-            (
-                "transport-protocol",
-                Value::str(if srtp_out { "RTP/SAVP" } else { "RTP/AVP" }),
-            ),
-            ("ICE", Value::str("remove")),
-            ("DTLS", Value::str("off")),
-            ("SDES", sdes_flags()),
-            // srtp-relay's policy key (other relays ignore it): A's SRTP offer is to be taken.
-            (
-                "from-media-security",
-                Value::str(if key_a.is_some() {
-                    "enforce"
-                } else {
-                    "same-as-system"
-                }),
-            ),
-        ]);
+        let offer_to_b = ng.sdp(
+            &[
+                ("command", Value::str("offer")),
+                ("call-id", Value::str(&call)),
+                ("from-tag", Value::str("a")),
+                (
+                    "sdp",
+                    Value::str(&sdp(a_port, key_a.as_ref().map(|k| (1, k)))),
+                ),
+                (
+                    "transport-protocol",
+                    Value::str(if srtp_out { "RTP/SAVP" } else { "RTP/AVP" }),
+                ),
+                ("ICE", Value::str("remove")),
+                ("DTLS", Value::str("off")),
+                ("SDES", sdes_flags()),
+            ]
+            .into_iter()
+            // srtp-relay's policy key (rtpengine ignores it, with a warning): A's SRTP is to be taken.
+            .chain(
+                key_a
+                    .is_some()
+                    .then(|| ("from-media-security", Value::str("enforce"))),
+            )
+            .collect::<Vec<_>>(),
+        );
         let _ = media_addr(&offer_to_b);
         // B answers the relay's _80 offer with its own key; B only receives, under the relay's.
         let (rx, b_crypto) = if srtp_out {
@@ -405,8 +409,8 @@ fn main() {
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let receiver = {
-        let (stop, bounds, calls) = (Arc::clone(&stop), bounds.clone(), args.calls);
-        std::thread::spawn(move || receive(receivers, start, &bounds, calls, &stop))
+        let (stop, bounds, coalesce) = (Arc::clone(&stop), bounds.clone(), args.rx_coalesce);
+        std::thread::spawn(move || receive(receivers, start, &bounds, coalesce, &stop))
     };
 
     let sent = send(&args, &mut streams, start);
@@ -501,20 +505,27 @@ fn send(args: &Args, streams: &mut [Stream], start: Instant) -> Vec<SentPhase> {
 
 /// Receives on every B socket until the sender stops and the relay has been quiet for 300 ms
 /// (2 s at most), decrypting SRTP with the relay's key and sorting packets into phases by their
-/// send timestamps.
+/// send timestamps. Each wake-up drains every ready socket; with `coalesce` it then sleeps that
+/// long, so that one wake-up finds many packets (fewer context switches with the sender on the
+/// same core, at the price of that much added latency).
 fn receive(
     sockets: Vec<(UdpSocket, Option<SrtpContext>)>,
     start: Instant,
     bounds: &[u64],
-    calls: usize,
+    coalesce: Duration,
     stop: &AtomicBool,
 ) -> Received {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let local = tokio::task::LocalSet::new();
-    let state = Rc::new(RefCell::new(Received {
+    let calls = sockets.len();
+    let mut poll = mio::Poll::new().unwrap();
+    let mut socks = Vec::with_capacity(calls);
+    for (i, (sock, rx)) in sockets.into_iter().enumerate() {
+        let mut sock = mio::net::UdpSocket::from_std(sock);
+        poll.registry()
+            .register(&mut sock, mio::Token(i), mio::Interest::READABLE)
+            .unwrap();
+        socks.push((sock, rx));
+    }
+    let mut st = Received {
         phases: vec![
             GotPhase {
                 got: vec![0; calls],
@@ -523,80 +534,64 @@ fn receive(
             bounds.len()
         ],
         ..Received::default()
-    }));
-    let last = Rc::new(std::cell::Cell::new(Instant::now()));
-    local.block_on(&rt, async {
-        for (i, (sock, rx)) in sockets.into_iter().enumerate() {
-            let (state, last) = (Rc::clone(&state), Rc::clone(&last));
-            let bounds = bounds.to_vec();
-            tokio::task::spawn_local(async move {
-                let sock = sys::register(sock).expect("register a socket");
-                let mut rx = rx;
-                let mut bufs: Vec<PacketBuf> = (0..sys::BATCH).map(|_| PacketBuf::new()).collect();
-                let mut srcs = [None; sys::BATCH];
-                loop {
-                    let Ok(mut ready) = sock.readable().await else {
-                        return;
+    };
+    let mut events = mio::Events::with_capacity(1024);
+    let mut bufs: Vec<PacketBuf> = (0..sys::BATCH).map(|_| PacketBuf::new()).collect();
+    let mut srcs = [None; sys::BATCH];
+    let mut last = Instant::now();
+    let mut stopped_at = None;
+    loop {
+        let _ = poll.poll(&mut events, Some(Duration::from_millis(20)));
+        for ev in &events {
+            let i = ev.token().0;
+            let (sock, rx) = &mut socks[i];
+            // Edge-triggered: drain until the queue is empty.
+            while let Ok(n) = sys::recv_batch(sock.as_raw_fd(), &mut bufs, &mut srcs) {
+                let now = start.elapsed().as_nanos() as u64;
+                last = Instant::now();
+                for buf in &mut bufs[..n] {
+                    let pkt = buf.as_mut_slice();
+                    let len = match rx {
+                        Some(rx) => match rx.unprotect_rtp(pkt) {
+                            Ok(len) => len,
+                            Err(_) => {
+                                st.auth_failures += 1;
+                                continue;
+                            }
+                        },
+                        None => pkt.len(),
                     };
-                    let fd = sock.get_ref().as_raw_fd();
-                    let Ok(Ok(n)) = ready.try_io(|_| sys::recv_batch(fd, &mut bufs, &mut srcs))
-                    else {
+                    if len < 24 || pkt[20..24] != (i as u32).to_be_bytes() {
+                        st.foreign += 1;
                         continue;
-                    };
-                    if n < sys::BATCH {
-                        ready.clear_ready();
                     }
-                    let now = start.elapsed().as_nanos() as u64;
-                    last.set(Instant::now());
-                    let mut st = state.borrow_mut();
-                    for buf in &mut bufs[..n] {
-                        let pkt = buf.as_mut_slice();
-                        let len = match &mut rx {
-                            Some(rx) => match rx.unprotect_rtp(pkt) {
-                                Ok(len) => len,
-                                Err(_) => {
-                                    st.auth_failures += 1;
-                                    continue;
-                                }
-                            },
-                            None => pkt.len(),
-                        };
-                        if len < 24 || pkt[20..24] != (i as u32).to_be_bytes() {
-                            st.foreign += 1;
-                            continue;
-                        }
-                        let stamp = u64::from_be_bytes(pkt[12..20].try_into().unwrap());
-                        let phase = bounds
-                            .partition_point(|&b| b <= stamp)
-                            .min(bounds.len() - 1);
-                        let p = &mut st.phases[phase];
-                        p.got[i] += 1;
-                        if p.latency_ns.len() < MAX_SAMPLES {
-                            p.latency_ns
-                                .push(now.saturating_sub(stamp).min(u64::from(u32::MAX)) as u32);
-                        }
+                    let stamp = u64::from_be_bytes(pkt[12..20].try_into().unwrap());
+                    let phase = bounds
+                        .partition_point(|&b| b <= stamp)
+                        .min(bounds.len() - 1);
+                    let p = &mut st.phases[phase];
+                    p.got[i] += 1;
+                    if p.latency_ns.len() < MAX_SAMPLES {
+                        let ns = now.saturating_sub(stamp).min(u64::from(u32::MAX));
+                        p.latency_ns.push(ns as u32);
                     }
                 }
-            });
-        }
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        let mut stopped_at = None;
-        loop {
-            tick.tick().await;
-            if stop.load(Ordering::Relaxed) {
-                let at = *stopped_at.get_or_insert_with(Instant::now);
-                let quiet = last.get().elapsed() > Duration::from_millis(300);
-                if quiet || at.elapsed() > Duration::from_secs(2) {
+                if n < sys::BATCH {
                     break;
                 }
             }
         }
-    });
-    drop(local);
-    Rc::try_unwrap(state)
-        .ok()
-        .expect("receive tasks are gone")
-        .into_inner()
+        if stop.load(Ordering::Relaxed) {
+            let at = *stopped_at.get_or_insert_with(Instant::now);
+            if last.elapsed() > Duration::from_millis(300) || at.elapsed() > Duration::from_secs(2)
+            {
+                return st;
+            }
+        }
+        if !coalesce.is_zero() {
+            std::thread::sleep(coalesce);
+        }
+    }
 }
 
 fn loss_pct(sent: u64, got: u64) -> f64 {
