@@ -29,7 +29,7 @@ net_interface 127.0.0.1
 audio_player alsa,null
 audio_source aufile,{tone}
 audio_alert alsa,null
-rtp_ports {rtp_lo}-{rtp_lo + 18}
+rtp_ports {rtp_lo}-{rtp_lo + 9}
 rtcp_mux no
 module_path /usr/lib/baresip/modules
 module g711.so

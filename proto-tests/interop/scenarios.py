@@ -214,7 +214,8 @@ def capneg_leaks(sdp):
 def linphone_capneg(ctx):
     """Linphone offers SRTP with RFC 5939 capability negotiation (its actual configuration is
     RTP/SAVP with a=crypto, potential ones add DTLS, ZRTP and plain RTP/AVP). Through the relay
-    to bob (baresip srtp-mand) under enforce, then to carol (baresip, plain) under disabled."""
+    to bob (baresip srtp-mand) under enforce, then to carol (baresip, plain) under disabled;
+    then linphone answers the relay's own cap-neg offer (a call from dave, plain)."""
     relay = ctx.start_relay()
     kam = ctx.start_kamailio()
     b = ctx.base
@@ -262,6 +263,40 @@ def linphone_capneg(ctx):
         check(min(moved) >= 100, f"{who}: packets forwarded as {'/'.join(sorted(set(transforms)))}",
               moved)
         notes.append(f"{policy}: {proto} {'/'.join(sorted(set(transforms)))}")
+    # And the other way round: a plain caller (dave) to linphone under best-effort. The relay
+    # offers linphone its own cap-neg (RTP/AVP with tcap/acap/pcfg) and linphone, as an RFC 5939
+    # answerer, takes SRTP with a=acfg.
+    dave = Baresip(ctx.workdir, "dave", b + 26, b + 70, ctx.tone(880), None)
+    before = relay.metrics()
+    lp.send("autoanswer enable")
+    off = len(lp.output())
+    dave.start(ctx.procs, 5, dial=f"sip:besteffort-{lp.sip_port}-linphone@127.0.0.1:{kam.port}")
+    lp.wait_output("connected", 8, off)
+    rec = os.path.join(ctx.workdir, "linphone-dave.wav")
+    lp.send(f"play {ctx.tone(440)}")
+    lp.send(f"record {rec}")
+    ctx.procs.wait(dave.proc, 12)
+    msgs = [m for m in kam.messages() if m[2].headers.get("from", "").find("dave") >= 0]
+    who = "call from dave (plain) to linphone (best-effort)"
+    to_lp = must(find(msgs, "out", dst=f"127.0.0.1:{lp.sip_port}", method="INVITE"),
+                 f"{who}: the INVITE to linphone").sdp()
+    lp_ans = must(find(msgs, "in", status=200, method="INVITE"), f"{who}: linphone's 200 OK").sdp()
+    to_dave = must(find(msgs, "out", dst=f"127.0.0.1:{dave.sip_port}", status=200, method="INVITE"),
+                   f"{who}: the 200 OK to dave").sdp()
+    check(to_lp.media[0]["proto"] == "RTP/AVP" and to_lp.attrs(0, "pcfg") and to_lp.acap_crypto(0)
+          and not to_lp.crypto(0),
+          f"{who}: the relay's cap-neg offer to linphone (RTP/AVP, tcap/acap/pcfg)", to_lp.summary())
+    check(lp_ans.media[0]["proto"] == "RTP/SAVP" and len(lp_ans.crypto(0)) == 1 and lp_ans.attrs(0, "acfg"),
+          f"{who}: linphone to take SRTP through cap-neg (RTP/SAVP, one a=crypto, a=acfg)", lp_ans.summary())
+    expect_leg(to_dave, f"{who}: 200 OK to dave", "RTP/AVP", False, ctx)
+    expect_tone(dave.decoded_wav(), 440, 1.5, f"{who}: dave")
+    expect_tone(rec, 880, 1.5, f"{who}: linphone")
+    after = relay.metrics()
+    moved = [counter(after, "srtp_relay_packets_total", direction="out", transform=t)
+             - counter(before, "srtp_relay_packets_total", direction="out", transform=t)
+             for t in ("encrypt", "decrypt")]
+    check(min(moved) >= 100, f"{who}: packets encrypted towards linphone and decrypted from it", moved)
+    notes.append("linphone as cap-neg answerer: RTP/SAVP + acfg")
     lp.quit(ctx.procs)
     d = drops(relay.metrics())
     check(not d.get("auth_failed") and not d.get("replayed"), "no authentication failure or replay", d)
