@@ -265,18 +265,22 @@ class MetricsPoller:
         self.stop_flag = True
         self.thread.join(timeout=2)
 
-    def gaps(self, transform, start, end):
-        """The stretches (from, to) in [start, end] in which `transform` forwarded nothing,
-        longest first, measured between the scrapes that saw the counter move."""
-        moves = []
-        prev = None
-        for t, vals in self.samples:
-            if prev is not None and vals[transform] > prev:
-                moves.append(t)
-            prev = vals[transform]
-        pts = [start] + [t for t in moves if start < t < end] + [end]
-        spans = [(a, b) for a, b in zip(pts, pts[1:])]
-        return sorted(spans, key=lambda s: s[0] - s[1])
+    def longest_silence(self, transform, start, end, packet_s=0.02, window=1.5):
+        """The longest stretch of [start, end] that `transform`'s packets (one per `packet_s`)
+        do not cover: over every pair of scrapes at most `window` s apart, elapsed time minus
+        packets forwarded times `packet_s`. Packets that arrive late in a burst count as
+        covering, and a scrape that is itself late does not look like a gap; the window keeps
+        a sender's clock drift from adding up. Returns (seconds, from, to)."""
+        pts = [(t, v[transform]) for t, v in self.samples if start <= t <= end]
+        best = (0.0, start, start)
+        for i, (t0, c0) in enumerate(pts):
+            for t1, c1 in pts[i + 1:]:
+                if t1 - t0 > window:
+                    break
+                silent = (t1 - t0) - (c1 - c0) * packet_s
+                if silent > best[0]:
+                    best = (silent, t0, t1)
+        return best
 
     def count(self, transform):
         return self.samples[-1][1][transform] - self.samples[0][1][transform] if self.samples else 0
