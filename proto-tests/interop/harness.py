@@ -12,6 +12,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 import urllib.request
 import wave
@@ -244,7 +245,6 @@ class MetricsPoller:
     scenario can find the longest stretch in which a direction forwarded nothing."""
 
     def __init__(self, relay, transforms):
-        import threading
         self.relay, self.transforms, self.samples = relay, transforms, []
         self.stop_flag = False
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -282,8 +282,6 @@ class MetricsPoller:
                     best = (silent, t0, t1)
         return best
 
-    def count(self, transform):
-        return self.samples[-1][1][transform] - self.samples[0][1][transform] if self.samples else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,12 +387,6 @@ class Sdp:
         """Every key in the SDP, plain a=crypto or cap-neg acap."""
         return {k for i in range(len(self.media)) for (_, _, k) in self.crypto(i) + self.acap_crypto(i)}
 
-    def direction(self, i):
-        for d in ("sendrecv", "sendonly", "recvonly", "inactive"):
-            if d in self.media[i]["attrs"]:
-                return d
-        return "sendrecv"
-
     def summary(self):
         return "; ".join(
             f"m={m['kind']} {m['port']} {m['proto']} "
@@ -476,6 +468,7 @@ def expect_tone(path, freq, min_seconds, who):
         raise Fail(f"{who}: a recording with the {freq} Hz tone; got no WAV file ({path})")
     got, total, level = tone_report(path, freq)
     check(got >= min_seconds,
-          f"{who}: at least {min_seconds:.1f} s of a {freq} Hz tone above -30 dBFS in {os.path.basename(path)}",
+          f"{who}: at least {min_seconds:.1f} s of a {freq} Hz tone above -30 dBFS in "
+          f"{os.path.basename(path)}",
           f"{got:.2f} s of {total:.2f} s (median level {level:.1f} dBFS)")
     return got, level

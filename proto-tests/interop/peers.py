@@ -3,7 +3,6 @@ GStreamer SRTP endpoint (gst_peer.py). protocol.md §4 has the recipes these fol
 import glob
 import os
 import subprocess
-import time
 
 from harness import HERE, Fail, wait_until
 
@@ -166,9 +165,3 @@ def sipp(procs, name, scenario, remote, local_port, calls=1, service="x", extra=
     if remote:
         argv.insert(1, remote)
     return procs.start(name, argv)
-
-
-def sleep_until(t):
-    d = t - time.monotonic()
-    if d > 0:
-        time.sleep(d)

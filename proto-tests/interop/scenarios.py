@@ -397,7 +397,8 @@ def linphone_rekey(ctx):
     expect_tone(bob.decoded_wav(), 440, 1.5, "bob (before the first hold)")
     expect_tone(rec, 660, 4.0, "linphone")
     return (f"{len(offers) - 1} re-INVITEs with new keys, {int(rekeys)} re-keys, longest gap "
-            f"{gap_ab:.2f} s linphone to bob (at {a - t_connected:.1f}-{z - t_connected:.1f} s), {worst_ba:.2f} s bob to linphone "
+            f"{gap_ab:.2f} s linphone to bob (at {a - t_connected:.1f}-{z - t_connected:.1f} s), "
+            f"{worst_ba:.2f} s bob to linphone "
             f"(re-INVITE {reinv:.2f} s)")
 
 
@@ -461,7 +462,8 @@ def gstreamer_srtp(ctx):
     d = drops(m)
     check(fwd >= 4 * 180, "at least 720 packets decrypted and re-encrypted (4 streams of 200)", fwd)
     check(not d.get("auth_failed") and not d.get("replayed"), "no authentication failure or replay", d)
-    return f"suites crossed both ways, {int(fwd)} packets, tone {min(heard):.1f}-{max(heard):.1f} s per stream"
+    return (f"suites crossed both ways, {int(fwd)} packets, "
+            f"tone {min(heard):.1f}-{max(heard):.1f} s per stream")
 
 
 def offer_b_port(sdp):
@@ -663,7 +665,8 @@ def sipp_case(ctx, kam, name, user, service, offer, answer, status, uac_port, ua
         after=after.format(user=user)))
     uas = None
     if answer:
-        write(os.path.join(d, "uas.xml"), UAS_XML.format(sdp=answer.format(port=media + 10, port2=media + 12)))
+        sdp = answer.format(port=media + 10, port2=media + 12)
+        write(os.path.join(d, "uas.xml"), UAS_XML.format(sdp=sdp))
         uas = sipp(ctx.procs, f"{name}-uas", os.path.join(d, "uas.xml"), None, uas_port)
         wait_until(f"{name}: SIPp UAS to listen", lambda: port_bound(uas_port), 5)
     uac = sipp(ctx.procs, f"{name}-uac", os.path.join(d, "uac.xml"), f"127.0.0.1:{kam.port}", uac_port,
@@ -677,8 +680,9 @@ def sipp_case(ctx, kam, name, user, service, offer, answer, status, uac_port, ua
                     return q
         query = wait_until(f"{name}: the call to be answered at the relay", answered, 8)
     rc = ctx.procs.wait(uac, 15)
-    check(rc == 0, f"{name}: SIPp UAC to complete its scenario (exit 0)",
-          f"exit {rc}: {open(os.path.join(d, name + '-uac-errors.log')).read()[-400:] if os.path.exists(os.path.join(d, name + '-uac-errors.log')) else ''}")
+    errors = os.path.join(d, f"{name}-uac-errors.log")
+    errors = open(errors).read()[-400:] if os.path.exists(errors) else ""
+    check(rc == 0, f"{name}: SIPp UAC to complete its scenario (exit 0)", f"exit {rc}: {errors}")
     if uas:
         rc = ctx.procs.wait(uas, 10)
         check(rc == 0, f"{name}: SIPp UAS to complete its scenario (exit 0)", f"exit {rc}")
@@ -699,11 +703,13 @@ def sipp_offers(ctx):
     # offer, and the relay transcodes.
     msgs, q = sipp_case(ctx, kam, "osrtp", "osrtp", f"besteffort-{uas_port}-uas", OSRTP_OFFER,
                         PLAIN_ANSWER, 200, b + 20, uas_port)
-    to_uas = must(find(msgs, "out", dst=f"127.0.0.1:{uas_port}", method="INVITE"), "osrtp: INVITE to the UAS").sdp()
+    to_uas = must(find(msgs, "out", dst=f"127.0.0.1:{uas_port}", method="INVITE"),
+                  "osrtp: INVITE to the UAS").sdp()
     to_uac = must(find(msgs, "out", dst=f"127.0.0.1:{b + 20}", status=200), "osrtp: 200 OK to the UAC").sdp()
     check(to_uas.media[0]["proto"] == "RTP/AVP" and not to_uas.crypto(0) and to_uas.attrs(0, "pcfg")
           and to_uas.attrs(0, "tcap") == ["tcap:1 RTP/SAVP"] and KEY_A not in to_uas.text,
-          "osrtp: the callee offered RTP/AVP with the relay's tcap/acap/pcfg, no a=crypto, not the caller's key",
+          "osrtp: the callee offered RTP/AVP with the relay's tcap/acap/pcfg, no a=crypto, "
+          "not the caller's key",
           to_uas.summary())
     got = to_uac.crypto(0)
     check(to_uac.media[0]["proto"] == "RTP/AVP" and len(got) == 1 and got[0][:2] == ("1", SUITE["80"])
@@ -720,16 +726,19 @@ def sipp_offers(ctx):
                         TWO_MLINE_OFFER, TWO_MLINE_ANSWER, 200, b + 26, uas_port)
     to_uas = must(find(msgs, "out", dst=f"127.0.0.1:{uas_port}", method="INVITE"),
                   "two-mlines: INVITE to the UAS").sdp()
-    to_uac = must(find(msgs, "out", dst=f"127.0.0.1:{b + 26}", status=200), "two-mlines: 200 OK to the UAC").sdp()
+    to_uac = must(find(msgs, "out", dst=f"127.0.0.1:{b + 26}", status=200),
+                  "two-mlines: 200 OK to the UAC").sdp()
     check(len(to_uas.media) == 2 and ("acap:1 crypto:1 " + SUITE["80"]) in " ".join(to_uas.media[0]["attrs"]),
-          "two-mlines: the callee offered audio with a=acap:1 crypto:1 AES_CM_128_HMAC_SHA1_80 and a video m-line",
+          "two-mlines: the callee offered audio with a=acap:1 crypto:1 AES_CM_128_HMAC_SHA1_80 "
+          "and a video m-line",
           to_uas.summary())
     check(len(to_uac.media) == 2
           and to_uac.media[0]["proto"] == "RTP/SAVP" and len(to_uac.crypto(0)) == 1
           and to_uac.crypto(0)[0][:2] == ("1", SUITE["80"])
           and to_uac.media[1]["proto"] == "RTP/AVP" and not to_uac.crypto(1) and to_uac.media[1]["port"] != 0
           and not capneg_leaks(to_uac) and KEY_B not in to_uac.text,
-          "two-mlines: answer audio RTP/SAVP with one a=crypto:1 (relay key), video RTP/AVP plain on a live port",
+          "two-mlines: answer audio RTP/SAVP with one a=crypto:1 (relay key), "
+          "video RTP/AVP plain on a live port",
           to_uac.summary())
     audio, video = q["streams"]
     check((audio["from-A"], audio["from-B"], video["from-A"], video["from-B"])
