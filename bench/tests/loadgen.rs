@@ -138,10 +138,10 @@ fn counts_every_packet_per_phase_through_the_null_forwarder() {
     );
 }
 
-#[test]
-fn verifies_the_relays_srtp_in_every_mode() {
-    let ng = free_udp_port();
-    let base = 20000 + (std::process::id() % 400) as u16 * 40;
+/// srtp-relay with one worker on ng port `ng` and 40 media ports of its own: `slot` keeps the
+/// relays of tests running side by side apart.
+fn start_relay(ng: u16, slot: u16) -> Killed {
+    let base = 20000 + (std::process::id() % 200) as u16 * 80 + slot * 40;
     let relay = Killed(
         Command::new(relay_binary())
             .args([
@@ -160,6 +160,13 @@ fn verifies_the_relays_srtp_in_every_mode() {
             .unwrap(),
     );
     wait_for_ng(ng);
+    relay
+}
+
+#[test]
+fn verifies_the_relays_srtp_in_every_mode() {
+    let ng = free_udp_port();
+    let relay = start_relay(ng, 0);
     for mode in ["plain", "plain-to-srtp", "srtp-to-srtp"] {
         let json = loadgen(
             ng,
@@ -186,4 +193,42 @@ fn verifies_the_relays_srtp_in_every_mode() {
             "{mode}: {json}"
         );
     }
+}
+
+#[test]
+fn rekeys_mid_stream_without_losing_a_packet() {
+    let ng = free_udp_port();
+    let relay = start_relay(ng, 1);
+    // 4 calls, each re-keyed every 0.5 s (8 re-keys a second, spread over the calls), for 2 s.
+    let json = loadgen(
+        ng,
+        relay.0.id(),
+        &[
+            "--calls",
+            "4",
+            "--mode",
+            "srtp-to-srtp",
+            "--pps",
+            "50",
+            "--seconds",
+            "2",
+            "--rekey-every",
+            "0.5",
+        ],
+    );
+    let rekeys = numbers(&json, "rekeys");
+    assert!(
+        rekeys.len() == 1 && (12.0..=16.0).contains(&rekeys[0]),
+        "{json}"
+    );
+    // srtp-relay keeps its own key towards B across A's re-offers.
+    assert_eq!(numbers(&json, "relay_new_keys_to_b"), [0.0], "{json}");
+    // Every packet, under the old key or the new, came through authenticated.
+    assert_eq!(numbers(&json, "auth_failures"), [0.0], "{json}");
+    assert_eq!(numbers(&json, "loss_pct"), [0.0], "{json}");
+    assert_eq!(
+        numbers(&json, "min_stream_delivered_pct"),
+        [100.0],
+        "{json}"
+    );
 }

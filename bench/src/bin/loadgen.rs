@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! loadgen --ng 127.0.0.1:2223 --calls 100 --pps 50 --seconds 10 --mode plain-to-srtp \
-//!         [--relay-pid PID] [--batch K] [--rx-coalesce-us N] [--phase PPS:SECONDS ...] [--json]
+//!         [--relay-pid PID] [--batch K] [--rx-coalesce-us N] [--phase PPS:SECONDS ...] \
+//!         [--rekey-every SECONDS] [--json]
 //! ```
 //! Modes: `plain` (A and B plain), `plain-to-srtp` (B under SRTP), `srtp-to-srtp` (both legs
 //! SRTP under different keys: the relay decrypts and encrypts again). `--pps` is per stream;
@@ -16,14 +17,17 @@
 //! costs the generator's core less at high rates (latency then includes up to N µs more; use it
 //! for capacity, not for latency). Each `--phase` runs for its seconds at its rate; packets belong to the phase in
 //! which they were sent, so an overload phase followed by a normal one shows whether every
-//! stream recovers. SRTP the relay sends is decrypted with the key it offered, so a delivered
+//! stream recovers. `--rekey-every S` (srtp-to-srtp) makes every call re-key S seconds apart,
+//! spread evenly over the calls, as a phone that puts a new key in every re-INVITE does: A sends
+//! a re-offer with a new key and B answers it, then A's packets go out under the new key. Should
+//! the relay's re-offer to B carry a new key too, the receiver takes it up. SRTP the relay sends is decrypted with the key it offered, so a delivered
 //! packet is an authenticated one. Loopback only; bounded in time (600 s at most).
 #![allow(clippy::disallowed_methods)] // a load generator reads the clock by design
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -53,6 +57,7 @@ struct Args {
     batch: usize,
     relay_pid: Option<u32>,
     rx_coalesce: Duration,
+    rekey_every: Option<f64>,
     json: bool,
 }
 
@@ -60,7 +65,8 @@ fn usage(msg: &str) -> ! {
     eprintln!("loadgen: {msg}");
     eprintln!(
         "usage: loadgen [--ng ADDR:PORT] [--calls N] [--pps N] [--seconds N] [--phase PPS:SECONDS]... \
-         [--mode plain|plain-to-srtp|srtp-to-srtp] [--batch K] [--rx-coalesce-us N] [--relay-pid PID] [--json]"
+         [--mode plain|plain-to-srtp|srtp-to-srtp] [--batch K] [--rx-coalesce-us N] [--relay-pid PID] \
+         [--rekey-every SECONDS] [--json]"
     );
     std::process::exit(2)
 }
@@ -74,6 +80,7 @@ fn args() -> Args {
         batch: 1,
         relay_pid: None,
         rx_coalesce: Duration::ZERO,
+        rekey_every: None,
         json: false,
     };
     let (mut pps, mut seconds) = (50u64, 10.0f64);
@@ -112,6 +119,7 @@ fn args() -> Args {
             "--batch" => a.batch = (num(v()) as usize).clamp(1, sys::BATCH),
             "--relay-pid" => a.relay_pid = Some(num(v()) as u32),
             "--rx-coalesce-us" => a.rx_coalesce = Duration::from_micros(num(v()) as u64),
+            "--rekey-every" => a.rekey_every = Some(num(v())),
             "--json" => a.json = true,
             other => usage(&format!("unknown argument {other}")),
         }
@@ -124,6 +132,11 @@ fn args() -> Args {
     }
     if a.calls == 0 || a.calls > 10_000 {
         usage("--calls must be 1..=10000");
+    }
+    if let Some(r) = a.rekey_every
+        && (a.mode != Mode::SrtpToSrtp || r.is_nan() || r < 0.01)
+    {
+        usage("--rekey-every needs --mode srtp-to-srtp and at least 0.01 seconds");
     }
     let total: f64 = a.phases.iter().map(|p| p.1).sum();
     if !(total > 0.0 && total <= 600.0) {
@@ -198,14 +211,14 @@ fn sdes_flags() -> Value {
     Value::List(no.iter().map(|s| Value::str(&format!("no-{s}"))).collect())
 }
 
-fn sdp(port: u16, crypto: Option<(u32, &MasterKey)>) -> String {
+fn sdp(port: u16, version: u32, crypto: Option<(u32, &MasterKey)>) -> String {
     let proto = if crypto.is_some() {
         "RTP/SAVP"
     } else {
         "RTP/AVP"
     };
     let mut s = format!(
-        "v=0\r\no=lg 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+        "v=0\r\no=lg 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
          m=audio {port} {proto} 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
     );
     if let Some((tag, k)) = crypto {
@@ -283,12 +296,114 @@ fn udp_socket() -> UdpSocket {
     s.into()
 }
 
+/// One call as the ng client sees it: what its offers and answers need.
+struct Call {
+    id: String,
+    a_port: u16,
+    b_port: u16,
+    /// The relay sends SRTP to B.
+    srtp_out: bool,
+    /// The o= version of A's and B's SDP, bumped with each re-offer.
+    version: u32,
+    /// B's answer to the relay's SRTP offer: the relay's tag and B's key.
+    b_crypto: Option<(u32, MasterKey)>,
+}
+
+impl Call {
+    /// A's offer (or re-offer) with its key, if A speaks SRTP; returns the relay's SDP to B.
+    fn offer(&self, ng: &mut Ng, key_a: Option<&MasterKey>) -> String {
+        let mut pairs = vec![
+            ("command", Value::str("offer")),
+            ("call-id", Value::str(&self.id)),
+            ("from-tag", Value::str("a")),
+            (
+                "sdp",
+                Value::str(&sdp(self.a_port, self.version, key_a.map(|k| (1, k)))),
+            ),
+            (
+                "transport-protocol",
+                Value::str(if self.srtp_out { "RTP/SAVP" } else { "RTP/AVP" }),
+            ),
+            ("ICE", Value::str("remove")),
+            ("DTLS", Value::str("off")),
+            ("SDES", sdes_flags()),
+        ];
+        if self.version > 1 {
+            pairs.push(("to-tag", Value::str("b")));
+        }
+        if key_a.is_some() {
+            // srtp-relay's policy key (rtpengine ignores it, with a warning): A's SRTP is to be taken.
+            pairs.push(("from-media-security", Value::str("enforce")));
+        }
+        ng.sdp(&pairs)
+    }
+
+    /// B's answer; returns the relay's SDP to A.
+    fn answer(&self, ng: &mut Ng) -> String {
+        let b = sdp(
+            self.b_port,
+            self.version,
+            self.b_crypto.as_ref().map(|(t, k)| (*t, k)),
+        );
+        ng.sdp(&[
+            ("command", Value::str("answer")),
+            ("call-id", Value::str(&self.id)),
+            ("from-tag", Value::str("a")),
+            ("to-tag", Value::str("b")),
+            ("sdp", Value::str(&b)),
+            ("ICE", Value::str("remove")),
+        ])
+    }
+}
+
 struct Stream {
     a: UdpSocket,
     to: SocketAddr,
     tx: Option<SrtpContext>,
     seq: u16,
     ts: u32,
+    call: Call,
+    /// The key the relay offered towards B (what B decrypts with).
+    relay_key: Option<MasterKey>,
+}
+
+/// What the re-keys of a run did.
+#[derive(Default)]
+struct Rekeys {
+    /// Re-offers with a new key from A, each answered by B.
+    done: u64,
+    /// Re-offers in which the relay's SDP to B carried a key other than the one before.
+    relay_new_key: u64,
+    /// Longest time the ng exchange of one re-key held the sender up, in µs.
+    max_us: u64,
+}
+
+/// A re-INVITE with a new key from A: re-offer, B's re-answer, then A's packets under the new
+/// key (the sequence numbers go on). A new key from the relay towards B goes to the receiver.
+fn rekey(
+    s: &mut Stream,
+    i: usize,
+    ng: &mut Ng,
+    new_keys: &mpsc::Sender<(usize, MasterKey)>,
+    r: &mut Rekeys,
+) {
+    let t0 = Instant::now();
+    let key_a = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+    s.call.version += 1;
+    let offer_to_b = s.call.offer(ng, Some(&key_a));
+    let (tag, relay_key) = offered_key(&offer_to_b);
+    if let Some((t, _)) = &mut s.call.b_crypto {
+        *t = tag;
+    }
+    if s.relay_key.as_ref().map(MasterKey::key_salt) != Some(relay_key.key_salt()) {
+        r.relay_new_key += 1;
+        let _ = new_keys.send((i, relay_key.clone()));
+        s.relay_key = Some(relay_key);
+    }
+    let _ = s.call.answer(ng);
+    s.tx = Some(SrtpContext::new(&key_a, SrtpPolicy::default()));
+    r.done += 1;
+    r.max_us = r.max_us.max(t0.elapsed().as_micros() as u64);
 }
 
 /// What the sender did in one phase.
@@ -334,59 +449,27 @@ fn main() {
         let (a, b) = (udp_socket(), udp_socket());
         let key_a = (args.mode == Mode::SrtpToSrtp)
             .then(|| MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap());
-        let call = format!("lg-{run}-{i}");
-        let a_port = a.local_addr().unwrap().port();
-        let offer_to_b = ng.sdp(
-            &[
-                ("command", Value::str("offer")),
-                ("call-id", Value::str(&call)),
-                ("from-tag", Value::str("a")),
-                (
-                    "sdp",
-                    Value::str(&sdp(a_port, key_a.as_ref().map(|k| (1, k)))),
-                ),
-                (
-                    "transport-protocol",
-                    Value::str(if srtp_out { "RTP/SAVP" } else { "RTP/AVP" }),
-                ),
-                ("ICE", Value::str("remove")),
-                ("DTLS", Value::str("off")),
-                ("SDES", sdes_flags()),
-            ]
-            .into_iter()
-            // srtp-relay's policy key (rtpengine ignores it, with a warning): A's SRTP is to be taken.
-            .chain(
-                key_a
-                    .is_some()
-                    .then(|| ("from-media-security", Value::str("enforce"))),
-            )
-            .collect::<Vec<_>>(),
-        );
+        let mut call = Call {
+            id: format!("lg-{run}-{i}"),
+            a_port: a.local_addr().unwrap().port(),
+            b_port: b.local_addr().unwrap().port(),
+            srtp_out,
+            version: 1,
+            b_crypto: None,
+        };
+        let offer_to_b = call.offer(&mut ng, key_a.as_ref());
         let _ = media_addr(&offer_to_b);
         // B answers the relay's _80 offer with its own key; B only receives, under the relay's.
-        let (rx, b_crypto) = if srtp_out {
+        let rx = srtp_out.then(|| {
             let (tag, relay_key) = offered_key(&offer_to_b);
             let key_b = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+            call.b_crypto = Some((tag, key_b));
             (
-                Some(SrtpContext::new(&relay_key, SrtpPolicy::default())),
-                Some((tag, key_b)),
+                SrtpContext::new(&relay_key, SrtpPolicy::default()),
+                relay_key,
             )
-        } else {
-            (None, None)
-        };
-        let b_port = b.local_addr().unwrap().port();
-        let answer_to_a = ng.sdp(&[
-            ("command", Value::str("answer")),
-            ("call-id", Value::str(&call)),
-            ("from-tag", Value::str("a")),
-            ("to-tag", Value::str("b")),
-            (
-                "sdp",
-                Value::str(&sdp(b_port, b_crypto.as_ref().map(|(t, k)| (*t, k)))),
-            ),
-            ("ICE", Value::str("remove")),
-        ]);
-        let to = media_addr(&answer_to_a);
+        });
+        let to = media_addr(&call.answer(&mut ng));
         let tx = key_a.map(|k| SrtpContext::new(&k, SrtpPolicy::default()));
         streams.push(Stream {
             a,
@@ -394,8 +477,10 @@ fn main() {
             tx,
             seq: (i as u16).wrapping_mul(977),
             ts: 0,
+            call,
+            relay_key: rx.as_ref().map(|(_, k)| k.clone()),
         });
-        receivers.push((b, rx));
+        receivers.push((b, rx.map(|(ctx, _)| ctx)));
     }
 
     // Phase boundaries in nanoseconds after `start`: a packet belongs to the phase of its
@@ -408,12 +493,16 @@ fn main() {
     }
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
+    let (new_keys, new_keys_rx) = mpsc::channel();
     let receiver = {
         let (stop, bounds, coalesce) = (Arc::clone(&stop), bounds.clone(), args.rx_coalesce);
-        std::thread::spawn(move || receive(receivers, start, &bounds, coalesce, &stop))
+        std::thread::spawn(move || {
+            receive(receivers, start, &bounds, coalesce, &stop, &new_keys_rx)
+        })
     };
 
-    let sent = send(&args, &mut streams, start);
+    let mut rekeys = Rekeys::default();
+    let sent = send(&args, &mut streams, start, &mut ng, &new_keys, &mut rekeys);
     stop.store(true, Ordering::Relaxed);
     let received = receiver.join().expect("receiver thread");
     for i in 0..args.calls {
@@ -423,12 +512,25 @@ fn main() {
             ("from-tag", Value::str("a")),
         ]);
     }
-    report(&args, &sent, received);
+    report(&args, &sent, received, &rekeys);
 }
 
 /// Sends every phase from the calling thread; returns what was sent per phase and stream.
-fn send(args: &Args, streams: &mut [Stream], start: Instant) -> Vec<SentPhase> {
+fn send(
+    args: &Args,
+    streams: &mut [Stream],
+    start: Instant,
+    ng: &mut Ng,
+    new_keys: &mpsc::Sender<(usize, MasterKey)>,
+    rekeys: &mut Rekeys,
+) -> Vec<SentPhase> {
     let calls = streams.len();
+    // Re-keys are spread evenly: call k re-keys at (n + k / calls) * every, n = 1, 2, ...
+    let rekey_step = args
+        .rekey_every
+        .map(|e| Duration::from_secs_f64(e / calls as f64));
+    let mut next_rekey = args.rekey_every.map(|e| start + Duration::from_secs_f64(e));
+    let mut rekey_cursor = 0;
     let mut bufs = vec![[0u8; 12 + PAYLOAD + MAX_TRAILER_LEN]; sys::BATCH];
     let mut lens = [0usize; sys::BATCH];
     let mut out = Vec::new();
@@ -442,9 +544,23 @@ fn send(args: &Args, streams: &mut [Stream], start: Instant) -> Vec<SentPhase> {
         let mut sent = vec![0u64; calls];
         let mut total = 0u64;
         loop {
-            let now = Instant::now();
+            let mut now = Instant::now();
             if now >= phase_end {
                 break;
+            }
+            if let (Some(at), Some(step)) = (next_rekey.as_mut(), rekey_step)
+                && now >= *at
+            {
+                rekey(
+                    &mut streams[rekey_cursor],
+                    rekey_cursor,
+                    ng,
+                    new_keys,
+                    rekeys,
+                );
+                rekey_cursor = (rekey_cursor + 1) % calls;
+                *at += step;
+                now = Instant::now();
             }
             let round = (calls * args.batch) as u64;
             let mut due = if rate == 0.0 {
@@ -514,6 +630,7 @@ fn receive(
     bounds: &[u64],
     coalesce: Duration,
     stop: &AtomicBool,
+    new_keys: &mpsc::Receiver<(usize, MasterKey)>,
 ) -> Received {
     let calls = sockets.len();
     let mut poll = mio::Poll::new().unwrap();
@@ -523,7 +640,7 @@ fn receive(
         poll.registry()
             .register(&mut sock, mio::Token(i), mio::Interest::READABLE)
             .unwrap();
-        socks.push((sock, rx));
+        socks.push((sock, rx, None::<SrtpContext>));
     }
     let mut st = Received {
         phases: vec![
@@ -542,9 +659,12 @@ fn receive(
     let mut stopped_at = None;
     loop {
         let _ = poll.poll(&mut events, Some(Duration::from_millis(20)));
+        while let Ok((i, key)) = new_keys.try_recv() {
+            socks[i].2 = Some(SrtpContext::new(&key, SrtpPolicy::default()));
+        }
         for ev in &events {
             let i = ev.token().0;
-            let (sock, rx) = &mut socks[i];
+            let (sock, rx, next) = &mut socks[i];
             // Edge-triggered: drain until the queue is empty.
             while let Ok(n) = sys::recv_batch(sock.as_raw_fd(), &mut bufs, &mut srcs) {
                 let now = start.elapsed().as_nanos() as u64;
@@ -554,10 +674,17 @@ fn receive(
                     let len = match rx {
                         Some(rx) => match rx.unprotect_rtp(pkt) {
                             Ok(len) => len,
-                            Err(_) => {
-                                st.auth_failures += 1;
-                                continue;
-                            }
+                            // The relay's new key towards B takes over once a packet proves it.
+                            Err(_) => match next.as_mut().map(|n| n.unprotect_rtp(pkt)) {
+                                Some(Ok(len)) => {
+                                    *rx = next.take().unwrap();
+                                    len
+                                }
+                                _ => {
+                                    st.auth_failures += 1;
+                                    continue;
+                                }
+                            },
                         },
                         None => pkt.len(),
                     };
@@ -602,7 +729,7 @@ fn loss_pct(sent: u64, got: u64) -> f64 {
     }
 }
 
-fn report(args: &Args, sent: &[SentPhase], mut received: Received) {
+fn report(args: &Args, sent: &[SentPhase], mut received: Received, rekeys: &Rekeys) {
     let mode = match args.mode {
         Mode::Plain => "plain",
         Mode::PlainToSrtp => "plain-to-srtp",
@@ -611,8 +738,15 @@ fn report(args: &Args, sent: &[SentPhase], mut received: Received) {
     let mut json = Vec::new();
     if !args.json {
         println!(
-            "mode {mode} | {} streams | batch {} | auth failures {} | foreign {}",
-            args.calls, args.batch, received.auth_failures, received.foreign
+            "mode {mode} | {} streams | batch {} | auth failures {} | foreign {} | re-keys {} \
+             (relay's key to B new {}, longest {} us)",
+            args.calls,
+            args.batch,
+            received.auth_failures,
+            received.foreign,
+            rekeys.done,
+            rekeys.relay_new_key,
+            rekeys.max_us
         );
         println!(
             "{:>6} {:>5} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>6}",
@@ -687,11 +821,15 @@ fn report(args: &Args, sent: &[SentPhase], mut received: Received) {
     }
     if args.json {
         println!(
-            "{{\"mode\":\"{mode}\",\"calls\":{},\"batch\":{},\"auth_failures\":{},\"foreign\":{},\"phases\":[{}]}}",
+            "{{\"mode\":\"{mode}\",\"calls\":{},\"batch\":{},\"auth_failures\":{},\"foreign\":{},\
+             \"rekeys\":{},\"relay_new_keys_to_b\":{},\"rekey_max_us\":{},\"phases\":[{}]}}",
             args.calls,
             args.batch,
             received.auth_failures,
             received.foreign,
+            rekeys.done,
+            rekeys.relay_new_key,
+            rekeys.max_us,
             json.join(",")
         );
     }
