@@ -13,21 +13,23 @@
 //! Modes: `plain` (A and B plain), `plain-to-srtp` (B under SRTP), `srtp-to-srtp` (both legs
 //! SRTP under different keys: the relay decrypts and encrypts again). `--pps` is per stream;
 //! 0 sends flat out. `--batch K` sends up to K packets per stream per `sendmmsg` (1 paces packet
-//! by packet). `--rx-coalesce-us N` lets the receiver sleep N µs after each wake-up, so that it
-//! costs the generator's core less at high rates (latency then includes up to N µs more; use it
-//! for capacity, not for latency). Each `--phase` runs for its seconds at its rate; packets belong to the phase in
-//! which they were sent, so an overload phase followed by a normal one shows whether every
-//! stream recovers. `--rekey-every S` (srtp-to-srtp) makes every call re-key S seconds apart,
-//! spread evenly over the calls, as a phone that puts a new key in every re-INVITE does: A sends
-//! a re-offer with a new key and B answers it, then A's packets go out under the new key. Should
-//! the relay's re-offer to B carry a new key too, the receiver takes it up. SRTP the relay sends is decrypted with the key it offered, so a delivered
-//! packet is an authenticated one. Loopback only; bounded in time (600 s at most).
+//! by packet). One thread sends and receives: while no packet is due it waits in the receive
+//! poller, so a packet from the relay is read at once and no second thread competes for the
+//! generator's core. `--rx-coalesce-us N`: sleep instead, and drain the receive sockets at
+//! most every N µs, so that each `recvmmsg` finds more packets at high rates (latency then
+//! includes up to N µs more; use it for capacity, not for latency). Each `--phase` runs for its
+//! seconds at its rate; packets belong to the phase in which they were sent, so an overload
+//! phase followed by a normal one shows whether every stream recovers. `--rekey-every S`
+//! (srtp-to-srtp) makes every call re-key S seconds apart, spread evenly over the calls, as a
+//! phone that puts a new key in every re-INVITE does: A sends a re-offer with a new key and B
+//! answers it, then A's packets go out under the new key. Should the relay's re-offer to B carry
+//! a new key too, the receiver takes it up. SRTP the relay sends is decrypted with the key it
+//! offered, so a delivered packet is an authenticated one. Loopback only; bounded in time
+//! (600 s at most).
 #![allow(clippy::disallowed_methods)] // a load generator reads the clock by design
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -380,13 +382,7 @@ struct Rekeys {
 
 /// A re-INVITE with a new key from A: re-offer, B's re-answer, then A's packets under the new
 /// key (the sequence numbers go on). A new key from the relay towards B goes to the receiver.
-fn rekey(
-    s: &mut Stream,
-    i: usize,
-    ng: &mut Ng,
-    new_keys: &mpsc::Sender<(usize, MasterKey)>,
-    r: &mut Rekeys,
-) {
+fn rekey(s: &mut Stream, i: usize, ng: &mut Ng, rx: &mut Receiver, r: &mut Rekeys) {
     let t0 = Instant::now();
     let key_a = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
     s.call.version += 1;
@@ -397,7 +393,7 @@ fn rekey(
     }
     if s.relay_key.as_ref().map(MasterKey::key_salt) != Some(relay_key.key_salt()) {
         r.relay_new_key += 1;
-        let _ = new_keys.send((i, relay_key.clone()));
+        rx.next_key(i, &relay_key);
         s.relay_key = Some(relay_key);
     }
     let _ = s.call.answer(ng);
@@ -492,19 +488,10 @@ fn main() {
         bounds.push((t * 1e9) as u64);
     }
     let start = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (new_keys, new_keys_rx) = mpsc::channel();
-    let receiver = {
-        let (stop, bounds, coalesce) = (Arc::clone(&stop), bounds.clone(), args.rx_coalesce);
-        std::thread::spawn(move || {
-            receive(receivers, start, &bounds, coalesce, &stop, &new_keys_rx)
-        })
-    };
-
+    let mut rx = Receiver::new(receivers, start, bounds);
     let mut rekeys = Rekeys::default();
-    let sent = send(&args, &mut streams, start, &mut ng, &new_keys, &mut rekeys);
-    stop.store(true, Ordering::Relaxed);
-    let received = receiver.join().expect("receiver thread");
+    let sent = send(&args, &mut streams, start, &mut ng, &mut rx, &mut rekeys);
+    let received = rx.finish();
     for i in 0..args.calls {
         let _ = ng.cmd(&[
             ("command", Value::str("delete")),
@@ -521,7 +508,7 @@ fn send(
     streams: &mut [Stream],
     start: Instant,
     ng: &mut Ng,
-    new_keys: &mpsc::Sender<(usize, MasterKey)>,
+    rx: &mut Receiver,
     rekeys: &mut Rekeys,
 ) -> Vec<SentPhase> {
     let calls = streams.len();
@@ -551,13 +538,7 @@ fn send(
             if let (Some(at), Some(step)) = (next_rekey.as_mut(), rekey_step)
                 && now >= *at
             {
-                rekey(
-                    &mut streams[rekey_cursor],
-                    rekey_cursor,
-                    ng,
-                    new_keys,
-                    rekeys,
-                );
+                rekey(&mut streams[rekey_cursor], rekey_cursor, ng, rx, rekeys);
                 rekey_cursor = (rekey_cursor + 1) % calls;
                 *at += step;
                 now = Instant::now();
@@ -570,11 +551,18 @@ fn send(
                 want.saturating_sub(total).min(round)
             };
             if due == 0 {
+                // Until the next packet is due, wait for the relay's packets instead.
+                // With coalescing, sleep instead and drain no more often than asked.
                 let next = phase_start + Duration::from_secs_f64((total + 1) as f64 / rate);
-                std::thread::sleep(
-                    next.saturating_duration_since(now)
-                        .min(Duration::from_micros(200)),
-                );
+                let wait = next.saturating_duration_since(now).min(MAX_WAIT);
+                if args.rx_coalesce.is_zero() {
+                    rx.pump(wait);
+                } else {
+                    std::thread::sleep(wait);
+                    if rx.last_pump.elapsed() >= args.rx_coalesce {
+                        rx.pump(Duration::ZERO);
+                    }
+                }
                 continue;
             }
             while due > 0 {
@@ -606,6 +594,9 @@ fn send(
                 total += k as u64; // pacing counts attempts, so a full buffer cannot cause a burst
                 due -= k as u64;
             }
+            if rx.last_pump.elapsed() >= args.rx_coalesce {
+                rx.pump(Duration::ZERO);
+            }
         }
         let seconds = (Instant::now() - phase_start).as_secs_f64();
         let (relay1, own1) = (cpu_seconds(args.relay_pid), cpu_seconds(None));
@@ -619,62 +610,107 @@ fn send(
     out
 }
 
-/// Receives on every B socket until the sender stops and the relay has been quiet for 300 ms
-/// (2 s at most), decrypting SRTP with the relay's key and sorting packets into phases by their
-/// send timestamps. Each wake-up drains every ready socket; with `coalesce` it then sleeps that
-/// long, so that one wake-up finds many packets (fewer context switches with the sender on the
-/// same core, at the price of that much added latency).
-fn receive(
-    sockets: Vec<(UdpSocket, Option<SrtpContext>)>,
+/// The B side: every B socket registered with one poller, which the sending loop pumps while
+/// it waits for the next packet to be due (and between rounds when it is busy), so the one
+/// thread that sends also receives: no second thread competes for the generator's core, and a
+/// packet is read as soon as the loop is idle, which keeps the measured latency the relay's.
+/// SRTP is decrypted with the relay's key; packets are sorted into phases by their send
+/// timestamps.
+struct Receiver {
+    poll: mio::Poll,
+    events: mio::Events,
+    /// Per stream: the socket, the context for the relay's key and a context for a new key of
+    /// the relay's that no packet has proven yet.
+    socks: Vec<(
+        mio::net::UdpSocket,
+        Option<SrtpContext>,
+        Option<SrtpContext>,
+    )>,
+    bufs: Vec<PacketBuf>,
+    srcs: [Option<SocketAddr>; sys::BATCH],
     start: Instant,
-    bounds: &[u64],
-    coalesce: Duration,
-    stop: &AtomicBool,
-    new_keys: &mpsc::Receiver<(usize, MasterKey)>,
-) -> Received {
-    let calls = sockets.len();
-    let mut poll = mio::Poll::new().unwrap();
-    let mut socks = Vec::with_capacity(calls);
-    for (i, (sock, rx)) in sockets.into_iter().enumerate() {
-        let mut sock = mio::net::UdpSocket::from_std(sock);
-        poll.registry()
-            .register(&mut sock, mio::Token(i), mio::Interest::READABLE)
-            .unwrap();
-        socks.push((sock, rx, None::<SrtpContext>));
-    }
-    let mut st = Received {
-        phases: vec![
-            GotPhase {
-                got: vec![0; calls],
-                latency_ns: Vec::new(),
-            };
-            bounds.len()
-        ],
-        ..Received::default()
-    };
-    let mut events = mio::Events::with_capacity(1024);
-    let mut bufs: Vec<PacketBuf> = (0..sys::BATCH).map(|_| PacketBuf::new()).collect();
-    let mut srcs = [None; sys::BATCH];
-    let mut last = Instant::now();
-    let mut stopped_at = None;
-    loop {
-        let _ = poll.poll(&mut events, Some(Duration::from_millis(20)));
-        while let Ok((i, key)) = new_keys.try_recv() {
-            socks[i].2 = Some(SrtpContext::new(&key, SrtpPolicy::default()));
+    bounds: Vec<u64>,
+    st: Received,
+    /// When a packet last came.
+    last: Instant,
+    /// When the loop last pumped.
+    last_pump: Instant,
+}
+
+/// The longest the sending loop waits in the poller at a time.
+const MAX_WAIT: Duration = Duration::from_micros(200);
+
+impl Receiver {
+    fn new(
+        sockets: Vec<(UdpSocket, Option<SrtpContext>)>,
+        start: Instant,
+        bounds: Vec<u64>,
+    ) -> Self {
+        let calls = sockets.len();
+        let poll = mio::Poll::new().unwrap();
+        let mut socks = Vec::with_capacity(calls);
+        for (i, (sock, rx)) in sockets.into_iter().enumerate() {
+            let mut sock = mio::net::UdpSocket::from_std(sock);
+            poll.registry()
+                .register(&mut sock, mio::Token(i), mio::Interest::READABLE)
+                .unwrap();
+            socks.push((sock, rx, None));
         }
-        for ev in &events {
+        let st = Received {
+            phases: vec![
+                GotPhase {
+                    got: vec![0; calls],
+                    latency_ns: Vec::new(),
+                };
+                bounds.len()
+            ],
+            ..Received::default()
+        };
+        Self {
+            poll,
+            events: mio::Events::with_capacity(1024),
+            socks,
+            bufs: (0..sys::BATCH).map(|_| PacketBuf::new()).collect(),
+            srcs: [None; sys::BATCH],
+            start,
+            bounds,
+            st,
+            last: Instant::now(),
+            last_pump: Instant::now(),
+        }
+    }
+
+    /// The relay's new key towards stream `i`'s B: it takes over once a packet proves it.
+    fn next_key(&mut self, i: usize, key: &MasterKey) {
+        self.socks[i].2 = Some(SrtpContext::new(key, SrtpPolicy::default()));
+    }
+
+    /// Waits up to `timeout` for packets, then drains every ready socket (edge-triggered).
+    fn pump(&mut self, timeout: Duration) {
+        self.last_pump = Instant::now();
+        let _ = self.poll.poll(&mut self.events, Some(timeout));
+        let Self {
+            events,
+            socks,
+            bufs,
+            srcs,
+            start,
+            bounds,
+            st,
+            last,
+            ..
+        } = self;
+        for ev in events.iter() {
             let i = ev.token().0;
             let (sock, rx, next) = &mut socks[i];
-            // Edge-triggered: drain until the queue is empty.
-            while let Ok(n) = sys::recv_batch(sock.as_raw_fd(), &mut bufs, &mut srcs) {
+            while let Ok(n) = sys::recv_batch(sock.as_raw_fd(), bufs, srcs) {
                 let now = start.elapsed().as_nanos() as u64;
-                last = Instant::now();
+                *last = Instant::now();
                 for buf in &mut bufs[..n] {
                     let pkt = buf.as_mut_slice();
                     let len = match rx {
                         Some(rx) => match rx.unprotect_rtp(pkt) {
                             Ok(len) => len,
-                            // The relay's new key towards B takes over once a packet proves it.
                             Err(_) => match next.as_mut().map(|n| n.unprotect_rtp(pkt)) {
                                 Some(Ok(len)) => {
                                     *rx = next.take().unwrap();
@@ -708,16 +744,17 @@ fn receive(
                 }
             }
         }
-        if stop.load(Ordering::Relaxed) {
-            let at = *stopped_at.get_or_insert_with(Instant::now);
-            if last.elapsed() > Duration::from_millis(300) || at.elapsed() > Duration::from_secs(2)
-            {
-                return st;
-            }
+    }
+
+    /// After the last phase: receives until the relay has been quiet for 300 ms (2 s at most).
+    fn finish(mut self) -> Received {
+        let stopped = Instant::now();
+        while self.last.elapsed() < Duration::from_millis(300)
+            && stopped.elapsed() < Duration::from_secs(2)
+        {
+            self.pump(Duration::from_millis(20));
         }
-        if !coalesce.is_zero() {
-            std::thread::sleep(coalesce);
-        }
+        self.st
     }
 }
 
