@@ -479,16 +479,8 @@ fn main() {
         receivers.push((b, rx.map(|(ctx, _)| ctx)));
     }
 
-    // Phase boundaries in nanoseconds after `start`: a packet belongs to the phase of its
-    // send timestamp.
-    let mut bounds = Vec::new();
-    let mut t = 0.0;
-    for &(_, secs) in &args.phases {
-        t += secs;
-        bounds.push((t * 1e9) as u64);
-    }
     let start = Instant::now();
-    let mut rx = Receiver::new(receivers, start, bounds);
+    let mut rx = Receiver::new(receivers, start, phase_bounds(&args.phases));
     let mut rekeys = Rekeys::default();
     let sent = send(&args, &mut streams, start, &mut ng, &mut rx, &mut rekeys);
     let received = rx.finish();
@@ -521,6 +513,11 @@ fn send(
     let mut bufs = vec![[0u8; 12 + PAYLOAD + MAX_TRAILER_LEN]; sys::BATCH];
     let mut lens = [0usize; sys::BATCH];
     let mut out = Vec::new();
+    // Packets sent per phase and stream, the phase being the one of each packet's send
+    // timestamp (as on the receiving side), even when a round runs past a phase's end.
+    let mut sent_by_phase = vec![vec![0u64; calls]; args.phases.len()];
+    let mut phase_of = [0usize; sys::BATCH];
+    let bounds = phase_bounds(&args.phases);
     let mut phase_end = start;
     let mut cursor = 0;
     for &(pps, secs) in &args.phases {
@@ -528,7 +525,6 @@ fn send(
         phase_end = phase_start + Duration::from_secs_f64(secs);
         let (relay0, own0) = (cpu_seconds(args.relay_pid), cpu_seconds(None));
         let rate = pps as f64 * calls as f64;
-        let mut sent = vec![0u64; calls];
         let mut total = 0u64;
         loop {
             let mut now = Instant::now();
@@ -565,7 +561,7 @@ fn send(
                 }
                 continue;
             }
-            while due > 0 {
+            while due > 0 && Instant::now() < phase_end {
                 let i = cursor;
                 cursor = (cursor + 1) % calls;
                 let s = &mut streams[i];
@@ -580,6 +576,7 @@ fn send(
                     p[4..8].copy_from_slice(&s.ts.to_be_bytes());
                     p[8..12].copy_from_slice(&(0x1000_0000 + i as u32).to_be_bytes());
                     let stamp = start.elapsed().as_nanos() as u64;
+                    phase_of[j] = phase_index(&bounds, stamp);
                     p[12..20].copy_from_slice(&stamp.to_be_bytes());
                     p[20..24].copy_from_slice(&(i as u32).to_be_bytes());
                     p[24..12 + PAYLOAD].fill(0xd5);
@@ -590,7 +587,9 @@ fn send(
                 }
                 let items = bufs[..k].iter().zip(&lens).map(|(b, &l)| (&b[..l], s.to));
                 let n = sys::send_batch(s.a.as_raw_fd(), items).unwrap_or(0);
-                sent[i] += n as u64;
+                for &k in &phase_of[..n] {
+                    sent_by_phase[k][i] += 1;
+                }
                 total += k as u64; // pacing counts attempts, so a full buffer cannot cause a burst
                 due -= k as u64;
             }
@@ -601,13 +600,36 @@ fn send(
         let seconds = (Instant::now() - phase_start).as_secs_f64();
         let (relay1, own1) = (cpu_seconds(args.relay_pid), cpu_seconds(None));
         out.push(SentPhase {
-            sent,
+            sent: Vec::new(),
             seconds,
             relay_cpu: relay0.zip(relay1).map(|(a, b)| b - a),
             own_cpu: own0.zip(own1).map(|(a, b)| b - a),
         });
     }
+    for (phase, sent) in out.iter_mut().zip(sent_by_phase) {
+        phase.sent = sent;
+    }
     out
+}
+
+/// Phase ends in nanoseconds after the start: a packet belongs to the phase of its send
+/// timestamp.
+fn phase_bounds(phases: &[(u64, f64)]) -> Vec<u64> {
+    let mut t = 0.0;
+    phases
+        .iter()
+        .map(|&(_, secs)| {
+            t += secs;
+            (t * 1e9) as u64
+        })
+        .collect()
+}
+
+/// The phase a packet stamped `stamp` ns after the start belongs to.
+fn phase_index(bounds: &[u64], stamp: u64) -> usize {
+    bounds
+        .partition_point(|&b| b <= stamp)
+        .min(bounds.len() - 1)
 }
 
 /// The B side: every B socket registered with one poller, which the sending loop pumps while
@@ -729,10 +751,7 @@ impl Receiver {
                         continue;
                     }
                     let stamp = u64::from_be_bytes(pkt[12..20].try_into().unwrap());
-                    let phase = bounds
-                        .partition_point(|&b| b <= stamp)
-                        .min(bounds.len() - 1);
-                    let p = &mut st.phases[phase];
+                    let p = &mut st.phases[phase_index(bounds, stamp)];
                     p.got[i] += 1;
                     if p.latency_ns.len() < MAX_SAMPLES {
                         let ns = now.saturating_sub(stamp).min(u64::from(u32::MAX));
