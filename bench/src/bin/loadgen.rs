@@ -587,8 +587,8 @@ fn send(
                 }
                 let items = bufs[..k].iter().zip(&lens).map(|(b, &l)| (&b[..l], s.to));
                 let n = sys::send_batch(s.a.as_raw_fd(), items).unwrap_or(0);
-                for &k in &phase_of[..n] {
-                    sent_by_phase[k][i] += 1;
+                for &phase in &phase_of[..n] {
+                    sent_by_phase[phase][i] += 1;
                 }
                 total += k as u64; // pacing counts attempts, so a full buffer cannot cause a burst
                 due -= k as u64;
