@@ -520,7 +520,7 @@ fn send(
     let bounds = phase_bounds(&args.phases);
     let mut phase_end = start;
     let mut cursor = 0;
-    for &(pps, secs) in &args.phases {
+    for (k, &(pps, secs)) in args.phases.iter().enumerate() {
         let phase_start = phase_end;
         phase_end = phase_start + Duration::from_secs_f64(secs);
         let (relay0, own0) = (cpu_seconds(args.relay_pid), cpu_seconds(None));
@@ -600,14 +600,12 @@ fn send(
         let seconds = (Instant::now() - phase_start).as_secs_f64();
         let (relay1, own1) = (cpu_seconds(args.relay_pid), cpu_seconds(None));
         out.push(SentPhase {
-            sent: Vec::new(),
+            // Final: later packets are stamped in later phases.
+            sent: std::mem::take(&mut sent_by_phase[k]),
             seconds,
             relay_cpu: relay0.zip(relay1).map(|(a, b)| b - a),
             own_cpu: own0.zip(own1).map(|(a, b)| b - a),
         });
-    }
-    for (phase, sent) in out.iter_mut().zip(sent_by_phase) {
-        phase.sent = sent;
     }
     out
 }
