@@ -8,25 +8,15 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use srtp_relay::core::negotiate::SdpOptions;
+use srtp_relay::core::call::{PortGrant, SdpOptions};
+use srtp_relay::core::command::{AnswerCommand, OfferCommand};
+use srtp_relay::core::forward::Verdict;
 use srtp_relay::core::packet::PacketBuf;
 use srtp_relay::core::policy::{LegRequest, LegSecurity, MediaSecurity, PolicyConfig};
-use srtp_relay::core::session::{
-    AnswerCommand, OfferCommand, PortSource, Shard, ShardConfig, Verdict,
-};
+use srtp_relay::core::shard::{Shard, ShardConfig, Timeouts};
 use srtp_relay::core::srtp::{CryptoSuite, MasterKey, SrtpContext, SrtpPolicy};
 
 const RING: usize = 4096;
-
-struct Ports(u16);
-
-impl PortSource for Ports {
-    fn open_pair(&mut self) -> Option<u16> {
-        self.0 += 2;
-        Some(self.0)
-    }
-    fn close_pair(&mut self, _: u16) {}
-}
 
 /// A shard with one call: A is plain or SRTP (`key_a`), B under `b`. Returns the shard and the
 /// relay's port facing A.
@@ -37,7 +27,10 @@ fn call(key_a: Option<&MasterKey>, b: MediaSecurity) -> (Shard, u16) {
         media_addr: "127.0.0.1".parse().unwrap(),
         replay_window: 64,
         rekey_grace: Duration::from_secs(2),
-        media_timeout: Duration::from_secs(3600),
+        timeouts: Timeouts {
+            media: Duration::from_secs(3600),
+            ..Timeouts::default()
+        },
         relatch_after_silence: Duration::ZERO,
         max_calls: 100,
     });
@@ -77,8 +70,11 @@ fn call(key_a: Option<&MasterKey>, b: MediaSecurity) -> (Shard, u16) {
         from: level(a_level),
         to: level(b),
         options: SdpOptions::default(),
+        ..OfferCommand::default()
     };
-    let to_b = shard.offer(now, &offer, &mut Ports(30000)).unwrap();
+    let to_b = shard
+        .offer(now, &offer, &mut PortGrant::new([30002, 30004]))
+        .unwrap();
     let key_b = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
     let srtp_b = to_b.contains("a=crypto");
     let answer = m(
@@ -93,6 +89,7 @@ fn call(key_a: Option<&MasterKey>, b: MediaSecurity) -> (Shard, u16) {
                 call_id: "c".into(),
                 to_tag: "b".into(),
                 sdp: answer,
+                ..AnswerCommand::default()
             },
         )
         .unwrap();

@@ -3,7 +3,10 @@
 
 use std::net::IpAddr;
 
-use srtp_relay::core::negotiate::{Local, Negotiation, NegotiationError, SdpOptions, Side};
+mod common;
+use common::dialog::{Dialog as Negotiation, Local, Side};
+use srtp_relay::core::call::SdpOptions;
+use srtp_relay::core::command::CommandError as NegotiationError;
 use srtp_relay::core::policy::{LegRequest, LegSecurity, MediaSecurity, PolicyConfig};
 
 const HEAD: &str = "v=0\r\no=x 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n";
@@ -84,7 +87,8 @@ fn answer_refusals() {
         answer(&mut neg, "b", "m=audio x RTP/AVP 0\r\n"),
         "SDP line 6: bad m= line (port is not a number in 0..=65535)"
     );
-    // After the first good answer the B tag is known; another tag cannot answer for it.
+    // After the first good answer, a repeated answer is applied to the same offer again
+    // (183 then 200 OK): a plain one is refused by B's enforce policy like a first one.
     let addr: IpAddr = "203.0.113.5".parse().unwrap();
     let local = Local { addr, port: &port };
     let ok = format!(
@@ -93,7 +97,7 @@ fn answer_refusals() {
     neg.answer("b", &ok, &local).unwrap();
     assert_eq!(
         answer(&mut neg, "b", "m=audio 3000 RTP/AVP 0\r\n"),
-        "answer without a pending offer"
+        "media security enforce: m-line 0 (audio): answer has no usable SRTP"
     );
     let sdp = format!("{HEAD}m=audio 2000 RTP/AVP 0\r\n");
     neg.offer(
@@ -106,9 +110,10 @@ fn answer_refusals() {
         SdpOptions::default(),
     )
     .unwrap();
+    // An answer naming a party that holds no offer.
     assert_eq!(
-        answer(&mut neg, "c", "m=audio 3000 RTP/AVP 0\r\n"),
-        "tag \"c\" is not a party of this call"
+        answer(&mut neg, "a", "m=audio 3000 RTP/AVP 0\r\n"),
+        "answer without a pending offer"
     );
 }
 
@@ -154,21 +159,4 @@ fn offer_refusals() {
         .unwrap_err();
     assert!(matches!(err, NegotiationError::Policy(_)));
     assert_eq!(err.to_string(), "unknown device profile \"nokia\"");
-    // Once both legs are known, a third tag cannot offer.
-    let mut neg = offered(MediaSecurity::Disabled);
-    neg.answer("b", &format!("{HEAD}m=audio 3000 RTP/AVP 0\r\n"), &local)
-        .unwrap();
-    let err = neg.offer(
-        &config,
-        "z",
-        &LegRequest::default(),
-        &LegRequest::default(),
-        &plain,
-        &local,
-        SdpOptions::default(),
-    );
-    assert_eq!(
-        err.unwrap_err().to_string(),
-        "tag \"z\" is not a party of this call"
-    );
 }

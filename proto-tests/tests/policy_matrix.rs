@@ -5,7 +5,9 @@
 
 use std::net::IpAddr;
 
-use srtp_relay::core::negotiate::{Local, Negotiation, SdpOptions, Side, Transform};
+mod common;
+use common::dialog::{Dialog as Negotiation, Local, Side};
+use srtp_relay::core::call::{SdpOptions, Transform};
 use srtp_relay::core::policy::{LegRequest, LegSecurity, MediaSecurity, PolicyConfig};
 
 const KA1: &str = "UyytleaSuzHYfNiJGSPaXv41w/2c/tfOZse+O6H+";

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use srtp_relay::core::negotiate::{Local, Negotiation, SdpOptions, Side};
+mod common;
+use common::dialog::{Dialog as Negotiation, Local, Side};
+use srtp_relay::core::call::SdpOptions;
 use srtp_relay::core::policy::{
     BestEffortStyle, Extension, LegRequest, MediaSecurity, PolicyConfig,
 };

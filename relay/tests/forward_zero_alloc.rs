@@ -7,9 +7,9 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use srtp_relay::core::forward::Verdict;
 use srtp_relay::core::packet::PacketBuf;
 use srtp_relay::core::policy::{MediaSecurity, PolicyConfig};
-use srtp_relay::core::session::Verdict;
 use srtp_relay::core::srtp::{CryptoSuite, MasterKey, SrtpContext, SrtpPolicy};
 use support::counting_alloc::allocations;
 use support::sim::*;

@@ -6,11 +6,13 @@ use std::net::IpAddr;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use srtp_relay::core::negotiate::{Local, Negotiation, SdpOptions, Side};
+use srtp_relay::core::call::{PortGrant, SdpOptions};
+use srtp_relay::core::command::{AnswerCommand, OfferCommand};
 use srtp_relay::core::policy::{LegRequest, LegSecurity, MediaSecurity, PolicyConfig};
 use srtp_relay::core::sdp::capneg::{parse_acap, parse_config, parse_tcap};
 use srtp_relay::core::sdp::sdes::CryptoAttr;
 use srtp_relay::core::sdp::{Rewrite, Sdp, redact_keys};
+use srtp_relay::core::shard::{Shard, ShardConfig, Timeouts};
 
 const SEEDS: &[&str] = &[
     "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 41080 RTP/AVP 0 101\r\n\
@@ -81,15 +83,12 @@ fn mutate(rng: &mut StdRng, seed: &str) -> String {
     s
 }
 
-fn port(side: Side, i: usize) -> u16 {
-    (if side == Side::A { 30000 } else { 40000 }) + 2 * (i as u16 % 1000)
-}
-
 #[test]
 fn hostile_sdp_never_panics_and_untouched_bodies_round_trip() {
     let mut rng = StdRng::seed_from_u64(0x5d9);
     let addr: IpAddr = "203.0.113.5".parse().unwrap();
-    let local = Local { addr, port: &port };
+    #[allow(clippy::disallowed_methods)] // the test's time origin
+    let now = std::time::Instant::now();
     let config = PolicyConfig::default();
     let levels = [
         MediaSecurity::Disabled,
@@ -131,20 +130,33 @@ fn hostile_sdp_never_panics_and_untouched_bodies_round_trip() {
             security: Some(LegSecurity::Level(levels[n % 4])),
             ..LegRequest::default()
         };
-        let mut neg = Negotiation::new();
-        if neg
-            .offer(
-                &config,
-                "a",
-                &req(i),
-                &req(i / 4),
-                &body,
-                &local,
-                SdpOptions::default(),
-            )
-            .is_ok()
-        {
-            let _ = neg.answer("b", &body, &local);
+        let mut shard = Shard::new(ShardConfig {
+            policy: config.clone(),
+            media_addr: addr,
+            replay_window: 64,
+            rekey_grace: std::time::Duration::from_secs(2),
+            timeouts: Timeouts::default(),
+            relatch_after_silence: std::time::Duration::ZERO,
+            max_calls: 10,
+        });
+        let offer = OfferCommand {
+            call_id: "c".into(),
+            from_tag: "a".into(),
+            sdp: body.clone(),
+            from: req(i),
+            to: req(i / 4),
+            options: SdpOptions::default(),
+            ..OfferCommand::default()
+        };
+        let mut grant = PortGrant::new((0..32).map(|n| 30000 + 2 * n));
+        if shard.offer(now, &offer, &mut grant).is_ok() {
+            let answer = AnswerCommand {
+                call_id: "c".into(),
+                to_tag: "b".into(),
+                sdp: body.clone(),
+                ..AnswerCommand::default()
+            };
+            let _ = shard.answer(now, &answer);
         }
     }
     assert!(

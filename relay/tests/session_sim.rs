@@ -6,9 +6,11 @@ mod support;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
+use srtp_relay::core::command::CommandError;
+use srtp_relay::core::forward::{DropReason, Verdict};
 use srtp_relay::core::packet::PacketBuf;
 use srtp_relay::core::policy::{MediaSecurity, PolicyConfig, SecurityOptions};
-use srtp_relay::core::session::{CommandError, DropReason, Shard, Verdict};
+use srtp_relay::core::shard::Shard;
 use srtp_relay::core::srtp::{CryptoSuite, MasterKey, SessionParams, SrtpContext, SrtpPolicy};
 use support::sim::*;
 

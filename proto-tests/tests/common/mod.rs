@@ -122,3 +122,4 @@ pub fn unprotect_rtcp(ctx: &mut SrtpContext, pkt: &[u8]) -> Result<Vec<u8>, Srtp
     buf.truncate(n);
     Ok(buf)
 }
+pub mod dialog;

@@ -1,21 +1,22 @@
-//! Any text through the SDP parser, the a=crypto and cap-neg parsers, the redactor and a whole
-//! offer/answer under every policy pair. Must never panic; an untouched body must round-trip.
+//! Any text through the SDP parser, the a=crypto and cap-neg parsers, the redactor and whole
+//! dialogs under every policy pair: an offer, answers from the same and from a new to-tag, a
+//! repeated offer, a re-offer from the callee and a partial delete. Must never panic; an
+//! untouched body must round-trip.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use srtp_relay::core::negotiate::{Local, Negotiation, SdpOptions, Side};
+use srtp_relay::core::call::{PortGrant, SdpOptions};
+use srtp_relay::core::command::{AnswerCommand, DeleteCommand, OfferCommand};
 use srtp_relay::core::policy::{LegRequest, LegSecurity, MediaSecurity, PolicyConfig};
 use srtp_relay::core::sdp::sdes::CryptoAttr;
 use srtp_relay::core::sdp::{Rewrite, Sdp, redact_keys};
+use srtp_relay::core::shard::{Shard, ShardConfig, Timeouts};
 
 const LEVELS: [MediaSecurity; 4] =
     [MediaSecurity::Disabled, MediaSecurity::BestEffort, MediaSecurity::Enforce, MediaSecurity::PreferDirect];
-
-fn port(side: Side, i: usize) -> u16 {
-    (if side == Side::A { 30000u16 } else { 40000 }).wrapping_add(2 * i as u16)
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&control, rest)) = data.split_first() else { return };
@@ -26,11 +27,60 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(sdp.rewrite(&Rewrite::default()), body);
     }
     let req = |n: u8| LegRequest { security: Some(LegSecurity::Level(LEVELS[usize::from(n % 4)])), ..LegRequest::default() };
-    let local = Local { addr: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5)), port: &port };
-    let mut neg = Negotiation::new();
+    let mut shard = Shard::new(ShardConfig {
+        policy: PolicyConfig::default(),
+        media_addr: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5)),
+        replay_window: 64,
+        rekey_grace: Duration::from_secs(2),
+        timeouts: Timeouts::default(),
+        relatch_after_silence: Duration::ZERO,
+        max_calls: 4,
+    });
+    let now = Instant::now();
+    let mut next = 30000u16;
+    let mut grant = |n: usize| {
+        let g = PortGrant::new((0..n).map(|_| { next = next.wrapping_add(2); next }).collect::<Vec<_>>());
+        g
+    };
     let options = SdpOptions { ice_remove: control & 16 != 0, replace_origin: control & 32 != 0 };
-    if let Ok(offer) = neg.offer(&PolicyConfig::default(), "a", &req(control), &req(control >> 2), body, &local, options) {
-        let _ = neg.answer("b", &offer, &local);
-        let _ = neg.answer("b", body, &local);
+    let offer = |from: &str, to: Option<&str>, sdp: &str| OfferCommand {
+        call_id: "c".into(),
+        from_tag: from.into(),
+        to_tag: to.map(str::to_owned),
+        via_branch: (control & 64 != 0).then(|| format!("z{}", control & 3)),
+        sdp: sdp.into(),
+        from: req(control),
+        to: req(control >> 2),
+        options,
+        label: None,
+    };
+    let answer = |from: &str, to: &str, sdp: &str| AnswerCommand {
+        call_id: "c".into(),
+        from_tag: Some(from.into()),
+        to_tag: to.into(),
+        via_branch: None,
+        sdp: sdp.into(),
+        label: None,
+    };
+    let cmd = offer("a", None, body);
+    let mut g = grant(shard.ports_wanted(&cmd));
+    if let Ok(to_b) = shard.offer(now, &cmd, &mut g) {
+        let _ = shard.answer(now, &answer("a", "b", &to_b));
+        let _ = shard.answer(now, &answer("a", "b", body));
+        let _ = shard.answer(now, &answer("a", "b2", body));
+        let again = offer("a", None, body);
+        let mut g = grant(shard.ports_wanted(&again));
+        let _ = shard.offer(now, &again, &mut g);
+        let reinvite = offer("b", Some("a"), body);
+        let mut g = grant(shard.ports_wanted(&reinvite));
+        if shard.offer(now, &reinvite, &mut g).is_ok() {
+            let _ = shard.answer(now, &answer("b", "a", body));
+        }
+        let _ = shard.delete(
+            now,
+            &DeleteCommand { call_id: "c".into(), from_tag: Some("a".into()), to_tag: Some("b2".into()), ..DeleteCommand::default() },
+            &mut PortGrant::default(),
+        );
+        let _ = shard.query(now, "c");
     }
 });

@@ -1,5 +1,5 @@
-//! The sans-IO core: packet views, the SRTP engine, SDP rewriting, media-security policy and
-//! offer/answer negotiation (later also the session table).
+//! The sans-IO core: packet views, the SRTP engine, SDP rewriting, media-security policy, the
+//! call model of SIP dialogs, the session table and the forwarding verdict.
 //!
 //! Nothing in here opens a socket, spawns a thread or reads a clock; time enters as an argument.
 //!
@@ -13,10 +13,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod negotiate;
+pub mod call;
+pub mod command;
+pub mod forward;
 pub mod packet;
 pub mod policy;
 pub mod rtp;
 pub mod sdp;
-pub mod session;
+pub mod shard;
 pub mod srtp;

@@ -7,3 +7,12 @@ use std::time::Instant;
 pub fn now() -> Instant {
     Instant::now()
 }
+
+/// Wall-clock time as seconds and microseconds since the Unix epoch (for `created` and
+/// `last signal` in `query` replies, as rtpengine reports them).
+#[allow(clippy::disallowed_methods)] // the wall clock sits beside the monotonic one
+pub fn unix_now() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}

@@ -11,7 +11,11 @@ use serde::Deserialize;
 use crate::core::policy::{
     BestEffortStyle, DeviceProfile, Extension, LegSecurity, PolicyConfig, SecurityOptions,
 };
+use crate::core::shard::Timeouts;
 use crate::core::srtp::{CryptoSuite, MAX_REPLAY_WINDOW, MIN_REPLAY_WINDOW};
+
+/// Longest call timeout or delete delay accepted: 30 days.
+pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
 
 /// The default configuration file, with a comment for every key.
 pub const DEFAULT_TOML: &str = include_str!("../../../deploy/srtp-relay.toml");
@@ -37,8 +41,8 @@ pub struct Config {
     pub replay_window: usize,
     /// Grace period of an old receive key after a re-key.
     pub rekey_grace: Duration,
-    /// Calls without media for this long are deleted.
-    pub media_timeout: Duration,
+    /// Call timeouts by state, and the default delete delay.
+    pub timeouts: Timeouts,
     /// A plain leg may re-latch after its source was silent this long (zero: never).
     pub relatch_after_silence: Duration,
     /// How long SIGTERM lets calls finish.
@@ -158,6 +162,11 @@ impl Default for RawSecurity {
 #[serde(deny_unknown_fields, default)]
 struct RawTimeouts {
     media: u64,
+    ringing: u64,
+    hold: u64,
+    #[serde(rename = "final")]
+    final_: u64,
+    delete_delay: u64,
     rekey_grace: u64,
     relatch_after_silence: u64,
     drain: u64,
@@ -167,6 +176,10 @@ impl Default for RawTimeouts {
     fn default() -> Self {
         Self {
             media: 60,
+            ringing: 3600,
+            hold: 3600,
+            final_: 0,
+            delete_delay: 0,
             rekey_grace: 2,
             relatch_after_silence: 5,
             drain: 30,
@@ -391,6 +404,23 @@ impl Config {
                 "the range must hold at least two port pairs".into(),
             ));
         }
+        // Durations become deadlines (`Instant + Duration`): bounded so that none can overflow.
+        let t = &raw.timeouts;
+        for (key, value, min) in [
+            ("media", t.media, 1),
+            ("ringing", t.ringing, 1),
+            ("hold", t.hold, 1),
+            ("final", t.final_, 0),
+            ("delete_delay", t.delete_delay, 0),
+        ] {
+            if !(min..=MAX_TIMEOUT_SECS).contains(&value) {
+                return Err(fail(
+                    "timeouts",
+                    key,
+                    format!("{value} is not in {min}..={MAX_TIMEOUT_SECS} seconds"),
+                ));
+            }
+        }
         if !["error", "warn", "info", "debug", "trace"].contains(&raw.log.level.as_str()) {
             return Err(fail(
                 "log",
@@ -417,7 +447,13 @@ impl Config {
             policy,
             replay_window: s.replay_window,
             rekey_grace: Duration::from_secs(raw.timeouts.rekey_grace),
-            media_timeout: Duration::from_secs(raw.timeouts.media),
+            timeouts: Timeouts {
+                media: Duration::from_secs(t.media),
+                ringing: Duration::from_secs(t.ringing),
+                hold: Duration::from_secs(t.hold),
+                final_: Duration::from_secs(t.final_),
+                delete_delay: Duration::from_secs(t.delete_delay),
+            },
             relatch_after_silence: Duration::from_secs(raw.timeouts.relatch_after_silence),
             drain: Duration::from_secs(raw.timeouts.drain),
             max_calls: raw.limits.max_calls,
@@ -542,8 +578,11 @@ impl Cli {
                 }
                 "--workers" => c.workers = v.parse().map_err(|_| bad("expected a number"))?,
                 "--media-timeout" => {
-                    c.media_timeout =
-                        Duration::from_secs(v.parse().map_err(|_| bad("expected seconds"))?)
+                    let secs: u64 = v.parse().map_err(|_| bad("expected seconds"))?;
+                    if !(1..=MAX_TIMEOUT_SECS).contains(&secs) {
+                        return Err(bad(&format!("expected 1..={MAX_TIMEOUT_SECS} seconds")));
+                    }
+                    c.timeouts.media = Duration::from_secs(secs);
                 }
                 "--drain" => {
                     c.drain = Duration::from_secs(v.parse().map_err(|_| bad("expected seconds"))?)

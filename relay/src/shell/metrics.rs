@@ -11,7 +11,8 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use super::worker::WorkerStats;
-use crate::core::session::{DropReason, TRANSFORMS};
+use crate::core::call::Transform;
+use crate::core::forward::DropReason;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -73,7 +74,7 @@ pub fn render(control: &ControlMetrics, workers: &[WorkerStats], free_port_pairs
 
     let packets = Family::<Labels, Counter>::default();
     let bytes = Family::<Labels, Counter>::default();
-    for (i, t) in TRANSFORMS.iter().enumerate() {
+    for (i, t) in Transform::ALL.iter().enumerate() {
         let sum = |f: &dyn Fn(&WorkerStats) -> u64| workers.iter().map(f).sum::<u64>();
         let n = sum(&|w| w.counters.packets[i]);
         for (direction, b) in [

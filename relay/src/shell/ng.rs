@@ -1,12 +1,18 @@
-//! rtpengine's ng control protocol: `cookie SP bencoded-dict`, translated into shard commands.
-//! Nothing here knows SRTP; policy keys are passed on as they come.
+//! rtpengine's ng control protocol: `cookie SP bencoded-dict`, translated into typed core
+//! commands. Nothing here knows SRTP; policy keys are passed on as they come.
+//!
+//! Keys are read the way the proxies' modules send them (SPEC §4a): from the dictionary, from
+//! `key=value` items of `flags`, and from the one-string `rtpp-flags` of Kamailio's two-argument
+//! `rtpengine_*()` form; spellings with spaces or underscores (`delete delay`) are the same key.
+//! Unknown keys are ignored, never an error.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::bencode::{Value, dict};
-use crate::core::negotiate::SdpOptions;
+use crate::core::call::SdpOptions;
+use crate::core::command::{AnswerCommand, DeleteCommand, OfferCommand};
 use crate::core::policy::{LegRequest, LegSecurity, MediaSecurity};
-use crate::core::session::{AnswerCommand, OfferCommand};
 
 /// A parsed ng request.
 #[derive(Debug, Clone)]
@@ -18,10 +24,7 @@ pub enum Request {
     /// `answer`
     Answer(AnswerCommand),
     /// `delete`
-    Delete {
-        /// `call-id`
-        call_id: String,
-    },
+    Delete(DeleteCommand),
     /// `query`
     Query {
         /// `call-id`
@@ -52,7 +55,8 @@ impl Request {
         match self {
             Self::Offer(o) => Some(&o.call_id),
             Self::Answer(a) => Some(&a.call_id),
-            Self::Delete { call_id } | Self::Query { call_id } => Some(call_id),
+            Self::Delete(d) => Some(&d.call_id),
+            Self::Query { call_id } => Some(call_id),
             _ => None,
         }
     }
@@ -87,60 +91,171 @@ pub fn ok_reply(mut more: BTreeMap<Vec<u8>, Value>) -> Value {
     Value::Dict(more)
 }
 
-fn text<'a>(msg: &'a Value, key: &str) -> Result<&'a str, String> {
-    msg.get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("missing or invalid key '{key}'"))
+/// A request's keys as the proxies send them, wherever they put them.
+struct Params<'a> {
+    dict: &'a BTreeMap<Vec<u8>, Value>,
+    /// `key=value` items of `flags` and `rtpp-flags`, keys canonical.
+    pairs: Vec<(String, &'a str)>,
+    /// Bare items of `flags` and `rtpp-flags`, canonical.
+    flags: Vec<String>,
 }
 
-/// Reads a policy key from the dictionary, or from a `key=value` entry of `flags` (how the
-/// proxies' rtpengine modules pass keys they do not know).
-fn policy_key<'a>(msg: &'a Value, key: &str) -> Option<&'a str> {
-    msg.get(key).and_then(Value::as_str).or_else(|| {
-        msg.get("flags")?
-            .as_list()?
+/// `Delete Delay`, `delete_delay` and `delete-delay` are one key.
+fn canon(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            ' ' | '_' => '-',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// rtpengine's transport names, given bare in `flags` or `rtpp-flags`.
+const TRANSPORTS: [&str; 4] = ["RTP/AVP", "RTP/SAVP", "RTP/AVPF", "RTP/SAVPF"];
+
+impl<'a> Params<'a> {
+    fn new(dict: &'a BTreeMap<Vec<u8>, Value>) -> Self {
+        let mut p = Self {
+            dict,
+            pairs: Vec::new(),
+            flags: Vec::new(),
+        };
+        let mut items: Vec<&'a str> = Vec::new();
+        for (k, v) in dict {
+            match canon(&String::from_utf8_lossy(k)).as_str() {
+                "flags" => items.extend(
+                    v.as_list()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(Value::as_str),
+                ),
+                "rtpp-flags" => items.extend(v.as_str().unwrap_or("").split_ascii_whitespace()),
+                _ => {}
+            }
+        }
+        for item in items {
+            match item.split_once('=') {
+                Some((k, v)) => p.pairs.push((canon(k), v)),
+                None if TRANSPORTS.contains(&item) => {
+                    p.pairs.push(("transport-protocol".into(), item));
+                }
+                None => p.flags.push(canon(item)),
+            }
+        }
+        p
+    }
+
+    /// The dictionary's value for `key` (canonical), in whatever spelling it was sent.
+    fn value(&self, key: &str) -> Option<&'a Value> {
+        self.dict
             .iter()
-            .filter_map(Value::as_str)
-            .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
-    })
-}
+            .find(|(k, _)| canon(&String::from_utf8_lossy(k)) == key)
+            .map(|(_, v)| v)
+    }
 
-fn leg_request(msg: &Value, side: &str) -> Result<LegRequest, String> {
-    let security = match policy_key(msg, &format!("{side}-media-security")) {
-        Some(v) => Some(
-            v.parse::<LegSecurity>()
-                .map_err(|e| format!("{side}-media-security: {e}"))?,
-        ),
-        None => None,
-    };
-    Ok(LegRequest {
-        security,
-        extension: policy_key(msg, &format!("{side}-extension")).map(str::to_owned),
-        profile: policy_key(msg, &format!("{side}-device-profile")).map(str::to_owned),
-    })
+    /// A string key: the dictionary first, then `key=value` flags.
+    fn text(&self, key: &str) -> Option<&'a str> {
+        self.value(key)
+            .and_then(Value::as_str)
+            .or_else(|| self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| *v))
+    }
+
+    /// A non-empty string key.
+    fn nonempty(&self, key: &str) -> Option<String> {
+        self.text(key).filter(|s| !s.is_empty()).map(str::to_owned)
+    }
+
+    /// A required string key.
+    fn required(&self, key: &str) -> Result<String, String> {
+        self.text(key)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("missing or invalid key '{key}'"))
+    }
+
+    /// A list key (`replace`, `direction`): list items, plus `key=value` flags.
+    fn list(&self, key: &str) -> Vec<&'a str> {
+        let mut out: Vec<&'a str> = match self.value(key) {
+            Some(Value::List(l)) => l.iter().filter_map(Value::as_str).collect(),
+            Some(v) => v.as_str().into_iter().collect(),
+            None => Vec::new(),
+        };
+        out.extend(self.pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| *v));
+        out
+    }
+
+    /// A number key, sent as an integer or as a string.
+    fn int(&self, key: &str) -> Option<i64> {
+        match self.value(key) {
+            Some(Value::Int(i)) => Some(*i),
+            Some(v) => v.as_str()?.trim().parse().ok(),
+            None => self
+                .pairs
+                .iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| v.trim().parse().ok()),
+        }
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.flags.iter().any(|f| f == name)
+    }
+
+    fn leg(&self, side: &str) -> Result<LegRequest, String> {
+        let security = match self.text(&format!("{side}-media-security")) {
+            Some(v) => Some(
+                v.parse::<LegSecurity>()
+                    .map_err(|e| format!("{side}-media-security: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(LegRequest {
+            security,
+            extension: self.nonempty(&format!("{side}-extension")),
+            profile: self.nonempty(&format!("{side}-device-profile")),
+        })
+    }
+
+    fn options(&self) -> SdpOptions {
+        // The relay does not do ICE: candidates would let the endpoints bypass it, so they go
+        // unless the proxy insists on passing them (`ICE=pass`).
+        let ice = self.text("ice");
+        SdpOptions {
+            ice_remove: ice != Some("pass"),
+            replace_origin: self.list("replace").contains(&"origin") || self.flag("replace-origin"),
+        }
+    }
 }
 
 /// Parses an ng message into a request; the error is the `error-reason` to send back.
 pub fn parse_request(msg: &Value) -> Result<Request, String> {
-    if !matches!(msg, Value::Dict(_)) {
+    let Value::Dict(d) = msg else {
         return Err("message is not a dictionary".into());
-    }
-    let command = text(msg, "command")?;
-    Ok(match command {
+    };
+    let p = Params::new(d);
+    let command = p.required("command")?;
+    Ok(match command.as_str() {
         "ping" => Request::Ping,
         "list" => Request::List,
         "statistics" => Request::Statistics,
-        "delete" => Request::Delete {
-            call_id: text(msg, "call-id")?.to_owned(),
-        },
+        "delete" => Request::Delete(DeleteCommand {
+            call_id: p.required("call-id")?,
+            from_tag: p.nonempty("from-tag"),
+            to_tag: p.nonempty("to-tag"),
+            via_branch: p.nonempty("via-branch"),
+            // rtpengine: a negative delay means the configured default.
+            delay: p
+                .int("delete-delay")
+                .and_then(|n| u64::try_from(n).ok())
+                .map(|n| Duration::from_secs(n.min(super::config::MAX_TIMEOUT_SECS))),
+        }),
         "query" => Request::Query {
-            call_id: text(msg, "call-id")?.to_owned(),
+            call_id: p.required("call-id")?,
         },
         "offer" => {
-            let mut to = leg_request(msg, "to")?;
+            let mut to = p.leg("to")?;
             // rtpengine's own way to ask for SRTP or plain towards the callee.
             if to.security.is_none() {
-                to.security = match policy_key(msg, "transport-protocol") {
+                to.security = match p.text("transport-protocol") {
                     Some("RTP/SAVP" | "RTP/SAVPF") => {
                         Some(LegSecurity::Level(MediaSecurity::Enforce))
                     }
@@ -150,43 +265,25 @@ pub fn parse_request(msg: &Value) -> Result<Request, String> {
                     _ => None,
                 };
             }
-            let flags: Vec<&str> = msg
-                .get("flags")
-                .and_then(Value::as_list)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(Value::as_str)
-                .collect();
-            let replace: Vec<&str> = msg
-                .get("replace")
-                .and_then(Value::as_list)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(Value::as_str)
-                .collect();
-            // The relay does not do ICE: candidates would let the endpoints bypass it, so they go
-            // unless the proxy insists on passing them (`ICE=pass`).
-            let ice = msg
-                .get("ICE")
-                .and_then(Value::as_str)
-                .or_else(|| policy_key(msg, "ICE"));
             Request::Offer(OfferCommand {
-                call_id: text(msg, "call-id")?.to_owned(),
-                from_tag: text(msg, "from-tag")?.to_owned(),
-                sdp: text(msg, "sdp")?.to_owned(),
-                from: leg_request(msg, "from")?,
+                call_id: p.required("call-id")?,
+                from_tag: p.required("from-tag")?,
+                to_tag: p.nonempty("to-tag"),
+                via_branch: p.nonempty("via-branch"),
+                sdp: p.required("sdp")?,
+                from: p.leg("from")?,
                 to,
-                options: SdpOptions {
-                    ice_remove: ice != Some("pass"),
-                    replace_origin: replace.contains(&"origin")
-                        || flags.contains(&"replace-origin"),
-                },
+                options: p.options(),
+                label: p.nonempty("label"),
             })
         }
         "answer" => Request::Answer(AnswerCommand {
-            call_id: text(msg, "call-id")?.to_owned(),
-            to_tag: text(msg, "to-tag")?.to_owned(),
-            sdp: text(msg, "sdp")?.to_owned(),
+            call_id: p.required("call-id")?,
+            from_tag: p.nonempty("from-tag"),
+            to_tag: p.required("to-tag")?,
+            via_branch: p.nonempty("via-branch"),
+            sdp: p.required("sdp")?,
+            label: p.nonempty("label"),
         }),
         other => return Err(format!("unknown command '{other}'")),
     })

@@ -1,7 +1,7 @@
 //! The daemon: data-plane workers, the ng control socket, the metrics endpoint, systemd
 //! notifications and signals.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,8 +18,11 @@ use super::metrics::{self, ControlMetrics};
 use super::ng::{self, Request};
 use super::systemd::Notifier;
 use super::worker::{self, Job, PortPool, WorkerStats};
+use crate::core::call::Transform;
+use crate::core::command::{CallInfo, DeleteOutcome, PartyInfo};
+use crate::core::forward::DropReason;
 use crate::core::sdp::redact_keys;
-use crate::core::session::{DropReason, ShardConfig, TRANSFORMS};
+use crate::core::shard::ShardConfig;
 
 /// How long a reply stays cached for retransmitted commands (same sender, same cookie).
 const REPLY_CACHE_FOR: Duration = Duration::from_secs(30);
@@ -47,7 +50,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
         media_addr: config.media_addr,
         replay_window: config.replay_window,
         rekey_grace: config.rekey_grace,
-        media_timeout: config.media_timeout,
+        timeouts: config.timeouts,
         relatch_after_silence: config.relatch_after_silence,
         max_calls: config.max_calls.div_ceil(workers),
     };
@@ -136,7 +139,8 @@ async fn serve(config: Config, path: Option<PathBuf>, mut control: Control) -> s
                 drain_deadline = Some(clock::now() + config.drain);
             }
             _ = drain_check.tick(), if control.draining => {
-                let calls: usize = stats(&control.workers).await.iter().map(|s| s.calls.len()).sum();
+                // Calls waiting out a delete delay are over: they do not hold the drain up.
+                let calls: usize = stats(&control.workers).await.iter().map(|s| s.running).sum();
                 if calls == 0 || drain_deadline.is_some_and(|d| clock::now() >= d) {
                     tracing::info!(calls_left = calls, "drained; exiting");
                     return Ok(());
@@ -304,47 +308,19 @@ async fn execute(control: &Control, req: Request) -> Value {
             let w = owner(workers, &cmd.call_id);
             sdp_reply(ask(w, |tx| Job::Answer(cmd, tx)).await)
         }
-        Request::Delete { call_id } => {
-            match ask(owner(workers, &call_id), |tx| Job::Delete(call_id, tx)).await {
-                Some(true) => ng::ok_reply(Default::default()),
-                Some(false) => ng::error_reply("unknown call-id"),
+        Request::Delete(cmd) => {
+            let w = owner(workers, &cmd.call_id);
+            match ask(w, |tx| Job::Delete(cmd, tx)).await {
+                Some(DeleteOutcome::Deleted(info)) => ng::ok_reply(call_info(&info)),
+                Some(DeleteOutcome::Warning(w)) => {
+                    ng::ok_reply([(b"warning".to_vec(), Value::str(w))].into())
+                }
                 None => gone(),
             }
         }
         Request::Query { call_id } => {
             match ask(owner(workers, &call_id), |tx| Job::Query(call_id, tx)).await {
-                Some(Some(info)) => {
-                    let tag = |t: &Option<String>| Value::str(t.as_deref().unwrap_or(""));
-                    let streams = info
-                        .media
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (transforms, latched))| {
-                            let t = |x: Option<crate::core::negotiate::Transform>| {
-                                Value::str(x.map_or("none", |t| t.as_str()))
-                            };
-                            let l = |a: Option<std::net::SocketAddr>| {
-                                Value::str(&a.map_or(String::new(), |a| a.to_string()))
-                            };
-                            dict([
-                                ("index", Value::Int(i as i64)),
-                                ("from-A", t(transforms[0])),
-                                ("from-B", t(transforms[1])),
-                                ("latched-A", l(latched[0])),
-                                ("latched-B", l(latched[1])),
-                            ])
-                        })
-                        .collect();
-                    ng::ok_reply(
-                        [
-                            (b"created".to_vec(), Value::Int(info.age_secs as i64)),
-                            (b"from-tag".to_vec(), tag(&info.tags[0])),
-                            (b"to-tag".to_vec(), tag(&info.tags[1])),
-                            (b"streams".to_vec(), Value::List(streams)),
-                        ]
-                        .into(),
-                    )
-                }
+                Some(Some(info)) => ng::ok_reply(call_info(&info)),
                 Some(None) => ng::error_reply("unknown call-id"),
                 None => gone(),
             }
@@ -371,7 +347,7 @@ async fn execute(control: &Control, req: Request) -> Value {
                     )
                 })
                 .collect();
-            let packets = TRANSFORMS
+            let packets = Transform::ALL
                 .iter()
                 .enumerate()
                 .map(|(i, t)| {
@@ -406,4 +382,161 @@ async fn execute(control: &Control, req: Request) -> Value {
             )
         }
     }
+}
+
+/// A call as `query` and `delete` report it: rtpengine's shape (`created`, `last signal`,
+/// `totals`, `tags` with `medias` and `streams`), which Kamailio's `$rtpstat` and monitoring
+/// scripts read, plus the relay's own `from-tag`, `to-tag` and `streams` summary. Never a key.
+fn call_info(info: &CallInfo) -> BTreeMap<Vec<u8>, Value> {
+    let unix = clock::unix_now();
+    let at = |age: Duration| unix.saturating_sub(age);
+    let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    let stats = |s: &crate::core::call::PacketStats| {
+        dict([
+            ("packets", int(s.packets)),
+            ("bytes", int(s.bytes)),
+            ("errors", int(s.errors)),
+        ])
+    };
+    let addr = |a: std::net::SocketAddr| {
+        dict([
+            (
+                "family",
+                Value::str(if a.is_ipv4() { "IPv4" } else { "IPv6" }),
+            ),
+            ("address", Value::str(&a.ip().to_string())),
+            ("port", Value::Int(i64::from(a.port()))),
+        ])
+    };
+    let party = |p: &PartyInfo| {
+        let medias = p
+            .media
+            .iter()
+            .map(|m| {
+                let streams = m
+                    .streams
+                    .iter()
+                    .map(|s| {
+                        let mut d: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
+                        d.insert(b"local port".to_vec(), Value::Int(i64::from(s.local_port)));
+                        if let Some(e) = s.endpoint {
+                            d.insert(b"endpoint".to_vec(), addr(e));
+                            d.insert(b"advertised endpoint".to_vec(), addr(e));
+                        }
+                        if let Some(l) = s.latched {
+                            d.insert(b"latched".to_vec(), addr(l));
+                        }
+                        d.insert(b"stats".to_vec(), stats(&s.stats));
+                        if let Some(c) = m.crypto_suite {
+                            d.insert(b"crypto suite".to_vec(), Value::str(c));
+                        }
+                        if let Some(age) = m.last_packet {
+                            d.insert(b"last packet".to_vec(), int(at(age).as_secs()));
+                        }
+                        Value::Dict(d)
+                    })
+                    .collect();
+                dict([
+                    ("index", Value::Int(m.index as i64 + 1)),
+                    ("type", Value::str(&m.media)),
+                    ("protocol", Value::str(&m.protocol)),
+                    (
+                        "transform",
+                        Value::str(m.transform.map_or("none", Transform::as_str)),
+                    ),
+                    ("streams", Value::List(streams)),
+                ])
+            })
+            .collect();
+        let mut d: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
+        d.insert(b"tag".to_vec(), Value::str(&p.tag));
+        d.insert(b"medias".to_vec(), Value::List(medias));
+        if let Some(peer) = &p.peer {
+            d.insert(b"in dialogue with".to_vec(), Value::str(peer));
+        }
+        if let Some(b) = &p.branch {
+            d.insert(b"via-branch".to_vec(), Value::str(b));
+        }
+        if let Some(l) = &p.label {
+            d.insert(b"label".to_vec(), Value::str(l));
+        }
+        if !p.aliases.is_empty() {
+            d.insert(
+                b"tag-aliases".to_vec(),
+                Value::List(p.aliases.iter().map(|t| Value::str(t)).collect()),
+            );
+        }
+        Value::Dict(d)
+    };
+    let mut tags = BTreeMap::new();
+    for (n, p) in info.parties.iter().enumerate() {
+        let key = if p.tag.is_empty() {
+            format!("<untagged {n}>")
+        } else {
+            p.tag.clone()
+        };
+        tags.insert(key.into_bytes(), party(p));
+    }
+    // The relay's summary: the first party (A) and the party its media goes to (B), per m-line
+    // the transform of packets from each and where each is latched.
+    let a = info.parties.first();
+    let b = a
+        .and_then(|a| a.peer.as_ref())
+        .and_then(|t| info.parties.iter().find(|p| p.tag == *t))
+        .or_else(|| info.parties.get(1));
+    let transform = |p: Option<&PartyInfo>, i: usize| {
+        Value::str(
+            p.and_then(|p| p.media.get(i))
+                .and_then(|m| m.transform)
+                .map_or("none", Transform::as_str),
+        )
+    };
+    let latched = |p: Option<&PartyInfo>, i: usize| {
+        Value::str(
+            &p.and_then(|p| p.media.get(i))
+                .and_then(|m| m.streams[0].latched)
+                .map_or(String::new(), |a| a.to_string()),
+        )
+    };
+    let lines = a
+        .map_or(0, |a| a.media.len())
+        .max(b.map_or(0, |b| b.media.len()));
+    let streams = (0..lines)
+        .map(|i| {
+            dict([
+                ("index", Value::Int(i as i64)),
+                ("from-A", transform(a, i)),
+                ("from-B", transform(b, i)),
+                ("latched-A", latched(a, i)),
+                ("latched-B", latched(b, i)),
+            ])
+        })
+        .collect();
+    let created = at(info.age);
+    [
+        (b"created".to_vec(), int(created.as_secs())),
+        (
+            b"created_us".to_vec(),
+            int(u64::from(created.subsec_micros())),
+        ),
+        (b"last signal".to_vec(), int(at(info.last_signal).as_secs())),
+        (
+            b"totals".to_vec(),
+            dict([
+                ("RTP", stats(&info.totals[0])),
+                ("RTCP", stats(&info.totals[1])),
+            ]),
+        ),
+        (b"tags".to_vec(), Value::Dict(tags)),
+        (
+            b"from-tag".to_vec(),
+            Value::str(a.map_or("", |p| p.tag.as_str())),
+        ),
+        (
+            b"to-tag".to_vec(),
+            Value::str(b.map_or("", |p| p.tag.as_str())),
+        ),
+        (b"streams".to_vec(), Value::List(streams)),
+    ]
+    .into()
 }

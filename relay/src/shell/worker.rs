@@ -14,12 +14,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{clock, sys};
+use crate::core::call::PortGrant;
+use crate::core::command::{
+    AnswerCommand, CallInfo, CommandError, DeleteCommand, DeleteOutcome, OfferCommand,
+};
+use crate::core::forward::{Counters, DropReason, Verdict};
 use crate::core::packet::PacketBuf;
 use crate::core::policy::PolicyConfig;
-use crate::core::session::{
-    AnswerCommand, CallInfo, CommandError, Counters, DropReason, OfferCommand, PortSource, Shard,
-    ShardConfig, Verdict,
-};
+use crate::core::shard::{Shard, ShardConfig};
 
 /// How long a closed pair waits before going back to the pool (its receive tasks must have been
 /// dropped, which happens when the runtime next polls them).
@@ -33,7 +35,7 @@ pub enum Job {
     /// ng `answer`.
     Answer(AnswerCommand, oneshot::Sender<Result<String, CommandError>>),
     /// ng `delete`.
-    Delete(String, oneshot::Sender<bool>),
+    Delete(DeleteCommand, oneshot::Sender<DeleteOutcome>),
     /// ng `query`.
     Query(String, oneshot::Sender<Option<CallInfo>>),
     /// ng `list` and `statistics`.
@@ -51,6 +53,8 @@ pub enum Job {
 pub struct WorkerStats {
     /// Call-ids.
     pub calls: Vec<String>,
+    /// Calls not waiting out a delete delay.
+    pub running: usize,
     /// Planned media streams.
     pub streams: usize,
     /// SRTP contexts in use.
@@ -142,8 +146,9 @@ async fn run(config: ShardConfig, pool: PortPool, mut jobs: mpsc::UnboundedRecei
             },
             _ = tick.tick() => {
                 let now = clock::now();
-                let mut ports = WorkerPorts(&worker);
-                worker.shard.borrow_mut().handle_timeout(now, &mut ports);
+                let mut grant = PortGrant::default();
+                worker.shard.borrow_mut().handle_timeout(now, &mut grant);
+                WorkerPorts(&worker).finish(grant);
                 release_closed(&worker, now);
             }
         }
@@ -153,16 +158,24 @@ async fn run(config: ShardConfig, pool: PortPool, mut jobs: mpsc::UnboundedRecei
 fn handle(worker: &Rc<Worker>, job: Job) {
     let now = clock::now();
     release_closed(worker, now);
-    let mut ports = WorkerPorts(worker);
+    let ports = WorkerPorts(worker);
     match job {
         Job::Offer(cmd, reply) => {
-            let _ = reply.send(worker.shard.borrow_mut().offer(now, &cmd, &mut ports));
+            let mut shard = worker.shard.borrow_mut();
+            // The core takes ports from what the shell bound for it; the rest is closed again.
+            let mut grant = ports.grant(shard.ports_wanted(&cmd));
+            let result = shard.offer(now, &cmd, &mut grant);
+            ports.finish(grant);
+            let _ = reply.send(result);
         }
         Job::Answer(cmd, reply) => {
             let _ = reply.send(worker.shard.borrow_mut().answer(now, &cmd));
         }
-        Job::Delete(id, reply) => {
-            let _ = reply.send(worker.shard.borrow_mut().delete(&id, &mut ports));
+        Job::Delete(cmd, reply) => {
+            let mut grant = PortGrant::default();
+            let outcome = worker.shard.borrow_mut().delete(now, &cmd, &mut grant);
+            ports.finish(grant);
+            let _ = reply.send(outcome);
         }
         Job::Query(id, reply) => {
             let _ = reply.send(worker.shard.borrow().query(now, &id));
@@ -171,6 +184,7 @@ fn handle(worker: &Rc<Worker>, job: Job) {
             let shard = worker.shard.borrow();
             let _ = reply.send(WorkerStats {
                 calls: shard.call_ids(),
+                running: shard.running_call_count(),
                 streams: shard.stream_count(),
                 srtp_contexts: shard.srtp_context_count(),
                 counters: shard.counters().clone(),
@@ -202,8 +216,21 @@ fn release_closed(worker: &Worker, now: std::time::Instant) {
 /// Binds and closes port pairs for the shard, and starts a receive task per socket.
 struct WorkerPorts<'a>(&'a Rc<Worker>);
 
-impl PortSource for WorkerPorts<'_> {
-    fn open_pair(&mut self) -> Option<u16> {
+impl WorkerPorts<'_> {
+    /// Binds up to `n` pairs (fewer when the range runs out) for a command to take from.
+    fn grant(&self, n: usize) -> PortGrant {
+        PortGrant::new((0..n).map_while(|_| self.open_pair()).collect::<Vec<_>>())
+    }
+
+    /// Closes what a command left unused and what it released.
+    fn finish(&self, grant: PortGrant) {
+        let (unused, released) = grant.into_parts();
+        for port in unused.into_iter().chain(released) {
+            self.close_pair(port);
+        }
+    }
+
+    fn open_pair(&self) -> Option<u16> {
         let worker = self.0;
         let mut sockets = worker.sockets.borrow_mut();
         // When the pool is empty, this worker's own recently closed pairs are tried too: binding
@@ -239,7 +266,7 @@ impl PortSource for WorkerPorts<'_> {
         }
     }
 
-    fn close_pair(&mut self, rtp_port: u16) {
+    fn close_pair(&self, rtp_port: u16) {
         let mut sockets = self.0.sockets.borrow_mut();
         for p in [rtp_port, rtp_port + 1] {
             if let Some((_, task)) = sockets.open.remove(&p) {

@@ -6,9 +6,10 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use srtp_relay::core::negotiate::SdpOptions;
+use srtp_relay::core::call::{PortGrant, SdpOptions};
+use srtp_relay::core::command::{AnswerCommand, CommandError, OfferCommand};
 use srtp_relay::core::policy::{LegRequest, LegSecurity, MediaSecurity, PolicyConfig};
-use srtp_relay::core::session::{AnswerCommand, OfferCommand, PortSource, Shard, ShardConfig};
+use srtp_relay::core::shard::{Shard, ShardConfig, Timeouts};
 use srtp_relay::core::srtp::{CryptoSuite, MasterKey};
 
 #[derive(Default)]
@@ -18,8 +19,8 @@ pub struct Ports {
     pub fail_after: Option<usize>,
 }
 
-impl PortSource for Ports {
-    fn open_pair(&mut self) -> Option<u16> {
+impl Ports {
+    pub fn open_pair(&mut self) -> Option<u16> {
         if self.fail_after.is_some_and(|n| self.open.len() >= n) {
             return None;
         }
@@ -28,21 +29,72 @@ impl PortSource for Ports {
         self.open.insert(p);
         Some(p)
     }
-    fn close_pair(&mut self, port: u16) {
+
+    pub fn close_pair(&mut self, port: u16) {
         assert!(self.open.remove(&port), "closed a port that was not open");
+    }
+
+    /// Binds up to `n` pairs, as the worker does before a command.
+    pub fn grant(&mut self, n: usize) -> PortGrant {
+        PortGrant::new((0..n).map_while(|_| self.open_pair()).collect::<Vec<_>>())
+    }
+
+    /// Closes what a command left unused or released, as the worker does after it.
+    pub fn finish(&mut self, grant: PortGrant) {
+        let (unused, released) = grant.into_parts();
+        for p in unused.into_iter().chain(released) {
+            self.close_pair(p);
+        }
     }
 }
 
-pub fn shard(policy: PolicyConfig) -> Shard {
-    Shard::new(ShardConfig {
+/// A shard driven the way the worker drives it: ports bound before an offer and closed after.
+pub struct Sim(pub Shard);
+
+impl std::ops::Deref for Sim {
+    type Target = Shard;
+    fn deref(&self) -> &Shard {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Sim {
+    fn deref_mut(&mut self) -> &mut Shard {
+        &mut self.0
+    }
+}
+
+impl Sim {
+    pub fn offer(
+        &mut self,
+        now: Instant,
+        cmd: &OfferCommand,
+        ports: &mut Ports,
+    ) -> Result<String, CommandError> {
+        let mut grant = ports.grant(self.0.ports_wanted(cmd));
+        let r = self.0.offer(now, cmd, &mut grant);
+        ports.finish(grant);
+        r
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, ports: &mut Ports) -> usize {
+        let mut grant = PortGrant::default();
+        let n = self.0.handle_timeout(now, &mut grant);
+        ports.finish(grant);
+        n
+    }
+}
+
+pub fn shard(policy: PolicyConfig) -> Sim {
+    Sim(Shard::new(ShardConfig {
         policy,
         media_addr: "127.0.0.1".parse().unwrap(),
         replay_window: 64,
         rekey_grace: Duration::from_secs(2),
-        media_timeout: Duration::from_secs(60),
+        timeouts: Timeouts::default(),
         relatch_after_silence: Duration::ZERO,
         max_calls: 10,
-    })
+    }))
 }
 
 pub fn sdp(port: u16, proto: &str, crypto: Option<(&MasterKey, &str)>, m_lines: usize) -> String {
@@ -72,6 +124,7 @@ pub fn offer(call: &str, sdp: String, to: Option<MediaSecurity>) -> OfferCommand
             ..LegRequest::default()
         },
         options: SdpOptions::default(),
+        ..OfferCommand::default()
     }
 }
 
@@ -80,6 +133,7 @@ pub fn answer(call: &str, sdp: String) -> AnswerCommand {
         call_id: call.into(),
         to_tag: "b".into(),
         sdp,
+        ..AnswerCommand::default()
     }
 }
 

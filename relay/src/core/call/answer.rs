@@ -1,0 +1,500 @@
+//! An answer: to which offer it belongs (first answer, repeated answer, answer from a new
+//! to-tag, per via-branch; SPEC §4a), whether the media-security rules accept it (SPEC §2-§3a),
+//! the SDP for the offerer, and the media plan put in place. A refused answer leaves the call as
+//! it was before it.
+
+use std::fmt;
+
+use super::offer::{CAPNEG_ATTRS, ICE_ATTRS, Offered, OffererAnswer, session_edit};
+use super::stream::Crypto;
+use super::{Call, Ctx, PartyId, Transform, keys, version_for};
+use crate::core::command::{AnswerCommand, CommandError};
+use crate::core::policy::MediaSecurity;
+use crate::core::sdp::sdes::{CryptoAttr, crypto_tag};
+use crate::core::sdp::{MediaRewrite, Rewrite, Sdp};
+use crate::core::srtp::{CryptoSuite, MasterKey, SessionParams};
+
+/// A key a direction uses, with its suite and parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyUse {
+    /// Suite and key.
+    pub key: MasterKey,
+    /// Session parameters of the crypto line.
+    pub params: SessionParams,
+}
+
+impl KeyUse {
+    fn from_attr(a: &CryptoAttr) -> Self {
+        Self {
+            key: a.key.clone(),
+            params: a.params,
+        }
+    }
+}
+
+/// One direction of one m-line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectionPlan {
+    /// The sending party.
+    pub from: PartyId,
+    /// The receiving party.
+    pub to: PartyId,
+    /// What happens to its packets.
+    pub transform: Transform,
+    /// The sender's key: unprotects (or, for pass-through, authenticates) what it sends.
+    pub rx: Option<KeyUse>,
+    /// The relay's key towards the receiver: protects what the relay sends.
+    pub tx: Option<KeyUse>,
+    /// The sender changed its key: switch the receive context with a grace period.
+    pub rekey_rx: bool,
+    /// The relay's key towards the receiver changed (new suite or tag): carry ROC over.
+    pub rekey_tx: bool,
+}
+
+/// The plan of one m-line after an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaPlan {
+    /// Index of the m-line.
+    pub index: usize,
+    /// `audio`, `video`, ...
+    pub media: String,
+    /// One per direction, the lower party's first; empty when the m-line is rejected or
+    /// disabled.
+    pub directions: Vec<DirectionPlan>,
+}
+
+impl fmt::Display for MediaPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.directions.is_empty() {
+            return write!(f, "m{} {}: rejected", self.index, self.media);
+        }
+        for (n, d) in self.directions.iter().enumerate() {
+            if n > 0 {
+                writeln!(f)?;
+            }
+            write!(
+                f,
+                "m{} {} {}->{}: {}",
+                self.index,
+                self.media,
+                d.from,
+                d.to,
+                d.transform.as_str()
+            )?;
+            let short = |k: &Option<KeyUse>| {
+                k.as_ref().map(|k| match k.key.suite() {
+                    CryptoSuite::AesCm128HmacSha1_80 => "_80",
+                    CryptoSuite::AesCm128HmacSha1_32 => "_32",
+                })
+            };
+            if let Some(s) = short(&d.rx) {
+                write!(f, " rx {s}")?;
+            }
+            if let Some(s) = short(&d.tx) {
+                write!(f, " tx {s}")?;
+            }
+            if d.rekey_rx {
+                write!(f, " rekey-rx")?;
+            }
+            if d.rekey_tx {
+                write!(f, " rekey-tx")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The result of an answer: the SDP for the offerer and the plan of every m-line.
+#[derive(Debug)]
+pub struct AnswerOutcome {
+    /// The SDP to hand to the offerer.
+    pub sdp: String,
+    /// One plan per m-line.
+    pub plans: Vec<MediaPlan>,
+    /// Receive-side re-keys the plans applied.
+    pub rekeys: u64,
+}
+
+struct Decided {
+    /// (their crypto, our crypto to them)
+    answerer_srtp: Option<(CryptoAttr, CryptoAttr)>,
+    pass_through: bool,
+    active: bool,
+}
+
+impl Call {
+    /// Which party answers, which one offered, and a tag to alias onto the answering side.
+    fn answer_targets(
+        &self,
+        cmd: &AnswerCommand,
+    ) -> Result<(PartyId, PartyId, Option<String>), CommandError> {
+        let holds_offer = |id: PartyId| self.party(id).and_then(|p| p.incoming.as_ref()).is_some();
+        let offerer_of = |id: PartyId| {
+            self.party(id)
+                .and_then(|p| p.incoming.as_ref())
+                .map(|o| o.offerer)
+        };
+        let to_tag = cmd.to_tag.as_str();
+        let by_to = self.by_tag(to_tag);
+        let by_from = cmd.from_tag.as_deref().and_then(|t| self.by_tag(t));
+        let alias = |id: PartyId| {
+            let p = self.party(id).expect("live");
+            (!to_tag.is_empty() && p.tag() != Some(to_tag)).then(|| to_tag.to_owned())
+        };
+        // A branch names its own answering side.
+        let branch = cmd.via_branch.as_deref().filter(|b| !b.is_empty());
+        if let Some(id) = branch
+            .and_then(|b| self.by_branch(b))
+            .filter(|&id| holds_offer(id))
+        {
+            let off = offerer_of(id).expect("holds an offer");
+            return Ok((id, off, alias(id)));
+        }
+        if let Some(id) = by_to.filter(|&id| holds_offer(id)) {
+            let off = offerer_of(id).expect("holds an offer");
+            // The tags may come swapped (an answer in an ACK sent the other way round): the
+            // party named by from-tag is then the one holding the offer.
+            if by_from.is_some_and(|f| offerer_of(f) == Some(id) && offerer_of(id) != Some(f)) {
+                let f = by_from.expect("checked");
+                return Ok((f, id, None));
+            }
+            return Ok((id, off, None));
+        }
+        if let Some(f) = by_from {
+            if let Some(id) = by_to.filter(|&t| offerer_of(f) == Some(t)) {
+                return Ok((f, id, None));
+            }
+            // A new to-tag (forking, serial fork after early media) takes over the answering
+            // side of the from-tag's offer.
+            if let Some(id) = self
+                .live()
+                .filter(|(_, p)| p.incoming.as_ref().is_some_and(|o| o.offerer == f))
+                .map(|(id, _)| id)
+                .last()
+            {
+                return Ok((id, f, alias(id)));
+            }
+            if by_to.is_some() {
+                return Err(CommandError::NoPendingOffer);
+            }
+        }
+        if by_to.is_some() {
+            return Err(CommandError::NoPendingOffer);
+        }
+        // Neither tag known (no from-tag sent): the one offer waiting for an answer.
+        let mut waiting = self
+            .live()
+            .filter(|(_, p)| p.incoming.as_ref().is_some_and(|o| !o.answered));
+        match (waiting.next(), waiting.next()) {
+            (Some((id, _)), None) => Ok((id, offerer_of(id).expect("holds"), alias(id))),
+            (None, _) => Err(CommandError::NoPendingOffer),
+            (Some(_), Some(_)) => Err(CommandError::UnknownTag(to_tag.to_owned())),
+        }
+    }
+
+    /// Handles an answer: returns the SDP for the offerer and puts the media plan in place. A
+    /// repeated answer is applied to the same offer again: the same SDP gets the same reply,
+    /// a changed one is the current answer (a new key is a re-key with grace).
+    pub fn answer(
+        &mut self,
+        ctx: &Ctx<'_>,
+        cmd: &AnswerCommand,
+        sdp: &Sdp<'_>,
+    ) -> Result<AnswerOutcome, CommandError> {
+        let (answerer, offerer, alias) = self.answer_targets(cmd)?;
+        let party = self.party(answerer).expect("live");
+        let pending = party.incoming.as_ref().expect("holds an offer");
+        let policy = &party.policy;
+        if sdp.media_count() != pending.media.len() {
+            return Err(CommandError::MediaCount {
+                got: sdp.media_count(),
+                want: pending.media.len(),
+            });
+        }
+
+        let mut decided = Vec::with_capacity(pending.media.len());
+        let mut first_failure = None;
+        let mut survivors = 0;
+        for (i, pm) in pending.media.iter().enumerate() {
+            let m = sdp.media_line(i);
+            let inactive = Decided {
+                answerer_srtp: None,
+                pass_through: false,
+                active: false,
+            };
+            if pm.rejected || m.port == 0 {
+                decided.push(inactive);
+                continue;
+            }
+            if pm.kind == Some(super::StreamKind::Udptl) {
+                survivors += 1;
+                decided.push(Decided {
+                    active: true,
+                    ..inactive
+                });
+                continue;
+            }
+            let level = policy.for_media(&pm.media);
+            let name =
+                |rule: String| format!("media security {level}: m-line {i} ({}): {rule}", pm.media);
+            let lines: Vec<&str> = sdp.media_attributes(i, "crypto").collect();
+            let theirs = match lines.as_slice() {
+                [] if m.is_savp() => {
+                    return Err(CommandError::MediaSecurity(name(
+                        "RTP/SAVP answer has no a=crypto".into(),
+                    )));
+                }
+                [] => None,
+                [one] => {
+                    let attr = CryptoAttr::parse(one).map_err(|e| {
+                        let tag = crypto_tag(one).map_or_else(|| "?".to_owned(), |t| t.to_string());
+                        CommandError::MediaSecurity(name(format!("answer a=crypto:{tag}: {e}")))
+                    })?;
+                    Some(attr)
+                }
+                more => {
+                    return Err(CommandError::MediaSecurity(name(format!(
+                        "answer has {} a=crypto lines, it must have exactly one",
+                        more.len()
+                    ))));
+                }
+            };
+            let (answerer_srtp, pass_through) = match (&pm.offered, theirs) {
+                (_, None) => (None, false),
+                (Offered::Plain, Some(_)) => {
+                    return Err(CommandError::MediaSecurity(name(
+                        "answer has a=crypto but SRTP was not offered".into(),
+                    )));
+                }
+                (Offered::Srtp(lines) | Offered::PassThrough(lines), Some(t)) => {
+                    let Some(ours) = lines.iter().find(|l| l.tag == t.tag && l.suite == t.suite)
+                    else {
+                        return Err(CommandError::MediaSecurity(name(format!(
+                            "answer a=crypto tag {} ({}) was not offered",
+                            t.tag, t.suite
+                        ))));
+                    };
+                    if !policy.options.allows(t.params) {
+                        return Err(CommandError::MediaSecurity(name(format!(
+                            "answer a=crypto tag {} has session parameters the policy forbids",
+                            t.tag
+                        ))));
+                    }
+                    let pass = matches!(pm.offered, Offered::PassThrough(_));
+                    (
+                        Some((
+                            t,
+                            CryptoAttr {
+                                params: ours.params,
+                                ..ours.clone()
+                            },
+                        )),
+                        pass,
+                    )
+                }
+            };
+            if level == MediaSecurity::Enforce && answerer_srtp.is_none() {
+                first_failure.get_or_insert_with(|| name("answer has no usable SRTP".into()));
+                decided.push(inactive);
+                continue;
+            }
+            survivors += 1;
+            decided.push(Decided {
+                answerer_srtp,
+                pass_through,
+                active: true,
+            });
+        }
+        if let (0, Some(reason)) = (survivors, first_failure) {
+            return Err(CommandError::MediaSecurity(reason));
+        }
+
+        // Commit.
+        self.touch_signal(ctx.now);
+        let (off, ans) = self
+            .pair_mut(offerer, answerer)
+            .ok_or(CommandError::NoPendingOffer)?;
+        if let Some(tag) = alias {
+            ans.add_tag(&tag);
+        }
+        if cmd.label.is_some() {
+            ans.label.clone_from(&cmd.label);
+        }
+        let pending = ans.incoming.as_mut().expect("holds an offer");
+        pending.answered = true;
+        let pending = pending.clone();
+        off.peer = Some(answerer);
+        ans.peer = Some(offerer);
+
+        // The offerer's SDP.
+        let options = pending.options;
+        let mut rewrites = Vec::with_capacity(decided.len());
+        for (i, (pm, d)) in pending.media.iter().zip(&decided).enumerate() {
+            let mut rw = MediaRewrite::default();
+            rw.edit.address = Some(ctx.media_addr);
+            rw.edit.drop.extend(CAPNEG_ATTRS);
+            if options.ice_remove {
+                rw.edit.drop.extend(ICE_ATTRS);
+            }
+            if d.active {
+                rw.port = off.streams[i].rtp_port;
+                match (&pm.offerer, &d.answerer_srtp) {
+                    (OffererAnswer::Srtp { proto, .. }, Some((theirs, _))) if d.pass_through => {
+                        rw.proto = Some(proto.clone());
+                        rw.add.push(theirs.to_attribute());
+                    }
+                    (
+                        OffererAnswer::Srtp {
+                            proto,
+                            local: ours,
+                            acfg,
+                            ..
+                        },
+                        _,
+                    ) => {
+                        rw.proto = Some(proto.clone());
+                        rw.add.push(ours.to_attribute());
+                        if let Some(acfg) = acfg {
+                            rw.add.push(format!("acfg:{acfg}"));
+                        }
+                    }
+                    (OffererAnswer::Plain { proto }, _) => rw.proto = Some(proto.clone()),
+                }
+            }
+            rewrites.push(rw);
+        }
+        let out = sdp.rewrite(&Rewrite {
+            session: session_edit(ctx.media_addr, options),
+            media: rewrites,
+        });
+        let out = version_for(&mut off.sent, out);
+
+        let mut plans = Vec::with_capacity(decided.len());
+        let mut rekeys = 0;
+        for (i, (pm, d)) in pending.media.into_iter().zip(decided).enumerate() {
+            ans.streams[i].record_remote(sdp, i);
+            let (so, sa) = (&mut off.streams[i], &mut ans.streams[i]);
+            let old = [so.crypto.clone(), sa.crypto.clone()];
+            let mut new = [
+                Crypto {
+                    keys: std::mem::take(&mut so.crypto.keys),
+                    ..Crypto::default()
+                },
+                Crypto {
+                    keys: std::mem::take(&mut sa.crypto.keys),
+                    pass_through: d.pass_through,
+                    ..Crypto::default()
+                },
+            ];
+            new[0].pass_through = d.pass_through;
+            if !d.active {
+                so.crypto = std::mem::take(&mut new[0]);
+                sa.crypto = std::mem::take(&mut new[1]);
+                keys::park(so);
+                keys::park(sa);
+                plans.push(MediaPlan {
+                    index: i,
+                    media: pm.media,
+                    directions: Vec::new(),
+                });
+                continue;
+            }
+            if pm.kind == Some(super::StreamKind::Udptl) {
+                so.crypto = std::mem::take(&mut new[0]);
+                sa.crypto = std::mem::take(&mut new[1]);
+                keys::park(so);
+                keys::park(sa);
+                so.transform = Some(Transform::Opaque);
+                sa.transform = Some(Transform::Opaque);
+                plans.push(MediaPlan {
+                    index: i,
+                    media: pm.media,
+                    directions: [(offerer, answerer), (answerer, offerer)]
+                        .map(|(from, to)| DirectionPlan {
+                            from,
+                            to,
+                            transform: Transform::Opaque,
+                            rx: None,
+                            tx: None,
+                            rekey_rx: false,
+                            rekey_tx: false,
+                        })
+                        .to_vec(),
+                });
+                continue;
+            }
+            match (pm.offerer, d.answerer_srtp) {
+                // Each endpoint decrypts the other's SRTP; the relay only authenticates. The
+                // offerer's key in use is its line with the tag the answerer chose.
+                (OffererAnswer::Srtp { .. }, Some((theirs, offerers))) if d.pass_through => {
+                    new[0].remote = Some(offerers.clone());
+                    new[0].local = Some(theirs.clone());
+                    new[1].remote = Some(theirs);
+                    new[1].local = Some(offerers);
+                }
+                (offerer_answer, answerer_srtp) => {
+                    if let OffererAnswer::Srtp {
+                        remote,
+                        local: ours,
+                        ..
+                    } = offerer_answer
+                    {
+                        new[0].remote = Some(remote);
+                        new[0].local = Some(ours);
+                    }
+                    if let Some((theirs, ours)) = answerer_srtp {
+                        new[1].remote = Some(theirs);
+                        new[1].local = Some(ours);
+                    }
+                }
+            }
+            let mut directions = Vec::with_capacity(2);
+            for (from, to) in [(0, 1), (1, 0)] {
+                let rx = new[from].remote.as_ref();
+                let tx = new[to].local.as_ref();
+                let transform = match (rx, tx) {
+                    _ if d.pass_through => Transform::PassThrough,
+                    (None, None) => Transform::PlainToPlain,
+                    (Some(_), None) => Transform::Decrypt,
+                    (None, Some(_)) => Transform::Encrypt,
+                    (Some(_), Some(_)) => Transform::DecryptEncrypt,
+                };
+                let changed = |a: Option<&CryptoAttr>, b: Option<&CryptoAttr>| match (a, b) {
+                    (Some(a), Some(b)) => a.key != b.key,
+                    _ => false,
+                };
+                let ids = [offerer, answerer];
+                directions.push(DirectionPlan {
+                    from: ids[from],
+                    to: ids[to],
+                    transform,
+                    rx: rx.map(KeyUse::from_attr),
+                    tx: if d.pass_through {
+                        None
+                    } else {
+                        tx.map(KeyUse::from_attr)
+                    },
+                    rekey_rx: changed(old[from].remote.as_ref(), rx),
+                    rekey_tx: changed(old[to].local.as_ref(), tx),
+                });
+            }
+            let [n0, n1] = new;
+            so.crypto = n0;
+            sa.crypto = n1;
+            rekeys += keys::install(ctx, &directions[0], so, sa);
+            rekeys += keys::install(ctx, &directions[1], sa, so);
+            // Plans read the same whoever offered: the first party's direction first.
+            directions.sort_by_key(|d| d.from);
+            plans.push(MediaPlan {
+                index: i,
+                media: pm.media,
+                directions,
+            });
+        }
+        Ok(AnswerOutcome {
+            sdp: out,
+            plans,
+            rekeys,
+        })
+    }
+}

@@ -1,0 +1,442 @@
+//! One call as the SIP dialogs around it see it (SPEC §4a): a party per SIP tag (rtpengine's
+//! "monologue"), each with its media streams and their crypto; offers made by one party towards
+//! another, answers binding a to-tag. Forking, repeated commands and partial deletes all follow
+//! from that model.
+//!
+//! Vocabulary: the *offerer* sent the SDP at hand as an offer, the *answerer* is the party it is
+//! offered to. An SDES key is always the key of the SDP's sender: the offerer's key decrypts what
+//! it sends, the relay's key in its answer encrypts what the relay sends to it.
+//!
+//! - [`offer`]: an offer from one party, the SDP for the other and the pending negotiation;
+//! - [`answer`]: an answer (first, repeated, from a new to-tag) and the media plan it yields;
+//! - [`keys`]: where the plan meets the SRTP contexts: re-keys with grace, parked contexts;
+//! - [`stream`]: one party's one m-line: ports, addresses, crypto, packet state.
+
+pub mod answer;
+pub mod keys;
+pub mod offer;
+pub mod stream;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::core::policy::{LegPolicy, PolicyConfig};
+
+pub use answer::{AnswerOutcome, DirectionPlan, KeyUse, MediaPlan};
+pub use offer::{IncomingOffer, OfferOutcome};
+pub use stream::{Direction, PacketStats, Stream, StreamKind};
+
+/// A party's place in its call (stable for the call's life; a deleted party leaves a hole).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartyId(pub u16);
+
+impl PartyId {
+    /// The index into the call's parties.
+    pub const fn idx(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for PartyId {
+    /// `A` for the first party (the first offerer), `B` for the first answering side, then
+    /// `C`, `D`... (branches).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            n @ 0..=25 => write!(f, "{}", char::from(b'A' + n as u8)),
+            n => write!(f, "P{n}"),
+        }
+    }
+}
+
+/// What the relay does to packets in one direction of one m-line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transform {
+    /// RTP in, RTP out.
+    PlainToPlain,
+    /// SRTP forwarded untouched (prefer-direct); the sender's key only authenticates.
+    PassThrough,
+    /// SRTP in, RTP out.
+    Decrypt,
+    /// RTP in, SRTP out.
+    Encrypt,
+    /// SRTP in with one key, SRTP out with another.
+    DecryptEncrypt,
+    /// A non-RTP stream (T.38 over UDPTL) forwarded as opaque datagrams.
+    Opaque,
+}
+
+impl Transform {
+    /// Every transform, in counter order (see [`Self::index`]).
+    pub const ALL: [Self; 6] = [
+        Self::PlainToPlain,
+        Self::PassThrough,
+        Self::Decrypt,
+        Self::Encrypt,
+        Self::DecryptEncrypt,
+        Self::Opaque,
+    ];
+
+    /// Name used in plans, logs, `query` and metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::PlainToPlain => "plain",
+            Self::PassThrough => "pass-through",
+            Self::Decrypt => "decrypt",
+            Self::Encrypt => "encrypt",
+            Self::DecryptEncrypt => "decrypt+encrypt",
+            Self::Opaque => "opaque",
+        }
+    }
+
+    /// Index into per-transform counters.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Options of an offer or answer command that change the SDP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SdpOptions {
+    /// Remove ICE attributes (ng `ICE=remove`).
+    pub ice_remove: bool,
+    /// Rewrite the `o=` address too (ng `replace: origin`).
+    pub replace_origin: bool,
+}
+
+/// What a call's commands need from the shard: the policy for new parties, the relay's address,
+/// SRTP settings and the time.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx<'a> {
+    /// Media-security policy, extensions and profiles (resolves new parties).
+    pub policy: &'a PolicyConfig,
+    /// The relay's media address written into SDP.
+    pub media_addr: IpAddr,
+    /// SRTP replay window.
+    pub replay_window: usize,
+    /// How long the old receive context stays usable after a re-key.
+    pub rekey_grace: Duration,
+    /// Now.
+    pub now: Instant,
+}
+
+/// Port pairs the shell has bound for a command (RTP on the even port, RTCP on the next), and
+/// the pairs the command gave up. The core takes what it needs and never binds anything itself;
+/// the shell closes what is left over and what was released.
+#[derive(Debug, Default)]
+pub struct PortGrant {
+    pairs: std::collections::VecDeque<u16>,
+    released: Vec<u16>,
+}
+
+impl PortGrant {
+    /// A grant of these even ports, handed out in order.
+    pub fn new(pairs: impl IntoIterator<Item = u16>) -> Self {
+        Self {
+            pairs: pairs.into_iter().collect(),
+            released: Vec::new(),
+        }
+    }
+
+    /// Pairs still unused.
+    pub fn available(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub(crate) fn take(&mut self) -> Option<u16> {
+        self.pairs.pop_front()
+    }
+
+    pub(crate) fn release(&mut self, rtp_port: u16) {
+        self.released.push(rtp_port);
+    }
+
+    /// `(unused, released)`: the pairs to close once the command is done.
+    pub fn into_parts(self) -> (Vec<u16>, Vec<u16>) {
+        (self.pairs.into(), self.released)
+    }
+}
+
+/// One party of a call: an endpoint known by its SIP tag(s), with a stream per m-line.
+#[derive(Debug)]
+pub struct Party {
+    /// Its tags: the first it was known by, then aliases (a later to-tag that took over this
+    /// answering side). Empty until it answers (or offers) under a tag.
+    pub tags: Vec<String>,
+    /// The `via-branch` this answering side was created for, if any.
+    pub branch: Option<String>,
+    /// ng `label`, for `query`.
+    pub label: Option<String>,
+    /// Its policy, pinned when the party was created (SPEC §2).
+    pub policy: LegPolicy,
+    /// One per m-line.
+    pub streams: Vec<Stream>,
+    /// Where its media goes: the party of its latest answered offer/answer exchange.
+    pub peer: Option<PartyId>,
+    /// The offer made to this party, pending or answered (the last one).
+    pub incoming: Option<IncomingOffer>,
+    /// The last SDP the relay handed out for this party (without its `o=` line) and the `o=`
+    /// version it carried.
+    sent: Option<(String, u64)>,
+    /// Scheduled removal (a `delete` with a delay naming this party).
+    pub delete_at: Option<Instant>,
+}
+
+impl Party {
+    fn new(tag: Option<&str>, branch: Option<&str>, policy: LegPolicy) -> Self {
+        Self {
+            tags: tag.map(str::to_owned).into_iter().collect(),
+            branch: branch.map(str::to_owned),
+            label: None,
+            policy,
+            streams: Vec::new(),
+            peer: None,
+            incoming: None,
+            sent: None,
+            delete_at: None,
+        }
+    }
+
+    /// The tag it is known by now (the latest alias).
+    pub fn tag(&self) -> Option<&str> {
+        self.tags.last().map(String::as_str)
+    }
+
+    fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+
+    fn add_tag(&mut self, tag: &str) {
+        if let Some(i) = self.tags.iter().position(|t| t == tag) {
+            let t = self.tags.remove(i);
+            self.tags.push(t);
+        } else {
+            self.tags.push(tag.to_owned());
+        }
+    }
+
+    /// Ports this party holds.
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.streams.iter().map(|s| s.rtp_port).filter(|&p| p != 0)
+    }
+}
+
+/// The state that decides how long a call may stay quiet (SPEC §4a).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallState {
+    /// Offered, never answered: `timeouts.ringing`.
+    Ringing,
+    /// Answered, every stream held (`sendonly`, `recvonly`, `inactive`, `c=0.0.0.0`):
+    /// `timeouts.hold`.
+    Held,
+    /// Answered with at least one active stream: `timeouts.media`.
+    Active,
+}
+
+/// One call: its parties and their media.
+#[derive(Debug)]
+pub struct Call {
+    /// Parties by [`PartyId`]; `None` where one was deleted.
+    pub parties: Vec<Option<Party>>,
+    /// When the call was created.
+    pub created: Instant,
+    /// The last offer or answer.
+    pub last_signal: Instant,
+    /// The last packet forwarded in any stream.
+    pub last_media: Option<Instant>,
+    /// Scheduled removal of the whole call (`delete` with a delay).
+    pub delete_at: Option<Instant>,
+}
+
+impl Call {
+    /// A call with no party yet.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            parties: Vec::new(),
+            created: now,
+            last_signal: now,
+            last_media: None,
+            delete_at: None,
+        }
+    }
+
+    /// A live party.
+    pub fn party(&self, id: PartyId) -> Option<&Party> {
+        self.parties.get(id.idx())?.as_ref()
+    }
+
+    /// A live party, writable.
+    pub fn party_mut(&mut self, id: PartyId) -> Option<&mut Party> {
+        self.parties.get_mut(id.idx())?.as_mut()
+    }
+
+    /// Live parties with their ids.
+    pub fn live(&self) -> impl Iterator<Item = (PartyId, &Party)> {
+        self.parties
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((PartyId(i as u16), p.as_ref()?)))
+    }
+
+    /// The party known by `tag` (as its tag or an alias).
+    pub fn by_tag(&self, tag: &str) -> Option<PartyId> {
+        self.live().find(|(_, p)| p.has_tag(tag)).map(|(id, _)| id)
+    }
+
+    /// The answering side created for `branch`.
+    pub fn by_branch(&self, branch: &str) -> Option<PartyId> {
+        self.live()
+            .find(|(_, p)| p.branch.as_deref() == Some(branch))
+            .map(|(id, _)| id)
+    }
+
+    /// The party `offerer` last made an offer to (the answering side of its dialog): its peer
+    /// once answered, else the latest party holding an offer from it.
+    pub fn counterpart(&self, offerer: PartyId) -> Option<PartyId> {
+        let latest_offered = self
+            .live()
+            .filter(|(_, p)| p.incoming.as_ref().is_some_and(|o| o.offerer == offerer))
+            .map(|(id, _)| id)
+            .last();
+        latest_offered.or_else(|| self.party(offerer)?.peer)
+    }
+
+    /// Two distinct live parties, writable.
+    pub fn pair_mut(&mut self, a: PartyId, b: PartyId) -> Option<(&mut Party, &mut Party)> {
+        if a == b {
+            return None;
+        }
+        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+        let (left, right) = self.parties.split_at_mut(hi.idx());
+        let (pl, ph) = (left.get_mut(lo.idx())?.as_mut()?, right[0].as_mut()?);
+        Some(if a < b { (pl, ph) } else { (ph, pl) })
+    }
+
+    fn push_party(&mut self, party: Party) -> PartyId {
+        self.parties.push(Some(party));
+        PartyId((self.parties.len() - 1) as u16)
+    }
+
+    /// Offer or answer: the call is wanted again, pending deletions are cancelled.
+    pub(crate) fn touch_signal(&mut self, now: Instant) {
+        self.last_signal = now;
+        self.delete_at = None;
+        for p in self.parties.iter_mut().flatten() {
+            p.delete_at = None;
+        }
+    }
+
+    /// Removes a party and returns its ports to `grant`; parties whose media went to it lose
+    /// their peer (their packets are dropped as `policy` until a new answer).
+    pub fn remove_party(&mut self, id: PartyId, grant: &mut PortGrant) {
+        let Some(party) = self.parties.get_mut(id.idx()).and_then(Option::take) else {
+            return;
+        };
+        for port in party.ports() {
+            grant.release(port);
+        }
+        for p in self.parties.iter_mut().flatten() {
+            if p.peer == Some(id) {
+                p.peer = None;
+                for s in &mut p.streams {
+                    s.transform = None;
+                }
+            }
+            if p.incoming.as_ref().is_some_and(|o| o.offerer == id) {
+                p.incoming = None;
+            }
+        }
+    }
+
+    /// Removes every party (the whole call).
+    pub fn remove_all(&mut self, grant: &mut PortGrant) {
+        for i in 0..self.parties.len() {
+            self.remove_party(PartyId(i as u16), grant);
+        }
+    }
+
+    /// True when fewer than two parties are left: nothing can flow any more.
+    pub fn is_finished(&self) -> bool {
+        self.live().count() < 2
+    }
+
+    /// Which timeout applies now.
+    pub fn state(&self) -> CallState {
+        let answered = self
+            .live()
+            .any(|(_, p)| p.incoming.as_ref().is_some_and(|o| o.answered) || p.peer.is_some());
+        if !answered {
+            return CallState::Ringing;
+        }
+        let mut active = self
+            .live()
+            .flat_map(|(_, p)| p.streams.iter())
+            .filter(|s| s.transform.is_some())
+            .peekable();
+        if active.peek().is_none() {
+            return CallState::Active;
+        }
+        // A stream is active when both of its ends send and receive; the call is held when no
+        // stream is.
+        let any_active = self.live().any(|(_, p)| {
+            let Some(peer) = p.peer.and_then(|q| self.party(q)) else {
+                return false;
+            };
+            p.streams.iter().zip(&peer.streams).any(|(a, b)| {
+                a.transform.is_some()
+                    && a.direction == Direction::SendRecv
+                    && b.direction == Direction::SendRecv
+            })
+        });
+        if any_active {
+            CallState::Active
+        } else {
+            CallState::Held
+        }
+    }
+
+    /// The last sign of life: signalling or media.
+    pub fn last_activity(&self) -> Instant {
+        self.last_media
+            .map_or(self.last_signal, |m| m.max(self.last_signal))
+    }
+}
+
+/// RFC 3264 §8: towards each party the `o=` version must go up exactly when the SDP changes.
+/// The relay's SDP can change while the endpoint's does not (a cap-neg follow-up after a session
+/// refresh) and stay the same while the endpoint's changes (it rewrote ICE lines away), so the
+/// version is the relay's: the endpoint's the first time, then the last one sent, plus one if the
+/// body changed. Records what was sent (an SDP handed out is sent).
+pub(crate) fn version_for(sent: &mut Option<(String, u64)>, sdp: String) -> String {
+    let Some(o_start) = sdp
+        .find("o=")
+        .filter(|&i| i == 0 || sdp[..i].ends_with('\n'))
+    else {
+        return sdp;
+    };
+    let o_end = sdp[o_start..].find('\n').map_or(sdp.len(), |i| o_start + i);
+    let o_line = sdp[o_start..o_end].trim_end_matches('\r');
+    let fields: Vec<&str> = o_line.split(' ').collect();
+    let Some(endpoint_version) = fields.get(2).and_then(|v| v.parse::<u64>().ok()) else {
+        return sdp;
+    };
+    let body = format!("{}{}", &sdp[..o_start], &sdp[o_end..]);
+    let version = match sent {
+        None => endpoint_version,
+        Some((last, v)) if *last == body => *v,
+        Some((_, v)) => v.saturating_add(1).max(endpoint_version),
+    };
+    *sent = Some((body, version));
+    if version == endpoint_version {
+        return sdp;
+    }
+    let mut fields = fields;
+    let version = version.to_string();
+    fields[2] = &version;
+    format!(
+        "{}{}{}",
+        &sdp[..o_start],
+        fields.join(" "),
+        &sdp[o_start + o_line.len()..]
+    )
+}

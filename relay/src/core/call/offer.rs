@@ -1,0 +1,721 @@
+//! An offer: which parties it is between (SPEC §4a: first offer, repeated offer, via-branch,
+//! re-offer from either side), how the relay answers the offerer and what it offers the
+//! answerer on each m-line (SPEC §2-§3a). Nothing changes until every m-line is decided and the
+//! ports are there: a refused offer leaves the call as it was.
+
+use super::stream::{Crypto, StreamKind};
+use super::{Call, Ctx, Party, PartyId, PortGrant, SdpOptions, version_for};
+use crate::core::command::{CommandError, OfferCommand};
+use crate::core::policy::{BestEffortStyle, LegPolicy, MediaSecurity};
+use crate::core::sdp::capneg::{parse_acap, parse_config, parse_tcap, write_config};
+use crate::core::sdp::sdes::{CryptoAttr, crypto_tag};
+use crate::core::sdp::{LevelEdit, MediaLine, MediaRewrite, Rewrite, Sdp};
+use crate::core::srtp::MasterKey;
+
+/// Attributes of one leg's SRTP negotiation that never reach the other leg.
+pub(crate) const CAPNEG_ATTRS: [&str; 5] = ["crypto", "tcap", "acap", "pcfg", "acfg"];
+/// ICE attributes, removed unless the proxy asks to pass them.
+pub(crate) const ICE_ATTRS: [&str; 7] = [
+    "candidate",
+    "ice-ufrag",
+    "ice-pwd",
+    "ice-options",
+    "end-of-candidates",
+    "remote-candidates",
+    "ice-lite",
+];
+
+/// How the relay will answer the offerer on one m-line.
+#[derive(Clone, Debug)]
+pub(crate) enum OffererAnswer {
+    Plain {
+        proto: String,
+    },
+    Srtp {
+        proto: String,
+        remote: CryptoAttr,
+        local: CryptoAttr,
+        acfg: Option<String>,
+    },
+}
+
+/// What the relay offered the answerer on one m-line.
+#[derive(Clone, Debug)]
+pub(crate) enum Offered {
+    Plain,
+    Srtp(Vec<CryptoAttr>),
+    /// The offerer's own crypto, for pass-through.
+    PassThrough(Vec<CryptoAttr>),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct PendingMedia {
+    pub(crate) media: String,
+    pub(crate) kind: Option<StreamKind>,
+    /// The m-line was refused at offer time (or had port 0): port 0 both ways.
+    pub(crate) rejected: bool,
+    pub(crate) offerer: OffererAnswer,
+    pub(crate) offered: Offered,
+}
+
+/// The offer made to a party, kept after its answer so that a repeated answer (183 then 200,
+/// a retransmitted 200, an answer from a new to-tag) is applied to the same offer.
+#[derive(Clone, Debug)]
+pub struct IncomingOffer {
+    /// Who made it.
+    pub offerer: PartyId,
+    /// An answer was applied.
+    pub answered: bool,
+    pub(crate) media: Vec<PendingMedia>,
+    pub(crate) options: SdpOptions,
+}
+
+/// What an offer produced.
+#[derive(Debug)]
+pub struct OfferOutcome {
+    /// The SDP for the answering party.
+    pub sdp: String,
+    /// The offering party.
+    pub offerer: PartyId,
+    /// The answering party.
+    pub answerer: PartyId,
+}
+
+/// A usable SRTP configuration in an offer.
+#[derive(Clone, Debug)]
+struct Candidate {
+    attr: CryptoAttr,
+    /// The protocol to answer with when this candidate is taken.
+    proto: String,
+    /// `(pcfg number, tcap number, acap number)` when it came from capability negotiation.
+    capneg: Option<(u32, u32, u32)>,
+}
+
+/// What an offer's m-line says about SRTP.
+#[derive(Debug, Default)]
+struct OfferedSecurity {
+    candidates: Vec<Candidate>,
+    /// Crypto lines that were present but unusable, with why.
+    problems: Vec<String>,
+}
+
+/// A party of the offer: one that exists, or one the offer creates.
+enum Target {
+    Existing(PartyId),
+    New {
+        tag: Option<String>,
+        branch: Option<String>,
+        policy: Box<LegPolicy>,
+    },
+}
+
+/// The offerer, the answering party, and a tag to alias onto an existing party.
+type Targets = (Target, Target, Option<(PartyId, String)>);
+
+/// The decision for one m-line, not yet applied.
+struct Decided {
+    pending: PendingMedia,
+    rewrite: MediaRewrite,
+    /// Keys generated for the offerer's and the answerer's stream.
+    offerer_keys: Vec<CryptoAttr>,
+    answerer_keys: Vec<CryptoAttr>,
+}
+
+impl Call {
+    /// Which parties an offer is between; may name new ones, and a tag to alias onto an existing
+    /// party. Changes nothing.
+    fn offer_targets(&self, ctx: &Ctx<'_>, cmd: &OfferCommand) -> Result<Targets, CommandError> {
+        let new = |tag: Option<&str>, branch: Option<&str>, req| -> Result<Target, CommandError> {
+            Ok(Target::New {
+                tag: tag.map(str::to_owned),
+                branch: branch.map(str::to_owned),
+                policy: Box::new(ctx.policy.resolve(req)?),
+            })
+        };
+        let to_tag = cmd.to_tag.as_deref().filter(|t| !t.is_empty());
+        let branch = cmd.via_branch.as_deref().filter(|b| !b.is_empty());
+        let Some(offerer) = self.by_tag(&cmd.from_tag) else {
+            // A new tag offering into an existing call: the callee of a dialog offering before
+            // (or instead of) its answer, or a changed from-tag of the first offerer.
+            if let Some(answerer) = to_tag.and_then(|t| self.by_tag(t)) {
+                let alias = self.counterpart(answerer).filter(|&c| c != answerer);
+                return match alias {
+                    Some(c) => Ok((
+                        Target::Existing(c),
+                        Target::Existing(answerer),
+                        Some((c, cmd.from_tag.clone())),
+                    )),
+                    None => Ok((
+                        new(Some(&cmd.from_tag), None, &cmd.from)?,
+                        Target::Existing(answerer),
+                        None,
+                    )),
+                };
+            }
+            // A new offerer in this call (a first offer, or a spiral or a new branch of a forking
+            // B2BUA with its own from-tag): a party of its own and a new answering side.
+            return Ok((
+                new(Some(&cmd.from_tag), None, &cmd.from)?,
+                new(to_tag, branch, &cmd.to)?,
+                None,
+            ));
+        };
+        let answerer = if let Some(b) = branch {
+            match self.by_branch(b).filter(|&p| p != offerer) {
+                Some(p) => Target::Existing(p),
+                None => match to_tag
+                    .and_then(|t| self.by_tag(t))
+                    .filter(|&p| p != offerer)
+                {
+                    Some(p) => Target::Existing(p),
+                    None => new(to_tag, Some(b), &cmd.to)?,
+                },
+            }
+        } else if let Some(t) = to_tag {
+            match self.by_tag(t).filter(|&p| p != offerer) {
+                Some(p) => Target::Existing(p),
+                None => match self.counterpart(offerer) {
+                    Some(c) => {
+                        return Ok((
+                            Target::Existing(offerer),
+                            Target::Existing(c),
+                            Some((c, t.to_owned())),
+                        ));
+                    }
+                    None => new(Some(t), None, &cmd.to)?,
+                },
+            }
+        } else {
+            match self.counterpart(offerer) {
+                Some(c) => Target::Existing(c),
+                None => new(None, None, &cmd.to)?,
+            }
+        };
+        Ok((Target::Existing(offerer), answerer, None))
+    }
+
+    /// Handles an offer: returns the SDP for the answering party. The first offer of a party
+    /// resolves and pins its policy (`from` for the offerer, `to` for the answering side); later
+    /// offers keep it. Ports come from `grant`; a refused offer changes nothing.
+    pub fn offer(
+        &mut self,
+        ctx: &Ctx<'_>,
+        cmd: &OfferCommand,
+        sdp: &Sdp<'_>,
+        grant: &mut PortGrant,
+    ) -> Result<OfferOutcome, CommandError> {
+        let (off_t, ans_t, alias) = self.offer_targets(ctx, cmd)?;
+        let empty = Crypto::default();
+        fn policy_of<'a>(call: &'a Call, t: &'a Target) -> &'a LegPolicy {
+            match t {
+                Target::Existing(id) => &call.party(*id).expect("live").policy,
+                Target::New { policy, .. } => policy,
+            }
+        }
+        let crypto_of = |t: &Target, i: usize| match t {
+            Target::Existing(id) => self
+                .party(*id)
+                .expect("live")
+                .streams
+                .get(i)
+                .map_or(&empty, |s| &s.crypto),
+            Target::New { .. } => &empty,
+        };
+        let has_port = |t: &Target, i: usize| match t {
+            Target::Existing(id) => self
+                .party(*id)
+                .expect("live")
+                .streams
+                .get(i)
+                .is_some_and(|s| s.rtp_port != 0),
+            Target::New { .. } => false,
+        };
+        let (p_off, p_ans) = (policy_of(self, &off_t), policy_of(self, &ans_t));
+
+        let mut decided = Vec::with_capacity(sdp.media_count());
+        let mut first_failure = None;
+        let mut survivors = 0;
+        let mut ports_needed = 0;
+        for i in 0..sdp.media_count() {
+            let m = sdp.media_line(i);
+            let kind = StreamKind::of(&m).filter(|_| m.port != 0);
+            let result = match kind {
+                None => Err(None),
+                Some(StreamKind::Udptl) => Ok(opaque(&m)),
+                Some(StreamKind::Rtp) => decide(
+                    sdp,
+                    i,
+                    &m,
+                    p_off,
+                    p_ans,
+                    crypto_of(&off_t, i),
+                    crypto_of(&ans_t, i),
+                )
+                .map_err(Some),
+            };
+            let d = match result {
+                Ok(d) => {
+                    survivors += 1;
+                    ports_needed += usize::from(!has_port(&off_t, i));
+                    ports_needed += usize::from(!has_port(&ans_t, i));
+                    d
+                }
+                Err(reason) => {
+                    if let Some(reason) = reason {
+                        first_failure.get_or_insert(reason);
+                    }
+                    Decided {
+                        pending: PendingMedia {
+                            media: m.media.to_owned(),
+                            kind,
+                            rejected: true,
+                            offerer: OffererAnswer::Plain {
+                                proto: m.proto.to_owned(),
+                            },
+                            offered: Offered::Plain,
+                        },
+                        rewrite: MediaRewrite::default(),
+                        offerer_keys: Vec::new(),
+                        answerer_keys: Vec::new(),
+                    }
+                }
+            };
+            decided.push(d);
+        }
+        if let (0, Some(reason)) = (survivors, first_failure) {
+            return Err(CommandError::MediaSecurity(reason));
+        }
+        if grant.available() < ports_needed {
+            return Err(CommandError::NoPorts);
+        }
+
+        // Commit: parties, tags, ports, keys, addresses, the pending offer.
+        let materialize = |call: &mut Self, t: Target| match t {
+            Target::Existing(id) => id,
+            Target::New {
+                tag,
+                branch,
+                policy,
+            } => call.push_party(Party::new(tag.as_deref(), branch.as_deref(), *policy)),
+        };
+        let offerer = materialize(self, off_t);
+        let answerer = materialize(self, ans_t);
+        if let Some(p) = alias.as_ref().and_then(|(id, _)| self.party_mut(*id)) {
+            p.add_tag(&alias.as_ref().expect("matched").1);
+        }
+        self.touch_signal(ctx.now);
+        let (off, ans) = self.pair_mut(offerer, answerer).expect("two live parties");
+        if cmd.label.is_some() {
+            off.label.clone_from(&cmd.label);
+        }
+        let count = sdp.media_count();
+        for p in [&mut *off, &mut *ans] {
+            if p.streams.len() < count {
+                p.streams.resize_with(count, Default::default);
+            }
+        }
+        let mut pending = Vec::with_capacity(count);
+        let mut rewrites = Vec::with_capacity(count);
+        for (i, d) in decided.into_iter().enumerate() {
+            let Decided {
+                pending: pm,
+                mut rewrite,
+                offerer_keys,
+                answerer_keys,
+            } = d;
+            if !pm.rejected {
+                for s in [&mut off.streams[i], &mut ans.streams[i]] {
+                    if s.rtp_port == 0 {
+                        s.rtp_port = grant.take().expect("counted above");
+                    }
+                }
+                rewrite.port = ans.streams[i].rtp_port;
+                off.streams[i].kind = pm.kind;
+                ans.streams[i].kind = pm.kind;
+            }
+            merge_keys(&mut off.streams[i].crypto.keys, offerer_keys);
+            merge_keys(&mut ans.streams[i].crypto.keys, answerer_keys);
+            off.streams[i].record_remote(sdp, i);
+            rewrite.edit.address = Some(ctx.media_addr);
+            rewrite.edit.drop.extend(CAPNEG_ATTRS);
+            if cmd.options.ice_remove {
+                rewrite.edit.drop.extend(ICE_ATTRS);
+            }
+            pending.push(pm);
+            rewrites.push(rewrite);
+        }
+        let out = sdp.rewrite(&Rewrite {
+            session: session_edit(ctx.media_addr, cmd.options),
+            media: rewrites,
+        });
+        let out = version_for(&mut ans.sent, out);
+        ans.incoming = Some(IncomingOffer {
+            offerer,
+            answered: false,
+            media: pending,
+            options: cmd.options,
+        });
+        Ok(OfferOutcome {
+            sdp: out,
+            offerer,
+            answerer,
+        })
+    }
+}
+
+/// Adds keys not yet known (by suite and tag).
+fn merge_keys(keys: &mut Vec<CryptoAttr>, new: Vec<CryptoAttr>) {
+    for k in new {
+        if !keys.iter().any(|o| o.suite == k.suite && o.tag == k.tag) {
+            keys.push(k);
+        }
+    }
+}
+
+/// The session-level edits of every SDP the relay writes.
+pub(crate) fn session_edit(addr: std::net::IpAddr, options: SdpOptions) -> LevelEdit {
+    let mut drop: Vec<&'static str> = CAPNEG_ATTRS.to_vec();
+    if options.ice_remove {
+        drop.extend(ICE_ATTRS);
+    }
+    LevelEdit {
+        address: Some(addr),
+        replace_origin: options.replace_origin,
+        drop,
+        rtcp_port: None,
+    }
+}
+
+/// A T.38/UDPTL m-line: relayed as it is, never SRTP.
+fn opaque(m: &MediaLine<'_>) -> Decided {
+    Decided {
+        pending: PendingMedia {
+            media: m.media.to_owned(),
+            kind: Some(StreamKind::Udptl),
+            rejected: false,
+            offerer: OffererAnswer::Plain {
+                proto: m.proto.to_owned(),
+            },
+            offered: Offered::Plain,
+        },
+        rewrite: MediaRewrite::default(),
+        offerer_keys: Vec::new(),
+        answerer_keys: Vec::new(),
+    }
+}
+
+/// The plain and secure forms of an RTP profile: `(RTP/AVP, RTP/SAVP)` or `(RTP/AVPF, RTP/SAVPF)`.
+fn profiles_of(proto: &str) -> (&'static str, &'static str) {
+    if proto.ends_with('F') {
+        ("RTP/AVPF", "RTP/SAVPF")
+    } else {
+        ("RTP/AVP", "RTP/SAVP")
+    }
+}
+
+/// The relay's key towards an endpoint for `suite` (and `tag`, when the line must carry a given
+/// tag): one it generated before, else a new one, recorded in `fresh`.
+fn relay_key(
+    known: &[CryptoAttr],
+    fresh: &mut Vec<CryptoAttr>,
+    suite: crate::core::srtp::CryptoSuite,
+    tag: u32,
+    params: crate::core::srtp::SessionParams,
+    same_tag: bool,
+) -> Result<MasterKey, String> {
+    let found = known
+        .iter()
+        .chain(fresh.iter())
+        .find(|k| k.suite == suite && (!same_tag || k.tag == tag));
+    if let Some(k) = found {
+        return Ok(k.key.clone());
+    }
+    let key = MasterKey::generate(suite).map_err(|e| e.to_string())?;
+    fresh.push(CryptoAttr {
+        tag,
+        suite,
+        key: key.clone(),
+        params,
+    });
+    Ok(key)
+}
+
+/// Decides one RTP m-line of an offer: how to answer the offerer, what to offer the answerer.
+fn decide(
+    sdp: &Sdp<'_>,
+    i: usize,
+    m: &MediaLine<'_>,
+    p_off: &LegPolicy,
+    p_ans: &LegPolicy,
+    prior_off: &Crypto,
+    prior_ans: &Crypto,
+) -> Result<Decided, String> {
+    let level_off = p_off.for_media(m.media);
+    let level_ans = p_ans.for_media(m.media);
+    let offered = offered_security(sdp, i, m);
+    let usable = |c: &&Candidate| {
+        p_off.suites.contains(&c.attr.suite) && p_off.options.allows(c.attr.params)
+    };
+    let pick = offered.candidates.iter().find(usable).cloned();
+    let mut offered = offered;
+    if pick.is_none() && !offered.candidates.is_empty() {
+        offered.problems.push(
+            "no offered crypto suite and session parameters are allowed by the policy".into(),
+        );
+    }
+    let what = |rule: &str| {
+        format!(
+            "media security {level_off}: m-line {i} ({}): {rule}",
+            m.media
+        )
+    };
+    let detail = || {
+        if offered.problems.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", offered.problems.join("; "))
+        }
+    };
+
+    // The offerer's leg.
+    let srtp_pick = match level_off {
+        MediaSecurity::Disabled if m.is_savp() => {
+            return Err(what(
+                "offer requires SRTP (RTP/SAVP) and the policy is plain RTP",
+            ));
+        }
+        MediaSecurity::Disabled => None,
+        MediaSecurity::Enforce => {
+            Some(pick.ok_or_else(|| what(&format!("offer has no usable SRTP{}", detail())))?)
+        }
+        MediaSecurity::BestEffort | MediaSecurity::PreferDirect => match pick {
+            Some(p) => Some(p),
+            None if m.is_savp() => {
+                return Err(what(&format!(
+                    "RTP/SAVP offer has no usable SRTP{}",
+                    detail()
+                )));
+            }
+            None => None,
+        },
+    };
+    let mut offerer_keys = Vec::new();
+    let offerer_answer = match &srtp_pick {
+        None => OffererAnswer::Plain {
+            proto: m.proto.to_owned(),
+        },
+        Some(c) => {
+            // Keep the relay's key for this leg unless the suite or tag changed (SPEC §3a); a
+            // repeated offer before the answer finds it among the keys of the pending offer.
+            let local = prior_off
+                .local
+                .as_ref()
+                .filter(|_| !prior_off.pass_through)
+                .filter(|l| l.suite == c.attr.suite && l.tag == c.attr.tag)
+                .map(|l| l.key.clone());
+            let key = match local {
+                Some(k) => k,
+                None => relay_key(
+                    &prior_off.keys,
+                    &mut offerer_keys,
+                    c.attr.suite,
+                    c.attr.tag,
+                    c.attr.params,
+                    true,
+                )?,
+            };
+            OffererAnswer::Srtp {
+                proto: c.proto.clone(),
+                remote: c.attr.clone(),
+                local: CryptoAttr {
+                    tag: c.attr.tag,
+                    suite: c.attr.suite,
+                    key,
+                    params: c.attr.params,
+                },
+                acfg: c.capneg.map(|(cfg, t, a)| write_config(cfg, t, &[a])),
+            }
+        }
+    };
+
+    // The answerer's leg.
+    let (avp, savp) = profiles_of(m.proto);
+    let mut answerer_keys = Vec::new();
+    let mut relay_lines = || -> Result<Vec<CryptoAttr>, String> {
+        // A leg that already negotiated SRTP gets only its crypto again (keys unchanged).
+        if let Some(l) = prior_ans.local.as_ref().filter(|_| !prior_ans.pass_through) {
+            return Ok(vec![l.clone()]);
+        }
+        let params = p_ans.options.session_params();
+        let mut lines = Vec::new();
+        for (n, &suite) in p_ans.suites.iter().enumerate() {
+            let tag = n as u32 + 1;
+            let key = relay_key(
+                &prior_ans.keys,
+                &mut answerer_keys,
+                suite,
+                tag,
+                params,
+                false,
+            )?;
+            lines.push(CryptoAttr {
+                tag,
+                suite,
+                key,
+                params,
+            });
+        }
+        Ok(lines)
+    };
+    // The offerer's lines both sides' policies allow; the offerer's policy vets what goes
+    // through as much as what the relay itself takes.
+    let through: Vec<CryptoAttr> = offered
+        .candidates
+        .iter()
+        .filter(|c| c.capneg.is_none() && p_ans.suites.contains(&c.attr.suite))
+        .filter(|c| p_off.suites.contains(&c.attr.suite) && p_off.options.allows(c.attr.params))
+        .map(|c| c.attr.clone())
+        .collect();
+    let pass_through = level_off == MediaSecurity::PreferDirect
+        && level_ans == MediaSecurity::PreferDirect
+        && !p_off.rekeys_on_reinvite
+        && !p_ans.rekeys_on_reinvite
+        && srtp_pick.as_ref().is_some_and(|c| c.capneg.is_none())
+        && !through.is_empty();
+    let mut rw = MediaRewrite::default();
+    let offered = if pass_through {
+        let lines = through;
+        rw.proto = Some(m.proto.to_owned());
+        rw.add = lines.iter().map(CryptoAttr::to_attribute).collect();
+        Offered::PassThrough(lines)
+    } else {
+        match level_ans {
+            MediaSecurity::Disabled => {
+                rw.proto = Some(avp.to_owned());
+                Offered::Plain
+            }
+            MediaSecurity::Enforce => {
+                let lines = relay_lines()?;
+                rw.proto = Some(savp.to_owned());
+                rw.add = lines.iter().map(CryptoAttr::to_attribute).collect();
+                Offered::Srtp(lines)
+            }
+            MediaSecurity::BestEffort | MediaSecurity::PreferDirect => {
+                let lines = relay_lines()?;
+                if prior_ans.local.is_some() && !prior_ans.pass_through {
+                    // RFC 5939 §3.6.2: after cap-neg chose SRTP, re-offers carry it as actual.
+                    rw.proto = Some(savp.to_owned());
+                    rw.add = lines.iter().map(CryptoAttr::to_attribute).collect();
+                } else if p_ans.best_effort_style == BestEffortStyle::Osrtp {
+                    rw.proto = Some(avp.to_owned());
+                    rw.add = lines.iter().map(CryptoAttr::to_attribute).collect();
+                } else {
+                    rw.proto = Some(avp.to_owned());
+                    rw.add.push(format!("tcap:1 {savp}"));
+                    for (n, l) in lines.iter().enumerate() {
+                        rw.add.push(format!("acap:{} {}", n + 1, l.to_attribute()));
+                    }
+                    let alts: Vec<String> = (1..=lines.len()).map(|n| n.to_string()).collect();
+                    rw.add.push(format!("pcfg:1 t=1 a={}", alts.join("|")));
+                }
+                Offered::Srtp(lines)
+            }
+        }
+    };
+    Ok(Decided {
+        pending: PendingMedia {
+            media: m.media.to_owned(),
+            kind: Some(StreamKind::Rtp),
+            rejected: false,
+            offerer: offerer_answer,
+            offered,
+        },
+        rewrite: rw,
+        offerer_keys,
+        answerer_keys,
+    })
+}
+
+/// Collects an offer m-line's usable SRTP configurations, in the offerer's order: actual
+/// `a=crypto` lines (RTP/SAVP, or OSRTP on RTP/AVP) first, then RFC 5939 potential configurations.
+fn offered_security(sdp: &Sdp<'_>, i: usize, m: &MediaLine<'_>) -> OfferedSecurity {
+    let mut out = OfferedSecurity::default();
+    let mut seen_tags = Vec::new();
+    for value in sdp.media_attributes(i, "crypto") {
+        let tag = crypto_tag(value);
+        match CryptoAttr::parse(value) {
+            Ok(attr) if seen_tags.contains(&attr.tag) => out
+                .problems
+                .push(format!("a=crypto:{}: duplicate tag", attr.tag)),
+            Ok(attr) => {
+                seen_tags.push(attr.tag);
+                out.candidates.push(Candidate {
+                    attr,
+                    proto: m.proto.to_owned(),
+                    capneg: None,
+                });
+            }
+            Err(e) => out.problems.push(format!(
+                "a=crypto:{}: {e}",
+                tag.map_or_else(|| "?".to_owned(), |t| t.to_string())
+            )),
+        }
+    }
+
+    // RFC 5939: tcap may sit at session level (linphone), acap and pcfg at media level.
+    let mut tcaps: Vec<(u32, &str)> = Vec::new();
+    for value in sdp
+        .session_attributes("tcap")
+        .chain(sdp.media_attributes(i, "tcap"))
+    {
+        if let Some((first, protos)) = parse_tcap(value) {
+            tcaps.extend(
+                protos
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, p)| (first + k as u32, p)),
+            );
+        }
+    }
+    let acaps: Vec<(u32, &str)> = sdp
+        .session_attributes("acap")
+        .chain(sdp.media_attributes(i, "acap"))
+        .filter_map(parse_acap)
+        .collect();
+    let mut configs: Vec<_> = sdp
+        .media_attributes(i, "pcfg")
+        .filter_map(parse_config)
+        .collect();
+    configs.sort_by_key(|c| c.number);
+    for cfg in configs {
+        for &t in &cfg.transports {
+            let Some(&(_, proto)) = tcaps.iter().find(|(n, _)| *n == t) else {
+                continue;
+            };
+            if !matches!(proto, "RTP/SAVP" | "RTP/SAVPF") {
+                continue;
+            }
+            for alternative in &cfg.attributes {
+                for r in alternative {
+                    let Some(&(_, attr)) = acaps.iter().find(|(n, _)| *n == r.number) else {
+                        continue;
+                    };
+                    let Some(value) = attr.strip_prefix("crypto:") else {
+                        continue;
+                    };
+                    match CryptoAttr::parse(value) {
+                        Ok(attr) => out.candidates.push(Candidate {
+                            attr,
+                            proto: proto.to_owned(),
+                            capneg: Some((cfg.number, t, r.number)),
+                        }),
+                        Err(e) => out
+                            .problems
+                            .push(format!("a=acap:{} crypto: {e}", r.number)),
+                    }
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,173 @@
+//! One party's one m-line: the relay's port facing it, where it receives, the crypto negotiated
+//! with it, and the packet-path state (latching, SRTP contexts, counters).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::Transform;
+use crate::core::sdp::sdes::CryptoAttr;
+use crate::core::sdp::{MediaEndpoint, MediaLine, Sdp};
+use crate::core::srtp::{MasterKey, RxSrtp, SrtpContext};
+
+/// What an m-line carries, as far as the relay is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamKind {
+    /// RTP/RTCP (`RTP/AVP`, `RTP/AVPF`, `RTP/SAVP`, `RTP/SAVPF`): policy, SRTP, latching.
+    Rtp,
+    /// T.38 over UDPTL: relayed as opaque datagrams, never SRTP, never decoded.
+    Udptl,
+}
+
+impl StreamKind {
+    /// The kind of an m-line, or `None` for a transport the relay cannot carry (DTLS-SRTP, TCP,
+    /// MSRP, ...): such m-lines get port 0.
+    pub fn of(m: &MediaLine<'_>) -> Option<Self> {
+        if m.is_rtp() {
+            Some(Self::Rtp)
+        } else if m.proto.eq_ignore_ascii_case("udptl") {
+            Some(Self::Udptl)
+        } else {
+            None
+        }
+    }
+}
+
+/// The media direction an endpoint declared (RFC 3264 §5.1; `c=0.0.0.0` is RFC 2543 hold).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Direction {
+    /// `a=sendrecv` or nothing.
+    #[default]
+    SendRecv,
+    /// `a=sendonly`.
+    SendOnly,
+    /// `a=recvonly`.
+    RecvOnly,
+    /// `a=inactive`, `c=0.0.0.0`, or port 0.
+    Inactive,
+}
+
+impl Direction {
+    /// The direction of m-line `i` of `sdp`.
+    pub fn of(sdp: &Sdp<'_>, i: usize) -> Self {
+        let flag = |name: &str| {
+            sdp.has_media_flag(i, name) || sdp.session_attributes(name).next().is_some()
+        };
+        let held_address = sdp
+            .media_endpoint(i)
+            .is_some_and(|e| e.addr.is_unspecified());
+        if sdp.media_line(i).port == 0 || held_address || sdp.has_media_flag(i, "inactive") {
+            Self::Inactive
+        } else if sdp.has_media_flag(i, "sendonly") {
+            Self::SendOnly
+        } else if sdp.has_media_flag(i, "recvonly") {
+            Self::RecvOnly
+        } else if sdp.has_media_flag(i, "sendrecv") {
+            Self::SendRecv
+        } else if flag("inactive") {
+            Self::Inactive
+        } else if flag("sendonly") {
+            Self::SendOnly
+        } else if flag("recvonly") {
+            Self::RecvOnly
+        } else {
+            Self::SendRecv
+        }
+    }
+}
+
+/// Packets, bytes and errors of one component (RTP or RTCP) as `query` reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketStats {
+    /// Packets received from the endpoint and forwarded.
+    pub packets: u64,
+    /// Their bytes, as received.
+    pub bytes: u64,
+    /// Packets from it that were dropped (authentication, replay, source, malformed).
+    pub errors: u64,
+}
+
+impl PacketStats {
+    /// Adds `other` to this.
+    pub fn add(&mut self, other: &Self) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.errors += other.errors;
+    }
+}
+
+/// The SDES state negotiated with the endpoint on this m-line.
+#[derive(Clone, Debug, Default)]
+pub struct Crypto {
+    /// The endpoint's crypto (the key it sends with), when the leg is SRTP.
+    pub remote: Option<CryptoAttr>,
+    /// The relay's crypto towards the endpoint, when the leg is SRTP (for pass-through: the far
+    /// endpoint's, which the relay never sends with itself).
+    pub local: Option<CryptoAttr>,
+    /// Keys the relay generated towards this endpoint, per suite and tag: offered again in
+    /// repeated offers and re-offers, and reused in answers (SPEC §3a).
+    pub keys: Vec<CryptoAttr>,
+    /// The last answer passed the endpoints' own SRTP through.
+    pub pass_through: bool,
+}
+
+/// One party's one m-line.
+#[derive(Debug, Default)]
+pub struct Stream {
+    /// `audio`, `video`, `image`, ...
+    pub media: String,
+    /// The transport of the endpoint's last SDP.
+    pub proto: String,
+    /// `None` for a rejected or uncarriable m-line.
+    pub kind: Option<StreamKind>,
+    /// The relay's RTP port facing this endpoint (RTCP is the next one); 0 = none.
+    pub rtp_port: u16,
+    /// Where the endpoint said it receives (its SDP).
+    pub remote: Option<MediaEndpoint>,
+    /// The direction of its last SDP.
+    pub direction: Direction,
+    /// SDES state.
+    pub crypto: Crypto,
+    /// What happens to packets from this endpoint; `None` until an answer planned the m-line.
+    pub transform: Option<Transform>,
+    /// Latched sources: RTP, RTCP.
+    pub latched: [Option<SocketAddr>; 2],
+    /// When the endpoint's last accepted packet arrived.
+    pub last_rx: Option<Instant>,
+    /// New signalling changed the endpoint's address: a plain leg may re-latch.
+    pub signalled_change: [bool; 2],
+    /// Unprotects (or authenticates) what the endpoint sends, with the key it sends with.
+    pub rx: Option<(MasterKey, RxSrtp)>,
+    /// A receive context set aside while the m-line is on hold or plain: if the same key comes
+    /// back, its replay state comes back with it (old packets cannot be replayed).
+    pub parked_rx: Option<(MasterKey, RxSrtp)>,
+    /// Protects what the relay sends to the endpoint.
+    pub tx: Option<(MasterKey, SrtpContext)>,
+    /// A send context set aside likewise: the same key must go on from the same ROC, SRTCP
+    /// index and sent indices, or its keystream would repeat.
+    pub parked_tx: Option<(MasterKey, SrtpContext)>,
+    /// From the endpoint, RTP then RTCP.
+    pub stats: [PacketStats; 2],
+}
+
+impl Stream {
+    /// Records where the endpoint receives from its SDP's m-line `i`; a changed address lets a
+    /// plain leg re-latch.
+    pub fn record_remote(&mut self, sdp: &Sdp<'_>, i: usize) {
+        let new = sdp.media_endpoint(i);
+        if self.remote.is_some()
+            && self.remote.map(|r| (r.addr, r.rtp_port)) != new.map(|r| (r.addr, r.rtp_port))
+        {
+            self.signalled_change = [true, true];
+        }
+        self.remote = new;
+        self.direction = Direction::of(sdp, i);
+        let m = sdp.media_line(i);
+        m.media.clone_into(&mut self.media);
+        m.proto.clone_into(&mut self.proto);
+    }
+
+    /// SRTP contexts in use.
+    pub fn context_count(&self) -> usize {
+        usize::from(self.rx.is_some()) + usize::from(self.tx.is_some())
+    }
+}

@@ -1,0 +1,182 @@
+//! The commands a proxy sends (decoded from ng by the shell) and what the core answers, typed
+//! both ways: nothing in here knows bencode, nothing in the shell knows SRTP.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::core::call::{PacketStats, SdpOptions, Transform};
+use crate::core::policy::{LegRequest, PolicyError};
+use crate::core::sdp::SdpError;
+
+/// m-lines an SDP may have (each usable one takes up to two port pairs).
+pub const MAX_MEDIA_PER_CALL: usize = 16;
+
+/// An ng `offer`.
+#[derive(Clone, Debug, Default)]
+pub struct OfferCommand {
+    /// `call-id`.
+    pub call_id: String,
+    /// `from-tag`: the party sending this SDP.
+    pub from_tag: String,
+    /// `to-tag`: the other party, when known (re-offers, offers in a reply).
+    pub to_tag: Option<String>,
+    /// `via-branch`: the answering side of this branch.
+    pub via_branch: Option<String>,
+    /// The offerer's SDP.
+    pub sdp: String,
+    /// Policy keys for the offerer (`from-*`).
+    pub from: LegRequest,
+    /// Policy keys for the other party (`to-*`).
+    pub to: LegRequest,
+    /// SDP options.
+    pub options: SdpOptions,
+    /// `label` of the offerer, for `query`.
+    pub label: Option<String>,
+}
+
+/// An ng `answer`.
+#[derive(Clone, Debug, Default)]
+pub struct AnswerCommand {
+    /// `call-id`.
+    pub call_id: String,
+    /// `from-tag`: the offerer, when sent.
+    pub from_tag: Option<String>,
+    /// `to-tag`: the party sending this answer.
+    pub to_tag: String,
+    /// `via-branch`: which branch's offer this answers.
+    pub via_branch: Option<String>,
+    /// The answerer's SDP.
+    pub sdp: String,
+    /// `label` of the answerer, for `query`.
+    pub label: Option<String>,
+}
+
+/// An ng `delete`.
+#[derive(Clone, Debug, Default)]
+pub struct DeleteCommand {
+    /// `call-id`.
+    pub call_id: String,
+    /// `from-tag`: delete this party and its partners (with `to-tag` or `via-branch`: only
+    /// those).
+    pub from_tag: Option<String>,
+    /// `to-tag`.
+    pub to_tag: Option<String>,
+    /// `via-branch`.
+    pub via_branch: Option<String>,
+    /// `delete-delay`: keep it this long first (`None`: the configured default).
+    pub delay: Option<Duration>,
+}
+
+/// A command failed; the call is as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No call with that `call-id`.
+    #[error("unknown call-id")]
+    UnknownCall,
+    /// The SDP could not be parsed.
+    #[error("{0}")]
+    Sdp(#[from] SdpError),
+    /// A party's policy could not be resolved.
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    /// The media-security rules refused it; the text names the policy and the m-line.
+    #[error("{0}")]
+    MediaSecurity(String),
+    /// An answer arrived with no offer to it.
+    #[error("answer without a pending offer")]
+    NoPendingOffer,
+    /// The answer's m-lines do not match the offer's.
+    #[error("answer has {got} m-lines, the offer had {want}")]
+    MediaCount {
+        /// m-lines in the answer.
+        got: usize,
+        /// m-lines in the offer.
+        want: usize,
+    },
+    /// The tag does not name a party this command can apply to.
+    #[error("tag {0:?} is not a party of this call")]
+    UnknownTag(String),
+    /// The port range is exhausted.
+    #[error("no free media ports")]
+    NoPorts,
+    /// The SDP has more m-lines than a call may have.
+    #[error("SDP has {0} m-lines, a call may have at most {MAX_MEDIA_PER_CALL}")]
+    TooManyMedia(usize),
+    /// The call limit is reached.
+    #[error("call limit reached")]
+    TooManyCalls,
+    /// The relay is draining for shutdown and takes no new calls.
+    #[error("relay is shutting down")]
+    Draining,
+}
+
+/// One component's endpoint as `query` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The relay's port facing the endpoint (0: none).
+    pub local_port: u16,
+    /// Where the endpoint's SDP said it receives.
+    pub endpoint: Option<SocketAddr>,
+    /// The source latched to.
+    pub latched: Option<SocketAddr>,
+    /// What the endpoint sent.
+    pub stats: PacketStats,
+}
+
+/// One m-line of one party as `query` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MediaInfo {
+    /// m-line index.
+    pub index: usize,
+    /// `audio`, `video`, `image`...
+    pub media: String,
+    /// The endpoint's transport.
+    pub protocol: String,
+    /// What happens to packets from it (`None`: not planned).
+    pub transform: Option<Transform>,
+    /// The endpoint's SRTP suite, if any (never a key).
+    pub crypto_suite: Option<&'static str>,
+    /// RTP then RTCP.
+    pub streams: [StreamInfo; 2],
+    /// Age of the last packet from it.
+    pub last_packet: Option<Duration>,
+}
+
+/// One party as `query` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartyInfo {
+    /// Its current tag (empty while untagged).
+    pub tag: String,
+    /// Earlier tags that now name it.
+    pub aliases: Vec<String>,
+    /// `via-branch` it was created for.
+    pub branch: Option<String>,
+    /// ng `label`.
+    pub label: Option<String>,
+    /// The tag of the party its media goes to.
+    pub peer: Option<String>,
+    /// Per m-line.
+    pub media: Vec<MediaInfo>,
+}
+
+/// What `query` and `delete` report of a call (never a key).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallInfo {
+    /// Time since the call was created.
+    pub age: Duration,
+    /// Time since its last offer or answer.
+    pub last_signal: Duration,
+    /// Its parties, first offerer first.
+    pub parties: Vec<PartyInfo>,
+    /// Sums over every stream: RTP then RTCP.
+    pub totals: [PacketStats; 2],
+}
+
+/// What `delete` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// Deleted (or scheduled for deletion); the call as it was.
+    Deleted(CallInfo),
+    /// Nothing matched: `result: ok` with this `warning` (rtpengine's behaviour).
+    Warning(&'static str),
+}

@@ -1,0 +1,278 @@
+//! The forwarding verdict for one datagram of a known stream: latching, SRTP in and out, and
+//! where it goes (SPEC §3a, §5). Nothing here allocates.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::core::call::{Call, PartyId, StreamKind, Transform};
+use crate::core::packet::PacketBuf;
+use crate::core::rtp::is_rtcp;
+use crate::core::srtp::SrtpError;
+
+/// Why a datagram was not forwarded. The label is `srtp_relay_drops_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// SRTP/SRTCP authentication failed.
+    AuthFailed,
+    /// A replay, or older than the replay window.
+    Replayed,
+    /// Too short or not parseable.
+    Malformed,
+    /// No call owns the port, or the far end's address is not known yet.
+    NoSession,
+    /// From a source the leg is not latched to.
+    SourceMismatch,
+    /// The media-security state does not allow it (e.g. no SRTP negotiated yet, no answer yet).
+    Policy,
+    /// STUN, DTLS or anything else that is not RTP/RTCP.
+    NotRtp,
+    /// The shell could not keep up (send buffer full).
+    Overload,
+}
+
+impl DropReason {
+    /// Every reason, in label order.
+    pub const ALL: [Self; 8] = [
+        Self::AuthFailed,
+        Self::Replayed,
+        Self::Malformed,
+        Self::NoSession,
+        Self::SourceMismatch,
+        Self::Policy,
+        Self::NotRtp,
+        Self::Overload,
+    ];
+
+    /// The metric label.
+    pub const fn as_label(self) -> &'static str {
+        match self {
+            Self::AuthFailed => "auth_failed",
+            Self::Replayed => "replayed",
+            Self::Malformed => "malformed",
+            Self::NoSession => "no_session",
+            Self::SourceMismatch => "source_mismatch",
+            Self::Policy => "policy",
+            Self::NotRtp => "not_rtp",
+            Self::Overload => "overload",
+        }
+    }
+}
+
+impl From<SrtpError> for DropReason {
+    fn from(e: SrtpError) -> Self {
+        match e {
+            SrtpError::AuthFailed => Self::AuthFailed,
+            SrtpError::Replayed => Self::Replayed,
+            SrtpError::Malformed | SrtpError::NoRoom => Self::Malformed,
+            SrtpError::KeyExhausted | SrtpError::TooManySsrcs => Self::Policy,
+        }
+    }
+}
+
+/// What to do with a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the (transformed) buffer from local port `via` to `to`.
+    Forward {
+        /// The relay's port to send from (symmetric RTP: the one advertised to the receiver).
+        via: u16,
+        /// The receiver.
+        to: SocketAddr,
+    },
+    /// Drop it and count it.
+    Drop(DropReason),
+}
+
+/// Per-shard tallies, summed by the shell at scrape time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Forwarded packets by transform (index: [`Transform::index`]).
+    pub packets: [u64; 6],
+    /// Forwarded bytes as received, by transform.
+    pub bytes: [u64; 6],
+    /// Forwarded bytes as sent, by transform.
+    pub bytes_out: [u64; 6],
+    /// Drops by reason (index: `DropReason as usize`).
+    pub drops: [u64; 8],
+    /// Receive-side re-keys applied.
+    pub rekeys: u64,
+}
+
+/// Latching settings.
+#[derive(Clone, Copy, Debug)]
+pub struct LatchRules {
+    /// A plain leg re-latches to a new source after silence this long (zero: never).
+    pub relatch_after_silence: Duration,
+}
+
+/// Decides what happens to a datagram that arrived on `local_port` (a port of stream `m` of
+/// `party`) from `src`, transforming `pkt` in place; counts it in the stream.
+#[allow(clippy::too_many_arguments)] // the datagram, where it arrived, and the state it meets
+pub fn forward(
+    rules: LatchRules,
+    counters: &mut Counters,
+    now: Instant,
+    call: &mut Call,
+    party: PartyId,
+    m: usize,
+    local_port: u16,
+    src: SocketAddr,
+    pkt: &mut PacketBuf,
+) -> Verdict {
+    let rtcp_port = local_port & 1 == 1;
+    let received_len = pkt.len() as u64;
+    let component = usize::from(rtcp_port || is_rtcp(pkt.as_slice()));
+    let verdict = decide(rules, now, call, party, m, rtcp_port, src, pkt);
+    let Some(me) = call.party_mut(party).and_then(|p| p.streams.get_mut(m)) else {
+        return verdict;
+    };
+    match verdict {
+        Verdict::Forward { .. } => {
+            let t = me.transform.map_or(0, Transform::index);
+            let component = if me.kind == Some(StreamKind::Udptl) {
+                0
+            } else {
+                component
+            };
+            me.stats[component].packets += 1;
+            me.stats[component].bytes += received_len;
+            counters.packets[t] += 1;
+            counters.bytes[t] += received_len;
+            counters.bytes_out[t] += pkt.len() as u64;
+            call.last_media = Some(now);
+        }
+        Verdict::Drop(reason) => {
+            if !matches!(reason, DropReason::NotRtp | DropReason::Policy) {
+                me.stats[component].errors += 1;
+            }
+        }
+    }
+    verdict
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decide(
+    rules: LatchRules,
+    now: Instant,
+    call: &mut Call,
+    party: PartyId,
+    m: usize,
+    rtcp_port: bool,
+    src: SocketAddr,
+    pkt: &mut PacketBuf,
+) -> Verdict {
+    use Verdict::Drop;
+    let Some(p) = call.party(party) else {
+        return Drop(DropReason::NoSession);
+    };
+    let Some(peer) = p.peer else {
+        return Drop(DropReason::Policy);
+    };
+    let Some((me_party, other_party)) = call.pair_mut(party, peer) else {
+        return Drop(DropReason::NoSession);
+    };
+    let (Some(me), Some(other)) = (me_party.streams.get_mut(m), other_party.streams.get_mut(m))
+    else {
+        return Drop(DropReason::NoSession);
+    };
+    let Some(transform) = me.transform else {
+        return Drop(DropReason::Policy);
+    };
+    let opaque = me.kind == Some(StreamKind::Udptl);
+    if !opaque {
+        // RFC 7983: the first byte tells STUN (0-3) and DTLS (20-63) from RTP/RTCP (128-191).
+        match pkt.as_slice().first() {
+            None => return Drop(DropReason::Malformed),
+            Some(128..=191) => {}
+            Some(_) => return Drop(DropReason::NotRtp),
+        }
+        if pkt.len() < 8 {
+            return Drop(DropReason::Malformed);
+        }
+    } else if rtcp_port || pkt.is_empty() {
+        // UDPTL has one port; nothing is advertised on the odd one.
+        return Drop(DropReason::NotRtp);
+    }
+    let rtcp = !opaque && (rtcp_port || is_rtcp(pkt.as_slice()));
+    let component = usize::from(rtcp);
+
+    // A packet that authenticates proves its origin (SRTCP always, RFC 3711 §3.4; SRTP unless
+    // UNAUTHENTICATED_SRTP) and may latch or re-latch below. Any other is held to the source its
+    // leg latched to (RTP-bleed protection): a new source only after new signalling or after
+    // silence, and a component's first packet only from the host the other component latched to.
+    let authenticated = me
+        .rx
+        .as_ref()
+        .is_some_and(|(_, rx)| rtcp || rx.current().rtp_tag_len() > 0);
+    if !authenticated {
+        let silent_for = me
+            .last_rx
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let relatch_ok = me.signalled_change[component]
+            || (!rules.relatch_after_silence.is_zero()
+                && silent_for >= rules.relatch_after_silence);
+        let allowed = match (me.latched[component], me.latched[1 - component]) {
+            (Some(latched), _) => latched == src || relatch_ok,
+            (None, Some(sibling)) => sibling.ip() == src.ip() || relatch_ok,
+            (None, None) => true,
+        };
+        if !allowed {
+            return Drop(DropReason::SourceMismatch);
+        }
+    }
+    if let (false, Some((_, rx))) = (opaque, &mut me.rx) {
+        let result = match (transform, rtcp) {
+            (Transform::PassThrough, false) => rx
+                .authenticate_rtp(now, pkt.as_mut_slice())
+                .map(|()| pkt.len()),
+            (Transform::PassThrough, true) => rx
+                .authenticate_rtcp(now, pkt.as_mut_slice())
+                .map(|()| pkt.len()),
+            (_, false) => rx.unprotect_rtp(now, pkt.as_mut_slice()),
+            (_, true) => rx.unprotect_rtcp(now, pkt.as_mut_slice()),
+        };
+        match result {
+            Ok(n) => pkt.set_len(n),
+            Err(e) => return Drop(e.into()),
+        }
+    }
+    me.latched[component] = Some(src);
+    // The first packet accepted after new signalling settles the new source.
+    me.signalled_change[component] = false;
+    me.last_rx = Some(now);
+
+    if let (false, true, Some((_, tx))) =
+        (opaque, transform != Transform::PassThrough, &mut other.tx)
+    {
+        let (area, len) = pkt.with_tail_room();
+        let result = if rtcp {
+            tx.protect_rtcp(area, len)
+        } else {
+            tx.protect_rtp(area, len)
+        };
+        match result {
+            Ok(n) => pkt.set_len(n),
+            Err(e) => return Drop(e.into()),
+        }
+    }
+    let Some(remote) = other.remote.filter(|r| r.rtp_port != 0) else {
+        return Drop(DropReason::NoSession);
+    };
+    let mux = remote.rtcp_mux;
+    let to = other.latched[component].unwrap_or_else(|| {
+        let port = if rtcp && !mux {
+            remote.rtcp_port
+        } else {
+            remote.rtp_port
+        };
+        SocketAddr::new(remote.addr, port)
+    });
+    // Symmetric RTP: send from the port advertised to the receiver.
+    let via = if rtcp && !mux {
+        other.rtp_port + 1
+    } else {
+        other.rtp_port
+    };
+    Verdict::Forward { via, to }
+}

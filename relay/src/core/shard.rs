@@ -1,0 +1,614 @@
+//! The session table of one shard: its calls, the port index the packet path looks datagrams up
+//! in, the commands, and the timers (SPEC §3a, §4a, §5).
+//!
+//! Sans-IO: the shell passes time in, hands ports in through a [`PortGrant`] it bound
+//! beforehand (and closes what comes back), and sends what [`Shard::on_datagram`] says to send.
+//! The packet path allocates nothing and hashes nothing: a port indexes a table directly.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::core::call::{Call, CallState, Ctx, PartyId, PortGrant, StreamKind};
+use crate::core::command::{
+    AnswerCommand, CallInfo, CommandError, DeleteCommand, DeleteOutcome, MAX_MEDIA_PER_CALL,
+    MediaInfo, OfferCommand, PartyInfo, StreamInfo,
+};
+use crate::core::forward::{self, Counters, DropReason, LatchRules, Verdict};
+use crate::core::packet::PacketBuf;
+use crate::core::policy::PolicyConfig;
+use crate::core::sdp::Sdp;
+use crate::core::srtp::CryptoSuite;
+
+/// How long a call may stay quiet, by state (SPEC §4a).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Answered with an active stream, no media and no signalling for this long: deleted.
+    pub media: Duration,
+    /// Offered and never answered.
+    pub ringing: Duration,
+    /// Every stream held (`sendonly`, `recvonly`, `inactive`, `c=0.0.0.0`).
+    pub hold: Duration,
+    /// Absolute limit from creation (zero: none).
+    pub final_: Duration,
+    /// `delete` keeps the call this long unless the command says otherwise (zero: at once).
+    pub delete_delay: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            media: Duration::from_secs(60),
+            ringing: Duration::from_secs(3600),
+            hold: Duration::from_secs(3600),
+            final_: Duration::ZERO,
+            delete_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// The shard's settings.
+#[derive(Clone, Debug)]
+pub struct ShardConfig {
+    /// Media-security policy, extensions and profiles.
+    pub policy: PolicyConfig,
+    /// The relay's media address written into SDP.
+    pub media_addr: IpAddr,
+    /// SRTP replay window (64..=1024).
+    pub replay_window: usize,
+    /// How long the old receive context stays usable after a re-key.
+    pub rekey_grace: Duration,
+    /// Call timeouts by state.
+    pub timeouts: Timeouts,
+    /// A plain leg re-latches to a new source after its latched source was silent this long
+    /// (zero: never).
+    pub relatch_after_silence: Duration,
+    /// Calls this shard holds at most.
+    pub max_calls: usize,
+}
+
+/// Where a port's datagrams go: a call, a party, an m-line.
+#[derive(Clone, Copy, Debug)]
+struct PortSlot {
+    call: u32,
+    party: PartyId,
+    m: u8,
+}
+
+struct Entry {
+    id: String,
+    call: Call,
+}
+
+/// One shard's calls and the state of their media.
+pub struct Shard {
+    config: ShardConfig,
+    draining: bool,
+    calls: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    ids: HashMap<String, u32>,
+    /// By `port / 2`: the RTP port and the RTCP port of a pair share a slot.
+    by_port: Box<[Option<PortSlot>]>,
+    counters: Counters,
+}
+
+impl Shard {
+    /// An empty shard.
+    pub fn new(config: ShardConfig) -> Self {
+        Self {
+            config,
+            draining: false,
+            calls: Vec::new(),
+            free: Vec::new(),
+            ids: HashMap::new(),
+            by_port: vec![None; 1 << 15].into_boxed_slice(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The tallies so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.calls.iter().flatten()
+    }
+
+    /// Calls held (those waiting out a delete delay included).
+    pub fn call_count(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Calls not waiting out a delete delay: what a drain waits for.
+    pub fn running_call_count(&self) -> usize {
+        self.entries()
+            .filter(|e| e.call.delete_at.is_none())
+            .count()
+    }
+
+    /// Media streams with a plan (an m-line between two parties counts once).
+    pub fn stream_count(&self) -> usize {
+        self.entries()
+            .map(|e| {
+                let call = &e.call;
+                call.live()
+                    .filter(|(id, p)| {
+                        p.peer.is_some_and(|q| {
+                            *id < q || call.party(q).is_none_or(|qp| qp.peer != Some(*id))
+                        })
+                    })
+                    .map(|(_, p)| p.streams.iter().filter(|s| s.transform.is_some()).count())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// Call-ids.
+    pub fn call_ids(&self) -> Vec<String> {
+        self.ids.keys().cloned().collect()
+    }
+
+    /// Refuses new calls from now on (running calls go on until they end).
+    pub fn set_draining(&mut self) {
+        self.draining = true;
+    }
+
+    /// SRTP contexts in use (receive and send, all streams).
+    pub fn srtp_context_count(&self) -> usize {
+        self.entries()
+            .flat_map(|e| e.call.live())
+            .flat_map(|(_, p)| &p.streams)
+            .map(|s| s.context_count())
+            .sum()
+    }
+
+    /// Replaces the policy for parties created from now on (existing ones keep theirs).
+    pub fn set_policy(&mut self, policy: PolicyConfig) {
+        self.config.policy = policy;
+    }
+
+    fn ctx(&self, now: Instant) -> Ctx<'_> {
+        Ctx {
+            policy: &self.config.policy,
+            media_addr: self.config.media_addr,
+            replay_window: self.config.replay_window,
+            rekey_grace: self.config.rekey_grace,
+            now,
+        }
+    }
+
+    /// How many port pairs [`Self::offer`] may take for `cmd`: the shell binds that many into
+    /// the grant it hands in (an over-estimate when the policy then rejects an m-line; the rest
+    /// comes back unused).
+    pub fn ports_wanted(&self, cmd: &OfferCommand) -> usize {
+        let Ok(sdp) = Sdp::parse(&cmd.sdp) else {
+            return 0;
+        };
+        let usable = (0..sdp.media_count().min(MAX_MEDIA_PER_CALL))
+            .filter(|&i| {
+                let m = sdp.media_line(i);
+                m.port != 0 && StreamKind::of(&m).is_some()
+            })
+            .count();
+        let Some(call) = self.ids.get(&cmd.call_id).and_then(|&i| self.call(i)) else {
+            return 2 * usable;
+        };
+        // Streams that already have their ports need none; a new party needs one per line.
+        let offerer = call.by_tag(&cmd.from_tag);
+        let have = |p: Option<PartyId>, i: usize| {
+            p.and_then(|p| call.party(p))
+                .and_then(|p| p.streams.get(i))
+                .is_some_and(|s| s.rtp_port != 0)
+        };
+        let answerer = match cmd.via_branch.as_deref() {
+            Some(b) => call.by_branch(b),
+            None => cmd
+                .to_tag
+                .as_deref()
+                .and_then(|t| call.by_tag(t))
+                .or_else(|| offerer.and_then(|o| call.counterpart(o))),
+        };
+        (0..sdp.media_count().min(MAX_MEDIA_PER_CALL))
+            .filter(|&i| {
+                let m = sdp.media_line(i);
+                m.port != 0 && StreamKind::of(&m).is_some()
+            })
+            .map(|i| usize::from(!have(offerer, i)) + usize::from(!have(answerer, i)))
+            .sum()
+    }
+
+    fn call(&self, idx: u32) -> Option<&Call> {
+        Some(&self.calls.get(idx as usize)?.as_ref()?.call)
+    }
+
+    /// Handles an `offer`: returns the SDP for the answering party.
+    pub fn offer(
+        &mut self,
+        now: Instant,
+        cmd: &OfferCommand,
+        grant: &mut PortGrant,
+    ) -> Result<String, CommandError> {
+        let sdp = Sdp::parse(&cmd.sdp)?;
+        // Each usable m-line takes two port pairs: an SDP must not be able to drain the range.
+        if sdp.media_count() > MAX_MEDIA_PER_CALL {
+            return Err(CommandError::TooManyMedia(sdp.media_count()));
+        }
+        let (idx, created) = match self.ids.get(&cmd.call_id) {
+            Some(&i) => (i, false),
+            None => {
+                if self.draining {
+                    return Err(CommandError::Draining);
+                }
+                if self.ids.len() >= self.config.max_calls {
+                    return Err(CommandError::TooManyCalls);
+                }
+                let entry = Entry {
+                    id: cmd.call_id.clone(),
+                    call: Call::new(now),
+                };
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        self.calls[i as usize] = Some(entry);
+                        i
+                    }
+                    None => {
+                        self.calls.push(Some(entry));
+                        (self.calls.len() - 1) as u32
+                    }
+                };
+                self.ids.insert(cmd.call_id.clone(), i);
+                (i, true)
+            }
+        };
+        let ctx = Ctx {
+            policy: &self.config.policy,
+            media_addr: self.config.media_addr,
+            replay_window: self.config.replay_window,
+            rekey_grace: self.config.rekey_grace,
+            now,
+        };
+        let entry = self.calls[idx as usize].as_mut().expect("indexed");
+        match entry.call.offer(&ctx, cmd, &sdp, grant) {
+            Ok(out) => {
+                for id in [out.offerer, out.answerer] {
+                    index_party(&mut self.by_port, idx, &entry.call, id);
+                }
+                Ok(out.sdp)
+            }
+            Err(e) => {
+                if created {
+                    self.remove_call(idx, grant);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Handles an `answer`: returns the SDP for the offerer and puts the media plan in place.
+    pub fn answer(&mut self, now: Instant, cmd: &AnswerCommand) -> Result<String, CommandError> {
+        let &idx = self
+            .ids
+            .get(&cmd.call_id)
+            .ok_or(CommandError::UnknownCall)?;
+        let sdp = Sdp::parse(&cmd.sdp)?;
+        let ctx = self.ctx(now);
+        let policy = ctx.policy.clone();
+        let ctx = Ctx {
+            policy: &policy,
+            ..ctx
+        };
+        let call = &mut self.calls[idx as usize].as_mut().expect("indexed").call;
+        let outcome = call.answer(&ctx, cmd, &sdp)?;
+        self.counters.rekeys += outcome.rekeys;
+        Ok(outcome.sdp)
+    }
+
+    /// Handles a `delete` (SPEC §4a): the whole call, or a party or branch and what only it
+    /// used; after the delay, if any. Released ports go to `grant`.
+    pub fn delete(
+        &mut self,
+        now: Instant,
+        cmd: &DeleteCommand,
+        grant: &mut PortGrant,
+    ) -> DeleteOutcome {
+        const NOT_FOUND: &str = "Call-ID not found or tags didn't match";
+        let Some(&idx) = self.ids.get(&cmd.call_id) else {
+            return DeleteOutcome::Warning(NOT_FOUND);
+        };
+        let info = self.info(now, idx);
+        let delay = cmd.delay.unwrap_or(self.config.timeouts.delete_delay);
+        let call = &mut self.calls[idx as usize].as_mut().expect("indexed").call;
+        let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+        let targets: Option<Vec<PartyId>> = match nonempty(&cmd.from_tag) {
+            None => None,
+            Some(from) => {
+                let Some(f) = call.by_tag(&from) else {
+                    return DeleteOutcome::Warning(NOT_FOUND);
+                };
+                if let Some(b) = nonempty(&cmd.via_branch) {
+                    match call.by_branch(&b) {
+                        Some(p) => Some(vec![p]),
+                        None => return DeleteOutcome::Warning(NOT_FOUND),
+                    }
+                } else if let Some(t) = nonempty(&cmd.to_tag) {
+                    match call.by_tag(&t) {
+                        None => return DeleteOutcome::Warning(NOT_FOUND),
+                        Some(p) => {
+                            let party = call.party_mut(p).expect("live");
+                            if party.tags.len() > 1 {
+                                // One tag of a shared answering side (a fork that gave up):
+                                // only the tag goes, the side stays for the other forks.
+                                party.tags.retain(|x| *x != t);
+                                return DeleteOutcome::Deleted(info);
+                            }
+                            Some(vec![p])
+                        }
+                    }
+                } else {
+                    let mut set = vec![f];
+                    let fp = call.party(f).expect("live");
+                    set.extend(fp.peer);
+                    set.extend(fp.incoming.as_ref().map(|o| o.offerer));
+                    set.extend(
+                        call.live()
+                            .filter(|(_, p)| {
+                                p.incoming.as_ref().is_some_and(|o| o.offerer == f)
+                                    || p.peer == Some(f)
+                            })
+                            .map(|(id, _)| id),
+                    );
+                    set.sort();
+                    set.dedup();
+                    Some(set)
+                }
+            }
+        };
+        match (targets, delay.is_zero()) {
+            (None, true) => self.remove_call(idx, grant),
+            (None, false) => call.delete_at = Some(now + delay),
+            (Some(parties), false) => {
+                for p in parties {
+                    if let Some(p) = call.party_mut(p) {
+                        p.delete_at = Some(now + delay);
+                    }
+                }
+            }
+            (Some(parties), true) => {
+                for p in parties {
+                    self.remove_party(idx, p, grant);
+                }
+                let call = &self.calls[idx as usize].as_ref().expect("indexed").call;
+                if call.is_finished() {
+                    self.remove_call(idx, grant);
+                }
+            }
+        }
+        DeleteOutcome::Deleted(info)
+    }
+
+    /// What `query` reports.
+    pub fn query(&self, now: Instant, call_id: &str) -> Option<CallInfo> {
+        let &idx = self.ids.get(call_id)?;
+        Some(self.info(now, idx))
+    }
+
+    fn info(&self, now: Instant, idx: u32) -> CallInfo {
+        let call = self.call(idx).expect("indexed");
+        let age = |t: Instant| now.saturating_duration_since(t);
+        let mut totals = [crate::core::call::PacketStats::default(); 2];
+        let parties = call
+            .live()
+            .map(|(_, p)| {
+                let media = p
+                    .streams
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        totals[0].add(&s.stats[0]);
+                        totals[1].add(&s.stats[1]);
+                        let endpoint = |rtcp: bool| {
+                            s.remote.map(|r| {
+                                let port = match (rtcp, r.rtcp_mux) {
+                                    (true, false) => r.rtcp_port,
+                                    _ => r.rtp_port,
+                                };
+                                SocketAddr::new(r.addr, port)
+                            })
+                        };
+                        let local = |rtcp: bool| match (s.rtp_port, rtcp) {
+                            (0, _) => 0,
+                            (p, true) if !s.remote.is_some_and(|r| r.rtcp_mux) => p + 1,
+                            (p, _) => p,
+                        };
+                        MediaInfo {
+                            index: i,
+                            media: s.media.clone(),
+                            protocol: s.proto.clone(),
+                            transform: s.transform,
+                            crypto_suite: s.crypto.remote.as_ref().map(|c| match c.suite {
+                                CryptoSuite::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
+                                CryptoSuite::AesCm128HmacSha1_32 => "AES_CM_128_HMAC_SHA1_32",
+                            }),
+                            streams: [false, true].map(|rtcp| StreamInfo {
+                                local_port: local(rtcp),
+                                endpoint: endpoint(rtcp),
+                                latched: s.latched[usize::from(rtcp)],
+                                stats: s.stats[usize::from(rtcp)],
+                            }),
+                            last_packet: s.last_rx.map(age),
+                        }
+                    })
+                    .collect();
+                let tag = p.tag().unwrap_or("").to_owned();
+                PartyInfo {
+                    aliases: p.tags.iter().filter(|t| **t != tag).cloned().collect(),
+                    tag,
+                    branch: p.branch.clone(),
+                    label: p.label.clone(),
+                    peer: p
+                        .peer
+                        .and_then(|q| call.party(q))
+                        .map(|q| q.tag().unwrap_or("").to_owned()),
+                    media,
+                }
+            })
+            .collect();
+        CallInfo {
+            age: age(call.created),
+            last_signal: age(call.last_signal),
+            parties,
+            totals,
+        }
+    }
+
+    fn deadline(&self, call: &Call) -> Instant {
+        let t = &self.config.timeouts;
+        let quiet = match call.state() {
+            CallState::Ringing => t.ringing,
+            CallState::Held => t.hold,
+            CallState::Active => t.media,
+        };
+        let mut at = call.last_activity() + quiet;
+        if !t.final_.is_zero() {
+            at = at.min(call.created + t.final_);
+        }
+        for d in call
+            .delete_at
+            .into_iter()
+            .chain(call.parties.iter().flatten().filter_map(|p| p.delete_at))
+        {
+            at = at.min(d);
+        }
+        at
+    }
+
+    /// The next time [`Self::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.entries().map(|e| self.deadline(&e.call)).min()
+    }
+
+    /// Ends calls whose time is up (by state, final, or a delayed delete) and parties whose
+    /// delayed delete is due; returns how many calls ended. Released ports go to `grant`.
+    pub fn handle_timeout(&mut self, now: Instant, grant: &mut PortGrant) -> usize {
+        let mut ended = 0;
+        for idx in 0..self.calls.len() as u32 {
+            let Some(call) = self.call(idx) else { continue };
+            if self.deadline(call) > now {
+                continue;
+            }
+            let whole = call.delete_at.is_some_and(|d| d <= now)
+                || call.last_activity() + self.quiet(call) <= now
+                || (!self.config.timeouts.final_.is_zero()
+                    && call.created + self.config.timeouts.final_ <= now);
+            if !whole {
+                let due: Vec<PartyId> = call
+                    .live()
+                    .filter(|(_, p)| p.delete_at.is_some_and(|d| d <= now))
+                    .map(|(id, _)| id)
+                    .collect();
+                for p in due {
+                    self.remove_party(idx, p, grant);
+                }
+                if !self.call(idx).is_some_and(Call::is_finished) {
+                    continue;
+                }
+            }
+            self.remove_call(idx, grant);
+            ended += 1;
+        }
+        ended
+    }
+
+    fn quiet(&self, call: &Call) -> Duration {
+        let t = &self.config.timeouts;
+        match call.state() {
+            CallState::Ringing => t.ringing,
+            CallState::Held => t.hold,
+            CallState::Active => t.media,
+        }
+    }
+
+    fn remove_party(&mut self, idx: u32, party: PartyId, grant: &mut PortGrant) {
+        let Some(entry) = self.calls.get_mut(idx as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Some(p) = entry.call.party(party) {
+            for port in p.ports() {
+                self.by_port[usize::from(port >> 1)] = None;
+            }
+        }
+        entry.call.remove_party(party, grant);
+    }
+
+    fn remove_call(&mut self, idx: u32, grant: &mut PortGrant) {
+        let Some(mut entry) = self.calls.get_mut(idx as usize).and_then(Option::take) else {
+            return;
+        };
+        for (_, p) in entry.call.live() {
+            for port in p.ports() {
+                self.by_port[usize::from(port >> 1)] = None;
+            }
+        }
+        entry.call.remove_all(grant);
+        self.ids.remove(&entry.id);
+        self.free.push(idx);
+    }
+
+    /// Decides what happens to a datagram that arrived on `local_port` from `src`, transforming
+    /// `pkt` in place. Nothing here allocates.
+    pub fn on_datagram(
+        &mut self,
+        now: Instant,
+        local_port: u16,
+        src: SocketAddr,
+        pkt: &mut PacketBuf,
+    ) -> Verdict {
+        let verdict = match self.by_port[usize::from(local_port >> 1)] {
+            None => Verdict::Drop(DropReason::NoSession),
+            Some(slot) => match self
+                .calls
+                .get_mut(slot.call as usize)
+                .and_then(Option::as_mut)
+            {
+                None => Verdict::Drop(DropReason::NoSession),
+                Some(entry) => forward::forward(
+                    LatchRules {
+                        relatch_after_silence: self.config.relatch_after_silence,
+                    },
+                    &mut self.counters,
+                    now,
+                    &mut entry.call,
+                    slot.party,
+                    usize::from(slot.m),
+                    local_port,
+                    src,
+                    pkt,
+                ),
+            },
+        };
+        if let Verdict::Drop(reason) = verdict {
+            self.counters.drops[reason as usize] += 1;
+        }
+        verdict
+    }
+
+    /// Counts a datagram the shell dropped itself (e.g. a full send buffer).
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.counters.drops[reason as usize] += 1;
+    }
+}
+
+/// Points the ports of `party`'s streams at it.
+fn index_party(by_port: &mut [Option<PortSlot>], call: u32, c: &Call, party: PartyId) {
+    let Some(p) = c.party(party) else { return };
+    for (m, s) in p.streams.iter().enumerate() {
+        if s.rtp_port != 0 {
+            by_port[usize::from(s.rtp_port >> 1)] = Some(PortSlot {
+                call,
+                party,
+                m: m as u8,
+            });
+        }
+    }
+}
