@@ -260,14 +260,20 @@ fn decide(
         return Drop(DropReason::NoSession);
     };
     let mux = remote.rtcp_mux;
-    let to = other.latched[component].unwrap_or_else(|| {
-        let port = if rtcp && !mux {
-            remote.rtcp_port
-        } else {
-            remote.rtp_port
-        };
-        SocketAddr::new(remote.addr, port)
-    });
+    let to = match other.latched[component] {
+        Some(latched) => latched,
+        // `c=0.0.0.0` (RFC 2543 hold) names no one: nothing goes there until the endpoint
+        // sends and latches.
+        None if remote.addr.is_unspecified() => return Drop(DropReason::NoSession),
+        None => {
+            let port = if rtcp && !mux {
+                remote.rtcp_port
+            } else {
+                remote.rtp_port
+            };
+            SocketAddr::new(remote.addr, port)
+        }
+    };
     // Symmetric RTP: send from the port advertised to the receiver.
     let via = if rtcp && !mux {
         other.rtp_port + 1

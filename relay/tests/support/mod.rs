@@ -2,5 +2,6 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod counting_alloc;
+pub mod dialog;
 pub mod relay;
 pub mod sim;

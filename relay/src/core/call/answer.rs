@@ -141,14 +141,16 @@ impl Call {
             let p = self.party(id).expect("live");
             (!to_tag.is_empty() && p.tag() != Some(to_tag)).then(|| to_tag.to_owned())
         };
-        // A branch names its own answering side.
-        let branch = cmd.via_branch.as_deref().filter(|b| !b.is_empty());
-        if let Some(id) = branch
-            .and_then(|b| self.by_branch(b))
-            .filter(|&id| holds_offer(id))
-        {
-            let off = offerer_of(id).expect("holds an offer");
-            return Ok((id, off, alias(id)));
+        // A branch names its own answering side; a branch that is gone answers nothing.
+        if let Some(b) = cmd.via_branch.as_deref().filter(|b| !b.is_empty()) {
+            match self.by_branch(b).filter(|&id| holds_offer(id)) {
+                Some(id) => {
+                    let off = offerer_of(id).expect("holds an offer");
+                    return Ok((id, off, alias(id)));
+                }
+                None if by_to.is_none() => return Err(CommandError::NoPendingOffer),
+                None => {}
+            }
         }
         if let Some(id) = by_to.filter(|&id| holds_offer(id)) {
             let off = offerer_of(id).expect("holds an offer");

@@ -157,7 +157,10 @@ impl Stream {
         if self.remote.is_some()
             && self.remote.map(|r| (r.addr, r.rtp_port)) != new.map(|r| (r.addr, r.rtp_port))
         {
+            // New signalling moved the endpoint (transfer, a new fork, re-INVITE): media goes
+            // to the new address at once, and the next packet from it settles the latch.
             self.signalled_change = [true, true];
+            self.latched = [None, None];
         }
         self.remote = new;
         self.direction = Direction::of(sdp, i);
