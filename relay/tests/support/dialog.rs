@@ -150,9 +150,17 @@ impl Phone {
 
     /// A new key, as a phone that re-keys on re-INVITE (the stream goes on).
     pub fn rekey(&mut self) {
-        let key = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
-        self.tx = Some(SrtpContext::new(&key, SrtpPolicy::default()));
-        self.key = Some(key);
+        self.set_key(Some(
+            MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap(),
+        ));
+    }
+
+    /// Sends with `key` from now on (`None`: plain RTP).
+    pub fn set_key(&mut self, key: Option<MasterKey>) {
+        self.tx = key
+            .as_ref()
+            .map(|k| SrtpContext::new(k, SrtpPolicy::default()));
+        self.key = key;
     }
 
     pub fn addr(&self) -> SocketAddr {
