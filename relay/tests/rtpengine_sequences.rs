@@ -751,7 +751,7 @@ fn sdes_static_control_pass_through_keeps_crypto_across_repeats() {
         ),
     );
     let to_a2 = answer(&relay, "sdes", "ft", "tt", None, &b_sdp).unwrap();
-    assert_eq!(keys_in(&to_a2), vec![b32.clone()]);
+    assert_eq!(keys_in(&to_a2), vec![b32]);
     a.set_key(Some(a32));
     let wire: Vec<Vec<u8>> = {
         let before = a.seq;
