@@ -113,7 +113,7 @@ impl Dialog {
             ..OfferCommand::default()
         };
         let ctx = ctx(config, local.addr);
-        let out = self.call.offer(&ctx, &cmd, &parsed, &mut grant)?;
+        let out = self.call.offer(&ctx, &cmd, parsed, &mut grant)?;
         self.first.get_or_insert_with(|| from_tag.to_owned());
         Ok(out.sdp)
     }

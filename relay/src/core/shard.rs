@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::core::call::{Call, CallState, Ctx, PartyId, PortGrant, StreamKind};
+use crate::core::call::{Call, CallState, Ctx, PartyId, PortGrant, PreparedOffer};
 use crate::core::command::{
     AnswerCommand, CallInfo, CommandError, DeleteCommand, DeleteOutcome, MAX_MEDIA_PER_CALL,
     MediaInfo, OfferCommand, PartyInfo, StreamInfo,
@@ -65,6 +65,24 @@ pub struct ShardConfig {
     pub relatch_after_silence: Duration,
     /// Calls this shard holds at most.
     pub max_calls: usize,
+}
+
+/// An offer parsed and decided by [`Shard::prepare_offer`], waiting for its ports.
+pub struct ShardOffer<'a> {
+    /// The call it belongs to, when it exists already.
+    call: Option<u32>,
+    prepared: PreparedOffer<'a>,
+}
+
+impl ShardOffer<'_> {
+    /// Port pairs [`Shard::commit_offer`] needs in its grant.
+    pub fn ports_needed(&self) -> usize {
+        self.prepared.ports_needed()
+    }
+
+    fn prepared_call_id(&self) -> &str {
+        self.prepared.call_id()
+    }
 }
 
 /// Where a port's datagrams go: a call, a party, an m-line.
@@ -178,64 +196,39 @@ impl Shard {
         }
     }
 
-    /// How many port pairs [`Self::offer`] may take for `cmd`: the shell binds that many into
-    /// the grant it hands in (an over-estimate when the policy then rejects an m-line; the rest
-    /// comes back unused).
-    pub fn ports_wanted(&self, cmd: &OfferCommand) -> usize {
-        let Ok(sdp) = Sdp::parse(&cmd.sdp) else {
-            return 0;
-        };
-        let usable = (0..sdp.media_count().min(MAX_MEDIA_PER_CALL))
-            .filter(|&i| {
-                let m = sdp.media_line(i);
-                m.port != 0 && StreamKind::of(&m).is_some()
-            })
-            .count();
-        let Some(call) = self.ids.get(&cmd.call_id).and_then(|&i| self.call(i)) else {
-            return 2 * usable;
-        };
-        // Streams that already have their ports need none; a new party needs one per line.
-        let offerer = call.by_tag(&cmd.from_tag);
-        let have = |p: Option<PartyId>, i: usize| {
-            p.and_then(|p| call.party(p))
-                .and_then(|p| p.streams.get(i))
-                .is_some_and(|s| s.rtp_port != 0)
-        };
-        let answerer = match cmd.via_branch.as_deref() {
-            Some(b) => call.by_branch(b),
-            None => cmd
-                .to_tag
-                .as_deref()
-                .and_then(|t| call.by_tag(t))
-                .or_else(|| offerer.and_then(|o| call.counterpart(o))),
-        };
-        (0..sdp.media_count().min(MAX_MEDIA_PER_CALL))
-            .filter(|&i| {
-                let m = sdp.media_line(i);
-                m.port != 0 && StreamKind::of(&m).is_some()
-            })
-            .map(|i| usize::from(!have(offerer, i)) + usize::from(!have(answerer, i)))
-            .sum()
-    }
-
     fn call(&self, idx: u32) -> Option<&Call> {
         Some(&self.calls.get(idx as usize)?.as_ref()?.call)
     }
 
-    /// Handles an `offer`: returns the SDP for the answering party.
+    /// Handles an `offer` in one step, with the ports in `grant`: [`Self::prepare_offer`]
+    /// then [`Self::commit_offer`].
     pub fn offer(
         &mut self,
         now: Instant,
         cmd: &OfferCommand,
         grant: &mut PortGrant,
     ) -> Result<String, CommandError> {
+        let prepared = self.prepare_offer(now, cmd)?;
+        self.commit_offer(now, prepared, grant)
+    }
+
+    /// Parses and decides an `offer` without changing anything; the shell then binds
+    /// [`ShardOffer::ports_needed`] pairs and hands them to [`Self::commit_offer`]. The SDP is
+    /// parsed here, once.
+    pub fn prepare_offer<'a>(
+        &self,
+        now: Instant,
+        cmd: &'a OfferCommand,
+    ) -> Result<ShardOffer<'a>, CommandError> {
         let sdp = Sdp::parse(&cmd.sdp)?;
         // Each usable m-line takes two port pairs: an SDP must not be able to drain the range.
         if sdp.media_count() > MAX_MEDIA_PER_CALL {
             return Err(CommandError::TooManyMedia(sdp.media_count()));
         }
-        let (idx, created) = match self.ids.get(&cmd.call_id) {
-            Some(&i) => (i, false),
+        let ctx = self.ctx(now);
+        let existing = self.ids.get(&cmd.call_id).copied();
+        let prepared = match existing.and_then(|i| self.call(i)) {
+            Some(call) => call.prepare_offer(&ctx, cmd, sdp)?,
             None => {
                 if self.draining {
                     return Err(CommandError::Draining);
@@ -243,8 +236,32 @@ impl Shard {
                 if self.ids.len() >= self.config.max_calls {
                     return Err(CommandError::TooManyCalls);
                 }
+                Call::new(now).prepare_offer(&ctx, cmd, sdp)?
+            }
+        };
+        Ok(ShardOffer {
+            call: existing,
+            prepared,
+        })
+    }
+
+    /// Applies a prepared `offer` with the ports in `grant`: returns the SDP for the answering
+    /// party. Refused without any change when `grant` is short.
+    pub fn commit_offer(
+        &mut self,
+        now: Instant,
+        offer: ShardOffer<'_>,
+        grant: &mut PortGrant,
+    ) -> Result<String, CommandError> {
+        if grant.available() < offer.prepared.ports_needed() {
+            return Err(CommandError::NoPorts);
+        }
+        let idx = match offer.call {
+            Some(i) => i,
+            None => {
+                let id = offer.prepared_call_id().to_owned();
                 let entry = Entry {
-                    id: cmd.call_id.clone(),
+                    id: id.clone(),
                     call: Call::new(now),
                 };
                 let i = match self.free.pop() {
@@ -257,8 +274,8 @@ impl Shard {
                         (self.calls.len() - 1) as u32
                     }
                 };
-                self.ids.insert(cmd.call_id.clone(), i);
-                (i, true)
+                self.ids.insert(id, i);
+                i
             }
         };
         let ctx = Ctx {
@@ -269,20 +286,11 @@ impl Shard {
             now,
         };
         let entry = self.calls[idx as usize].as_mut().expect("indexed");
-        match entry.call.offer(&ctx, cmd, &sdp, grant) {
-            Ok(out) => {
-                for id in [out.offerer, out.answerer] {
-                    index_party(&mut self.by_port, idx, &entry.call, id);
-                }
-                Ok(out.sdp)
-            }
-            Err(e) => {
-                if created {
-                    self.remove_call(idx, grant);
-                }
-                Err(e)
-            }
+        let out = entry.call.commit_offer(&ctx, offer.prepared, grant)?;
+        for id in [out.offerer, out.answerer] {
+            index_party(&mut self.by_port, idx, &entry.call, id);
         }
+        Ok(out.sdp)
     }
 
     /// Handles an `answer`: returns the SDP for the offerer and puts the media plan in place.

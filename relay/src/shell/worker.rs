@@ -162,10 +162,14 @@ fn handle(worker: &Rc<Worker>, job: Job) {
     match job {
         Job::Offer(cmd, reply) => {
             let mut shard = worker.shard.borrow_mut();
-            // The core takes ports from what the shell bound for it; the rest is closed again.
-            let mut grant = ports.grant(shard.ports_wanted(&cmd));
-            let result = shard.offer(now, &cmd, &mut grant);
-            ports.finish(grant);
+            // The core decides first and says how many ports it needs; the shell binds them, the
+            // core takes them, and what is left over is closed again.
+            let result = shard.prepare_offer(now, &cmd).and_then(|prepared| {
+                let mut grant = ports.grant(prepared.ports_needed());
+                let result = shard.commit_offer(now, prepared, &mut grant);
+                ports.finish(grant);
+                result
+            });
             let _ = reply.send(result);
         }
         Job::Answer(cmd, reply) => {

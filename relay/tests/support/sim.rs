@@ -71,8 +71,9 @@ impl Sim {
         cmd: &OfferCommand,
         ports: &mut Ports,
     ) -> Result<String, CommandError> {
-        let mut grant = ports.grant(self.0.ports_wanted(cmd));
-        let r = self.0.offer(now, cmd, &mut grant);
+        let prepared = self.0.prepare_offer(now, cmd)?;
+        let mut grant = ports.grant(prepared.ports_needed());
+        let r = self.0.commit_offer(now, prepared, &mut grant);
         ports.finish(grant);
         r
     }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crate::core::policy::{LegPolicy, PolicyConfig};
 
 pub use answer::{AnswerOutcome, DirectionPlan, KeyUse, MediaPlan};
-pub use offer::{IncomingOffer, OfferOutcome};
+pub use offer::{IncomingOffer, OfferOutcome, PreparedOffer};
 pub use stream::{Direction, PacketStats, Stream, StreamKind};
 
 /// A party's place in its call (stable for the call's life; a deleted party leaves a hole).

@@ -81,6 +81,29 @@ pub struct OfferOutcome {
     pub answerer: PartyId,
 }
 
+/// An offer decided and not yet applied (see [`Call::prepare_offer`]).
+pub struct PreparedOffer<'a> {
+    cmd: &'a OfferCommand,
+    sdp: Sdp<'a>,
+    off_t: Target,
+    ans_t: Target,
+    alias: Option<(PartyId, String)>,
+    decided: Vec<Decided>,
+    ports_needed: usize,
+}
+
+impl PreparedOffer<'_> {
+    /// Port pairs the offer takes (new parties and m-lines that have none yet).
+    pub fn ports_needed(&self) -> usize {
+        self.ports_needed
+    }
+
+    /// The call it is for.
+    pub fn call_id(&self) -> &str {
+        &self.cmd.call_id
+    }
+}
+
 /// A usable SRTP configuration in an offer.
 #[derive(Clone, Debug)]
 struct Candidate {
@@ -194,16 +217,28 @@ impl Call {
         Ok((Target::Existing(offerer), answerer, None))
     }
 
-    /// Handles an offer: returns the SDP for the answering party. The first offer of a party
-    /// resolves and pins its policy (`from` for the offerer, `to` for the answering side); later
-    /// offers keep it. Ports come from `grant`; a refused offer changes nothing.
-    pub fn offer(
+    /// Handles an offer in one step: [`Self::prepare_offer`] then [`Self::commit_offer`].
+    pub fn offer<'a>(
         &mut self,
         ctx: &Ctx<'_>,
-        cmd: &OfferCommand,
-        sdp: &Sdp<'_>,
+        cmd: &'a OfferCommand,
+        sdp: Sdp<'a>,
         grant: &mut PortGrant,
     ) -> Result<OfferOutcome, CommandError> {
+        let prepared = self.prepare_offer(ctx, cmd, sdp)?;
+        self.commit_offer(ctx, prepared, grant)
+    }
+
+    /// Decides an offer without changing anything: which parties, what each m-line becomes,
+    /// which keys, and how many port pairs it needs ([`PreparedOffer::ports_needed`]). The
+    /// first offer of a party resolves and pins its policy (`from` for the offerer, `to` for
+    /// the answering side); later offers keep it.
+    pub fn prepare_offer<'a>(
+        &self,
+        ctx: &Ctx<'_>,
+        cmd: &'a OfferCommand,
+        sdp: Sdp<'a>,
+    ) -> Result<PreparedOffer<'a>, CommandError> {
         let (off_t, ans_t, alias) = self.offer_targets(ctx, cmd)?;
         let empty = Crypto::default();
         fn policy_of<'a>(call: &'a Call, t: &'a Target) -> &'a LegPolicy {
@@ -243,7 +278,7 @@ impl Call {
                 None => Err(None),
                 Some(StreamKind::Udptl) => Ok(opaque(&m)),
                 Some(StreamKind::Rtp) => decide(
-                    sdp,
+                    &sdp,
                     i,
                     &m,
                     p_off,
@@ -285,11 +320,38 @@ impl Call {
         if let (0, Some(reason)) = (survivors, first_failure) {
             return Err(CommandError::MediaSecurity(reason));
         }
+        Ok(PreparedOffer {
+            cmd,
+            sdp,
+            off_t,
+            ans_t,
+            alias,
+            decided,
+            ports_needed,
+        })
+    }
+
+    /// Applies a prepared offer: parties, tags, ports (from `grant`), keys, addresses, the
+    /// pending offer; returns the SDP for the answering party. Refused, without any change,
+    /// when `grant` holds fewer pairs than the offer needs.
+    pub fn commit_offer(
+        &mut self,
+        ctx: &Ctx<'_>,
+        prepared: PreparedOffer<'_>,
+        grant: &mut PortGrant,
+    ) -> Result<OfferOutcome, CommandError> {
+        let PreparedOffer {
+            cmd,
+            sdp,
+            off_t,
+            ans_t,
+            alias,
+            decided,
+            ports_needed,
+        } = prepared;
         if grant.available() < ports_needed {
             return Err(CommandError::NoPorts);
         }
-
-        // Commit: parties, tags, ports, keys, addresses, the pending offer.
         let materialize = |call: &mut Self, t: Target| match t {
             Target::Existing(id) => id,
             Target::New {
@@ -335,7 +397,7 @@ impl Call {
             }
             merge_keys(&mut off.streams[i].crypto.keys, offerer_keys);
             merge_keys(&mut ans.streams[i].crypto.keys, answerer_keys);
-            off.streams[i].record_remote(sdp, i);
+            off.streams[i].record_remote(&sdp, i);
             rewrite.edit.address = Some(ctx.media_addr);
             rewrite.edit.drop.extend(CAPNEG_ATTRS);
             if cmd.options.ice_remove {
