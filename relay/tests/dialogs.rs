@@ -593,3 +593,72 @@ fn query_reports_rtpengine_totals_tags_and_addresses() {
         12
     );
 }
+
+#[test]
+fn re_invite_without_sdp_offer_in_the_200_and_answer_in_the_ack_either_tag_order() {
+    let relay = Relay::start(8, &["--system-security", "enforce"]);
+    for (call, swapped) in [("ri1", true), ("ri2", false)] {
+        let (mut a, mut b) = (Phone::srtp(0xa), Phone::srtp(0xb));
+        let to_b = offer(
+            &relay,
+            call,
+            "ta",
+            None,
+            None,
+            &a.sdp(1, "RTP/SAVP", ""),
+            &[],
+        )
+        .unwrap();
+        let to_a = answer(&relay, call, "ta", "tb", None, &b.sdp(1, "RTP/SAVP", "")).unwrap();
+        let (relay_key_a, relay_key_b) = (keys_in(&to_a)[0].clone(), keys_in(&to_b)[0].clone());
+        let mut to_b_sent = a.send(m_addr(&to_a, 0), 5);
+        // A session refresh from B with SDP first: A now holds an answered offer from B too.
+        offer(
+            &relay,
+            call,
+            "tb",
+            Some("ta"),
+            None,
+            &b.sdp(2, "RTP/SAVP", ""),
+            &[],
+        )
+        .unwrap();
+        answer(&relay, call, "tb", "ta", None, &a.sdp(2, "RTP/SAVP", "")).unwrap();
+        // B re-INVITEs without SDP; A offers in its 200 OK (from-tag: A's, the proxy swaps the
+        // tags of an offer in a reply); B answers in the ACK with a new key.
+        let to_b2 = offer(
+            &relay,
+            call,
+            "ta",
+            Some("tb"),
+            None,
+            &a.sdp(2, "RTP/SAVP", ""),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            keys_in(&to_b2),
+            vec![relay_key_b.clone()],
+            "B's relay key kept"
+        );
+        b.rekey();
+        let (from, to) = if swapped { ("ta", "tb") } else { ("tb", "ta") };
+        let to_a2 = answer(&relay, call, from, to, None, &b.sdp(3, "RTP/SAVP", "")).unwrap();
+        assert_eq!(
+            keys_in(&to_a2),
+            vec![relay_key_a.clone()],
+            "{call}: A's relay key kept"
+        );
+        to_b_sent.extend(a.send(m_addr(&to_a, 0), 5));
+        let to_a_sent = b.send(m_addr(&to_b, 0), 5);
+        a.recv();
+        b.recv();
+        assert_eq!(
+            a.decrypt_all(&relay_key_a),
+            to_a_sent,
+            "{call}: B's new key in use"
+        );
+        assert_eq!(b.decrypt_all(&relay_key_b), to_b_sent);
+    }
+    assert_eq!(relay.stat(&["rekeys"]), 2);
+}

@@ -152,20 +152,26 @@ impl Call {
                 None => {}
             }
         }
-        if let Some(id) = by_to.filter(|&id| holds_offer(id)) {
-            let off = offerer_of(id).expect("holds an offer");
-            // The tags may come swapped (an answer in an ACK sent the other way round): the
-            // party named by from-tag is then the one holding the offer.
-            if by_from.is_some_and(|f| offerer_of(f) == Some(id) && offerer_of(id) != Some(f)) {
-                let f = by_from.expect("checked");
-                return Ok((f, id, None));
+        // The party holding the offer is the answerer: normally the to-tag's. The tags may come
+        // the other way round (an answer in an ACK or PRACK, which Kamailio swaps and other
+        // proxies do not): then the from-tag's party holds the offer. A pending offer wins
+        // over one already answered.
+        let pending = |id: PartyId| {
+            self.party(id)
+                .and_then(|p| p.incoming.as_ref())
+                .is_some_and(|o| !o.answered)
+        };
+        let to_holds = by_to.filter(|&id| holds_offer(id));
+        let from_holds = by_from.filter(|&f| by_to.is_some_and(|t| offerer_of(f) == Some(t)));
+        match (to_holds, from_holds) {
+            (Some(t), Some(f)) if pending(f) && !pending(t) => {
+                return Ok((f, by_to.expect("set"), None));
             }
-            return Ok((id, off, None));
+            (Some(t), _) => return Ok((t, offerer_of(t).expect("holds an offer"), None)),
+            (None, Some(f)) => return Ok((f, by_to.expect("set"), None)),
+            (None, None) => {}
         }
         if let Some(f) = by_from {
-            if let Some(id) = by_to.filter(|&t| offerer_of(f) == Some(t)) {
-                return Ok((f, id, None));
-            }
             // A new to-tag (forking, serial fork after early media) takes over the answering
             // side of the from-tag's offer.
             if let Some(id) = self
