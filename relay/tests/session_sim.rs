@@ -297,3 +297,80 @@ fn hostile_datagrams_at_the_entry_point_never_panic() {
         "every datagram accounted for"
     );
 }
+
+/// Timers with injected time: `timeouts.final` ends even an active call; a delayed delete of one
+/// branch removes only that branch when it is due, and returns exactly its ports; every state's
+/// timeout is measured from the last sign of life.
+#[test]
+fn final_timeout_and_a_delayed_branch_delete_with_injected_time() {
+    use srtp_relay::core::call::PortGrant;
+    use srtp_relay::core::command::{DeleteCommand, DeleteOutcome};
+    use srtp_relay::core::shard::{ShardConfig, Timeouts};
+    use std::time::Duration;
+    let t0 = epoch();
+    let mut sim = support::sim::Sim(Shard::new(ShardConfig {
+        policy: PolicyConfig::default(),
+        media_addr: "127.0.0.1".parse().unwrap(),
+        replay_window: 64,
+        rekey_grace: Duration::from_secs(2),
+        timeouts: Timeouts {
+            media: Duration::from_secs(60),
+            ringing: Duration::from_secs(100),
+            hold: Duration::from_secs(100),
+            final_: Duration::from_secs(300),
+            delete_delay: Duration::from_secs(30),
+        },
+        relatch_after_silence: Duration::ZERO,
+        max_calls: 10,
+    }));
+    let mut ports = Ports::default();
+    // Two branches of one call: two answering sides.
+    let mut o = offer("f", sdp(5000, "RTP/AVP", None, 1), None);
+    o.via_branch = Some("b1".into());
+    sim.offer(t0, &o, &mut ports).unwrap();
+    o.via_branch = Some("b2".into());
+    sim.offer(t0, &o, &mut ports).unwrap();
+    assert_eq!(ports.open.len(), 3);
+    let mut a = answer("f", sdp(6000, "RTP/AVP", None, 1));
+    a.via_branch = Some("b2".into());
+    sim.answer(t0, &a).unwrap();
+    // Branch 1 is cancelled with the configured delay: still there until it is due.
+    let del = DeleteCommand {
+        call_id: "f".into(),
+        from_tag: Some("a".into()),
+        via_branch: Some("b1".into()),
+        ..DeleteCommand::default()
+    };
+    let mut grant = PortGrant::default();
+    assert!(matches!(
+        sim.delete(t0, &del, &mut grant),
+        DeleteOutcome::Deleted(_)
+    ));
+    ports.finish(grant);
+    assert_eq!(
+        sim.handle_timeout(t0 + Duration::from_secs(29), &mut ports),
+        0
+    );
+    assert_eq!(ports.open.len(), 3);
+    assert_eq!(
+        sim.handle_timeout(t0 + Duration::from_secs(31), &mut ports),
+        0
+    );
+    assert_eq!(
+        ports.open.len(),
+        2,
+        "branch 1's port only; the call goes on"
+    );
+    assert_eq!(sim.call_count(), 1);
+    // Signalling every 50 s keeps the active call under its media timeout, but not past final.
+    for s in [50, 100, 150, 200, 250] {
+        let t = t0 + Duration::from_secs(s);
+        sim.answer(t, &a).unwrap();
+        assert_eq!(sim.handle_timeout(t, &mut ports), 0, "at {s} s");
+    }
+    assert_eq!(
+        sim.handle_timeout(t0 + Duration::from_secs(301), &mut ports),
+        1
+    );
+    assert!(ports.open.is_empty(), "every port back: {:?}", ports.open);
+}

@@ -11,6 +11,12 @@ use crate::core::sdp::SdpError;
 /// m-lines an SDP may have (each usable one takes up to two port pairs).
 pub const MAX_MEDIA_PER_CALL: usize = 16;
 
+/// Parties a call may hold (tags and branches; a forking proxy's branches each add one).
+pub const MAX_PARTIES_PER_CALL: usize = 32;
+
+/// Tags one party may be known by (its own and the aliases later to-tags add).
+pub const MAX_TAGS_PER_PARTY: usize = 16;
+
 /// An ng `offer`.
 #[derive(Clone, Debug, Default)]
 pub struct OfferCommand {
@@ -102,6 +108,9 @@ pub enum CommandError {
     /// The SDP has more m-lines than a call may have.
     #[error("SDP has {0} m-lines, a call may have at most {MAX_MEDIA_PER_CALL}")]
     TooManyMedia(usize),
+    /// The call holds as many parties as it may.
+    #[error("call has {MAX_PARTIES_PER_CALL} parties (tags and branches), it may not have more")]
+    TooManyParties,
     /// The call limit is reached.
     #[error("call limit reached")]
     TooManyCalls,

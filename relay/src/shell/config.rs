@@ -652,6 +652,14 @@ mod tests {
                 "line 2: extensions.\"201\".profile: unknown device profile \"nokia\"",
             ),
             (
+                "[timeouts]\nmedia = 60\nfinal = 99999999999\n",
+                "line 3: timeouts.final: 99999999999 is not in 0..=2592000 seconds",
+            ),
+            (
+                "[timeouts]\nringing = 0\n",
+                "line 2: timeouts.ringing: 0 is not in 1..=2592000 seconds",
+            ),
+            (
                 "[control]\nlisten = \"localhost\"\n",
                 "line 2: control.listen: \"localhost\" is not ADDRESS:PORT",
             ),

@@ -318,7 +318,7 @@ impl Call {
         }
 
         // Commit.
-        self.touch_signal(ctx.now);
+        self.touch_signal(ctx.now, [offerer, answerer]);
         let (off, ans) = self
             .pair_mut(offerer, answerer)
             .ok_or(CommandError::NoPendingOffer)?;

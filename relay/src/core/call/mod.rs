@@ -206,11 +206,15 @@ impl Party {
         self.tags.iter().any(|t| t == tag)
     }
 
+    /// Makes `tag` the party's current tag; the oldest alias goes when there are too many.
     fn add_tag(&mut self, tag: &str) {
         if let Some(i) = self.tags.iter().position(|t| t == tag) {
             let t = self.tags.remove(i);
             self.tags.push(t);
         } else {
+            if self.tags.len() >= crate::core::command::MAX_TAGS_PER_PARTY {
+                self.tags.remove(0);
+            }
             self.tags.push(tag.to_owned());
         }
     }
@@ -317,12 +321,16 @@ impl Call {
         PartyId((self.parties.len() - 1) as u16)
     }
 
-    /// Offer or answer: the call is wanted again, pending deletions are cancelled.
-    pub(crate) fn touch_signal(&mut self, now: Instant) {
+    /// An offer or answer between two parties: the call is wanted again. A pending deletion of
+    /// the whole call is cancelled, and those of the two parties; another party's (a cancelled
+    /// branch) stays due.
+    pub(crate) fn touch_signal(&mut self, now: Instant, parties: [PartyId; 2]) {
         self.last_signal = now;
         self.delete_at = None;
-        for p in self.parties.iter_mut().flatten() {
-            p.delete_at = None;
+        for id in parties {
+            if let Some(p) = self.party_mut(id) {
+                p.delete_at = None;
+            }
         }
     }
 

@@ -240,6 +240,13 @@ impl Call {
         sdp: Sdp<'a>,
     ) -> Result<PreparedOffer<'a>, CommandError> {
         let (off_t, ans_t, alias) = self.offer_targets(ctx, cmd)?;
+        let new_parties = [&off_t, &ans_t]
+            .iter()
+            .filter(|t| matches!(t, Target::New { .. }))
+            .count();
+        if self.parties.len() + new_parties > crate::core::command::MAX_PARTIES_PER_CALL {
+            return Err(CommandError::TooManyParties);
+        }
         let empty = Crypto::default();
         fn policy_of<'a>(call: &'a Call, t: &'a Target) -> &'a LegPolicy {
             match t {
@@ -365,7 +372,7 @@ impl Call {
         if let Some(p) = alias.as_ref().and_then(|(id, _)| self.party_mut(*id)) {
             p.add_tag(&alias.as_ref().expect("matched").1);
         }
-        self.touch_signal(ctx.now);
+        self.touch_signal(ctx.now, [offerer, answerer]);
         let (off, ans) = self.pair_mut(offerer, answerer).expect("two live parties");
         if cmd.label.is_some() {
             off.label.clone_from(&cmd.label);
