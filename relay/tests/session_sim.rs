@@ -308,7 +308,7 @@ fn final_timeout_and_a_delayed_branch_delete_with_injected_time() {
     use srtp_relay::core::shard::{ShardConfig, Timeouts};
     use std::time::Duration;
     let t0 = epoch();
-    let mut sim = support::sim::Sim(Shard::new(ShardConfig {
+    let mut sim = Sim(Shard::new(ShardConfig {
         policy: PolicyConfig::default(),
         media_addr: "127.0.0.1".parse().unwrap(),
         replay_window: 64,
