@@ -32,6 +32,8 @@ fn call(key_a: Option<&MasterKey>, b: MediaSecurity) -> (Shard, u16) {
             ..Timeouts::default()
         },
         relatch_after_silence: Duration::ZERO,
+        relatch_any_source: false,
+        peers: Default::default(),
         max_calls: 100,
     });
     let m = |port, proto, key: Option<&MasterKey>| {

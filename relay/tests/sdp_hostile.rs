@@ -137,6 +137,8 @@ fn hostile_sdp_never_panics_and_untouched_bodies_round_trip() {
             rekey_grace: std::time::Duration::from_secs(2),
             timeouts: Timeouts::default(),
             relatch_after_silence: std::time::Duration::ZERO,
+            relatch_any_source: false,
+            peers: Default::default(),
             max_calls: 10,
         });
         let offer = OfferCommand {

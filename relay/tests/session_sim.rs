@@ -321,6 +321,8 @@ fn final_timeout_and_a_delayed_branch_delete_with_injected_time() {
             delete_delay: Duration::from_secs(30),
         },
         relatch_after_silence: Duration::ZERO,
+        relatch_any_source: false,
+        peers: Default::default(),
         max_calls: 10,
     }));
     let mut ports = Ports::default();

@@ -34,6 +34,8 @@ fuzz_target!(|data: &[u8]| {
         rekey_grace: Duration::from_secs(2),
         timeouts: Timeouts::default(),
         relatch_after_silence: Duration::ZERO,
+        relatch_any_source: false,
+        peers: Default::default(),
         max_calls: 4,
     });
     let now = Instant::now();

@@ -105,6 +105,10 @@ pub enum CommandError {
     /// The port range is exhausted.
     #[error("no free media ports")]
     NoPorts,
+    /// Ports could not be opened for another reason than the range (e.g. out of file
+    /// descriptors); the pool is unchanged.
+    #[error("cannot open media ports: {0}")]
+    PortsUnavailable(String),
     /// The SDP has more m-lines than a call may have.
     #[error("SDP has {0} m-lines, a call may have at most {MAX_MEDIA_PER_CALL}")]
     TooManyMedia(usize),

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::core::call::{Call, PartyId, StreamKind, Transform};
 use crate::core::packet::PacketBuf;
+use crate::core::peers::PeerRules;
 use crate::core::rtp::is_rtcp;
 use crate::core::srtp::SrtpError;
 
@@ -99,18 +100,22 @@ pub struct Counters {
     pub rekeys: u64,
 }
 
-/// Latching settings.
+/// Where media may come from and go to.
 #[derive(Clone, Copy, Debug)]
-pub struct LatchRules {
+pub struct Rules<'a> {
     /// A plain leg re-latches to a new source after silence this long (zero: never).
     pub relatch_after_silence: Duration,
+    /// ... to any source, not only one with the latched IP (an operator's opt-in).
+    pub relatch_any_source: bool,
+    /// Destinations refused (SPEC §9).
+    pub peers: &'a PeerRules,
 }
 
 /// Decides what happens to a datagram that arrived on `local_port` (a port of stream `m` of
 /// `party`) from `src`, transforming `pkt` in place; counts it in the stream.
 #[allow(clippy::too_many_arguments)] // the datagram, where it arrived, and the state it meets
 pub fn forward(
-    rules: LatchRules,
+    rules: Rules<'_>,
     counters: &mut Counters,
     now: Instant,
     call: &mut Call,
@@ -153,7 +158,7 @@ pub fn forward(
 
 #[allow(clippy::too_many_arguments)]
 fn decide(
-    rules: LatchRules,
+    rules: Rules<'_>,
     now: Instant,
     call: &mut Call,
     party: PartyId,
@@ -179,6 +184,10 @@ fn decide(
     let Some(transform) = me.transform else {
         return Drop(DropReason::Policy);
     };
+    // The relay's own media sockets never feed a call (a loop another endpoint's SDP set up).
+    if rules.peers.is_own_media(src) {
+        return Drop(DropReason::Policy);
+    }
     let opaque = me.kind == Some(StreamKind::Udptl);
     if !opaque {
         // RFC 7983: the first byte tells STUN (0-3) and DTLS (20-63) from RTP/RTCP (128-191).
@@ -209,12 +218,17 @@ fn decide(
         let silent_for = me
             .last_rx
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        let relatch_ok = me.signalled_change[component]
-            || (!rules.relatch_after_silence.is_zero()
-                && silent_for >= rules.relatch_after_silence);
+        // SPEC §3a: a new source only after signalling for this leg; after silence only one
+        // with the latched IP (a NAT that moved the port), unless the operator opted in to any.
+        let silent =
+            !rules.relatch_after_silence.is_zero() && silent_for >= rules.relatch_after_silence;
+        let relatch_ok = |latched: SocketAddr| {
+            me.signalled_change[component]
+                || (silent && (rules.relatch_any_source || latched.ip() == src.ip()))
+        };
         let allowed = match (me.latched[component], me.latched[1 - component]) {
-            (Some(latched), _) => latched == src || relatch_ok,
-            (None, Some(sibling)) => sibling.ip() == src.ip() || relatch_ok,
+            (Some(latched), _) => latched == src || relatch_ok(latched),
+            (None, Some(sibling)) => sibling.ip() == src.ip() || relatch_ok(sibling),
             (None, None) => true,
         };
         if !allowed {
@@ -274,6 +288,11 @@ fn decide(
             SocketAddr::new(remote.addr, port)
         }
     };
+    // SPEC §9: never the relay's own sockets, never a denied address; a leg whose SDP names one
+    // waits until the endpoint's first packet latches it.
+    if !rules.peers.allows(to) {
+        return Drop(DropReason::Policy);
+    }
     // Symmetric RTP: send from the port advertised to the receiver.
     let via = if rtcp && !mux {
         other.rtp_port + 1

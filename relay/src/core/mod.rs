@@ -17,6 +17,7 @@ pub mod call;
 pub mod command;
 pub mod forward;
 pub mod packet;
+pub mod peers;
 pub mod policy;
 pub mod rtp;
 pub mod sdp;

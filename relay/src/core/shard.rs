@@ -14,8 +14,9 @@ use crate::core::command::{
     AnswerCommand, CallInfo, CommandError, DeleteCommand, DeleteOutcome, MAX_MEDIA_PER_CALL,
     MediaInfo, OfferCommand, PartyInfo, StreamInfo,
 };
-use crate::core::forward::{self, Counters, DropReason, LatchRules, Verdict};
+use crate::core::forward::{self, Counters, DropReason, Rules, Verdict};
 use crate::core::packet::PacketBuf;
+use crate::core::peers::PeerRules;
 use crate::core::policy::PolicyConfig;
 use crate::core::sdp::Sdp;
 use crate::core::srtp::CryptoSuite;
@@ -63,6 +64,10 @@ pub struct ShardConfig {
     /// A plain leg re-latches to a new source after its latched source was silent this long
     /// (zero: never).
     pub relatch_after_silence: Duration,
+    /// ... to any source rather than only one with the latched IP.
+    pub relatch_any_source: bool,
+    /// Destinations media is never sent to (SPEC §9).
+    pub peers: PeerRules,
     /// Calls this shard holds at most.
     pub max_calls: usize,
 }
@@ -162,9 +167,9 @@ impl Shard {
             .sum()
     }
 
-    /// Call-ids.
-    pub fn call_ids(&self) -> Vec<String> {
-        self.ids.keys().cloned().collect()
+    /// Up to `limit` call-ids.
+    pub fn call_ids(&self, limit: usize) -> Vec<String> {
+        self.ids.keys().take(limit).cloned().collect()
     }
 
     /// Refuses new calls from now on (running calls go on until they end).
@@ -581,8 +586,10 @@ impl Shard {
             {
                 None => Verdict::Drop(DropReason::NoSession),
                 Some(entry) => forward::forward(
-                    LatchRules {
+                    Rules {
                         relatch_after_silence: self.config.relatch_after_silence,
+                        relatch_any_source: self.config.relatch_any_source,
+                        peers: &self.config.peers,
                     },
                     &mut self.counters,
                     now,

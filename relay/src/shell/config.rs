@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::core::peers::{IpNet, default_deny};
 use crate::core::policy::{
     BestEffortStyle, DeviceProfile, Extension, LegSecurity, PolicyConfig, SecurityOptions,
 };
@@ -25,6 +26,13 @@ pub const DEFAULT_TOML: &str = include_str!("../../../deploy/srtp-relay.toml");
 pub struct Config {
     /// ng control socket (UDP).
     pub ng_listen: SocketAddr,
+    /// Sources the ng socket takes commands from.
+    pub control_allow: Vec<IpNet>,
+    /// Addresses media is never sent to.
+    pub deny_peers: Vec<IpNet>,
+    /// After `relatch_after_silence`, a plain leg may re-latch to any source (not only one with
+    /// the latched IP).
+    pub relatch_any_source: bool,
     /// Metrics HTTP socket.
     pub metrics_listen: SocketAddr,
     /// Media address: sockets bind to it and SDP advertises it.
@@ -83,12 +91,14 @@ struct Raw {
 #[serde(deny_unknown_fields, default)]
 struct RawControl {
     listen: String,
+    allow: Vec<String>,
 }
 
 impl Default for RawControl {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:2223".into(),
+            allow: vec!["127.0.0.0/8".into(), "::1".into()],
         }
     }
 }
@@ -138,6 +148,8 @@ struct RawSecurity {
     authenticate_rtcp: bool,
     replay_window: usize,
     best_effort_style: String,
+    deny_peers: Option<Vec<String>>,
+    relatch_any_source: bool,
 }
 
 impl Default for RawSecurity {
@@ -154,6 +166,8 @@ impl Default for RawSecurity {
             authenticate_rtcp: true,
             replay_window: MIN_REPLAY_WINDOW,
             best_effort_style: "capneg".into(),
+            deny_peers: None,
+            relatch_any_source: false,
         }
     }
 }
@@ -407,6 +421,9 @@ impl Config {
         // Durations become deadlines (`Instant + Duration`): bounded so that none can overflow.
         let t = &raw.timeouts;
         for (key, value, min) in [
+            ("rekey_grace", t.rekey_grace, 0),
+            ("relatch_after_silence", t.relatch_after_silence, 0),
+            ("drain", t.drain, 0),
             ("media", t.media, 1),
             ("ringing", t.ringing, 1),
             ("hold", t.hold, 1),
@@ -431,16 +448,29 @@ impl Config {
                 ),
             ));
         }
+        let nets = |section: &str, key: &str, list: &[String]| {
+            list.iter()
+                .map(|n| n.parse::<IpNet>().map_err(|e| fail(section, key, e)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let media_addr: IpAddr = m.address.parse().map_err(|_| {
+            fail(
+                "media",
+                "address",
+                format!("{:?} is not an IP address", m.address),
+            )
+        })?;
+        let deny_peers = match &s.deny_peers {
+            Some(list) => nets("security", "deny_peers", list)?,
+            None => default_deny(media_addr.is_loopback()),
+        };
         Ok(Self {
             ng_listen: addr("control", &raw.control.listen)?,
+            control_allow: nets("control", "allow", &raw.control.allow)?,
+            deny_peers,
+            relatch_any_source: s.relatch_any_source,
             metrics_listen: addr("metrics", &raw.metrics.listen)?,
-            media_addr: m.address.parse().map_err(|_| {
-                fail(
-                    "media",
-                    "address",
-                    format!("{:?} is not an IP address", m.address),
-                )
-            })?,
+            media_addr,
             port_min: m.port_min,
             port_max: m.port_max,
             workers: m.workers,

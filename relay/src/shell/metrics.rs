@@ -26,18 +26,57 @@ fn latency_histogram() -> Histogram {
 pub struct ControlMetrics {
     requests: Family<Labels, Counter>,
     latency: Family<Labels, Histogram, fn() -> Histogram>,
+    dropped: Family<Labels, Counter>,
 }
 
 impl Default for ControlMetrics {
     fn default() -> Self {
+        let dropped = Family::<Labels, Counter>::default();
+        // Every reason from the start, so that a rule can rate() it before the first drop.
+        for r in ControlDrop::ALL {
+            let _ = dropped.get_or_create(&vec![("reason", r.as_label().to_owned())]);
+        }
         Self {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
+            dropped,
+        }
+    }
+}
+
+/// Why an ng datagram got no reply (`srtp_relay_control_dropped_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlDrop {
+    /// Its source is not in `control.allow`.
+    NotAllowed,
+    /// It came from one of the relay's own media sockets.
+    FromMedia,
+    /// No cookie, or one longer than [`super::ng::MAX_COOKIE_LEN`].
+    BadCookie,
+}
+
+impl ControlDrop {
+    /// Every reason.
+    pub const ALL: [Self; 3] = [Self::NotAllowed, Self::FromMedia, Self::BadCookie];
+
+    /// The metric label.
+    pub const fn as_label(self) -> &'static str {
+        match self {
+            Self::NotAllowed => "not_allowed",
+            Self::FromMedia => "from_media",
+            Self::BadCookie => "bad_cookie",
         }
     }
 }
 
 impl ControlMetrics {
+    /// Counts an ng datagram dropped without a reply.
+    pub fn dropped(&self, why: ControlDrop) {
+        self.dropped
+            .get_or_create(&vec![("reason", why.as_label().to_owned())])
+            .inc();
+    }
+
     /// Counts one ng request and its duration.
     pub fn observe(&self, command: &str, ok: bool, seconds: f64) {
         let result = if ok { "ok" } else { "error" };
@@ -65,6 +104,11 @@ pub fn render(control: &ControlMetrics, workers: &[WorkerStats], free_port_pairs
         "control_requests",
         "ng control requests by command and result",
         control.requests.clone(),
+    );
+    registry.register(
+        "control_dropped",
+        "ng datagrams dropped without a reply, by reason",
+        control.dropped.clone(),
     );
     registry.register(
         "control_request_duration_seconds",
@@ -124,7 +168,7 @@ pub fn render(control: &ControlMetrics, workers: &[WorkerStats], free_port_pairs
         (
             "calls",
             "Active calls",
-            workers.iter().map(|w| w.calls.len()).sum::<usize>(),
+            workers.iter().map(|w| w.calls).sum::<usize>(),
         ),
         (
             "streams",

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod config;
 pub mod metrics;
 pub mod ng;
+pub mod replies;
 pub mod server;
 pub mod sys;
 pub mod systemd;

@@ -14,6 +14,15 @@ use crate::core::call::SdpOptions;
 use crate::core::command::{AnswerCommand, DeleteCommand, OfferCommand};
 use crate::core::policy::{LegRequest, LegSecurity, MediaSecurity};
 
+/// Longest cookie accepted (rtpengine's modules send a few dozen bytes); a longer one is dropped.
+pub const MAX_COOKIE_LEN: usize = 128;
+/// Longest call-id, tag or branch accepted.
+pub const MAX_ID_LEN: usize = 256;
+/// Call-ids a `list` reply carries at most...
+pub const LIST_LIMIT: usize = 1000;
+/// ... and bytes of them at most, so that the reply fits one datagram.
+pub const LIST_BYTES: usize = 48_000;
+
 /// A parsed ng request.
 #[derive(Debug, Clone)]
 pub enum Request {
@@ -172,6 +181,17 @@ impl<'a> Params<'a> {
             .ok_or_else(|| format!("missing or invalid key '{key}'"))
     }
 
+    /// A required identifier (call-id, tag), bounded in length.
+    fn id(&self, key: &str) -> Result<String, String> {
+        let v = self.required(key)?;
+        bounded(key, v)
+    }
+
+    /// An optional identifier, bounded in length.
+    fn opt_id(&self, key: &str) -> Result<Option<String>, String> {
+        self.nonempty(key).map(|v| bounded(key, v)).transpose()
+    }
+
     /// A list key (`replace`, `direction`): list items, plus `key=value` flags.
     fn list(&self, key: &str) -> Vec<&'a str> {
         let mut out: Vec<&'a str> = match self.value(key) {
@@ -226,6 +246,13 @@ impl<'a> Params<'a> {
     }
 }
 
+fn bounded(key: &str, v: String) -> Result<String, String> {
+    if v.len() > MAX_ID_LEN {
+        return Err(format!("'{key}' is longer than {MAX_ID_LEN} bytes"));
+    }
+    Ok(v)
+}
+
 /// Parses an ng message into a request; the error is the `error-reason` to send back.
 pub fn parse_request(msg: &Value) -> Result<Request, String> {
     let Value::Dict(d) = msg else {
@@ -238,10 +265,10 @@ pub fn parse_request(msg: &Value) -> Result<Request, String> {
         "list" => Request::List,
         "statistics" => Request::Statistics,
         "delete" => Request::Delete(DeleteCommand {
-            call_id: p.required("call-id")?,
-            from_tag: p.nonempty("from-tag"),
-            to_tag: p.nonempty("to-tag"),
-            via_branch: p.nonempty("via-branch"),
+            call_id: p.id("call-id")?,
+            from_tag: p.opt_id("from-tag")?,
+            to_tag: p.opt_id("to-tag")?,
+            via_branch: p.opt_id("via-branch")?,
             // rtpengine: a negative delay means the configured default.
             delay: p
                 .int("delete-delay")
@@ -249,7 +276,7 @@ pub fn parse_request(msg: &Value) -> Result<Request, String> {
                 .map(|n| Duration::from_secs(n.min(super::config::MAX_TIMEOUT_SECS))),
         }),
         "query" => Request::Query {
-            call_id: p.required("call-id")?,
+            call_id: p.id("call-id")?,
         },
         "offer" => {
             let mut to = p.leg("to")?;
@@ -266,10 +293,10 @@ pub fn parse_request(msg: &Value) -> Result<Request, String> {
                 };
             }
             Request::Offer(OfferCommand {
-                call_id: p.required("call-id")?,
-                from_tag: p.required("from-tag")?,
-                to_tag: p.nonempty("to-tag"),
-                via_branch: p.nonempty("via-branch"),
+                call_id: p.id("call-id")?,
+                from_tag: p.id("from-tag")?,
+                to_tag: p.opt_id("to-tag")?,
+                via_branch: p.opt_id("via-branch")?,
                 sdp: p.required("sdp")?,
                 from: p.leg("from")?,
                 to,
@@ -278,10 +305,10 @@ pub fn parse_request(msg: &Value) -> Result<Request, String> {
             })
         }
         "answer" => Request::Answer(AnswerCommand {
-            call_id: p.required("call-id")?,
-            from_tag: p.nonempty("from-tag"),
-            to_tag: p.required("to-tag")?,
-            via_branch: p.nonempty("via-branch"),
+            call_id: p.id("call-id")?,
+            from_tag: p.opt_id("from-tag")?,
+            to_tag: p.id("to-tag")?,
+            via_branch: p.opt_id("via-branch")?,
             sdp: p.required("sdp")?,
             label: p.nonempty("label"),
         }),

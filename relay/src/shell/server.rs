@@ -1,10 +1,10 @@
 //! The daemon: data-plane workers, the ng control socket, the metrics endpoint, systemd
 //! notifications and signals.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -14,28 +14,36 @@ use tokio::sync::{mpsc, oneshot};
 use super::bencode::{self, Value, dict};
 use super::clock;
 use super::config::Config;
-use super::metrics::{self, ControlMetrics};
+use super::metrics::{self, ControlDrop, ControlMetrics};
 use super::ng::{self, Request};
+use super::replies::ReplyCache;
 use super::systemd::Notifier;
 use super::worker::{self, Job, PortPool, WorkerStats};
 use crate::core::call::Transform;
 use crate::core::command::{CallInfo, DeleteOutcome, PartyInfo};
 use crate::core::forward::DropReason;
+use crate::core::peers::{IpNet, PeerRules};
 use crate::core::sdp::redact_keys;
 use crate::core::shard::ShardConfig;
-
-/// How long a reply stays cached for retransmitted commands (same sender, same cookie).
-const REPLY_CACHE_FOR: Duration = Duration::from_secs(30);
-
-type ReplyCache = HashMap<(std::net::SocketAddr, Vec<u8>), (Instant, Vec<u8>)>;
 
 #[derive(Clone)]
 struct Control {
     workers: Vec<mpsc::UnboundedSender<Job>>,
+    /// The media sockets' ports, to drop ng datagrams that come from them.
+    peers: PeerRules,
+    /// Sources the ng socket takes commands from.
+    allow: Vec<IpNet>,
+    /// Picks a call's worker.
+    hasher: std::collections::hash_map::RandomState,
     pool: PortPool,
     metrics: ControlMetrics,
     draining: bool,
 }
+
+/// Metrics and health connections served at once; more are closed at once.
+const MAX_HTTP_CONNECTIONS: usize = 16;
+/// How long one metrics or health connection may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs the relay until SIGTERM (then drains) or SIGINT. `path` is the configuration file SIGHUP
 /// reloads. An error means the relay could not start.
@@ -45,6 +53,28 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
     } else {
         config.workers
     };
+    // Every media port is a socket: make sure the descriptors are there, or say what to raise.
+    let wanted = u64::from(config.port_max - config.port_min) + 1 + 256;
+    match super::sys::raise_nofile(wanted) {
+        Some(got) if got < wanted => tracing::warn!(
+            limit = got,
+            wanted,
+            "the open-file limit is below what the media port range needs; raise LimitNOFILE= \
+             (systemd) or `ulimit -n`, or narrow media.port_min..port_max: offers will fail with \
+             \"cannot open media ports\" before the range is used up"
+        ),
+        _ => {}
+    }
+    let peers = PeerRules {
+        deny: config.deny_peers.clone(),
+        own_ips: vec![
+            config.media_addr,
+            config.ng_listen.ip(),
+            config.metrics_listen.ip(),
+        ],
+        own_sockets: vec![config.ng_listen, config.metrics_listen],
+        bound: std::sync::Arc::default(),
+    };
     let shard = ShardConfig {
         policy: config.policy.clone(),
         media_addr: config.media_addr,
@@ -52,11 +82,13 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
         rekey_grace: config.rekey_grace,
         timeouts: config.timeouts,
         relatch_after_silence: config.relatch_after_silence,
+        relatch_any_source: config.relatch_any_source,
+        peers: peers.clone(),
         max_calls: config.max_calls.div_ceil(workers),
     };
-    // Even ports, lowest handed out first (pop() takes from the end).
+    // Even ports in random order (SPEC §9: an endpoint cannot predict the next call's ports).
     let mut pairs: Vec<u16> = (config.port_min..config.port_max).step_by(2).collect();
-    pairs.reverse();
+    shuffle(&mut pairs);
     let pool = std::sync::Arc::new(std::sync::Mutex::new(pairs));
     let mut senders = Vec::with_capacity(workers);
     for w in 0..workers {
@@ -67,6 +99,9 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
         .build()?;
     let control = Control {
         workers: senders,
+        peers,
+        allow: config.control_allow.clone(),
+        hasher: std::collections::hash_map::RandomState::new(),
         pool,
         metrics: ControlMetrics::default(),
         draining: false,
@@ -86,6 +121,8 @@ async fn serve(config: Config, path: Option<PathBuf>, mut control: Control) -> s
     let watchdog_on = Notifier::watchdog_interval().is_some();
     let mut drain_check = tokio::time::interval(Duration::from_millis(200));
     let mut drain_deadline = None;
+    let http_open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut http_paused = false;
     tracing::info!(
         ng = %sock.local_addr()?, metrics = %http.local_addr()?, media = %config.media_addr,
         ports = %format!("{}-{}", config.port_min, config.port_max), workers = control.workers.len(),
@@ -93,9 +130,13 @@ async fn serve(config: Config, path: Option<PathBuf>, mut control: Control) -> s
     );
     // Every socket is bound (workers bind media ports on demand from the pool): ready.
     notifier.notify("READY=1");
+    if !config.ng_listen.ip().is_loopback() {
+        tracing::warn!(ng = %config.ng_listen, allow = ?config.control_allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "ng control listens off loopback: anyone in control.allow can set up calls; keep it on a management network");
+    }
 
     // Keyed by sender and cookie: two proxies whose cookies collide never get each other's reply.
-    let mut cache: ReplyCache = HashMap::new();
+    let mut cache = ReplyCache::default();
     let mut buf = vec![0u8; 65536];
     loop {
         tokio::select! {
@@ -105,16 +146,27 @@ async fn serve(config: Config, path: Option<PathBuf>, mut control: Control) -> s
                     let _ = sock.send_to(&reply, peer).await;
                 }
             }
-            accepted = http.accept() => {
-                // Its own task, bounded in time: a slow scraper must not hold up ng commands
-                // or the watchdog.
-                if let Ok((stream, _)) = accepted {
+            accepted = http.accept(), if !http_paused => match accepted {
+                // Its own task, bounded in time and in number: a slow scraper must not hold up
+                // ng commands or the watchdog, and connections must not eat the descriptors
+                // media ports need (SPEC §9).
+                Ok((stream, _)) => {
+                    let open = std::sync::Arc::clone(&http_open);
+                    if open.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_HTTP_CONNECTIONS {
+                        open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        drop(stream);
+                        continue;
+                    }
                     let snapshot = control.clone();
                     tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(5), serve_http(&snapshot, stream)).await;
+                        let _ = tokio::time::timeout(HTTP_TIMEOUT, serve_http(&snapshot, stream)).await;
+                        open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     });
                 }
-            }
+                // EMFILE and the like: back off instead of spinning on accept().
+                Err(_) => http_paused = true,
+            },
+            _ = tokio::time::sleep(Duration::from_millis(100)), if http_paused => http_paused = false,
             _ = watchdog.tick(), if watchdog_on => {
                 // WATCHDOG=1 only when every worker answers from its own loop: proof they run.
                 let mut alive = true;
@@ -182,12 +234,26 @@ async fn handle_datagram(
     peer: std::net::SocketAddr,
     datagram: &[u8],
 ) -> Option<Vec<u8>> {
-    let (cookie, body) = ng::split_cookie(datagram)?;
+    // SPEC §9: only the proxies in control.allow, never the relay's own media sockets (an
+    // endpoint's SDP naming the ng port would otherwise turn media into commands).
+    if control.peers.is_own_media(peer) {
+        control.metrics.dropped(ControlDrop::FromMedia);
+        return None;
+    }
+    if !control.allow.iter().any(|n| n.contains(peer.ip())) {
+        control.metrics.dropped(ControlDrop::NotAllowed);
+        return None;
+    }
+    let Some((cookie, body)) =
+        ng::split_cookie(datagram).filter(|(c, _)| c.len() <= ng::MAX_COOKIE_LEN)
+    else {
+        control.metrics.dropped(ControlDrop::BadCookie);
+        return None;
+    };
     let now = clock::now();
-    cache.retain(|_, (at, _)| now.duration_since(*at) < REPLY_CACHE_FOR);
     let key = (peer, cookie.to_vec());
-    if let Some((_, reply)) = cache.get(&key) {
-        return Some(reply.clone());
+    if let Some(reply) = cache.get(now, &key) {
+        return Some(reply.to_vec());
     }
     let (command, call_id, reply) = match bencode::decode(body) {
         Err(e) => ("invalid", String::new(), ng::error_reply(&e.to_string())),
@@ -217,7 +283,10 @@ async fn handle_datagram(
         tracing::debug!(command, sdp = %redact_keys(sdp), "ng sdp out");
     }
     let framed = ng::frame(cookie, &reply);
-    cache.insert(key, (now, framed.clone()));
+    // Commands that change state are cached for retransmissions; reads are cheap to repeat.
+    if !matches!(command, "ping" | "list" | "query" | "statistics") {
+        cache.insert(now, key, framed.clone());
+    }
     Some(framed)
 }
 
@@ -264,13 +333,11 @@ async fn serve_http(control: &Control, mut stream: tokio::net::TcpStream) {
     let _ = stream.write_all(body.as_bytes()).await;
 }
 
-fn owner<'a>(
-    workers: &'a [mpsc::UnboundedSender<Job>],
-    call_id: &str,
-) -> &'a mpsc::UnboundedSender<Job> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    call_id.hash(&mut h);
-    &workers[(h.finish() % workers.len() as u64) as usize]
+/// The worker that owns a call: a hash keyed at random per process, so that chosen call-ids
+/// cannot all land on one worker and fill its share of `max_calls` (SPEC §9).
+fn owner<'a>(control: &'a Control, call_id: &str) -> &'a mpsc::UnboundedSender<Job> {
+    let h = control.hasher.hash_one(call_id);
+    &control.workers[(h % control.workers.len() as u64) as usize]
 }
 
 async fn ask<T>(
@@ -301,15 +368,15 @@ async fn execute(control: &Control, req: Request) -> Value {
     match req {
         Request::Ping => dict([("result", Value::str("pong"))]),
         Request::Offer(cmd) => {
-            let w = owner(workers, &cmd.call_id);
+            let w = owner(control, &cmd.call_id);
             sdp_reply(ask(w, |tx| Job::Offer(cmd, tx)).await)
         }
         Request::Answer(cmd) => {
-            let w = owner(workers, &cmd.call_id);
+            let w = owner(control, &cmd.call_id);
             sdp_reply(ask(w, |tx| Job::Answer(cmd, tx)).await)
         }
         Request::Delete(cmd) => {
-            let w = owner(workers, &cmd.call_id);
+            let w = owner(control, &cmd.call_id);
             match ask(w, |tx| Job::Delete(cmd, tx)).await {
                 Some(DeleteOutcome::Deleted(info)) => ng::ok_reply(call_info(&info)),
                 Some(DeleteOutcome::Warning(w)) => {
@@ -319,20 +386,37 @@ async fn execute(control: &Control, req: Request) -> Value {
             }
         }
         Request::Query { call_id } => {
-            match ask(owner(workers, &call_id), |tx| Job::Query(call_id, tx)).await {
+            match ask(owner(control, &call_id), |tx| Job::Query(call_id, tx)).await {
                 Some(Some(info)) => ng::ok_reply(call_info(&info)),
                 Some(None) => ng::error_reply("unknown call-id"),
                 None => gone(),
             }
         }
         Request::List => {
-            let calls = stats(workers)
-                .await
-                .into_iter()
-                .flat_map(|s| s.calls)
-                .map(|c| Value::str(&c))
-                .collect();
-            ng::ok_reply([(b"calls".to_vec(), Value::List(calls))].into())
+            // One reply datagram: at most LIST_LIMIT ids and LIST_BYTES of them; `more` says how
+            // many calls were left out.
+            let total: usize = stats(workers).await.iter().map(|s| s.calls).sum();
+            let mut calls = Vec::new();
+            let mut bytes = 0;
+            'workers: for w in workers {
+                for id in ask(w, |tx| Job::List(ng::LIST_LIMIT, tx))
+                    .await
+                    .unwrap_or_default()
+                {
+                    if calls.len() >= ng::LIST_LIMIT || bytes + id.len() + 8 > ng::LIST_BYTES {
+                        break 'workers;
+                    }
+                    bytes += id.len() + 8;
+                    calls.push(Value::str(&id));
+                }
+            }
+            let more = total.saturating_sub(calls.len());
+            let mut reply: BTreeMap<Vec<u8>, Value> =
+                [(b"calls".to_vec(), Value::List(calls))].into();
+            if more > 0 {
+                reply.insert(b"more".to_vec(), Value::Int(more as i64));
+            }
+            ng::ok_reply(reply)
         }
         Request::Statistics => {
             let all = stats(workers).await;
@@ -359,10 +443,7 @@ async fn execute(control: &Control, req: Request) -> Value {
                 .collect();
             ng::ok_reply(
                 [
-                    (
-                        b"calls".to_vec(),
-                        sum(&|s: &WorkerStats| s.calls.len() as u64),
-                    ),
+                    (b"calls".to_vec(), sum(&|s: &WorkerStats| s.calls as u64)),
                     (
                         b"streams".to_vec(),
                         sum(&|s: &WorkerStats| s.streams as u64),
@@ -539,4 +620,17 @@ fn call_info(info: &CallInfo) -> BTreeMap<Vec<u8>, Value> {
         (b"streams".to_vec(), Value::List(streams)),
     ]
     .into()
+}
+
+/// Fisher-Yates with the OS's randomness (the order of the port pool is not a secret worth a
+/// CSPRNG per port, but it must not be predictable from the outside).
+fn shuffle(items: &mut [u16]) {
+    let mut random = vec![0u8; items.len() * 4];
+    if getrandom::getrandom(&mut random).is_err() {
+        return;
+    }
+    for i in (1..items.len()).rev() {
+        let r = u32::from_le_bytes(random[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+        items.swap(i, r as usize % (i + 1));
+    }
 }

@@ -20,6 +20,7 @@ use crate::core::command::{
 };
 use crate::core::forward::{Counters, DropReason, Verdict};
 use crate::core::packet::PacketBuf;
+use crate::core::peers::BoundPorts;
 use crate::core::policy::PolicyConfig;
 use crate::core::shard::{Shard, ShardConfig};
 
@@ -38,8 +39,10 @@ pub enum Job {
     Delete(DeleteCommand, oneshot::Sender<DeleteOutcome>),
     /// ng `query`.
     Query(String, oneshot::Sender<Option<CallInfo>>),
-    /// ng `list` and `statistics`.
+    /// ng `statistics` and `/metrics`.
     Stats(oneshot::Sender<WorkerStats>),
+    /// ng `list`: up to this many call-ids.
+    List(usize, oneshot::Sender<Vec<String>>),
     /// New policy for new calls.
     Reload(PolicyConfig),
     /// Take no new calls (SIGTERM).
@@ -51,8 +54,8 @@ pub enum Job {
 /// What a worker reports for `list` and `statistics`.
 #[derive(Debug, Clone, Default)]
 pub struct WorkerStats {
-    /// Call-ids.
-    pub calls: Vec<String>,
+    /// Calls held.
+    pub calls: usize,
     /// Calls not waiting out a delete delay.
     pub running: usize,
     /// Planned media streams.
@@ -86,6 +89,8 @@ struct Worker {
     shard: RefCell<Shard>,
     sockets: RefCell<Sockets>,
     bind_addr: std::net::IpAddr,
+    /// The relay's bound media ports (SPEC §9: never a destination, never an ng source).
+    bound: Arc<BoundPorts>,
     /// When the data path last logged a send failure (logs are rate-limited; counters carry the
     /// volume).
     last_warning: std::cell::Cell<Option<std::time::Instant>>,
@@ -124,6 +129,7 @@ pub fn spawn(
 async fn run(config: ShardConfig, pool: PortPool, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let worker = Rc::new(Worker {
         bind_addr: config.media_addr,
+        bound: Arc::clone(&config.peers.bound),
         shard: RefCell::new(Shard::new(config)),
         sockets: RefCell::new(Sockets {
             pool,
@@ -165,7 +171,9 @@ fn handle(worker: &Rc<Worker>, job: Job) {
             // The core decides first and says how many ports it needs; the shell binds them, the
             // core takes them, and what is left over is closed again.
             let result = shard.prepare_offer(now, &cmd).and_then(|prepared| {
-                let mut grant = ports.grant(prepared.ports_needed());
+                let mut grant = ports
+                    .grant(prepared.ports_needed())
+                    .map_err(|e| CommandError::PortsUnavailable(e.to_string()))?;
                 let result = shard.commit_offer(now, prepared, &mut grant);
                 ports.finish(grant);
                 result
@@ -187,12 +195,15 @@ fn handle(worker: &Rc<Worker>, job: Job) {
         Job::Stats(reply) => {
             let shard = worker.shard.borrow();
             let _ = reply.send(WorkerStats {
-                calls: shard.call_ids(),
+                calls: shard.call_count(),
                 running: shard.running_call_count(),
                 streams: shard.stream_count(),
                 srtp_contexts: shard.srtp_context_count(),
                 counters: shard.counters().clone(),
             });
+        }
+        Job::List(limit, reply) => {
+            let _ = reply.send(worker.shard.borrow().call_ids(limit));
         }
         Job::Reload(policy) => worker.shard.borrow_mut().set_policy(policy),
         Job::Drain => worker.shard.borrow_mut().set_draining(),
@@ -211,6 +222,8 @@ fn release_closed(worker: &Worker, now: std::time::Instant) {
     closing.retain(|&(port, at)| {
         let done = now.saturating_duration_since(at) >= CLOSE_DELAY;
         if done {
+            worker.bound.set(port, false);
+            worker.bound.set(port + 1, false);
             pool.insert(0, port);
         }
         !done
@@ -221,9 +234,23 @@ fn release_closed(worker: &Worker, now: std::time::Instant) {
 struct WorkerPorts<'a>(&'a Rc<Worker>);
 
 impl WorkerPorts<'_> {
-    /// Binds up to `n` pairs (fewer when the range runs out) for a command to take from.
-    fn grant(&self, n: usize) -> PortGrant {
-        PortGrant::new((0..n).map_while(|_| self.open_pair()).collect::<Vec<_>>())
+    /// Binds up to `n` pairs (fewer when the range runs out) for a command to take from; an
+    /// error other than a port in use closes what was bound and fails the command.
+    fn grant(&self, n: usize) -> std::io::Result<PortGrant> {
+        let mut pairs = Vec::with_capacity(n);
+        for _ in 0..n {
+            match self.open_pair() {
+                Ok(Some(p)) => pairs.push(p),
+                Ok(None) => break,
+                Err(e) => {
+                    for p in pairs {
+                        self.close_pair(p);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(PortGrant::new(pairs))
     }
 
     /// Closes what a command left unused and what it released.
@@ -234,7 +261,10 @@ impl WorkerPorts<'_> {
         }
     }
 
-    fn open_pair(&self) -> Option<u16> {
+    /// Binds a free pair: `Ok(Some(port))`, or `Ok(None)` when the range is exhausted. A bind
+    /// error other than EADDRINUSE (out of file descriptors, ...) is not the port's fault: the
+    /// port goes back to the pool and the error to the command (SPEC §9).
+    fn open_pair(&self) -> std::io::Result<Option<u16>> {
         let worker = self.0;
         let mut sockets = worker.sockets.borrow_mut();
         // When the pool is empty, this worker's own recently closed pairs are tried too: binding
@@ -242,31 +272,51 @@ impl WorkerPorts<'_> {
         // skipped (and not handed out again); a recently closed one goes back to wait.
         let mut recent_tries = sockets.closing.len();
         loop {
-            let from_pool = sockets.pool.lock().ok()?.pop();
+            let Ok(mut pool) = sockets.pool.lock() else {
+                return Ok(None);
+            };
+            let from_pool = pool.pop();
+            drop(pool);
             let (port, recent) = match from_pool {
                 Some(p) => (p, false),
                 None if recent_tries > 0 => {
                     recent_tries -= 1;
                     (sockets.closing.remove(0).0, true)
                 }
-                None => return None,
+                None => return Ok(None),
             };
-            let (Ok(rtp), Ok(rtcp)) = (
+            let (rtp, rtcp) = match (
                 bind(worker.bind_addr, port),
                 bind(worker.bind_addr, port + 1),
-            ) else {
-                if recent {
-                    sockets.closing.push((port, clock::now()));
+            ) {
+                (Ok(rtp), Ok(rtcp)) => (rtp, rtcp),
+                (a, b) => {
+                    let other = [a.err(), b.err()]
+                        .into_iter()
+                        .flatten()
+                        .find(|e| e.kind() != std::io::ErrorKind::AddrInUse);
+                    if recent {
+                        sockets.closing.push((port, clock::now()));
+                    } else if other.is_some() {
+                        if let Ok(mut pool) = sockets.pool.lock() {
+                            pool.push(port);
+                        }
+                    }
+                    match other {
+                        Some(e) => return Err(e),
+                        None => continue,
+                    }
                 }
-                continue;
             };
+            worker.bound.set(port, true);
+            worker.bound.set(port + 1, true);
             for (p, sock) in [(port, rtp), (port + 1, rtcp)] {
                 let sock = Rc::new(sock);
                 let task =
                     tokio::task::spawn_local(receive(Rc::clone(worker), p, Rc::clone(&sock)));
                 sockets.open.insert(p, (sock, task));
             }
-            return Some(port);
+            return Ok(Some(port));
         }
     }
 

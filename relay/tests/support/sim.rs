@@ -94,6 +94,8 @@ pub fn shard(policy: PolicyConfig) -> Sim {
         rekey_grace: Duration::from_secs(2),
         timeouts: Timeouts::default(),
         relatch_after_silence: Duration::ZERO,
+        relatch_any_source: false,
+        peers: Default::default(),
         max_calls: 10,
     }))
 }

@@ -12,6 +12,11 @@ use crate::core::sdp::sdes::{CryptoAttr, crypto_tag};
 use crate::core::sdp::{LevelEdit, MediaLine, MediaRewrite, Rewrite, Sdp};
 use crate::core::srtp::MasterKey;
 
+/// `a=pcfg` lines of one m-line considered (lowest numbers first; more are ignored).
+pub const MAX_CONFIGS: usize = 16;
+/// Problems with unusable crypto lines named in an error message (more are counted).
+const MAX_PROBLEMS: usize = 8;
+
 /// Attributes of one leg's SRTP negotiation that never reach the other leg.
 pub(crate) const CAPNEG_ATTRS: [&str; 5] = ["crypto", "tcap", "acap", "pcfg", "acfg"];
 /// ICE attributes, removed unless the proxy asks to pass them.
@@ -521,11 +526,14 @@ fn decide(
 ) -> Result<Decided, String> {
     let level_off = p_off.for_media(m.media);
     let level_ans = p_ans.for_media(m.media);
-    let offered = offered_security(sdp, i, m);
-    let usable = |c: &&Candidate| {
-        p_off.suites.contains(&c.attr.suite) && p_off.options.allows(c.attr.params)
-    };
-    let pick = offered.candidates.iter().find(usable).cloned();
+    let usable_attr =
+        |a: &CryptoAttr| p_off.suites.contains(&a.suite) && p_off.options.allows(a.params);
+    let offered = offered_security(sdp, i, m, &usable_attr);
+    let pick = offered
+        .candidates
+        .iter()
+        .find(|c| usable_attr(&c.attr))
+        .cloned();
     let mut offered = offered;
     if pick.is_none() && !offered.candidates.is_empty() {
         offered.problems.push(
@@ -542,7 +550,14 @@ fn decide(
         if offered.problems.is_empty() {
             String::new()
         } else {
-            format!(" ({})", offered.problems.join("; "))
+            let shown = offered.problems.len().min(MAX_PROBLEMS);
+            let more = offered.problems.len() - shown;
+            let tail = if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            };
+            format!(" ({}{tail})", offered.problems[..shown].join("; "))
         }
     };
 
@@ -707,7 +722,12 @@ fn decide(
 
 /// Collects an offer m-line's usable SRTP configurations, in the offerer's order: actual
 /// `a=crypto` lines (RTP/SAVP, or OSRTP on RTP/AVP) first, then RFC 5939 potential configurations.
-fn offered_security(sdp: &Sdp<'_>, i: usize, m: &MediaLine<'_>) -> OfferedSecurity {
+fn offered_security(
+    sdp: &Sdp<'_>,
+    i: usize,
+    m: &MediaLine<'_>,
+    usable: &dyn Fn(&CryptoAttr) -> bool,
+) -> OfferedSecurity {
     let mut out = OfferedSecurity::default();
     let mut seen_tags = Vec::new();
     for value in sdp.media_attributes(i, "crypto") {
@@ -746,17 +766,24 @@ fn offered_security(sdp: &Sdp<'_>, i: usize, m: &MediaLine<'_>) -> OfferedSecuri
             );
         }
     }
-    let acaps: Vec<(u32, &str)> = sdp
+    // Lookups by number, the first definition winning; the work below is bounded by
+    // MAX_CONFIGS x MAX_TRANSPORTS x MAX_ALTERNATIVES x MAX_REFS whatever the SDP holds, and
+    // stops at the first usable configuration (SPEC §9).
+    let mut acaps: std::collections::BTreeMap<u32, &str> = std::collections::BTreeMap::new();
+    for (n, attr) in sdp
         .session_attributes("acap")
         .chain(sdp.media_attributes(i, "acap"))
         .filter_map(parse_acap)
-        .collect();
+    {
+        acaps.entry(n).or_insert(attr);
+    }
     let mut configs: Vec<_> = sdp
         .media_attributes(i, "pcfg")
         .filter_map(parse_config)
         .collect();
     configs.sort_by_key(|c| c.number);
-    for cfg in configs {
+    configs.truncate(MAX_CONFIGS);
+    'configs: for cfg in configs {
         for &t in &cfg.transports {
             let Some(&(_, proto)) = tcaps.iter().find(|(n, _)| *n == t) else {
                 continue;
@@ -766,18 +793,24 @@ fn offered_security(sdp: &Sdp<'_>, i: usize, m: &MediaLine<'_>) -> OfferedSecuri
             }
             for alternative in &cfg.attributes {
                 for r in alternative {
-                    let Some(&(_, attr)) = acaps.iter().find(|(n, _)| *n == r.number) else {
+                    let Some(&attr) = acaps.get(&r.number) else {
                         continue;
                     };
                     let Some(value) = attr.strip_prefix("crypto:") else {
                         continue;
                     };
                     match CryptoAttr::parse(value) {
-                        Ok(attr) => out.candidates.push(Candidate {
-                            attr,
-                            proto: proto.to_owned(),
-                            capneg: Some((cfg.number, t, r.number)),
-                        }),
+                        Ok(attr) => {
+                            let found = usable(&attr);
+                            out.candidates.push(Candidate {
+                                attr,
+                                proto: proto.to_owned(),
+                                capneg: Some((cfg.number, t, r.number)),
+                            });
+                            if found {
+                                break 'configs;
+                            }
+                        }
                         Err(e) => out
                             .problems
                             .push(format!("a=acap:{} crypto: {e}", r.number)),

@@ -36,8 +36,16 @@ pub struct Config {
     pub attributes: Vec<Vec<AcapRef>>,
 }
 
+/// Transports one `a=pcfg` line may list (more are ignored).
+pub const MAX_TRANSPORTS: usize = 8;
+/// Alternatives (`|`) one `a=pcfg` line may list (more are ignored).
+pub const MAX_ALTERNATIVES: usize = 16;
+/// Attribute references one alternative may list (more are ignored).
+pub const MAX_REFS: usize = 8;
+
 /// Parses the value of `a=pcfg:` or `a=acfg:`. `t=` and `a=` may come in either order; other
 /// parameters (`m=`, extensions) are skipped; a leading `-` (delete attributes) is ignored.
+/// Lists longer than the bounds above are cut (SPEC §9).
 pub fn parse_config(value: &str) -> Option<Config> {
     let mut it = value.split_ascii_whitespace();
     let mut cfg = Config {
@@ -48,14 +56,17 @@ pub fn parse_config(value: &str) -> Option<Config> {
         if let Some(t) = param.strip_prefix("t=") {
             cfg.transports = t
                 .split('|')
+                .take(MAX_TRANSPORTS)
                 .map(|n| n.parse().ok())
                 .collect::<Option<_>>()?;
         } else if let Some(a) = param.strip_prefix("a=") {
             let a = a.strip_prefix('-').unwrap_or(a);
             cfg.attributes = a
                 .split('|')
+                .take(MAX_ALTERNATIVES)
                 .map(|alt| {
                     alt.split(',')
+                        .take(MAX_REFS)
                         .map(|r| {
                             let (inner, optional) =
                                 match r.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {

@@ -10,12 +10,20 @@ pub mod sdes;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+/// Largest SDP body accepted (an ng datagram holds at most 64 KiB anyway).
+pub const MAX_SDP_BYTES: usize = 65_535;
+/// Most lines an SDP body may have.
+pub const MAX_SDP_LINES: usize = 2_000;
+
 /// Why an SDP body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SdpError {
     /// The body is empty.
     #[error("SDP is empty")]
     Empty,
+    /// The body is bigger than the relay takes.
+    #[error("SDP is larger than {MAX_SDP_BYTES} bytes or {MAX_SDP_LINES} lines")]
+    TooLarge,
     /// The first line is not `v=`.
     #[error("SDP line 1: must be v=0")]
     NoVersion,
@@ -155,6 +163,11 @@ impl<'a> Sdp<'a> {
     pub fn parse(body: &'a str) -> Result<Self, SdpError> {
         if body.is_empty() {
             return Err(SdpError::Empty);
+        }
+        if body.len() > MAX_SDP_BYTES
+            || body.bytes().filter(|&b| b == b'\n').count() >= MAX_SDP_LINES
+        {
+            return Err(SdpError::TooLarge);
         }
         let mut lines = Vec::new();
         let mut rest = body;

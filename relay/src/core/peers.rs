@@ -1,0 +1,244 @@
+//! Who the relay may send media to (SPEC §9): never its own control, metrics or media sockets,
+//! never an address in the deny list. Endpoints choose the addresses in their SDP and the sources
+//! they send from, so without this an endpoint could make the relay feed another call's ports,
+//! the ng control socket or any other local service.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// An address range in CIDR notation (`192.0.2.0/24`, `fe80::/10`; a bare address is a /32 or
+/// /128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// The range `addr/prefix` (the prefix clamped to the family's width).
+    pub fn new(addr: IpAddr, prefix: u8) -> Self {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        Self {
+            addr,
+            prefix: prefix.min(max),
+        }
+    }
+
+    /// True when `ip` is in the range (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s.split_once('/').unwrap_or((s, ""));
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or CIDR range"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            max
+        } else {
+            prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix length must be 0..={max}"))?
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The default deny list: unspecified, broadcast, multicast and link-local ranges, and loopback
+/// unless the relay's media address is itself on loopback.
+pub fn default_deny(media_on_loopback: bool) -> Vec<IpNet> {
+    let mut nets = vec![
+        IpNet::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8),
+        IpNet::new(IpAddr::V4(Ipv4Addr::BROADCAST), 32),
+        IpNet::new(IpAddr::V4(Ipv4Addr::new(224, 0, 0, 0)), 4),
+        IpNet::new(IpAddr::V4(Ipv4Addr::new(169, 254, 0, 0)), 16),
+        IpNet::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 128),
+        IpNet::new(IpAddr::V6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0)), 8),
+        IpNet::new(IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)), 10),
+    ];
+    if !media_on_loopback {
+        nets.push(IpNet::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8));
+        nets.push(IpNet::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 128));
+    }
+    nets
+}
+
+/// The relay's bound media ports, shared by the workers (they set and clear bits when they bind
+/// and close a pair; the packet path only reads).
+#[derive(Debug)]
+pub struct BoundPorts {
+    bits: Box<[AtomicU64]>,
+}
+
+impl Default for BoundPorts {
+    fn default() -> Self {
+        Self {
+            bits: (0..1024).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl BoundPorts {
+    /// Marks `port` bound or not.
+    pub fn set(&self, port: u16, bound: bool) {
+        let (word, bit) = (usize::from(port / 64), 1u64 << (port % 64));
+        if bound {
+            self.bits[word].fetch_or(bit, Ordering::Relaxed);
+        } else {
+            self.bits[word].fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+
+    /// True when the relay has `port` bound.
+    pub fn contains(&self, port: u16) -> bool {
+        self.bits[usize::from(port / 64)].load(Ordering::Relaxed) & (1u64 << (port % 64)) != 0
+    }
+}
+
+/// The destinations the relay refuses.
+#[derive(Clone, Debug)]
+pub struct PeerRules {
+    /// Never sent to.
+    pub deny: Vec<IpNet>,
+    /// The relay's own addresses (media, control, metrics); loopback and unspecified always
+    /// count as its own.
+    pub own_ips: Vec<IpAddr>,
+    /// The relay's own control and metrics sockets.
+    pub own_sockets: Vec<SocketAddr>,
+    /// The relay's bound media ports.
+    pub bound: Arc<BoundPorts>,
+}
+
+impl Default for PeerRules {
+    /// Only the default deny list with loopback allowed (a relay on loopback); no own sockets.
+    fn default() -> Self {
+        Self {
+            deny: default_deny(true),
+            own_ips: Vec::new(),
+            own_sockets: Vec::new(),
+            bound: Arc::default(),
+        }
+    }
+}
+
+impl PeerRules {
+    fn is_own_ip(&self, ip: IpAddr) -> bool {
+        ip.is_loopback() || ip.is_unspecified() || self.own_ips.contains(&ip)
+    }
+
+    /// True when the relay may send media to `to`.
+    pub fn allows(&self, to: SocketAddr) -> bool {
+        let ip = to.ip();
+        if self.deny.iter().any(|n| n.contains(ip)) {
+            return false;
+        }
+        if !self.is_own_ip(ip) {
+            return true;
+        }
+        let port = to.port();
+        !(self.bound.contains(port) || self.own_sockets.iter().any(|s| s.port() == port))
+    }
+
+    /// True when a datagram from `from` comes from one of the relay's own media sockets.
+    pub fn is_own_media(&self, from: SocketAddr) -> bool {
+        self.is_own_ip(from.ip()) && self.bound.contains(from.port())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_ranges_and_the_relays_own_sockets() {
+        let net: IpNet = "192.0.2.0/24".parse().unwrap();
+        assert!(net.contains("192.0.2.77".parse().unwrap()));
+        assert!(!net.contains("192.0.3.1".parse().unwrap()));
+        assert!(
+            net.contains("::ffff:192.0.2.1".parse().unwrap()),
+            "v4-mapped"
+        );
+        let v6: IpNet = "fe80::/10".parse().unwrap();
+        assert!(v6.contains("fe80::1".parse().unwrap()));
+        assert!(!v6.contains("2001:db8::1".parse().unwrap()));
+        assert!(
+            "0.0.0.0/0"
+                .parse::<IpNet>()
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert_eq!(
+            "10.0.0.0/33".parse::<IpNet>().unwrap_err(),
+            "\"10.0.0.0/33\": the prefix length must be 0..=32"
+        );
+        assert!("example.com".parse::<IpNet>().is_err());
+
+        let rules = PeerRules {
+            deny: default_deny(false),
+            own_ips: vec!["192.0.2.10".parse().unwrap()],
+            own_sockets: vec!["127.0.0.1:2223".parse().unwrap()],
+            bound: Arc::default(),
+        };
+        rules.bound.set(30002, true);
+        let ok = |s: &str| rules.allows(s.parse().unwrap());
+        assert!(
+            ok("198.51.100.7:30002"),
+            "a phone may use the relay's port numbers"
+        );
+        assert!(!ok("192.0.2.10:30002"), "the relay's own media socket");
+        assert!(ok("192.0.2.10:30004"), "not bound");
+        assert!(
+            !ok("127.0.0.1:5060"),
+            "loopback denied when media is not on loopback"
+        );
+        assert!(!ok("224.0.0.1:5004") && !ok("169.254.1.1:5004") && !ok("0.0.0.0:5004"));
+        assert!(!ok("[ff02::1]:5004") && !ok("[fe80::1]:5004") && !ok("[::]:5004"));
+        rules.bound.set(30002, false);
+        assert!(ok("192.0.2.10:30002"));
+        let on_loopback = PeerRules {
+            deny: default_deny(true),
+            ..rules
+        };
+        assert!(on_loopback.allows("127.0.0.1:5060".parse().unwrap()));
+        assert!(
+            !on_loopback.allows("127.0.0.1:2223".parse().unwrap()),
+            "the control socket"
+        );
+        assert!(!on_loopback.allows("127.0.0.5:2223".parse().unwrap()));
+    }
+}
