@@ -187,6 +187,31 @@ fn socket_addr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// Raises the soft limit on open files towards `wanted` (never above the hard limit) and
+/// returns the soft limit in force afterwards; `None` if it cannot be read.
+pub fn raise_nofile(wanted: u64) -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` into the struct we own and pass by pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    if lim.rlim_cur >= wanted {
+        return Some(lim.rlim_cur);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: wanted.min(lim.rlim_max),
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit only reads the struct we pass by pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        return Some(raised.rlim_cur);
+    }
+    Some(lim.rlim_cur)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsRawFd;
@@ -247,29 +272,4 @@ mod tests {
             assert_eq!((&buf[..n], from), (&b"six"[..], tx6.local_addr().unwrap()));
         }
     }
-}
-
-/// Raises the soft limit on open files towards `wanted` (never above the hard limit) and
-/// returns the soft limit in force afterwards; `None` if it cannot be read.
-pub fn raise_nofile(wanted: u64) -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `rlimit` into the struct we own and pass by pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return None;
-    }
-    if lim.rlim_cur >= wanted {
-        return Some(lim.rlim_cur);
-    }
-    let raised = libc::rlimit {
-        rlim_cur: wanted.min(lim.rlim_max),
-        rlim_max: lim.rlim_max,
-    };
-    // SAFETY: setrlimit only reads the struct we pass by pointer.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-        return Some(raised.rlim_cur);
-    }
-    Some(lim.rlim_cur)
 }

@@ -297,10 +297,8 @@ impl WorkerPorts<'_> {
                         .find(|e| e.kind() != std::io::ErrorKind::AddrInUse);
                     if recent {
                         sockets.closing.push((port, clock::now()));
-                    } else if other.is_some() {
-                        if let Ok(mut pool) = sockets.pool.lock() {
-                            pool.push(port);
-                        }
+                    } else if let (Some(_), Ok(mut pool)) = (&other, sockets.pool.lock()) {
+                        pool.push(port);
                     }
                     match other {
                         Some(e) => return Err(e),
