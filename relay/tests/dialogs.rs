@@ -662,3 +662,65 @@ fn re_invite_without_sdp_offer_in_the_200_and_answer_in_the_ack_either_tag_order
     }
     assert_eq!(relay.stat(&["rekeys"]), 2);
 }
+
+#[test]
+fn after_a_re_invite_moves_an_endpoint_its_late_packets_do_not_take_the_latch_back() {
+    // Found by the interop suite (sipp-t38-reinvite): a gateway's last RTP from its old port,
+    // arriving after the T.38 re-INVITE, latched the leg back to the old port, and the new
+    // port's UDPTL was dropped as source_mismatch.
+    let relay = Relay::start(8, &[]);
+    let (mut a, mut b) = (Phone::plain(0xa), Phone::plain(0xb));
+    let to_b = offer(
+        &relay,
+        "late",
+        "ta",
+        None,
+        None,
+        &a.sdp(1, "RTP/AVP", ""),
+        &[],
+    )
+    .unwrap();
+    let to_a = answer(&relay, "late", "ta", "tb", None, &b.sdp(1, "RTP/AVP", "")).unwrap();
+    assert_eq!(b.send(m_addr(&to_b, 0), 3), a.recv());
+    let (a2, b2) = (endpoint(), endpoint());
+    let image = |port: u16| {
+        format!(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=image {port} udptl t38\r\na=T38FaxVersion:0\r\n"
+        )
+    };
+    offer(
+        &relay,
+        "late",
+        "tb",
+        Some("ta"),
+        None,
+        &image(b2.local_addr().unwrap().port()),
+        &[],
+    )
+    .unwrap();
+    answer(
+        &relay,
+        "late",
+        "tb",
+        "ta",
+        None,
+        &image(a2.local_addr().unwrap().port()),
+    )
+    .unwrap();
+    // One late RTP packet from B's old port, then UDPTL from B's new one.
+    b.send(m_addr(&to_b, 0), 1);
+    let fax: Vec<Vec<u8>> = (0..5u8).map(|i| vec![0, i, 0x06, 0x80, i]).collect();
+    send_all(&b2, m_addr(&to_b, 0), &fax);
+    assert_eq!(
+        recv_all(&a2),
+        fax,
+        "the new port's UDPTL reaches A's new port"
+    );
+    send_all(&a2, m_addr(&to_a, 0), &fax);
+    assert_eq!(
+        recv_all(&b2),
+        fax,
+        "and A's goes to B's new port, not the old one"
+    );
+    assert!(a.recv().is_empty() && b.recv().is_empty());
+}

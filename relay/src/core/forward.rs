@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::core::call::stream::STALE_GRACE;
 use crate::core::call::{Call, PartyId, StreamKind, Transform};
 use crate::core::packet::PacketBuf;
 use crate::core::peers::PeerRules;
@@ -226,6 +227,15 @@ fn decide(
             me.signalled_change[component]
                 || (silent && (rules.relatch_any_source || latched.ip() == src.ip()))
         };
+        // Just after signalling moved the endpoint, its old address is not a candidate.
+        let stale = me.signalled_change[component]
+            && me.stale[component] == Some(src)
+            && me
+                .moved_at
+                .is_some_and(|t| now.saturating_duration_since(t) < STALE_GRACE);
+        if stale {
+            return Drop(DropReason::SourceMismatch);
+        }
         let allowed = match (me.latched[component], me.latched[1 - component]) {
             (Some(latched), _) => latched == src || relatch_ok(latched),
             (None, Some(sibling)) => sibling.ip() == src.ip() || relatch_ok(sibling),

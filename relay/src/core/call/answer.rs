@@ -380,7 +380,7 @@ impl Call {
         let mut plans = Vec::with_capacity(decided.len());
         let mut rekeys = 0;
         for (i, (pm, d)) in pending.media.into_iter().zip(decided).enumerate() {
-            ans.streams[i].record_remote(sdp, i);
+            ans.streams[i].record_remote(sdp, i, ctx.now);
             let (so, sa) = (&mut off.streams[i], &mut ans.streams[i]);
             let old = [so.crypto.clone(), sa.crypto.clone()];
             let mut new = [

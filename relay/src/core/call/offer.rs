@@ -409,7 +409,7 @@ impl Call {
             }
             merge_keys(&mut off.streams[i].crypto.keys, offerer_keys);
             merge_keys(&mut ans.streams[i].crypto.keys, answerer_keys);
-            off.streams[i].record_remote(&sdp, i);
+            off.streams[i].record_remote(&sdp, i, ctx.now);
             rewrite.edit.address = Some(ctx.media_addr);
             rewrite.edit.drop.extend(CAPNEG_ATTRS);
             if cmd.options.ice_remove {

@@ -9,6 +9,11 @@ use crate::core::sdp::sdes::CryptoAttr;
 use crate::core::sdp::{MediaEndpoint, MediaLine, Sdp};
 use crate::core::srtp::{MasterKey, RxSrtp, SrtpContext};
 
+/// After signalling moved an endpoint, packets from the address it was latched to are dropped
+/// this long (a gateway's last RTP after a T.38 re-INVITE, the old party's last packets after a
+/// transfer): otherwise the first of them would take the latch back from the new address.
+pub const STALE_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// What an m-line carries, as far as the relay is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamKind {
@@ -135,6 +140,11 @@ pub struct Stream {
     pub last_rx: Option<Instant>,
     /// New signalling changed the endpoint's address: a plain leg may re-latch.
     pub signalled_change: [bool; 2],
+    /// Where the endpoint was latched before that signalling, and when it came: late packets
+    /// from the old address must not take the latch back ([`STALE_GRACE`]).
+    pub stale: [Option<SocketAddr>; 2],
+    /// When signalling last moved the endpoint.
+    pub moved_at: Option<Instant>,
     /// Unprotects (or authenticates) what the endpoint sends, with the key it sends with.
     pub rx: Option<(MasterKey, RxSrtp)>,
     /// A receive context set aside while the m-line is on hold or plain: if the same key comes
@@ -152,7 +162,7 @@ pub struct Stream {
 impl Stream {
     /// Records where the endpoint receives from its SDP's m-line `i`; a changed address lets a
     /// plain leg re-latch.
-    pub fn record_remote(&mut self, sdp: &Sdp<'_>, i: usize) {
+    pub fn record_remote(&mut self, sdp: &Sdp<'_>, i: usize, now: Instant) {
         let new = sdp.media_endpoint(i);
         if self.remote.is_some()
             && self.remote.map(|r| (r.addr, r.rtp_port)) != new.map(|r| (r.addr, r.rtp_port))
@@ -160,6 +170,8 @@ impl Stream {
             // New signalling moved the endpoint (transfer, a new fork, re-INVITE): media goes
             // to the new address at once, and the next packet from it settles the latch.
             self.signalled_change = [true, true];
+            self.stale = self.latched;
+            self.moved_at = Some(now);
             self.latched = [None, None];
         }
         self.remote = new;
