@@ -289,13 +289,14 @@ class MetricsPoller:
 
 
 class Kamailio:
-    """Kamailio with the rtpengine module pointed at the relay's ng port (kamailio.cfg). It logs
-    every SIP message it receives (SIPIN) and sends (SIPOUT), base64-encoded, one per line."""
+    """Kamailio with the rtpengine module pointed at the relay's ng port (`cfg`: kamailio.cfg, or
+    kamailio-manage.cfg for rtpengine_manage() as in Kamailio's default config). It logs every
+    SIP message it receives (SIPIN) and sends (SIPOUT), base64-encoded, one per line."""
 
-    def __init__(self, procs, port, ng_port):
+    def __init__(self, procs, port, ng_port, cfg="kamailio.cfg"):
         self.port = port
         self.proc = procs.start("kamailio", [
-            "kamailio", "-DD", "-E", "-m", "32", "-M", "8", "-f", os.path.join(HERE, "kamailio.cfg"),
+            "kamailio", "-DD", "-E", "-m", "32", "-M", "8", "-f", os.path.join(HERE, cfg),
             "-P", os.path.join(procs.workdir, "kamailio.pid"),
             "-A", f"LISTEN_ADDR=udp:127.0.0.1:{port}", "-A", f'RELAY_NG="udp:127.0.0.1:{ng_port}"',
         ])

@@ -1,7 +1,9 @@
 """Configurations and launchers for the SIP peers: baresip, Linphone (linphonec), SIPp, and the
 GStreamer SRTP endpoint (gst_peer.py). protocol.md §4 has the recipes these follow."""
 import glob
+import json
 import os
+import socket
 import subprocess
 
 from harness import HERE, Fail, wait_until
@@ -16,12 +18,19 @@ def write(path, text):
 class Baresip:
     """A headless baresip that plays `tone` into every call and writes what it decodes to
     `<dir>/dump/*-dec.wav`. mediaenc: None (plain RTP), "srtp-mand" (RTP/SAVP only) or "srtp"
-    (OSRTP best effort)."""
+    (OSRTP best effort). answermode: "auto" (answers at once), "early" (183 with SDP and early
+    media, never answers) or "manual" (rings until `command("accept")`, which needs
+    `ctrl_port`: the ctrl_tcp module on 127.0.0.1)."""
 
-    def __init__(self, workdir, name, sip_port, rtp_lo, tone, mediaenc=None):
+    def __init__(self, workdir, name, sip_port, rtp_lo, tone, mediaenc=None, answermode="auto",
+                 ctrl_port=None):
         self.dir = os.path.join(workdir, name)
-        self.name, self.sip_port = name, sip_port
-        # No stdio/cons/http/ctrl modules: their default listeners bind 0.0.0.0.
+        self.name, self.sip_port, self.ctrl_port = name, sip_port, ctrl_port
+        # No stdio/cons/http modules: their default listeners bind 0.0.0.0; ctrl_tcp only when
+        # asked for, on loopback.
+        ctrl = ""
+        if ctrl_port:
+            ctrl = f"module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl_port}\n"
         write(os.path.join(self.dir, "config"), f"""poll_method epoll
 sip_listen 127.0.0.1:{sip_port}
 net_interface 127.0.0.1
@@ -39,11 +48,12 @@ module sndfile.so
 module_tmp uuid.so
 module_tmp account.so
 module_app menu.so
-snd_path {self.dir}/dump
+{ctrl}snd_path {self.dir}/dump
 """)
         enc = f";mediaenc={mediaenc}" if mediaenc else ""
         write(os.path.join(self.dir, "accounts"),
-              f"<sip:{name}@127.0.0.1:{sip_port}>;regint=0;answermode=auto;audio_codecs=PCMU{enc}\n")
+              f"<sip:{name}@127.0.0.1:{sip_port}>;regint=0;answermode={answermode};"
+              f"audio_codecs=PCMU{enc}\n")
         os.makedirs(os.path.join(self.dir, "dump"), exist_ok=True)
 
     def start(self, procs, seconds, dial=None):
@@ -56,8 +66,32 @@ snd_path {self.dir}/dump
     def wait_bound(self):
         wait_until(f"{self.name} to listen on {self.sip_port}", lambda: port_bound(self.sip_port), 10)
 
+    def command(self, command):
+        """Runs a menu command (`accept`, `hangup`) through ctrl_tcp: a JSON netstring; returns
+        baresip's response."""
+        body = json.dumps({"command": command, "params": "", "token": command}).encode()
+        s = wait_until(f"{self.name}'s ctrl_tcp to accept a connection", self.connect, 10, 0.1)
+        with s:
+            s.sendall(b"%d:%s," % (len(body), body))
+            data = b""
+            while b'"response"' not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise Fail(f"{self.name}: a response to '{command}'; the connection closed")
+                data += chunk
+        return data.decode(errors="replace")
+
+    def connect(self):
+        try:
+            return socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=3)
+        except OSError:
+            return None
+
+    def decoded_wavs(self):
+        return sorted(glob.glob(os.path.join(self.dir, "dump", "*-dec.wav")))
+
     def decoded_wav(self):
-        files = sorted(glob.glob(os.path.join(self.dir, "dump", "*-dec.wav")))
+        files = self.decoded_wavs()
         return files[-1] if files else None
 
     def log(self):
@@ -65,7 +99,6 @@ snd_path {self.dir}/dump
 
 
 def port_bound(port):
-    import socket
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.bind(("127.0.0.1", port))
