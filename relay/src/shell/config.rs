@@ -686,6 +686,14 @@ mod tests {
                 "line 3: timeouts.final: 99999999999 is not in 0..=2592000 seconds",
             ),
             (
+                "[timeouts]\nrekey_grace = 18446744073709551615\n",
+                "line 2: timeouts.rekey_grace: 18446744073709551615 is not in 0..=2592000 seconds",
+            ),
+            (
+                "[control]\nallow = [\"10.0.0.0/33\"]\n",
+                "line 2: control.allow: \"10.0.0.0/33\": the prefix length must be 0..=32",
+            ),
+            (
                 "[timeouts]\nringing = 0\n",
                 "line 2: timeouts.ringing: 0 is not in 1..=2592000 seconds",
             ),

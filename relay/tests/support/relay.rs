@@ -17,6 +17,12 @@ const ORACLE: &str = concat!(
 );
 pub static NEXT: AtomicU16 = AtomicU16::new(0);
 
+/// The daemon under test: this build's, or `SRTP_RELAY_BIN` (to run a test against an older
+/// build, e.g. to show a regression test fails there).
+pub fn binary() -> String {
+    std::env::var("SRTP_RELAY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_srtp-relay").to_owned())
+}
+
 pub struct Relay {
     pub child: Child,
     pub ng: UdpSocket,
@@ -51,12 +57,27 @@ impl Relay {
 
     /// Starts the binary with `args` and `env`, and waits until it answers ping on `ng_port`.
     pub fn spawn(args: &[String], ng_port: u16, env: &[(&str, String)], stderr: Stdio) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_srtp-relay"))
+        let child = Command::new(binary())
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stderr(stderr)
             .spawn()
             .unwrap();
+        Self::wait_ready(child, ng_port)
+    }
+
+    /// Runs `argv` (a wrapper such as `prlimit` around the binary), and waits until it answers
+    /// ping on `ng_port`.
+    pub fn spawn_argv(argv: &[String], ng_port: u16, stderr: Stdio) -> Self {
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Self::wait_ready(child, ng_port)
+    }
+
+    fn wait_ready(child: Child, ng_port: u16) -> Self {
         let ng = UdpSocket::bind("127.0.0.1:0").unwrap();
         ng.connect(("127.0.0.1", ng_port)).unwrap();
         ng.set_read_timeout(Some(Duration::from_millis(200)))
