@@ -14,6 +14,10 @@ use crate::core::rtp::{RTCP_HEADER_LEN, RtcpHeader, RtpHeader};
 /// SSRCs one context tracks at once. A new SSRC beyond this replaces the least recently used one,
 /// so a peer cycling SSRCs cannot grow memory (and the slots are allocated with the context).
 const MAX_SSRCS: usize = 16;
+/// SSRCs a context remembers compactly after evicting them from its table (SPEC §9): their ROC
+/// and the highest indices used, so that a returning SSRC neither replays nor, when sending,
+/// reuses an index under the key. Beyond this the oldest record is forgotten.
+const MAX_RETIRED: usize = 1024;
 
 /// RFC 3711 §3.4: the SRTCP index is 31 bits; past it the master key must not be used.
 const MAX_SRTCP_INDEX: u32 = 0x7fff_ffff;
@@ -163,6 +167,20 @@ struct Stream {
     /// ROC at 0, so the first packet may be tried at both indices.
     rekeyed: bool,
     last_used: u64,
+    /// Indices at or below these were used before this SSRC was evicted and came back: replays
+    /// when receiving, never reused when sending.
+    rtp_floor: Option<u64>,
+    rtcp_floor: Option<u64>,
+}
+
+/// What a context keeps of an evicted SSRC.
+#[derive(Clone, Copy, Debug)]
+struct Retired {
+    ssrc: u32,
+    rtp: Option<IndexState>,
+    rtp_top: Option<u64>,
+    rtcp_top: Option<u64>,
+    srtcp_tx_index: u32,
 }
 
 /// The SRTP and SRTCP crypto context of one direction of one leg (RFC 3711 §3.2), for every SSRC
@@ -173,6 +191,8 @@ pub struct SrtpContext {
     rtp: SessionKeys,
     rtcp: SessionKeys,
     streams: Vec<Stream>,
+    /// Evicted SSRCs, oldest first.
+    retired: std::collections::VecDeque<Retired>,
     tick: u64,
 }
 
@@ -185,6 +205,7 @@ impl SrtpContext {
             rtp: SessionKeys::derive(key, 0),
             rtcp: SessionKeys::derive(key, 3),
             streams: Vec::with_capacity(MAX_SSRCS),
+            retired: std::collections::VecDeque::new(),
             tick: 0,
         }
     }
@@ -243,6 +264,7 @@ impl SrtpContext {
     /// parameters: the sent indices too, so that no index is ever used twice under the key.
     pub fn carry_over_all_from(&mut self, old: &Self) {
         self.streams.clone_from(&old.streams);
+        self.retired.clone_from(&old.retired);
         self.tick = old.tick;
     }
 
@@ -261,12 +283,16 @@ impl SrtpContext {
         let Stream {
             rtp,
             rtp_replay: sent,
+            rtp_floor,
             ..
         } = &mut self.streams[i];
         let state = rtp.get_or_insert_with(|| IndexState::starting_at(seq));
         // The relay protects packets it forwards, so it derives the index from their sequence
         // numbers exactly as a receiver would (RFC 3711 §3.3.1).
         let index = state.estimate(seq).ok_or(SrtpError::Replayed)?;
+        if rtp_floor.is_some_and(|f| index <= f) {
+            return Err(SrtpError::Replayed);
+        }
         // Never protect two packets at the same index: the keystream would repeat (RFC 3711
         // §9.1). A forwarded duplicate, or a spoofed plain packet with an old sequence number,
         // is refused; the receiver would drop it as a replay anyway.
@@ -311,12 +337,22 @@ impl SrtpContext {
             .ok_or(SrtpError::Malformed)?;
         let (ssrc, seq) = (hdr.ssrc.0, hdr.seq.0);
         let slot = self.find(ssrc);
-        let known = slot.and_then(|i| self.streams[i].rtp.map(|st| (i, st)));
+        // An evicted SSRC is judged by what its record kept: its ROC and highest index.
+        let retired = slot.is_none().then(|| self.retired_of(ssrc)).flatten();
+        let (known, floor) = match (slot, retired) {
+            (Some(i), _) => (self.streams[i].rtp, self.streams[i].rtp_floor),
+            (None, Some(r)) => (r.rtp, r.rtp_top),
+            (None, None) => (None, None),
+        };
+        let rekeyed = slot.is_some_and(|i| self.streams[i].rekeyed);
 
         // Cheap checks first (index, replay), then the MAC (RFC 3711 §3.3: replay before auth).
-        let first = known.map(|(i, st)| {
+        let first = known.map(|st| {
             let index = st.estimate(seq).ok_or(SrtpError::Replayed)?;
-            if tag_len > 0 && !self.streams[i].rtp_replay.check(index) {
+            if tag_len > 0 && floor.is_some_and(|f| index <= f) {
+                return Err(SrtpError::Replayed);
+            }
+            if tag_len > 0 && slot.is_some_and(|i| !self.streams[i].rtp_replay.check(index)) {
                 return Err(SrtpError::Replayed);
             }
             if self.verify_rtp(pkt, auth_len, index) {
@@ -325,11 +361,11 @@ impl SrtpContext {
                 Err(SrtpError::AuthFailed)
             }
         });
-        let (index, restart) = match (first, known) {
-            (Some(Ok(index)), _) => (index, false),
-            (Some(Err(e)), Some((i, _))) if !self.streams[i].rekeyed => return Err(e),
+        let (index, restart) = match first {
+            Some(Ok(index)) => (index, false),
+            Some(Err(e)) if !rekeyed => return Err(e),
             // A new SSRC starts at ROC 0; after a re-key the peer may also have restarted at 0.
-            (first, _) => {
+            first => {
                 let index = u64::from(seq);
                 if !self.verify_rtp(pkt, auth_len, index) {
                     return Err(first.and_then(Result::err).unwrap_or(SrtpError::AuthFailed));
@@ -424,7 +460,13 @@ impl SrtpContext {
         let (encrypted, index) = (word & SRTCP_E_FLAG != 0, word & MAX_SRTCP_INDEX);
         let ssrc = hdr.ssrc.0;
         let slot = self.find(ssrc);
-        if slot.is_some_and(|i| !self.streams[i].rtcp_replay.check(u64::from(index))) {
+        let floor = match slot {
+            Some(i) => self.streams[i].rtcp_floor,
+            None => self.retired_of(ssrc).and_then(|r| r.rtcp_top),
+        };
+        if floor.is_some_and(|f| u64::from(index) <= f)
+            || slot.is_some_and(|i| !self.streams[i].rtcp_replay.check(u64::from(index)))
+        {
             return Err(SrtpError::Replayed);
         }
         let mac = self.rtcp.auth.sign(&pkt[..auth_len], &[]);
@@ -456,15 +498,32 @@ impl SrtpContext {
         mac[..tag_len].ct_eq(&pkt[auth_len..]).into()
     }
 
-    /// The slot of `ssrc` for sending. Unlike receiving, a sender never forgets an SSRC while
-    /// the key lives: it would start that SSRC over at ROC 0 and SRTCP index 1 and reuse its
-    /// keystream. So a new SSRC beyond the table's size is refused.
+    /// The slot of `ssrc` for sending. A sender must not forget an SSRC while the key lives (it
+    /// would start over at ROC 0 and SRTCP index 1 and reuse its keystream): an SSRC evicted
+    /// from the full table is retired with its ROC and highest indices, and taken up again from
+    /// there if it comes back (packets at or below those indices are refused).
     fn send_slot(&mut self, ssrc: u32) -> Result<usize, SrtpError> {
-        match self.find(ssrc) {
-            Some(i) => Ok(self.touch(i)),
-            None if self.streams.len() >= MAX_SSRCS => Err(SrtpError::TooManySsrcs),
-            None => Ok(self.stream_slot(ssrc)),
+        Ok(match self.find(ssrc) {
+            Some(i) => self.touch(i),
+            None => self.stream_slot(ssrc),
+        })
+    }
+
+    fn retired_of(&self, ssrc: u32) -> Option<Retired> {
+        self.retired.iter().find(|r| r.ssrc == ssrc).copied()
+    }
+
+    /// A fresh stream for `ssrc`, or the one its retired record describes.
+    fn revive(&mut self, ssrc: u32) -> Stream {
+        let mut s = Stream::new(ssrc, self.policy.replay_window, self.tick);
+        if let Some(pos) = self.retired.iter().position(|r| r.ssrc == ssrc) {
+            let r = self.retired.remove(pos).expect("found");
+            s.rtp = r.rtp;
+            s.rtp_floor = r.rtp_top;
+            s.rtcp_floor = r.rtcp_top;
+            s.srtcp_tx_index = r.srtcp_tx_index;
         }
+        s
     }
 
     /// Marks slot `i` as just used and returns it.
@@ -485,8 +544,8 @@ impl SrtpContext {
         let i = match self.find(ssrc) {
             Some(i) => i,
             None if self.streams.len() < MAX_SSRCS => {
-                self.streams
-                    .push(Stream::new(ssrc, self.policy.replay_window, self.tick));
+                let s = self.revive(ssrc);
+                self.streams.push(s);
                 self.streams.len() - 1
             }
             None => {
@@ -496,7 +555,20 @@ impl SrtpContext {
                     .enumerate()
                     .min_by_key(|(_, s)| s.last_used)
                     .expect("full");
-                self.streams[i] = Stream::new(ssrc, self.policy.replay_window, self.tick);
+                let old = &self.streams[i];
+                let max = |a: Option<u64>, b: Option<u64>| a.max(b);
+                let record = Retired {
+                    ssrc: old.ssrc,
+                    rtp: old.rtp,
+                    rtp_top: max(old.rtp_floor, old.rtp_replay.top()),
+                    rtcp_top: max(old.rtcp_floor, old.rtcp_replay.top()),
+                    srtcp_tx_index: old.srtcp_tx_index,
+                };
+                if self.retired.len() >= MAX_RETIRED {
+                    self.retired.pop_front();
+                }
+                self.retired.push_back(record);
+                self.streams[i] = self.revive(ssrc);
                 i
             }
         };
@@ -516,6 +588,8 @@ impl Stream {
             srtcp_tx_index: 0,
             rekeyed: false,
             last_used: now,
+            rtp_floor: None,
+            rtcp_floor: None,
         }
     }
 }

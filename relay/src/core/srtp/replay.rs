@@ -64,6 +64,11 @@ impl ReplayWindow {
         self.set(index);
     }
 
+    /// The highest index committed, if any.
+    pub fn top(&self) -> Option<u64> {
+        self.any.then_some(self.top)
+    }
+
     /// Forgets everything seen (a fresh receive state).
     pub fn reset(&mut self) {
         self.bits = [0; WORDS];

@@ -436,21 +436,71 @@ fn a_sender_never_reuses_an_index_or_forgets_an_ssrc() {
         Err(SrtpError::Replayed),
         "same index, same keystream"
     );
-    for ssrc in 1..16u32 {
+    // Any number of SSRCs (SPEC §9: a bound never becomes an outage): the table keeps 16,
+    // the others are retired with their ROC and highest index.
+    for ssrc in 1..40u32 {
         protect(&mut tx, &rtp(1, ssrc));
     }
-    let mut seventeenth = rtp(1, 1000);
-    let n = seventeenth.len();
-    seventeenth.resize(n + MAX_TRAILER_LEN, 0);
+    // SSRC went early; it comes back where it left off, never below.
+    let mut old = rtp(7, SSRC);
+    let n = old.len();
+    old.resize(n + MAX_TRAILER_LEN, 0);
     assert_eq!(
-        tx.protect_rtp(&mut seventeenth, n),
-        Err(SrtpError::TooManySsrcs)
+        tx.protect_rtp(&mut old, n),
+        Err(SrtpError::Replayed),
+        "index 7 was used"
     );
-    assert_eq!(
-        tx.protect_rtcp(&mut seventeenth, n),
-        Err(SrtpError::TooManySsrcs)
-    );
+    let mut rx = SrtpContext::new(&k, SrtpPolicy::default());
+    let mut next = protect(&mut tx, &rtp(8, SSRC));
+    assert!(rx.unprotect_rtp(&mut next).is_ok());
+    // ... across a wrap too: the ROC survives retirement.
+    let mut wrapped = vec![];
+    for seq in [30000u16, 60000, 65535, 0, 1] {
+        wrapped.push(protect(&mut tx, &rtp(seq, 77)));
+        for ssrc in 100..120u32 {
+            protect(&mut tx, &rtp(seq, ssrc)); // pushes 77 out each round
+        }
+    }
+    for (i, mut p) in wrapped.into_iter().enumerate() {
+        assert!(rx.unprotect_rtp(&mut p).is_ok(), "packet {i} of SSRC 77");
+    }
+    assert_eq!(rx.roc(77), Some(1));
     assert_eq!(SrtpError::TooManySsrcs.as_label(), "policy");
+}
+
+#[test]
+fn a_receiver_refuses_replays_of_an_evicted_ssrc() {
+    let k = key(16);
+    let (mut tx, mut rx) = pair(&k, SrtpPolicy::default());
+    let captured: Vec<Vec<u8>> = (1..=5).map(|s| protect(&mut tx, &rtp(s, SSRC))).collect();
+    let srtcp = {
+        let mut b = vec![0x80, 200, 0, 1, 0, 0, 0, 0];
+        b[4..8].copy_from_slice(&SSRC.to_be_bytes());
+        let n = b.len();
+        b.resize(n + MAX_TRAILER_LEN, 0);
+        let m = tx.protect_rtcp(&mut b, n).unwrap();
+        b.truncate(m);
+        b
+    };
+    for p in &captured {
+        assert!(rx.unprotect_rtp(&mut p.clone()).is_ok());
+    }
+    assert!(rx.unprotect_rtcp(&mut srtcp.clone()).is_ok());
+    // 30 other SSRCs push SSRC out of the receive table.
+    for ssrc in 1..=30u32 {
+        let mut p = protect(&mut tx, &rtp(1, ssrc));
+        assert!(rx.unprotect_rtp(&mut p).is_ok());
+    }
+    for p in &captured {
+        assert_eq!(rx.unprotect_rtp(&mut p.clone()), Err(SrtpError::Replayed));
+    }
+    assert_eq!(
+        rx.unprotect_rtcp(&mut srtcp.clone()),
+        Err(SrtpError::Replayed)
+    );
+    // The stream itself goes on.
+    let mut p = protect(&mut tx, &rtp(6, SSRC));
+    assert!(rx.unprotect_rtp(&mut p).is_ok());
 }
 
 #[test]
