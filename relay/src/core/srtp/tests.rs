@@ -495,7 +495,7 @@ fn a_receiver_refuses_replays_of_an_evicted_ssrc() {
         assert_eq!(rx.unprotect_rtp(&mut p.clone()), Err(SrtpError::Replayed));
     }
     assert_eq!(
-        rx.unprotect_rtcp(&mut srtcp.clone()),
+        rx.unprotect_rtcp(&mut { srtcp }),
         Err(SrtpError::Replayed)
     );
     // The stream itself goes on.
