@@ -1,4 +1,4 @@
-//! Any text through the SDP parser, the a=crypto and cap-neg parsers, the redactor and whole
+//! Any text through the SDP parser, the a=crypto and cap-neg parsers (with their bounds), the redactor and whole
 //! dialogs under every policy pair: an offer, answers from the same and from a new to-tag, a
 //! repeated offer, a re-offer from the callee and a partial delete. Must never panic; an
 //! untouched body must round-trip.
@@ -11,6 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use srtp_relay::core::call::{PortGrant, SdpOptions};
 use srtp_relay::core::command::{AnswerCommand, DeleteCommand, OfferCommand};
 use srtp_relay::core::policy::{LegRequest, LegSecurity, MediaSecurity, PolicyConfig};
+use srtp_relay::core::sdp::capneg::{self, parse_acap, parse_config, parse_tcap};
 use srtp_relay::core::sdp::sdes::CryptoAttr;
 use srtp_relay::core::sdp::{Rewrite, Sdp, redact_keys};
 use srtp_relay::core::shard::{Shard, ShardConfig, Timeouts};
@@ -23,6 +24,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(body) = std::str::from_utf8(rest) else { return };
     let _ = redact_keys(body);
     let _ = CryptoAttr::parse(body);
+    // RFC 5939 attribute values on their own: bounded however long the lists are.
+    if let Some(cfg) = parse_config(body) {
+        assert!(cfg.transports.len() <= capneg::MAX_TRANSPORTS);
+        assert!(cfg.attributes.len() <= capneg::MAX_ALTERNATIVES);
+        assert!(cfg.attributes.iter().all(|a| a.len() <= capneg::MAX_REFS));
+    }
+    let _ = (parse_acap(body), parse_tcap(body));
     if let Ok(sdp) = Sdp::parse(body) {
         assert_eq!(sdp.rewrite(&Rewrite::default()), body);
     }

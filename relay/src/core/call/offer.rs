@@ -783,6 +783,7 @@ fn offered_security(
         .collect();
     configs.sort_by_key(|c| c.number);
     configs.truncate(MAX_CONFIGS);
+    let mut seen_acaps = std::collections::BTreeSet::new();
     'configs: for cfg in configs {
         for &t in &cfg.transports {
             let Some(&(_, proto)) = tcaps.iter().find(|(n, _)| *n == t) else {
@@ -796,6 +797,10 @@ fn offered_security(
                     let Some(&attr) = acaps.get(&r.number) else {
                         continue;
                     };
+                    // Each acap is judged once, however many configurations name it.
+                    if !seen_acaps.insert(r.number) {
+                        continue;
+                    }
                     let Some(value) = attr.strip_prefix("crypto:") else {
                         continue;
                     };

@@ -494,10 +494,7 @@ fn a_receiver_refuses_replays_of_an_evicted_ssrc() {
     for p in &captured {
         assert_eq!(rx.unprotect_rtp(&mut p.clone()), Err(SrtpError::Replayed));
     }
-    assert_eq!(
-        rx.unprotect_rtcp(&mut { srtcp }),
-        Err(SrtpError::Replayed)
-    );
+    assert_eq!(rx.unprotect_rtcp(&mut { srtcp }), Err(SrtpError::Replayed));
     // The stream itself goes on.
     let mut p = protect(&mut tx, &rtp(6, SSRC));
     assert!(rx.unprotect_rtp(&mut p).is_ok());
