@@ -379,8 +379,11 @@ fn call_timeout_returns_the_ports() {
     let relay = Relay::start(4, &["--media-timeout", "1"]);
     let (a, b) = (endpoint(), endpoint());
     relay.offer("c9", &sdp(&a, "RTP/AVP", None), &[]).unwrap();
-    relay.answer("c9", &sdp(&b, "RTP/AVP", None)).unwrap();
+    let to_a = relay.answer("c9", &sdp(&b, "RTP/AVP", None)).unwrap();
     assert_eq!(relay.stat(&["free-port-pairs"]), 2);
+    // Media flows, then stops (SPEC §5): the call ends after the media timeout.
+    send_all(&a, relay_side(&to_a).0, &[rtp(1, 0xa)]);
+    assert_eq!(recv_all(&b).len(), 1);
     std::thread::sleep(Duration::from_millis(3000));
     assert_eq!(relay.stat(&["calls"]), 0);
     assert_eq!(relay.wait_stat(&["free-port-pairs"], 4), 4);

@@ -364,7 +364,7 @@ fn timeouts_by_state_ringing_and_hold_outlive_the_media_timeout() {
     let (mut a, mut b) = (Phone::plain(0xa), Phone::plain(0xb));
     let a_sdp = a.sdp(1, "RTP/AVP", "");
     let b_sdp = b.sdp(1, "RTP/AVP", "");
-    // A call that rings; a call on hold (a=inactive); an answered call without media.
+    // A call that rings; a call on hold (a=inactive); an answered call whose media stopped.
     offer(&relay, "ring", "ta", None, None, &a_sdp, &[]).unwrap();
     offer(&relay, "hold", "ta", None, None, &a_sdp, &[]).unwrap();
     answer(&relay, "hold", "ta", "tb", None, &b_sdp).unwrap();
@@ -380,12 +380,26 @@ fn timeouts_by_state_ringing_and_hold_outlive_the_media_timeout() {
     )
     .unwrap();
     offer(&relay, "quiet", "ta", None, None, &a_sdp, &[]).unwrap();
-    answer(&relay, "quiet", "ta", "tb", None, &b_sdp).unwrap();
+    let to_a_quiet = answer(&relay, "quiet", "ta", "tb", None, &b_sdp).unwrap();
+    assert_eq!(
+        a.send(m_addr(&to_a_quiet, 0), 2),
+        b.recv(),
+        "media flowed, then stopped"
+    );
+    // Early media that brings no packets (a 183 with SDP while the callee rings) is still
+    // ringing as far as timeouts go.
+    offer(&relay, "early", "ta", None, None, &a_sdp, &[]).unwrap();
+    answer(&relay, "early", "ta", "tb", None, &b_sdp).unwrap();
     std::thread::sleep(Duration::from_millis(3500));
     assert_eq!(
         result(&ng(&relay, "query", "quiet", &[], &[])),
         "error",
-        "no media: ended"
+        "media stopped: ended"
+    );
+    assert_eq!(
+        result(&ng(&relay, "query", "early", &[], &[])),
+        "ok",
+        "a silent 183: kept"
     );
     assert_eq!(
         result(&ng(&relay, "query", "hold", &[], &[])),

@@ -15,6 +15,11 @@ use crate::core::policy::{
 use crate::core::shard::Timeouts;
 use crate::core::srtp::{CryptoSuite, MAX_REPLAY_WINDOW, MIN_REPLAY_WINDOW};
 
+/// Most data-plane workers accepted.
+pub const MAX_WORKERS: usize = 1024;
+/// Most calls `limits.max_calls` accepts.
+pub const MAX_CALLS: usize = 10_000_000;
+
 /// Longest call timeout or delete delay accepted: 30 days.
 pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
 
@@ -418,6 +423,23 @@ impl Config {
                 "the range must hold at least two port pairs".into(),
             ));
         }
+        if m.workers > MAX_WORKERS {
+            return Err(fail(
+                "media",
+                "workers",
+                format!(
+                    "{} is more than {MAX_WORKERS} (0 means one per core)",
+                    m.workers
+                ),
+            ));
+        }
+        if !(1..=MAX_CALLS).contains(&raw.limits.max_calls) {
+            return Err(fail(
+                "limits",
+                "max_calls",
+                format!("{} is not in 1..={MAX_CALLS}", raw.limits.max_calls),
+            ));
+        }
         // Durations become deadlines (`Instant + Duration`): bounded so that none can overflow.
         let t = &raw.timeouts;
         for (key, value, min) in [
@@ -606,7 +628,13 @@ impl Cli {
                         ));
                     }
                 }
-                "--workers" => c.workers = v.parse().map_err(|_| bad("expected a number"))?,
+                "--workers" => {
+                    c.workers = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= MAX_WORKERS)
+                        .ok_or_else(|| bad(&format!("expected a number up to {MAX_WORKERS}")))?
+                }
                 "--media-timeout" => {
                     let secs: u64 = v.parse().map_err(|_| bad("expected seconds"))?;
                     if !(1..=MAX_TIMEOUT_SECS).contains(&secs) {
@@ -692,6 +720,14 @@ mod tests {
             (
                 "[control]\nallow = [\"10.0.0.0/33\"]\n",
                 "line 2: control.allow: \"10.0.0.0/33\": the prefix length must be 0..=32",
+            ),
+            (
+                "[limits]\nmax_calls = 0\n",
+                "line 2: limits.max_calls: 0 is not in 1..=10000000",
+            ),
+            (
+                "[media]\nworkers = 100000\n",
+                "line 2: media.workers: 100000 is more than 1024 (0 means one per core)",
             ),
             (
                 "[timeouts]\nringing = 0\n",
