@@ -261,6 +261,11 @@ fn decide(
             Err(e) => return Drop(e.into()),
         }
     }
+    // RTCP from an endpoint the relay sends renumbered SRTP to reports in the relay's numbering:
+    // back into the numbering of the source it describes (SPEC §3b).
+    if let (true, false, Some((_, tx))) = (rtcp, transform == Transform::PassThrough, &me.tx) {
+        tx.translate_reports(pkt.as_mut_slice());
+    }
     me.latched[component] = Some(src);
     // The first packet accepted after new signalling settles the new source.
     me.signalled_change[component] = false;

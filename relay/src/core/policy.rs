@@ -127,6 +127,9 @@ pub struct DeviceProfile {
     pub secure_video: bool,
     /// Shape of best-effort offers to the device.
     pub best_effort_style: BestEffortStyle,
+    /// The relay renumbers the SRTP it sends to the device (SPEC §3b); false keeps the
+    /// sequence numbers verbatim, for a device that needs them so.
+    pub renumber: bool,
 }
 
 impl DeviceProfile {
@@ -146,6 +149,7 @@ impl DeviceProfile {
             extension_policy: ext,
             secure_video: video,
             best_effort_style: BestEffortStyle::CapNeg,
+            renumber: true,
         }
     }
 }
@@ -187,6 +191,8 @@ pub struct PolicyConfig {
     pub extensions: BTreeMap<String, Extension>,
     /// Device profiles by name (built-ins plus configured ones).
     pub profiles: BTreeMap<String, DeviceProfile>,
+    /// The relay renumbers the SRTP it sends (SPEC §3b), unless a leg's profile says not to.
+    pub renumber: bool,
 }
 
 impl Default for PolicyConfig {
@@ -196,6 +202,7 @@ impl Default for PolicyConfig {
             options: SecurityOptions::default(),
             suites: CryptoSuite::ALL.to_vec(),
             best_effort_style: BestEffortStyle::CapNeg,
+            renumber: true,
             extensions: BTreeMap::new(),
             profiles: builtin_profiles()
                 .into_iter()
@@ -244,6 +251,8 @@ pub struct LegPolicy {
     pub rekeys_on_reinvite: bool,
     /// Video may be SRTP.
     pub secure_video: bool,
+    /// The SRTP the relay sends to this leg is renumbered (SPEC §3b).
+    pub renumber: bool,
     /// The device profile's name, if any.
     pub profile: Option<String>,
 }
@@ -340,6 +349,7 @@ impl PolicyConfig {
             best_effort_style: profile.map_or(self.best_effort_style, |p| p.best_effort_style),
             rekeys_on_reinvite: profile.is_some_and(|p| p.rekeys_on_reinvite),
             secure_video: profile.is_none_or(|p| p.secure_video),
+            renumber: self.renumber && profile.is_none_or(|p| p.renumber),
             profile: profile.map(|p| p.name.clone()),
         })
     }

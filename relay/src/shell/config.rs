@@ -155,6 +155,7 @@ struct RawSecurity {
     best_effort_style: String,
     deny_peers: Option<Vec<String>>,
     relatch_any_source: bool,
+    renumber: bool,
 }
 
 impl Default for RawSecurity {
@@ -173,6 +174,7 @@ impl Default for RawSecurity {
             best_effort_style: "capneg".into(),
             deny_peers: None,
             relatch_any_source: false,
+            renumber: true,
         }
     }
 }
@@ -257,6 +259,8 @@ struct RawProfile {
     extension_policy: bool,
     #[serde(default = "yes")]
     secure_video: bool,
+    #[serde(default = "yes")]
+    renumber: bool,
     #[serde(default = "capneg")]
     best_effort_style: String,
 }
@@ -370,6 +374,7 @@ impl Config {
             },
             suites: system_suites,
             best_effort_style: style("security", &s.best_effort_style)?,
+            renumber: s.renumber,
             ..PolicyConfig::default()
         };
         for (name, p) in &raw.profiles {
@@ -382,6 +387,7 @@ impl Config {
                 extension_policy: p.extension_policy,
                 secure_video: p.secure_video,
                 best_effort_style: style(&section, &p.best_effort_style)?,
+                renumber: p.renumber,
             };
             policy.profiles.insert(name.clone(), profile);
         }

@@ -379,6 +379,7 @@ impl Call {
 
         let mut plans = Vec::with_capacity(decided.len());
         let mut rekeys = 0;
+        let renumber = [off.policy.renumber, ans.policy.renumber];
         for (i, (pm, d)) in pending.media.into_iter().zip(decided).enumerate() {
             ans.streams[i].record_remote(sdp, i, ctx.now);
             let (so, sa) = (&mut off.streams[i], &mut ans.streams[i]);
@@ -489,8 +490,8 @@ impl Call {
             let [n0, n1] = new;
             so.crypto = n0;
             sa.crypto = n1;
-            rekeys += keys::install(ctx, &directions[0], so, sa);
-            rekeys += keys::install(ctx, &directions[1], sa, so);
+            rekeys += keys::install(ctx, &directions[0], so, sa, renumber[1]);
+            rekeys += keys::install(ctx, &directions[1], sa, so, renumber[0]);
             // Plans read the same whoever offered: the first party's direction first.
             directions.sort_by_key(|d| d.from);
             plans.push(MediaPlan {

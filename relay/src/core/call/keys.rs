@@ -12,8 +12,15 @@ fn policy(ctx: &Ctx<'_>, params: SessionParams) -> SrtpPolicy {
 }
 
 /// Sets the contexts of one direction: the sender's receive context (`from.rx`) and the relay's
-/// send context towards the receiver (`to.tx`). Returns 1 when the receive side was re-keyed.
-pub fn install(ctx: &Ctx<'_>, d: &DirectionPlan, from: &mut Stream, to: &mut Stream) -> u64 {
+/// send context towards the receiver (`to.tx`), which renumbers when the receiver's policy says
+/// so (SPEC §3b). Returns 1 when the receive side was re-keyed.
+pub fn install(
+    ctx: &Ctx<'_>,
+    d: &DirectionPlan,
+    from: &mut Stream,
+    to: &mut Stream,
+    renumber: bool,
+) -> u64 {
     let mut rekeyed = 0;
     from.transform = Some(d.transform);
     let current = from.rx.take().or_else(|| from.parked_rx.take());
@@ -53,7 +60,7 @@ pub fn install(ctx: &Ctx<'_>, d: &DirectionPlan, from: &mut Stream, to: &mut Str
             Some((old_key, tx))
         }
         (Some(k), old) => {
-            let mut tx = SrtpContext::new(&k.key, policy(ctx, k.params));
+            let mut tx = SrtpContext::new(&k.key, policy(ctx, k.params).with_renumbering(renumber));
             // The receiver must never see the ROC or SRTCP index jump back; under the same key
             // (only the parameters changed) no index may be used twice.
             match &old {

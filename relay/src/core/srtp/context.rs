@@ -77,6 +77,7 @@ pub struct SrtpPolicy {
     /// Session parameters negotiated for the key.
     pub params: SessionParams,
     replay_window: usize,
+    renumber: bool,
 }
 
 /// A replay window size outside what the relay supports.
@@ -90,7 +91,23 @@ impl SrtpPolicy {
         Self {
             params,
             replay_window: MIN_REPLAY_WINDOW,
+            renumber: false,
         }
+    }
+
+    /// A sending context renumbers each SSRC's sequence (SPEC §3b): restarts, backward jumps and
+    /// jumps of 2^15 or more go on from the last number sent, with the marker bit set, so the
+    /// receiver's index keeps advancing. Off by default (the packets are protected as they are).
+    pub const fn with_renumbering(self, on: bool) -> Self {
+        Self {
+            renumber: on,
+            ..self
+        }
+    }
+
+    /// True when a sending context renumbers.
+    pub const fn renumbers(&self) -> bool {
+        self.renumber
     }
 
     /// Sets the replay window, which must lie in `MIN_REPLAY_WINDOW..=MAX_REPLAY_WINDOW`.
@@ -171,6 +188,55 @@ struct Stream {
     /// when receiving, never reused when sending.
     rtp_floor: Option<u64>,
     rtcp_floor: Option<u64>,
+    /// Sending with renumbering: the mapping of the incoming numbering to the outgoing one.
+    renum: Option<Renumber>,
+}
+
+/// RFC 3550 Appendix A.1's limits: a step forward below `MAX_DROPOUT` is the stream going on
+/// (with losses), a step back within `MAX_MISORDER` a late packet; anything else a restart.
+const MAX_DROPOUT: i32 = 3000;
+const MAX_MISORDER: i32 = 100;
+
+/// Outgoing sequence number = incoming + `offset` (mod 2^16), for one SSRC of a sending context.
+#[derive(Clone, Copy, Debug)]
+struct Renumber {
+    /// The highest incoming sequence number of the current run.
+    last_in: u16,
+    offset: u16,
+}
+
+impl Renumber {
+    /// The outgoing number for `seq`, and whether it starts a new run (marker bit).
+    fn map(&mut self, seq: u16) -> (u16, bool) {
+        let delta = i32::from(seq.wrapping_sub(self.last_in) as i16);
+        if (1..MAX_DROPOUT).contains(&delta) {
+            self.last_in = seq;
+        } else if !(-MAX_MISORDER < delta && delta <= 0) {
+            // A restart or a jump: go on right after the last number sent.
+            let last_out = self.last_in.wrapping_add(self.offset);
+            self.offset = last_out.wrapping_add(1).wrapping_sub(seq);
+            self.last_in = seq;
+            return (seq.wrapping_add(self.offset), true);
+        }
+        (seq.wrapping_add(self.offset), false)
+    }
+
+    /// Maps `seq` as the start of a new run, from the state `before` it was first mapped.
+    fn restart(&mut self, before: Self, seq: u16) -> (u16, bool) {
+        let last_out = before.last_in.wrapping_add(before.offset);
+        self.offset = last_out.wrapping_add(1).wrapping_sub(seq);
+        self.last_in = seq;
+        (seq.wrapping_add(self.offset), true)
+    }
+
+    /// An extended highest sequence number in the outgoing numbering, in the incoming one.
+    fn unmap(&self, ext: u32) -> u32 {
+        let out = ext as u16;
+        let back = out.wrapping_sub(self.offset);
+        // The cycle count follows the low 16 bits across a wrap of the subtraction.
+        let cycles = (ext >> 16).wrapping_sub(u32::from(back > out));
+        (cycles << 16) | u32::from(back)
+    }
 }
 
 /// What a context keeps of an evicted SSRC.
@@ -181,6 +247,7 @@ struct Retired {
     rtp_top: Option<u64>,
     rtcp_top: Option<u64>,
     srtcp_tx_index: u32,
+    renum: Option<Renumber>,
 }
 
 /// The SRTP and SRTCP crypto context of one direction of one leg (RFC 3711 §3.2), for every SSRC
@@ -256,6 +323,8 @@ impl SrtpContext {
             let new = self.streams.last_mut().expect("just pushed");
             new.rtp = s.rtp;
             new.srtcp_tx_index = s.srtcp_tx_index;
+            // The receiver's numbering goes on across the relay's re-key.
+            new.renum = s.renum;
         }
         self.tick = old.tick;
     }
@@ -280,27 +349,69 @@ impl SrtpContext {
         }
         let (ssrc, seq) = (hdr.ssrc.0, hdr.seq.0);
         let i = self.send_slot(ssrc)?;
+        let renumber = self.policy.renumber;
         let Stream {
             rtp,
             rtp_replay: sent,
             rtp_floor,
+            renum,
             ..
         } = &mut self.streams[i];
+        // SPEC §3b: the receiver sees one stream whose numbers keep advancing, whatever the
+        // source did. The header is authenticated, not encrypted: rewrite it before both.
+        let (seq, marker, renum_before) = match (renumber, renum.as_mut()) {
+            (false, _) => (seq, false, None),
+            (true, None) => {
+                *renum = Some(Renumber {
+                    last_in: seq,
+                    offset: 0,
+                });
+                (seq, false, None)
+            }
+            (true, Some(r)) => {
+                let before = *r;
+                let (out, marker) = r.map(seq);
+                (out, marker, Some(before))
+            }
+        };
         let state = rtp.get_or_insert_with(|| IndexState::starting_at(seq));
         // The relay protects packets it forwards, so it derives the index from their sequence
         // numbers exactly as a receiver would (RFC 3711 §3.3.1).
-        let index = state.estimate(seq).ok_or(SrtpError::Replayed)?;
-        if rtp_floor.is_some_and(|f| index <= f) {
-            return Err(SrtpError::Replayed);
-        }
         // Never protect two packets at the same index: the keystream would repeat (RFC 3711
         // §9.1). A forwarded duplicate, or a spoofed plain packet with an old sequence number,
         // is refused; the receiver would drop it as a replay anyway.
-        if !sent.check(index) {
+        let refused = |seq: u16, state: &IndexState, sent: &ReplayWindow| match state.estimate(seq)
+        {
+            None => true,
+            Some(index) => rtp_floor.is_some_and(|f| index <= f) || !sent.check(index),
+        };
+        let (mut seq, mut marker) = (seq, marker);
+        let behind_wrap = state
+            .estimate(seq)
+            .is_none_or(|i| (i >> 16) < u64::from(state.roc()));
+        if refused(seq, state, sent) && !marker && behind_wrap {
+            // Renumbering: what looked like a late packet lands on a number already sent before
+            // the last wrap, so it is a restart just below the last number, back across the
+            // wrap. (A duplicate within the current cycle stays a refused duplicate.)
+            if let (Some(before), Some(r)) = (renum_before, renum.as_mut()) {
+                (seq, marker) = r.restart(before, hdr.seq.0);
+            }
+        }
+        if refused(seq, state, sent) {
+            if let (Some(before), Some(r)) = (renum_before, renum.as_mut()) {
+                *r = before;
+            }
             return Err(SrtpError::Replayed);
         }
+        let index = state.estimate(seq).expect("checked");
         sent.commit(index);
         state.commit(index);
+        if renumber {
+            buf[2..4].copy_from_slice(&seq.to_be_bytes());
+            if marker {
+                buf[1] |= 0x80;
+            }
+        }
 
         if !self.policy.params.unencrypted_srtp {
             self.rtp
@@ -522,8 +633,50 @@ impl SrtpContext {
             s.rtp_floor = r.rtp_top;
             s.rtcp_floor = r.rtcp_top;
             s.srtcp_tx_index = r.srtcp_tx_index;
+            s.renum = r.renum;
         }
         s
+    }
+
+    /// Rewrites, in an RTCP compound packet in the clear, the extended highest sequence number
+    /// of every report block about an SSRC this context renumbered, from the numbering the
+    /// receiver saw into the sender's own (SPEC §3b): the sender then reads reports about the
+    /// stream it sent. Malformed parts are left alone.
+    pub fn translate_reports(&self, rtcp: &mut [u8]) {
+        if !self.policy.renumber {
+            return;
+        }
+        let mut at = 0;
+        while rtcp.len() >= at + 8 {
+            let count = usize::from(rtcp[at] & 0x1f);
+            let pt = rtcp[at + 1];
+            let words = usize::from(u16::from_be_bytes([rtcp[at + 2], rtcp[at + 3]]));
+            let end = at + 4 * (words + 1);
+            if end > rtcp.len() {
+                return;
+            }
+            let first = match pt {
+                200 => Some(at + 28), // SR: header, sender SSRC, sender info
+                201 => Some(at + 8),  // RR: header, sender SSRC
+                _ => None,
+            };
+            if let Some(first) = first {
+                for b in 0..count {
+                    let block = first + 24 * b;
+                    if block + 24 > end {
+                        break;
+                    }
+                    let ssrc = u32::from_be_bytes(rtcp[block..block + 4].try_into().expect("4"));
+                    let Some(r) = self.find(ssrc).and_then(|i| self.streams[i].renum) else {
+                        continue;
+                    };
+                    let field = &mut rtcp[block + 8..block + 12];
+                    let ext = u32::from_be_bytes((&*field).try_into().expect("4"));
+                    field.copy_from_slice(&r.unmap(ext).to_be_bytes());
+                }
+            }
+            at = end;
+        }
     }
 
     /// Marks slot `i` as just used and returns it.
@@ -563,6 +716,7 @@ impl SrtpContext {
                     rtp_top: max(old.rtp_floor, old.rtp_replay.top()),
                     rtcp_top: max(old.rtcp_floor, old.rtcp_replay.top()),
                     srtcp_tx_index: old.srtcp_tx_index,
+                    renum: old.renum,
                 };
                 if self.retired.len() >= MAX_RETIRED {
                     self.retired.pop_front();
@@ -590,6 +744,7 @@ impl Stream {
             last_used: now,
             rtp_floor: None,
             rtcp_floor: None,
+            renum: None,
         }
     }
 }

@@ -518,3 +518,40 @@ fn authenticate_only_leaves_the_packet_and_still_refuses_replays_and_forgeries()
     assert_eq!(srtcp, copy);
     assert_eq!(rx.authenticate_rtcp(&mut srtcp), Err(SrtpError::Replayed));
 }
+
+#[test]
+fn report_translation_survives_any_bytes_and_maps_back_across_a_restart() {
+    let k = key(17);
+    let mut tx = SrtpContext::new(&k, SrtpPolicy::default().with_renumbering(true));
+    // SSRC runs 1000..1009, restarts at 1: the receiver sees 1000..1010.
+    for seq in (1000..1010).chain([1]) {
+        protect(&mut tx, &rtp(seq, SSRC));
+    }
+    let mut rr = vec![0x81, 201, 0, 7, 0, 0, 0, 1];
+    rr.extend_from_slice(&SSRC.to_be_bytes());
+    rr.extend_from_slice(&[0; 4]);
+    rr.extend_from_slice(&((2u32 << 16) | 1010).to_be_bytes());
+    rr.extend_from_slice(&[0; 12]);
+    tx.translate_reports(&mut rr);
+    assert_eq!(
+        rr[16..20],
+        ((2u32 << 16) | 1).to_be_bytes(),
+        "cycles kept, sequence 1"
+    );
+    // Hostile compound packets: lengths and counts that lie never panic.
+    let mut state = 0x1234_5678u32;
+    for n in 0..20_000usize {
+        let mut b: Vec<u8> = (0..n % 200)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as u8
+            })
+            .collect();
+        if b.len() > 1 {
+            b[1] = [200, 201, 202][n % 3];
+        }
+        tx.translate_reports(&mut b);
+    }
+}
