@@ -18,12 +18,15 @@ use srtp_relay::core::srtp::{CryptoSuite, MasterKey, SrtpContext, SrtpPolicy};
 
 const RING: usize = 4096;
 
-/// A shard with one call: A is plain or SRTP (`key_a`), B under `b`. Returns the shard and the
-/// relay's port facing A.
-fn call(key_a: Option<&MasterKey>, b: MediaSecurity) -> (Shard, u16) {
+/// A shard with one call: A is plain or SRTP (`key_a`), B under `b`, the SRTP towards B
+/// renumbered or not. Returns the shard and the relay's port facing A.
+fn call(key_a: Option<&MasterKey>, b: MediaSecurity, renumber: bool) -> (Shard, u16) {
     let now = Instant::now();
     let mut shard = Shard::new(ShardConfig {
-        policy: PolicyConfig::default(),
+        policy: PolicyConfig {
+            renumber,
+            ..PolicyConfig::default()
+        },
         media_addr: "127.0.0.1".parse().unwrap(),
         replay_window: 64,
         rekey_grace: Duration::from_secs(2),
@@ -131,10 +134,37 @@ fn bench(c: &mut Criterion) {
             b
         })
         .collect();
-    for (name, key, b, ring) in [
-        ("plain_to_plain", None, MediaSecurity::Disabled, &plain),
-        ("plain_to_srtp", None, MediaSecurity::Enforce, &plain),
-        ("srtp_to_srtp", Some(&key_a), MediaSecurity::Enforce, &srtp),
+    // `_verbatim`: the same with renumbering off (SPEC §3b's cost, side by side).
+    for (name, key, b, ring, renumber) in [
+        (
+            "plain_to_plain",
+            None,
+            MediaSecurity::Disabled,
+            &plain,
+            true,
+        ),
+        ("plain_to_srtp", None, MediaSecurity::Enforce, &plain, true),
+        (
+            "plain_to_srtp_verbatim",
+            None,
+            MediaSecurity::Enforce,
+            &plain,
+            false,
+        ),
+        (
+            "srtp_to_srtp",
+            Some(&key_a),
+            MediaSecurity::Enforce,
+            &srtp,
+            true,
+        ),
+        (
+            "srtp_to_srtp_verbatim",
+            Some(&key_a),
+            MediaSecurity::Enforce,
+            &srtp,
+            false,
+        ),
     ] {
         group.bench_function(name, |bencher| {
             let mut buf = PacketBuf::new();
@@ -143,7 +173,7 @@ fn bench(c: &mut Criterion) {
                 let mut left = iters as usize;
                 while left > 0 {
                     // A fresh call per pass over the ring, so SRTP input is never a replay.
-                    let (mut shard, port) = call(key, b);
+                    let (mut shard, port) = call(key, b, renumber);
                     let pass = left.min(RING);
                     let now = Instant::now();
                     let start = Instant::now();
