@@ -296,3 +296,63 @@ fn renumbering_off_keeps_numbers_and_drops_a_restart_as_replayed() {
     );
     let _ = CryptoSuite::AesCm128HmacSha1_80;
 }
+
+#[test]
+fn a_transfer_re_invite_to_a_new_source_with_a_new_ssrc_then_the_old_one_restarting() {
+    let mut c = call("transfer", false, &[]);
+    let mut sent: Vec<Vec<u8>> = (0..10u16).map(|k| packet(10_000 + k, 0, 0x1)).collect();
+    send_from_a(&c, &sent, None);
+    // A's side (a B2BUA) re-INVITEs: the transfer target at a new address, its own SSRC,
+    // sequence numbers starting low.
+    let target = Phone::plain(0x2);
+    offer(
+        &c.relay,
+        "transfer",
+        "ta",
+        Some("tb"),
+        None,
+        &target.sdp(2, "RTP/AVP", ""),
+        &[],
+    )
+    .unwrap();
+    answer(
+        &c.relay,
+        "transfer",
+        "ta",
+        "tb",
+        None,
+        &c.b.sdp(1, "RTP/SAVP", ""),
+    )
+    .unwrap();
+    c.a = target;
+    let part: Vec<Vec<u8>> = (0..10u16).map(|k| packet(5 + k, 0, 0x2)).collect();
+    send_from_a(&c, &part, None);
+    sent.extend(part);
+    // Back to the first party, whose SSRC 1 restarts at a low number.
+    let back = Phone::plain(0x1);
+    offer(
+        &c.relay,
+        "transfer",
+        "ta",
+        Some("tb"),
+        None,
+        &back.sdp(3, "RTP/AVP", ""),
+        &[],
+    )
+    .unwrap();
+    answer(
+        &c.relay,
+        "transfer",
+        "ta",
+        "tb",
+        None,
+        &c.b.sdp(1, "RTP/SAVP", ""),
+    )
+    .unwrap();
+    c.a = back;
+    let part: Vec<Vec<u8>> = (0..10u16).map(|k| packet(3 + k, 0, 0x1)).collect();
+    send_from_a(&c, &part, None);
+    sent.extend(part);
+    check_b(&mut c, &sent);
+    assert_eq!(c.relay.stat(&["drops", "replayed"]), 0);
+}

@@ -112,13 +112,19 @@ impl Relay {
         for (k, v) in pairs {
             d.insert(k.as_bytes().to_vec(), v.clone());
         }
-        let mut msg = format!("c{} ", self.seq.get()).into_bytes();
+        let cookie = format!("c{}", self.seq.get());
+        let mut msg = format!("{cookie} ").into_bytes();
         Value::Dict(d).encode(&mut msg);
         self.ng.send(&msg).unwrap();
         let mut buf = vec![0; 65536];
-        let n = self.ng.recv(&mut buf).ok()?;
-        let (_, body) = buf[..n].split_at(buf[..n].iter().position(|&b| b == b' ').unwrap() + 1);
-        Some(bencode::decode(body).unwrap())
+        // A late reply to an earlier try (a slow machine) is not this command's: skip it.
+        loop {
+            let n = self.ng.recv(&mut buf).ok()?;
+            let space = buf[..n].iter().position(|&b| b == b' ').unwrap();
+            if buf[..space] == *cookie.as_bytes() {
+                return Some(bencode::decode(&buf[space + 1..n]).unwrap());
+            }
+        }
     }
 
     pub fn cmd(&self, command: &str, pairs: &[(&str, Value)]) -> Value {
