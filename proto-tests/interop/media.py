@@ -44,16 +44,19 @@ def udptl(name, n):
 
 class Endpoint:
     """One media port on 127.0.0.1. `kind`: "rtp" (PCMU-sized RTP, SRTP when `tx`, the crypto
-    of its own SDP, is given) or "udptl". `rx` is the crypto the relay gave it (None: plain)."""
+    of its own SDP, is given) or "udptl". `rx` is the crypto the relay gave it (None: plain).
+    RTP goes out under `ssrc` (default 0x5EED0000 + port) with sequence numbers from `seq`;
+    packet number n has the timestamp 160 * n."""
 
-    def __init__(self, name, port, kind="rtp", tx=None, rx=None, ssrc=0x5EED0000):
+    def __init__(self, name, port, kind="rtp", tx=None, rx=None, ssrc=None, seq=1):
         assert len(name.encode()) <= 8, "a name fits the payload's 8 bytes"
         self.name, self.port, self.kind = name, port, kind
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", port))
         self.tx = srtp_session(tx, True) if tx else None
         self.rx = srtp_session(rx, False) if rx else None
-        self.ssrc = ssrc + port
+        self.ssrc = 0x5EED0000 + port if ssrc is None else ssrc
+        self.seq0 = seq - 1
         self.dest, self.n, self.stop_flag = None, 0, False
         self.got = []  # (time, source port, sender's name or None, packet number or None)
         self.lock = threading.Lock()
@@ -69,7 +72,8 @@ class Endpoint:
         self.n += 1
         if self.kind == "udptl":
             return udptl(self.name, self.n)
-        rtp = struct.pack("!BBHII", 0x80, 0, self.n & 0xFFFF, 160 * self.n, self.ssrc)
+        rtp = struct.pack("!BBHII", 0x80, 0, (self.seq0 + self.n) & 0xFFFF,
+                          (160 * self.n) & 0xFFFFFFFF, self.ssrc)
         rtp += payload(self.name, self.n, 160)
         return self.tx.protect(rtp) if self.tx else rtp
 
@@ -133,3 +137,34 @@ class Endpoint:
         self.stop_flag = True
         self.thread.join(timeout=2)
         self.sock.close()
+
+
+class Phone(Endpoint):
+    """An SRTP phone's media: an Endpoint whose ONE libsrtp receive context (made from the
+    relay's a=crypto, as a phone makes it) must take every packet the relay sends, whatever the
+    source behind the relay does. It keeps every packet: `rtp` has (time, sequence number,
+    timestamp, SSRC, marker, payload) of each that authenticated and decrypted, `failures`
+    libsrtp's error for each that did not (an authentication failure, a replay)."""
+
+    def __init__(self, name, port, tx, rx):
+        self.rtp, self.failures = [], []
+        super().__init__(name, port, tx=tx, rx=rx)
+
+    def received(self, data, src):
+        """An Endpoint's (name, number); ("", None) for other RTP that decrypted (a capture
+        SIPp plays); None when libsrtp refused it."""
+        try:
+            rtp = self.rx.unprotect(data)
+            b0, b1, seq, ts, ssrc = struct.unpack("!BBHII", rtp[:12])
+        except (pylibsrtp.Error, struct.error) as e:
+            with self.lock:
+                self.failures.append(str(e))
+            return None
+        body = rtp[12 + 4 * (b0 & 0x0F):]
+        with self.lock:
+            self.rtp.append((time.monotonic(), seq, ts, ssrc, b1 >> 7, body))
+        try:
+            name, n = body[:8].rstrip(b"\0").decode(), struct.unpack("!I", body[8:12])[0]
+        except (UnicodeDecodeError, struct.error):
+            return "", None
+        return (name, n) if name and body == payload(name, n, 160) else ("", None)
