@@ -300,8 +300,20 @@ fn renumbering_off_keeps_numbers_and_drops_a_restart_as_replayed() {
 #[test]
 fn a_transfer_re_invite_to_a_new_source_with_a_new_ssrc_then_the_old_one_restarting() {
     let mut c = call("transfer", false, &[]);
+    let step = |c: &mut Call, what: &str, sent: usize| {
+        let got = c.b.recv().len();
+        let q = ng(&c.relay, "query", "transfer", &[], &[]);
+        assert_eq!(
+            got,
+            sent,
+            "{what}: drops {:?}, streams {:?}",
+            c.relay.cmd("statistics", &[]).get("drops"),
+            q.get("streams")
+        );
+    };
     let mut sent: Vec<Vec<u8>> = (0..10u16).map(|k| packet(10_000 + k, 0, 0x1)).collect();
     send_from_a(&c, &sent, None);
+    step(&mut c, "the first source", 10);
     // A's side (a B2BUA) re-INVITEs: the transfer target at a new address, its own SSRC,
     // sequence numbers starting low.
     let target = Phone::plain(0x2);
@@ -328,6 +340,7 @@ fn a_transfer_re_invite_to_a_new_source_with_a_new_ssrc_then_the_old_one_restart
     let part: Vec<Vec<u8>> = (0..10u16).map(|k| packet(5 + k, 0, 0x2)).collect();
     send_from_a(&c, &part, None);
     sent.extend(part);
+    step(&mut c, "the transfer target", 10);
     // Back to the first party, whose SSRC 1 restarts at a low number.
     let back = Phone::plain(0x1);
     offer(
@@ -353,6 +366,7 @@ fn a_transfer_re_invite_to_a_new_source_with_a_new_ssrc_then_the_old_one_restart
     let part: Vec<Vec<u8>> = (0..10u16).map(|k| packet(3 + k, 0, 0x1)).collect();
     send_from_a(&c, &part, None);
     sent.extend(part);
+    step(&mut c, "the first party back", 10);
     check_b(&mut c, &sent);
     assert_eq!(c.relay.stat(&["drops", "replayed"]), 0);
 }

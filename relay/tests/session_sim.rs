@@ -376,3 +376,49 @@ fn final_timeout_and_a_delayed_branch_delete_with_injected_time() {
     );
     assert!(ports.open.is_empty(), "every port back: {:?}", ports.open);
 }
+
+/// A re-INVITE moves A from X to Y before any packet of X was read (they were still queued):
+/// X's packets, read after the move, must not take the latch; Y's must.
+#[test]
+fn packets_from_an_address_moved_away_from_before_it_latched_do_not_take_the_latch() {
+    let now = epoch();
+    let mut shard = shard(PolicyConfig::default());
+    let mut ports = Ports::default();
+    let to_b = shard
+        .offer(
+            now,
+            &offer("mv", sdp(5000, "RTP/AVP", None, 1), None),
+            &mut ports,
+        )
+        .unwrap();
+    let to_a = shard
+        .answer(now, &answer("mv", sdp(6000, "RTP/AVP", None, 1)))
+        .unwrap();
+    let (relay_a, _) = port_and_key(&to_a);
+    let mut re = offer("mv", sdp(5100, "RTP/AVP", None, 1), None);
+    re.to_tag = Some("b".into());
+    shard.offer(now, &re, &mut ports).unwrap();
+    shard
+        .answer(now, &answer("mv", sdp(6000, "RTP/AVP", None, 1)))
+        .unwrap();
+    let mut buf = PacketBuf::new();
+    let mut from = |port: u16, seq: u16| {
+        let mut p = vec![0x80u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p.extend([0; 20]);
+        buf.fill_from(&p);
+        let src: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        shard.on_datagram(now, relay_a, src, &mut buf)
+    };
+    assert_eq!(
+        from(5000, 1),
+        Verdict::Drop(DropReason::SourceMismatch),
+        "the old address"
+    );
+    assert!(
+        matches!(from(5100, 2), Verdict::Forward { .. }),
+        "the new address latches"
+    );
+    assert_eq!(from(5000, 3), Verdict::Drop(DropReason::SourceMismatch));
+    let _ = to_b;
+}

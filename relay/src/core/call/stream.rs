@@ -170,7 +170,15 @@ impl Stream {
             // New signalling moved the endpoint (transfer, a new fork, re-INVITE): media goes
             // to the new address at once, and the next packet from it settles the latch.
             self.signalled_change = [true, true];
-            self.stale = self.latched;
+            // The old address: where it was latched, else where its SDP said (its packets
+            // may still be queued, never having latched).
+            let old_sdp = self.remote.map(|r| {
+                [
+                    SocketAddr::new(r.addr, r.rtp_port),
+                    SocketAddr::new(r.addr, r.rtcp_port),
+                ]
+            });
+            self.stale = [0, 1].map(|c| self.latched[c].or(old_sdp.map(|o| o[c])));
             self.moved_at = Some(now);
             self.latched = [None, None];
         }
