@@ -178,7 +178,7 @@ impl Stream {
                     SocketAddr::new(r.addr, r.rtcp_port),
                 ]
             });
-            self.stale = [0, 1].map(|c| self.latched[c].or(old_sdp.map(|o| o[c])));
+            self.stale = [0, 1].map(|c| self.latched[c].or_else(|| old_sdp.map(|o| o[c])));
             self.moved_at = Some(now);
             self.latched = [None, None];
         }
