@@ -422,3 +422,67 @@ fn packets_from_an_address_moved_away_from_before_it_latched_do_not_take_the_lat
     assert_eq!(from(5000, 3), Verdict::Drop(DropReason::SourceMismatch));
     let _ = to_b;
 }
+
+/// An SRTP endpoint re-INVITEs to T.38 on a new port; its old port's SRTP, still in flight
+/// before the answer, is forwarded (it authenticates) but must not take the latch, or the
+/// UDPTL from the new port (never authenticated) would be refused after the answer.
+#[test]
+fn authenticated_packets_from_the_old_port_after_a_move_do_not_take_the_latch() {
+    let now = epoch();
+    let mut shard = shard(PolicyConfig {
+        system: MediaSecurity::Enforce,
+        ..PolicyConfig::default()
+    });
+    let mut ports = Ports::default();
+    let key_a = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+    let key_b = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+    shard
+        .offer(
+            now,
+            &offer("sm", sdp(5000, "RTP/SAVP", Some((&key_a, "")), 1), None),
+            &mut ports,
+        )
+        .unwrap();
+    let to_a = shard
+        .answer(
+            now,
+            &answer("sm", sdp(6000, "RTP/SAVP", Some((&key_b, "")), 1)),
+        )
+        .unwrap();
+    let (relay_a, _) = port_and_key(&to_a);
+    let mut tx = SrtpContext::new(&key_a, SrtpPolicy::default());
+    let mut buf = PacketBuf::new();
+    let mut srtp = |shard: &mut Shard, port: u16, seq: u16| {
+        let mut p = vec![0x80u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p.extend([0; 20]);
+        let n = p.len();
+        p.resize(n + 16, 0);
+        let m = tx.protect_rtp(&mut p, n).unwrap();
+        buf.fill_from(&p[..m]);
+        let src: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        shard.on_datagram(now, relay_a, src, &mut buf)
+    };
+    assert!(matches!(srtp(&mut shard, 5000, 1), Verdict::Forward { .. }));
+    // A re-INVITEs to T.38 on 5100; its last SRTP from 5000 arrives before B's answer.
+    let image = |port: u16| {
+        format!(
+            "v=0\r\no=x 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=image {port} udptl t38\r\n"
+        )
+    };
+    let mut re = offer("sm", image(5100), None);
+    re.to_tag = Some("b".into());
+    shard.offer(now, &re, &mut ports).unwrap();
+    assert!(
+        matches!(srtp(&mut shard, 5000, 2), Verdict::Forward { .. }),
+        "in flight"
+    );
+    shard.answer(now, &answer("sm", image(6100))).unwrap();
+    let mut udptl = PacketBuf::new();
+    udptl.fill_from(&[0, 1, 6, 0xd0, 1, 1]);
+    let v = shard.on_datagram(now, relay_a, "127.0.0.1:5100".parse().unwrap(), &mut udptl);
+    assert!(
+        matches!(v, Verdict::Forward { .. }),
+        "UDPTL from the new port: {v:?}"
+    );
+}

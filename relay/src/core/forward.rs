@@ -215,6 +215,12 @@ fn decide(
         .rx
         .as_ref()
         .is_some_and(|(_, rx)| rtcp || rx.current().rtp_tag_len() > 0);
+    // Just after signalling moved the endpoint: a packet from its old address.
+    let from_stale = me.signalled_change[component]
+        && me.stale[component] == Some(src)
+        && me
+            .moved_at
+            .is_some_and(|t| now.saturating_duration_since(t) < STALE_GRACE);
     if !authenticated {
         let silent_for = me
             .last_rx
@@ -228,12 +234,7 @@ fn decide(
                 || (silent && (rules.relatch_any_source || latched.ip() == src.ip()))
         };
         // Just after signalling moved the endpoint, its old address is not a candidate.
-        let stale = me.signalled_change[component]
-            && me.stale[component] == Some(src)
-            && me
-                .moved_at
-                .is_some_and(|t| now.saturating_duration_since(t) < STALE_GRACE);
-        if stale {
+        if from_stale {
             return Drop(DropReason::SourceMismatch);
         }
         let allowed = match (me.latched[component], me.latched[1 - component]) {
@@ -266,9 +267,13 @@ fn decide(
     if let (true, false, Some((_, tx))) = (rtcp, transform == Transform::PassThrough, &me.tx) {
         tx.translate_reports(pkt.as_mut_slice());
     }
-    me.latched[component] = Some(src);
-    // The first packet accepted after new signalling settles the new source.
-    me.signalled_change[component] = false;
+    // An authenticated packet from the old address (in flight when the endpoint moved) is still
+    // forwarded, but only the new source may settle the latch.
+    if !from_stale {
+        me.latched[component] = Some(src);
+        // The first packet accepted after new signalling settles the new source.
+        me.signalled_change[component] = false;
+    }
     me.last_rx = Some(now);
 
     if let (false, true, Some((_, tx))) =
