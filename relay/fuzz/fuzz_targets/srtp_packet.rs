@@ -1,5 +1,7 @@
 //! Any bytes through the SRTP engine's entry points: header parsing, unprotect (RTP and RTCP, with
-//! and without authentication, in a re-key grace period) and protect. Must never panic.
+//! and without authentication, in a re-key grace period), protect (a sequence of packets through
+//! one renumbering context, so restarts and jumps are exercised) and the translation of RTCP
+//! report blocks. Must never panic.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -27,10 +29,19 @@ fuzz_target!(|data: &[u8]| {
         let _ = rx.unprotect_rtp(now, &mut chunk.to_vec());
         let _ = rx.unprotect_rtcp(now, &mut chunk.to_vec());
     }
-    let mut tx = SrtpContext::new(&key, policy);
+    let mut tx = SrtpContext::new(&key, policy.with_renumbering(control & 16 != 0));
     let mut buf = pkt.to_vec();
     let len = buf.len();
     buf.resize(len + usize::from(control >> 4), 0);
     let _ = tx.protect_rtp(&mut buf, len);
     let _ = tx.protect_rtcp(&mut buf, len.saturating_sub(1));
+    // The same header again with the sequence numbers the chunks' first bytes give: restarts,
+    // jumps, duplicates, many SSRCs.
+    for chunk in pkt.chunks(3).take(64) {
+        let mut p = vec![0x80, 0, chunk[0], *chunk.get(1).unwrap_or(&0), 0, 0, 0, 0, 0, 0, 0];
+        p.push(*chunk.get(2).unwrap_or(&0) & 0x1f);
+        p.resize(12 + 20 + 16, 0);
+        let _ = tx.protect_rtp(&mut p, 32);
+    }
+    tx.translate_reports(&mut pkt.to_vec());
 });
