@@ -386,8 +386,7 @@ fn timeouts_by_state_ringing_and_hold_outlive_the_media_timeout() {
         b.recv(),
         "media flowed, then stopped"
     );
-    // Early media that brings no packets (a 183 with SDP while the callee rings) is still
-    // ringing as far as timeouts go.
+    // An answer makes the streams active (SPEC §4a): answered and never any media, it ends too.
     offer(&relay, "early", "ta", None, None, &a_sdp, &[]).unwrap();
     answer(&relay, "early", "ta", "tb", None, &b_sdp).unwrap();
     std::thread::sleep(Duration::from_millis(3500));
@@ -398,8 +397,8 @@ fn timeouts_by_state_ringing_and_hold_outlive_the_media_timeout() {
     );
     assert_eq!(
         result(&ng(&relay, "query", "early", &[], &[])),
-        "ok",
-        "a silent 183: kept"
+        "error",
+        "answered, no media: ended"
     );
     assert_eq!(
         result(&ng(&relay, "query", "hold", &[], &[])),
@@ -737,4 +736,92 @@ fn after_a_re_invite_moves_an_endpoint_its_late_packets_do_not_take_the_latch_ba
         "and A's goes to B's new port, not the old one"
     );
     assert!(a.recv().is_empty() && b.recv().is_empty());
+}
+
+#[test]
+fn review_fixes_bye_after_two_to_tags_superseded_branch_and_redacted_errors() {
+    let relay = Relay::start(12, &[]);
+    let (mut a, mut b1, mut b2) = (Phone::plain(0xa), Phone::plain(0xb1), Phone::plain(0xb2));
+    let a_sdp = a.sdp(1, "RTP/AVP", "");
+    // Forking without via-branch: 183 from t1, 200 from t2, then the caller's BYE naming t2.
+    offer(&relay, "bye2", "ta", None, None, &a_sdp, &[]).unwrap();
+    answer(&relay, "bye2", "ta", "t1", None, &b1.sdp(1, "RTP/AVP", "")).unwrap();
+    answer(&relay, "bye2", "ta", "t2", None, &b2.sdp(1, "RTP/AVP", "")).unwrap();
+    // The old alias t1 (a fork that gave up) goes alone...
+    let r = ng(
+        &relay,
+        "delete",
+        "bye2",
+        &[("from-tag", "ta"), ("to-tag", "t1")],
+        &[],
+    );
+    assert_eq!(result(&r), "ok");
+    assert_eq!(result(&ng(&relay, "query", "bye2", &[], &[])), "ok");
+    // ... the BYE of the dialog ends the call.
+    let r = ng(
+        &relay,
+        "delete",
+        "bye2",
+        &[("from-tag", "ta"), ("to-tag", "t2")],
+        &[],
+    );
+    assert_eq!(result(&r), "ok");
+    assert_eq!(result(&ng(&relay, "query", "bye2", &[], &[])), "error");
+    // via-branch forks: br1 answers with a 183, br2 with the 200: br1 no longer sends into A.
+    let to_b1 = offer(&relay, "sup", "ta", None, Some("br1"), &a_sdp, &[]).unwrap();
+    let to_b2 = offer(&relay, "sup", "ta", None, Some("br2"), &a_sdp, &[]).unwrap();
+    answer(
+        &relay,
+        "sup",
+        "ta",
+        "t1",
+        Some("br1"),
+        &b1.sdp(1, "RTP/AVP", ""),
+    )
+    .unwrap();
+    answer(
+        &relay,
+        "sup",
+        "ta",
+        "t2",
+        Some("br2"),
+        &b2.sdp(1, "RTP/AVP", ""),
+    )
+    .unwrap();
+    b1.send(m_addr(&to_b1, 0), 5);
+    assert!(a.recv().is_empty(), "the superseded branch is cut off");
+    assert_eq!(b2.send(m_addr(&to_b2, 0), 5), a.recv());
+    // A BYE naming the answered branch's tag (with the BYE's own, unknown, branch): the call.
+    let r = ng(
+        &relay,
+        "delete",
+        "sup",
+        &[
+            ("from-tag", "ta"),
+            ("to-tag", "t2"),
+            ("via-branch", "z9hG4bK-bye"),
+        ],
+        &[],
+    );
+    assert_eq!(result(&r), "ok");
+    assert_eq!(result(&ng(&relay, "query", "sup", &[], &[])), "error");
+    assert_eq!(relay.wait_stat(&["free-port-pairs"], 12), 12);
+    // An error quoting a malformed crypto line never carries the key.
+    let key = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+    let bad = format!(
+        "{}a=crypto:1 inline:{key} AES_CM_128_HMAC_SHA1_80\r\n",
+        a.sdp(1, "RTP/SAVP", "")
+    );
+    let err = offer(
+        &relay,
+        "leak",
+        "ta",
+        None,
+        None,
+        &bad,
+        &[("from-media-security", "enforce")],
+    )
+    .unwrap_err();
+    assert!(err.starts_with("media security enforce"), "{err}");
+    assert!(!err.contains(key), "{err}");
 }

@@ -339,41 +339,31 @@ impl Shard {
                 let Some(f) = call.by_tag(&from) else {
                     return DeleteOutcome::Warning(NOT_FOUND);
                 };
-                if let Some(b) = nonempty(&cmd.via_branch) {
-                    match call.by_branch(&b) {
-                        Some(p) => Some(vec![p]),
-                        None => return DeleteOutcome::Warning(NOT_FOUND),
+                let branch = nonempty(&cmd.via_branch).and_then(|b| call.by_branch(&b));
+                let to = nonempty(&cmd.to_tag).and_then(|t| call.by_tag(&t).map(|p| (t, p)));
+                if let Some(p) = branch {
+                    Some(vec![p])
+                } else if nonempty(&cmd.via_branch).is_some() && to.is_none() {
+                    // A branch that is gone, and no to-tag to fall back on.
+                    return DeleteOutcome::Warning(NOT_FOUND);
+                } else if let Some((t, p)) = to {
+                    let party = call.party_mut(p).expect("live");
+                    if party.tags.len() > 1 && party.tag() != Some(t.as_str()) {
+                        // An old alias of a shared answering side (a fork that gave up): only
+                        // the tag goes, the side stays for the fork that answered.
+                        party.tags.retain(|x| *x != t);
+                        return DeleteOutcome::Deleted(info);
                     }
-                } else if let Some(t) = nonempty(&cmd.to_tag) {
-                    match call.by_tag(&t) {
-                        None => return DeleteOutcome::Warning(NOT_FOUND),
-                        Some(p) => {
-                            let party = call.party_mut(p).expect("live");
-                            if party.tags.len() > 1 {
-                                // One tag of a shared answering side (a fork that gave up):
-                                // only the tag goes, the side stays for the other forks.
-                                party.tags.retain(|x| *x != t);
-                                return DeleteOutcome::Deleted(info);
-                            }
-                            Some(vec![p])
-                        }
+                    if call.party(f).is_some_and(|fp| fp.peer == Some(p)) {
+                        // The dialog between them ends (a BYE): the from-tag's party and
+                        // everything it talks to, as without a to-tag.
+                        Some(partners(call, f))
+                    } else {
+                        // A fork that never became the dialog.
+                        Some(vec![p])
                     }
                 } else {
-                    let mut set = vec![f];
-                    let fp = call.party(f).expect("live");
-                    set.extend(fp.peer);
-                    set.extend(fp.incoming.as_ref().map(|o| o.offerer));
-                    set.extend(
-                        call.live()
-                            .filter(|(_, p)| {
-                                p.incoming.as_ref().is_some_and(|o| o.offerer == f)
-                                    || p.peer == Some(f)
-                            })
-                            .map(|(id, _)| id),
-                    );
-                    set.sort();
-                    set.dedup();
-                    Some(set)
+                    Some(partners(call, f))
                 }
             }
         };
@@ -612,6 +602,26 @@ impl Shard {
     pub fn count_drop(&mut self, reason: DropReason) {
         self.counters.drops[reason as usize] += 1;
     }
+}
+
+/// A party and the parties it talks to: its peer, the one that offered to it, and those it
+/// offered to or that send to it.
+fn partners(call: &Call, f: PartyId) -> Vec<PartyId> {
+    let mut set = vec![f];
+    if let Some(fp) = call.party(f) {
+        set.extend(fp.peer);
+        set.extend(fp.incoming.as_ref().map(|o| o.offerer));
+    }
+    set.extend(
+        call.live()
+            .filter(|(_, p)| {
+                p.incoming.as_ref().is_some_and(|o| o.offerer == f) || p.peer == Some(f)
+            })
+            .map(|(id, _)| id),
+    );
+    set.sort();
+    set.dedup();
+    set
 }
 
 /// Points the ports of `party`'s streams at it.

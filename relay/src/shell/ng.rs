@@ -86,11 +86,15 @@ pub fn frame(cookie: &[u8], reply: &Value) -> Vec<u8> {
     out
 }
 
-/// `{"result": "error", "error-reason": reason}`
+/// `{"result": "error", "error-reason": reason}`, with anything key-like in the reason redacted:
+/// a reason may quote a malformed crypto line (SPEC §1: no key in a reply or a log).
 pub fn error_reply(reason: &str) -> Value {
     dict([
         ("result", Value::str("error")),
-        ("error-reason", Value::str(reason)),
+        (
+            "error-reason",
+            Value::str(&crate::core::sdp::redact_keys(reason)),
+        ),
     ])
 }
 

@@ -137,9 +137,11 @@ impl Call {
         let to_tag = cmd.to_tag.as_str();
         let by_to = self.by_tag(to_tag);
         let by_from = cmd.from_tag.as_deref().and_then(|t| self.by_tag(t));
+        // A to-tag already naming another party is never made an alias (one tag, one party).
         let alias = |id: PartyId| {
             let p = self.party(id).expect("live");
-            (!to_tag.is_empty() && p.tag() != Some(to_tag)).then(|| to_tag.to_owned())
+            (!to_tag.is_empty() && p.tag() != Some(to_tag) && by_to.is_none_or(|t| t == id))
+                .then(|| to_tag.to_owned())
         };
         // A branch names its own answering side; a branch that is gone answers nothing.
         if let Some(b) = cmd.via_branch.as_deref().filter(|b| !b.is_empty()) {
@@ -319,6 +321,18 @@ impl Call {
 
         // Commit.
         self.touch_signal(ctx.now, [offerer, answerer]);
+        // Media follows the latest answer: another branch that answered the same offerer earlier
+        // (a 183 from a fork) no longer sends into the call.
+        for (i, p) in self.parties.iter_mut().enumerate() {
+            let Some(p) = p.as_mut() else { continue };
+            let id = PartyId(i as u16);
+            if id != answerer && id != offerer && p.peer == Some(offerer) {
+                p.peer = None;
+                for s in &mut p.streams {
+                    keys::park(s);
+                }
+            }
+        }
         let (off, ans) = self
             .pair_mut(offerer, answerer)
             .ok_or(CommandError::NoPendingOffer)?;

@@ -60,6 +60,11 @@ pub fn install(
             Some((old_key, tx))
         }
         (Some(k), old) => {
+            if let Some((old_key, _)) = old.as_ref().filter(|(o, _)| *o != k.key) {
+                // The relay's previous key towards this endpoint is retired for good: offered
+                // again later, it would start over below indices it already used.
+                to.crypto.keys.retain(|c| c.key != *old_key);
+            }
             let mut tx = SrtpContext::new(&k.key, policy(ctx, k.params).with_renumbering(renumber));
             // The receiver must never see the ROC or SRTCP index jump back; under the same key
             // (only the parameters changed) no index may be used twice.

@@ -228,8 +228,7 @@ impl Party {
 /// The state that decides how long a call may stay quiet (SPEC §4a).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallState {
-    /// Offered and not answered, or answered (early media) with no media flowing yet:
-    /// `timeouts.ringing`.
+    /// Offered, never answered: `timeouts.ringing`.
     Ringing,
     /// Answered, every stream held (`sendonly`, `recvonly`, `inactive`, `c=0.0.0.0`):
     /// `timeouts.hold`.
@@ -374,10 +373,9 @@ impl Call {
         let answered = self
             .live()
             .any(|(_, p)| p.incoming.as_ref().is_some_and(|o| o.answered) || p.peer.is_some());
-        // Until media first flows, the call is still ringing as far as timeouts go: an answer in
-        // a 183 with SDP often brings no media for as long as the callee rings (the phone plays
-        // its own ringback), and ending the call then would make the 200 OK's answer fail.
-        if !answered || self.last_media.is_none() {
+        // An answer (a 183 with SDP as much as a 200) makes the streams active (SPEC §4a): an
+        // answered call without media ends after `timeouts.media`.
+        if !answered {
             return CallState::Ringing;
         }
         let mut active = self

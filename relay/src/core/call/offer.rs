@@ -196,11 +196,19 @@ impl Call {
                     .filter(|&p| p != offerer)
                 {
                     Some(p) => Target::Existing(p),
-                    None => new(to_tag, Some(b), &cmd.to)?,
+                    None => new(
+                        to_tag.filter(|t| self.by_tag(t).is_none()),
+                        Some(b),
+                        &cmd.to,
+                    )?,
                 },
             }
         } else if let Some(t) = to_tag {
-            match self.by_tag(t).filter(|&p| p != offerer) {
+            if self.by_tag(t) == Some(offerer) {
+                // from-tag = to-tag: no other party to offer to.
+                return Err(CommandError::UnknownTag(t.to_owned()));
+            }
+            match self.by_tag(t) {
                 Some(p) => Target::Existing(p),
                 None => match self.counterpart(offerer) {
                     Some(c) => {

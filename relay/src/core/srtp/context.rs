@@ -18,6 +18,7 @@ const MAX_SSRCS: usize = 16;
 /// and the highest indices used, so that a returning SSRC neither replays nor, when sending,
 /// reuses an index under the key. Beyond this the oldest record is forgotten.
 const MAX_RETIRED: usize = 1024;
+const FORGOTTEN_WORDS: usize = 512;
 
 /// RFC 3711 §3.4: the SRTCP index is 31 bits; past it the master key must not be used.
 const MAX_SRTCP_INDEX: u32 = 0x7fff_ffff;
@@ -260,6 +261,10 @@ pub struct SrtpContext {
     streams: Vec<Stream>,
     /// Evicted SSRCs, oldest first.
     retired: std::collections::VecDeque<Retired>,
+    /// SSRCs whose retired record was forgotten (a 2^15-bit filter, made on first need): their
+    /// state is gone, so they are refused rather than started over (which would reuse indices
+    /// when sending and accept replays when receiving).
+    forgotten: Option<Box<[u64; FORGOTTEN_WORDS]>>,
     tick: u64,
 }
 
@@ -273,6 +278,7 @@ impl SrtpContext {
             rtcp: SessionKeys::derive(key, 3),
             streams: Vec::with_capacity(MAX_SSRCS),
             retired: std::collections::VecDeque::new(),
+            forgotten: None,
             tick: 0,
         }
     }
@@ -334,6 +340,7 @@ impl SrtpContext {
     pub fn carry_over_all_from(&mut self, old: &Self) {
         self.streams.clone_from(&old.streams);
         self.retired.clone_from(&old.retired);
+        self.forgotten.clone_from(&old.forgotten);
         self.tick = old.tick;
     }
 
@@ -447,6 +454,9 @@ impl SrtpContext {
             .filter(|&n| n >= hdr.header_len)
             .ok_or(SrtpError::Malformed)?;
         let (ssrc, seq) = (hdr.ssrc.0, hdr.seq.0);
+        if self.forgotten(ssrc) {
+            return Err(SrtpError::TooManySsrcs);
+        }
         let slot = self.find(ssrc);
         // An evicted SSRC is judged by what its record kept: its ROC and highest index.
         let retired = slot.is_none().then(|| self.retired_of(ssrc)).flatten();
@@ -570,6 +580,9 @@ impl SrtpContext {
         let word = u32::from_be_bytes(pkt[rtcp_len..auth_len].try_into().expect("4 bytes"));
         let (encrypted, index) = (word & SRTCP_E_FLAG != 0, word & MAX_SRTCP_INDEX);
         let ssrc = hdr.ssrc.0;
+        if self.forgotten(ssrc) {
+            return Err(SrtpError::TooManySsrcs);
+        }
         let slot = self.find(ssrc);
         let floor = match slot {
             Some(i) => self.streams[i].rtcp_floor,
@@ -614,10 +627,22 @@ impl SrtpContext {
     /// from the full table is retired with its ROC and highest indices, and taken up again from
     /// there if it comes back (packets at or below those indices are refused).
     fn send_slot(&mut self, ssrc: u32) -> Result<usize, SrtpError> {
+        if self.forgotten(ssrc) {
+            return Err(SrtpError::TooManySsrcs);
+        }
         Ok(match self.find(ssrc) {
             Some(i) => self.touch(i),
             None => self.stream_slot(ssrc),
         })
+    }
+
+    /// True when `ssrc` is unknown here but may have been seen and forgotten: it is refused.
+    fn forgotten(&self, ssrc: u32) -> bool {
+        let Some(bits) = &self.forgotten else {
+            return false;
+        };
+        let (w, b) = forgotten_bit(ssrc);
+        bits[w] & b != 0 && self.find(ssrc).is_none() && self.retired_of(ssrc).is_none()
     }
 
     fn retired_of(&self, ssrc: u32) -> Option<Retired> {
@@ -718,8 +743,13 @@ impl SrtpContext {
                     srtcp_tx_index: old.srtcp_tx_index,
                     renum: old.renum,
                 };
-                if self.retired.len() >= MAX_RETIRED {
-                    self.retired.pop_front();
+                if let Some(gone) = (self.retired.len() >= MAX_RETIRED)
+                    .then(|| self.retired.pop_front())
+                    .flatten()
+                {
+                    let (w, b) = forgotten_bit(gone.ssrc);
+                    self.forgotten
+                        .get_or_insert_with(|| Box::new([0; FORGOTTEN_WORDS]))[w] |= b;
                 }
                 self.retired.push_back(record);
                 self.streams[i] = self.revive(ssrc);
@@ -729,6 +759,12 @@ impl SrtpContext {
         self.streams[i].last_used = self.tick;
         i
     }
+}
+
+/// The word and bit of `ssrc` in the forgotten-SSRC filter.
+fn forgotten_bit(ssrc: u32) -> (usize, u64) {
+    let h = ssrc.wrapping_mul(0x9e37_79b1) >> 17; // 15 bits
+    ((h / 64) as usize, 1u64 << (h % 64))
 }
 
 impl Stream {

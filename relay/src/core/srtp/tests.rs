@@ -555,3 +555,24 @@ fn report_translation_survives_any_bytes_and_maps_back_across_a_restart() {
         tx.translate_reports(&mut b);
     }
 }
+
+#[test]
+fn an_ssrc_whose_record_was_forgotten_is_refused_not_started_over() {
+    let k = key(18);
+    let mut tx = SrtpContext::new(&k, SrtpPolicy::default().with_renumbering(true));
+    for seq in 1..=10 {
+        protect(&mut tx, &rtp(seq, SSRC));
+    }
+    // 16 in the table and 1024 retired records later, SSRC's record is gone.
+    for ssrc in 1..=1100u32 {
+        protect(&mut tx, &rtp(1, ssrc));
+    }
+    let mut again = rtp(1, SSRC);
+    let n = again.len();
+    again.resize(n + MAX_TRAILER_LEN, 0);
+    assert_eq!(
+        tx.protect_rtp(&mut again, n),
+        Err(SrtpError::TooManySsrcs),
+        "starting SSRC over at index 1 would reuse keystream"
+    );
+}
