@@ -486,3 +486,85 @@ fn authenticated_packets_from_the_old_port_after_a_move_do_not_take_the_latch() 
         "UDPTL from the new port: {v:?}"
     );
 }
+
+/// The relay's key towards B goes _80 → _32 (B picks the other suite after a hold) → _80: the
+/// first _80 key is never offered again, so its indices cannot be used a second time.
+#[test]
+fn a_replaced_relay_key_is_never_offered_again() {
+    let now = epoch();
+    let mut shard = shard(PolicyConfig::default());
+    let mut ports = Ports::default();
+    let relay_keys = |sdp: &str| -> Vec<(String, String)> {
+        sdp.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("a=crypto:")?;
+                let mut f = rest.split(' ');
+                let tag = f.next()?.to_owned();
+                let suite = f.next()?;
+                let key = f.next()?.strip_prefix("inline:")?.to_owned();
+                Some((format!("{tag} {suite}"), key))
+            })
+            .collect()
+    };
+    let b_answer = |suite: CryptoSuite, tag: &str, port: u16| {
+        let k = MasterKey::generate(suite).unwrap();
+        let line = format!(
+            "a=crypto:{tag} {} inline:{}\r\n",
+            suite,
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, k.key_salt())
+        );
+        sdp(port, "RTP/SAVP", None, 1) + &line
+    };
+    let to_b = shard
+        .offer(
+            now,
+            &offer(
+                "kf",
+                sdp(5000, "RTP/AVP", None, 1),
+                Some(MediaSecurity::Enforce),
+            ),
+            &mut ports,
+        )
+        .unwrap();
+    let first = relay_keys(&to_b);
+    assert_eq!(first.len(), 2, "{to_b}");
+    shard
+        .answer(
+            now,
+            &answer("kf", b_answer(CryptoSuite::AesCm128HmacSha1_80, "1", 6000)),
+        )
+        .unwrap();
+    // Hold (port 0), resume: B takes the _32 line this time.
+    let mut re = offer("kf", sdp(0, "RTP/AVP", None, 1), None);
+    re.to_tag = Some("b".into());
+    shard.offer(now, &re, &mut ports).unwrap();
+    shard
+        .answer(now, &answer("kf", sdp(0, "RTP/SAVP", None, 1)))
+        .unwrap();
+    re.sdp = sdp(5000, "RTP/AVP", None, 1);
+    let resumed = shard.offer(now, &re, &mut ports).unwrap();
+    assert_eq!(
+        relay_keys(&resumed),
+        first,
+        "the keys offered before, none used yet"
+    );
+    shard
+        .answer(
+            now,
+            &answer("kf", b_answer(CryptoSuite::AesCm128HmacSha1_32, "2", 6000)),
+        )
+        .unwrap();
+    // Hold and resume again: the _80 key that was replaced by _32 is not offered again.
+    re.sdp = sdp(0, "RTP/AVP", None, 1);
+    shard.offer(now, &re, &mut ports).unwrap();
+    shard
+        .answer(now, &answer("kf", sdp(0, "RTP/SAVP", None, 1)))
+        .unwrap();
+    re.sdp = sdp(5000, "RTP/AVP", None, 1);
+    let again = relay_keys(&shard.offer(now, &re, &mut ports).unwrap());
+    let old_80 = &first[0];
+    assert!(
+        again.iter().all(|(_, k)| *k != old_80.1),
+        "the replaced _80 key came back: {again:?}"
+    );
+}
