@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::process::Stdio;
 use std::time::Duration;
@@ -51,21 +50,6 @@ fn relay_with(allow: &str, extra: &str, pairs: u16, wrapper: &[&str]) -> (Relay,
     let mut argv: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
     argv.extend([bin, "--config".into(), path.display().to_string()]);
     (Relay::spawn_argv(&argv, ng, Stdio::null()), metrics)
-}
-
-fn scrape(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
 }
 
 #[test]
@@ -163,7 +147,7 @@ fn ng_takes_commands_only_from_allowed_sources_with_bounded_cookies_and_ids() {
     insider.send_to(&long[1..], ng).unwrap();
     let n = insider.recv(&mut buf).unwrap();
     assert!(buf[..n].ends_with(b"d6:result4:ponge"));
-    let text = scrape(metrics);
+    let text = scrape(metrics, "/metrics");
     assert_eq!(
         metric(
             &text,
@@ -267,7 +251,7 @@ fn metrics_connections_are_capped_and_control_goes_on() {
     assert_eq!(result(&relay.cmd("ping", &[])), "pong");
     drop(idle);
     std::thread::sleep(Duration::from_millis(200));
-    assert!(scrape(metrics).contains("srtp_relay_free_port_pairs 4"));
+    assert!(scrape(metrics, "/metrics").contains("srtp_relay_free_port_pairs 4"));
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! (through `proto-tests/oracle/srtp_oracle.py`) as an independent SRTP implementation.
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::Write;
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read as _, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
@@ -358,4 +358,21 @@ pub fn libsrtp_kind(
             other => Err(format!("{other:?}")),
         })
         .collect()
+}
+
+/// `GET path` on the metrics port: the whole HTTP response.
+pub fn scrape(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of the sample `name` (with its labels) in a metrics text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
 }

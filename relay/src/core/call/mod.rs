@@ -15,6 +15,7 @@
 pub mod answer;
 pub mod keys;
 pub mod offer;
+pub mod security;
 pub mod stream;
 
 use std::fmt;

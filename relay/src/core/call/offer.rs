@@ -3,19 +3,15 @@
 //! answerer on each m-line (SPEC §2-§3a). Nothing changes until every m-line is decided and the
 //! ports are there: a refused offer leaves the call as it was.
 
+use super::security::{MAX_PROBLEMS, offered_security};
 use super::stream::{Crypto, StreamKind};
 use super::{Call, Ctx, Party, PartyId, PortGrant, SdpOptions, version_for};
 use crate::core::command::{CommandError, OfferCommand};
 use crate::core::policy::{BestEffortStyle, LegPolicy, MediaSecurity};
-use crate::core::sdp::capneg::{parse_acap, parse_config, parse_tcap, write_config};
-use crate::core::sdp::sdes::{CryptoAttr, crypto_tag};
+use crate::core::sdp::capneg::write_config;
+use crate::core::sdp::sdes::CryptoAttr;
 use crate::core::sdp::{LevelEdit, MediaLine, MediaRewrite, Rewrite, Sdp};
 use crate::core::srtp::MasterKey;
-
-/// `a=pcfg` lines of one m-line considered (lowest numbers first; more are ignored).
-pub const MAX_CONFIGS: usize = 16;
-/// Problems with unusable crypto lines named in an error message (more are counted).
-const MAX_PROBLEMS: usize = 8;
 
 /// Attributes of one leg's SRTP negotiation that never reach the other leg.
 pub(crate) const CAPNEG_ATTRS: [&str; 5] = ["crypto", "tcap", "acap", "pcfg", "acfg"];
@@ -107,24 +103,6 @@ impl PreparedOffer<'_> {
     pub fn call_id(&self) -> &str {
         &self.cmd.call_id
     }
-}
-
-/// A usable SRTP configuration in an offer.
-#[derive(Clone, Debug)]
-struct Candidate {
-    attr: CryptoAttr,
-    /// The protocol to answer with when this candidate is taken.
-    proto: String,
-    /// `(pcfg number, tcap number, acap number)` when it came from capability negotiation.
-    capneg: Option<(u32, u32, u32)>,
-}
-
-/// What an offer's m-line says about SRTP.
-#[derive(Debug, Default)]
-struct OfferedSecurity {
-    candidates: Vec<Candidate>,
-    /// Crypto lines that were present but unusable, with why.
-    problems: Vec<String>,
 }
 
 /// A party of the offer: one that exists, or one the offer creates.
@@ -296,7 +274,7 @@ impl Call {
             let kind = StreamKind::of(&m).filter(|_| m.port != 0);
             let result = match kind {
                 None => Err(None),
-                Some(StreamKind::Udptl) => Ok(opaque(&m)),
+                Some(StreamKind::Udptl) => Ok(Decided::plain(&m, kind, false)),
                 Some(StreamKind::Rtp) => decide(
                     &sdp,
                     i,
@@ -319,20 +297,7 @@ impl Call {
                     if let Some(reason) = reason {
                         first_failure.get_or_insert(reason);
                     }
-                    Decided {
-                        pending: PendingMedia {
-                            media: m.media.to_owned(),
-                            kind,
-                            rejected: true,
-                            offerer: OffererAnswer::Plain {
-                                proto: m.proto.to_owned(),
-                            },
-                            offered: Offered::Plain,
-                        },
-                        rewrite: MediaRewrite::default(),
-                        offerer_keys: Vec::new(),
-                        answerer_keys: Vec::new(),
-                    }
+                    Decided::plain(&m, kind, true)
                 }
             };
             decided.push(d);
@@ -468,21 +433,24 @@ pub(crate) fn session_edit(addr: std::net::IpAddr, options: SdpOptions) -> Level
     }
 }
 
-/// A T.38/UDPTL m-line: relayed as it is, never SRTP.
-fn opaque(m: &MediaLine<'_>) -> Decided {
-    Decided {
-        pending: PendingMedia {
-            media: m.media.to_owned(),
-            kind: Some(StreamKind::Udptl),
-            rejected: false,
-            offerer: OffererAnswer::Plain {
-                proto: m.proto.to_owned(),
+impl Decided {
+    /// An m-line without SRTP on either side: rejected (port 0 both ways), or a T.38/UDPTL
+    /// line relayed as it is.
+    fn plain(m: &MediaLine<'_>, kind: Option<StreamKind>, rejected: bool) -> Self {
+        Self {
+            pending: PendingMedia {
+                media: m.media.to_owned(),
+                kind,
+                rejected,
+                offerer: OffererAnswer::Plain {
+                    proto: m.proto.to_owned(),
+                },
+                offered: Offered::Plain,
             },
-            offered: Offered::Plain,
-        },
-        rewrite: MediaRewrite::default(),
-        offerer_keys: Vec::new(),
-        answerer_keys: Vec::new(),
+            rewrite: MediaRewrite::default(),
+            offerer_keys: Vec::new(),
+            answerer_keys: Vec::new(),
+        }
     }
 }
 
@@ -726,111 +694,4 @@ fn decide(
         offerer_keys,
         answerer_keys,
     })
-}
-
-/// Collects an offer m-line's usable SRTP configurations, in the offerer's order: actual
-/// `a=crypto` lines (RTP/SAVP, or OSRTP on RTP/AVP) first, then RFC 5939 potential configurations.
-fn offered_security(
-    sdp: &Sdp<'_>,
-    i: usize,
-    m: &MediaLine<'_>,
-    usable: &dyn Fn(&CryptoAttr) -> bool,
-) -> OfferedSecurity {
-    let mut out = OfferedSecurity::default();
-    let mut seen_tags = Vec::new();
-    for value in sdp.media_attributes(i, "crypto") {
-        let tag = crypto_tag(value);
-        match CryptoAttr::parse(value) {
-            Ok(attr) if seen_tags.contains(&attr.tag) => out
-                .problems
-                .push(format!("a=crypto:{}: duplicate tag", attr.tag)),
-            Ok(attr) => {
-                seen_tags.push(attr.tag);
-                out.candidates.push(Candidate {
-                    attr,
-                    proto: m.proto.to_owned(),
-                    capneg: None,
-                });
-            }
-            Err(e) => out.problems.push(format!(
-                "a=crypto:{}: {e}",
-                tag.map_or_else(|| "?".to_owned(), |t| t.to_string())
-            )),
-        }
-    }
-
-    // RFC 5939: tcap may sit at session level (linphone), acap and pcfg at media level.
-    let mut tcaps: Vec<(u32, &str)> = Vec::new();
-    for value in sdp
-        .session_attributes("tcap")
-        .chain(sdp.media_attributes(i, "tcap"))
-    {
-        if let Some((first, protos)) = parse_tcap(value) {
-            tcaps.extend(
-                protos
-                    .into_iter()
-                    .enumerate()
-                    .map(|(k, p)| (first + k as u32, p)),
-            );
-        }
-    }
-    // Lookups by number, the first definition winning; the work below is bounded by
-    // MAX_CONFIGS x MAX_TRANSPORTS x MAX_ALTERNATIVES x MAX_REFS whatever the SDP holds, and
-    // stops at the first usable configuration (SPEC §9).
-    let mut acaps: std::collections::BTreeMap<u32, &str> = std::collections::BTreeMap::new();
-    for (n, attr) in sdp
-        .session_attributes("acap")
-        .chain(sdp.media_attributes(i, "acap"))
-        .filter_map(parse_acap)
-    {
-        acaps.entry(n).or_insert(attr);
-    }
-    let mut configs: Vec<_> = sdp
-        .media_attributes(i, "pcfg")
-        .filter_map(parse_config)
-        .collect();
-    configs.sort_by_key(|c| c.number);
-    configs.truncate(MAX_CONFIGS);
-    let mut seen_acaps = std::collections::BTreeSet::new();
-    'configs: for cfg in configs {
-        for &t in &cfg.transports {
-            let Some(&(_, proto)) = tcaps.iter().find(|(n, _)| *n == t) else {
-                continue;
-            };
-            if !matches!(proto, "RTP/SAVP" | "RTP/SAVPF") {
-                continue;
-            }
-            for alternative in &cfg.attributes {
-                for r in alternative {
-                    let Some(&attr) = acaps.get(&r.number) else {
-                        continue;
-                    };
-                    // Each acap is judged once, however many configurations name it.
-                    if !seen_acaps.insert(r.number) {
-                        continue;
-                    }
-                    let Some(value) = attr.strip_prefix("crypto:") else {
-                        continue;
-                    };
-                    match CryptoAttr::parse(value) {
-                        Ok(attr) => {
-                            let found = usable(&attr);
-                            out.candidates.push(Candidate {
-                                attr,
-                                proto: proto.to_owned(),
-                                capneg: Some((cfg.number, t, r.number)),
-                            });
-                            if found {
-                                break 'configs;
-                            }
-                        }
-                        Err(e) => out
-                            .problems
-                            .push(format!("a=acap:{} crypto: {e}", r.number)),
-                    }
-                }
-            }
-        }
-    }
-    out
 }

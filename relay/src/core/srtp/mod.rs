@@ -9,6 +9,7 @@ mod index;
 mod key;
 mod primitives;
 mod rekey;
+mod renumber;
 mod replay;
 mod suite;
 
