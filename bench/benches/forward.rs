@@ -27,7 +27,7 @@ fn call(key_a: Option<&MasterKey>, b: MediaSecurity, renumber: bool) -> (Shard, 
             renumber,
             ..PolicyConfig::default()
         },
-        media_addr: "127.0.0.1".parse().unwrap(),
+        interfaces: srtp_relay::core::interfaces::Interfaces::single("127.0.0.1".parse().unwrap()),
         replay_window: 64,
         rekey_grace: Duration::from_secs(2),
         timeouts: Timeouts {

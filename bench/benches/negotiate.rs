@@ -55,7 +55,7 @@ fn hostile() -> String {
 fn shard() -> Shard {
     Shard::new(ShardConfig {
         policy: PolicyConfig::default(),
-        media_addr: "127.0.0.1".parse().unwrap(),
+        interfaces: srtp_relay::core::interfaces::Interfaces::single("127.0.0.1".parse().unwrap()),
         replay_window: 64,
         rekey_grace: Duration::from_secs(2),
         timeouts: Timeouts::default(),

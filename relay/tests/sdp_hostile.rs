@@ -132,7 +132,7 @@ fn hostile_sdp_never_panics_and_untouched_bodies_round_trip() {
         };
         let mut shard = Shard::new(ShardConfig {
             policy: config.clone(),
-            media_addr: addr,
+            interfaces: srtp_relay::core::interfaces::Interfaces::single(addr),
             replay_window: 64,
             rekey_grace: std::time::Duration::from_secs(2),
             timeouts: Timeouts::default(),

@@ -292,7 +292,7 @@ fn hostile_datagrams_at_the_entry_point_never_panic() {
     }
     let c = shard.counters();
     assert_eq!(
-        c.packets.iter().sum::<u64>() + c.drops.iter().sum::<u64>(),
+        c.packets.iter().flatten().sum::<u64>() + c.drops.iter().sum::<u64>(),
         outcomes,
         "every datagram accounted for"
     );
@@ -310,7 +310,7 @@ fn final_timeout_and_a_delayed_branch_delete_with_injected_time() {
     let t0 = epoch();
     let mut sim = Sim(Shard::new(ShardConfig {
         policy: PolicyConfig::default(),
-        media_addr: "127.0.0.1".parse().unwrap(),
+        interfaces: srtp_relay::core::interfaces::Interfaces::single("127.0.0.1".parse().unwrap()),
         replay_window: 64,
         rekey_grace: Duration::from_secs(2),
         timeouts: Timeouts {

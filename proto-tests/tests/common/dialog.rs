@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use srtp_relay::core::call::{Call, Ctx, MediaPlan, PortGrant, SdpOptions, StreamKind};
 use srtp_relay::core::command::{AnswerCommand, CommandError, OfferCommand};
+use srtp_relay::core::interfaces::Interfaces;
 use srtp_relay::core::policy::{LegRequest, PolicyConfig};
 use srtp_relay::core::sdp::Sdp;
 
@@ -112,7 +113,8 @@ impl Dialog {
             options,
             ..OfferCommand::default()
         };
-        let ctx = ctx(config, local.addr);
+        let interfaces = Interfaces::single(local.addr);
+        let ctx = ctx(config, &interfaces);
         let out = self.call.offer(&ctx, &cmd, parsed, &mut grant)?;
         self.first.get_or_insert_with(|| from_tag.to_owned());
         Ok(out.sdp)
@@ -132,7 +134,10 @@ impl Dialog {
             sdp: sdp.into(),
             ..AnswerCommand::default()
         };
-        let out = self.call.answer(&ctx(&config, local.addr), &cmd, &parsed)?;
+        let interfaces = Interfaces::single(local.addr);
+        let out = self
+            .call
+            .answer(&ctx(&config, &interfaces), &cmd, &parsed)?;
         Ok(Answered {
             sdp: out.sdp,
             plans: out.plans,
@@ -140,10 +145,10 @@ impl Dialog {
     }
 }
 
-fn ctx(policy: &PolicyConfig, addr: IpAddr) -> Ctx<'_> {
+fn ctx<'a>(policy: &'a PolicyConfig, interfaces: &'a Interfaces) -> Ctx<'a> {
     Ctx {
         policy,
-        media_addr: addr,
+        interfaces,
         replay_window: 64,
         rekey_grace: std::time::Duration::from_secs(2),
         now: now(),

@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let req = |n: u8| LegRequest { security: Some(LegSecurity::Level(LEVELS[usize::from(n % 4)])), ..LegRequest::default() };
     let mut shard = Shard::new(ShardConfig {
         policy: PolicyConfig::default(),
-        media_addr: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5)),
+        interfaces: srtp_relay::core::interfaces::Interfaces::single(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5))),
         replay_window: 64,
         rekey_grace: Duration::from_secs(2),
         timeouts: Timeouts::default(),

@@ -1,10 +1,11 @@
 //! The commands a proxy sends (decoded from ng by the shell) and what the core answers, typed
 //! both ways: nothing in here knows bencode, nothing in the shell knows SRTP.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::core::call::{PacketStats, SdpOptions, Transform};
+use crate::core::interfaces::{Family, UnknownInterface};
 use crate::core::policy::{LegRequest, PolicyError};
 use crate::core::sdp::SdpError;
 
@@ -38,6 +39,17 @@ pub struct OfferCommand {
     pub options: SdpOptions,
     /// `label` of the offerer, for `query`.
     pub label: Option<String>,
+    /// ng `direction`: the interfaces facing the offerer and the answering side (`None`: the
+    /// first configured). Pinned when a party is created.
+    pub direction: [Option<String>; 2],
+    /// ng `address-family`: the family of the SDP for the answering side (`None`: that of
+    /// the offer).
+    pub family: Option<Family>,
+    /// ng `media-address`: advertise this in the SDP instead of the interface's address.
+    pub media_address: Option<IpAddr>,
+    /// Where the offerer receives before latching, instead of its SDP's address (ng
+    /// `SIP-source-address` with `received-from`).
+    pub endpoint: Option<IpAddr>,
 }
 
 /// An ng `answer`.
@@ -55,6 +67,14 @@ pub struct AnswerCommand {
     pub sdp: String,
     /// `label` of the answerer, for `query`.
     pub label: Option<String>,
+    /// ng `media-address`: advertise this in the SDP instead of the interface's address.
+    pub media_address: Option<IpAddr>,
+    /// ng `direction`: checked (an unknown name is an error) but not applied: a party's
+    /// interface is chosen when its ports are, at the offer.
+    pub direction: [Option<String>; 2],
+    /// Where the answerer receives before latching, instead of its SDP's address (ng
+    /// `SIP-source-address` with `received-from`).
+    pub endpoint: Option<IpAddr>,
 }
 
 /// An ng `delete`.
@@ -118,6 +138,9 @@ pub enum CommandError {
     /// The call limit is reached.
     #[error("call limit reached")]
     TooManyCalls,
+    /// ng `direction` named an interface the relay does not have.
+    #[error("{0}")]
+    UnknownInterface(#[from] UnknownInterface),
     /// The relay is draining for shutdown and takes no new calls.
     #[error("relay is shutting down")]
     Draining,

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::core::call::stream::STALE_GRACE;
 use crate::core::call::{Call, PartyId, StreamKind, Transform};
+use crate::core::interfaces::{Interfaces, LocalId, MAX_LOCALS};
 use crate::core::packet::PacketBuf;
 use crate::core::peers::PeerRules;
 use crate::core::rtp::is_rtcp;
@@ -89,12 +90,15 @@ pub enum Verdict {
 /// Per-shard tallies, summed by the shell at scrape time.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Forwarded packets by transform (index: [`Transform::index`]).
-    pub packets: [u64; 6],
-    /// Forwarded bytes as received, by transform.
-    pub bytes: [u64; 6],
-    /// Forwarded bytes as sent, by transform.
-    pub bytes_out: [u64; 6],
+    /// Forwarded packets by the local address they arrived on ([`LocalId::idx`]) and
+    /// transform ([`Transform::index`]).
+    pub packets: [[u64; 6]; MAX_LOCALS],
+    /// Their bytes as received.
+    pub bytes: [[u64; 6]; MAX_LOCALS],
+    /// Forwarded packets by the local address they left from and transform.
+    pub packets_out: [[u64; 6]; MAX_LOCALS],
+    /// Their bytes as sent.
+    pub bytes_out: [[u64; 6]; MAX_LOCALS],
     /// Drops by reason (index: `DropReason as usize`).
     pub drops: [u64; 8],
     /// Receive-side re-keys applied.
@@ -110,6 +114,8 @@ pub struct Rules<'a> {
     pub relatch_any_source: bool,
     /// Destinations refused (SPEC §9).
     pub peers: &'a PeerRules,
+    /// The relay's local addresses: a socket sends only to its own family.
+    pub interfaces: &'a Interfaces,
 }
 
 /// Decides what happens to a datagram that arrived on `local_port` (a port of stream `m` of
@@ -130,6 +136,14 @@ pub fn forward(
     let received_len = pkt.len() as u64;
     let component = usize::from(rtcp_port || is_rtcp(pkt.as_slice()));
     let verdict = decide(rules, now, call, party, m, rtcp_port, src, pkt);
+    let local_of = |p: Option<PartyId>| {
+        p.and_then(|p| call.party(p))
+            .map_or(LocalId::default(), |p| p.local)
+    };
+    let (l_in, l_out) = (
+        local_of(Some(party)).idx(),
+        local_of(call.party(party).and_then(|p| p.peer)).idx(),
+    );
     let Some(me) = call.party_mut(party).and_then(|p| p.streams.get_mut(m)) else {
         return verdict;
     };
@@ -143,9 +157,10 @@ pub fn forward(
             };
             me.stats[component].packets += 1;
             me.stats[component].bytes += received_len;
-            counters.packets[t] += 1;
-            counters.bytes[t] += received_len;
-            counters.bytes_out[t] += pkt.len() as u64;
+            counters.packets[l_in][t] += 1;
+            counters.bytes[l_in][t] += received_len;
+            counters.packets_out[l_out][t] += 1;
+            counters.bytes_out[l_out][t] += pkt.len() as u64;
             call.last_media = Some(now);
         }
         Verdict::Drop(reason) => {
@@ -178,6 +193,7 @@ fn decide(
     let Some((me_party, other_party)) = call.pair_mut(party, peer) else {
         return Drop(DropReason::NoSession);
     };
+    let other_local = rules.interfaces.get(other_party.local);
     let (Some(me), Some(other)) = (me_party.streams.get_mut(m), other_party.streams.get_mut(m))
     else {
         return Drop(DropReason::NoSession);
@@ -311,6 +327,11 @@ fn decide(
     // SPEC §9: never the relay's own sockets, never a denied address; a leg whose SDP names one
     // waits until the endpoint's first packet latches it.
     if !rules.peers.allows(to) {
+        return Drop(DropReason::Policy);
+    }
+    // The receiver's address must be of the family of the relay's socket facing it (an IPv6
+    // SDP answered on an IPv4-only interface waits for a packet it can latch to).
+    if !other_local.reaches(to.ip()) {
         return Drop(DropReason::Policy);
     }
     // Symmetric RTP: send from the port advertised to the receiver.

@@ -16,6 +16,7 @@
 pub mod call;
 pub mod command;
 pub mod forward;
+pub mod interfaces;
 pub mod packet;
 pub mod peers;
 pub mod policy;

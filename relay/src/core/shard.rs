@@ -6,15 +6,16 @@
 //! The packet path allocates nothing and hashes nothing: a port indexes a table directly.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::core::call::{Call, CallState, Ctx, PartyId, PortGrant, PreparedOffer};
+use crate::core::call::{Call, CallState, Ctx, PartyId, PortGrant, PortsNeeded, PreparedOffer};
 use crate::core::command::{
     AnswerCommand, CallInfo, CommandError, DeleteCommand, DeleteOutcome, MAX_MEDIA_PER_CALL,
     MediaInfo, OfferCommand, PartyInfo, StreamInfo,
 };
 use crate::core::forward::{self, Counters, DropReason, Rules, Verdict};
+use crate::core::interfaces::Interfaces;
 use crate::core::packet::PacketBuf;
 use crate::core::peers::PeerRules;
 use crate::core::policy::PolicyConfig;
@@ -53,8 +54,8 @@ impl Default for Timeouts {
 pub struct ShardConfig {
     /// Media-security policy, extensions and profiles.
     pub policy: PolicyConfig,
-    /// The relay's media address written into SDP.
-    pub media_addr: IpAddr,
+    /// The relay's local addresses (SPEC §5a).
+    pub interfaces: Interfaces,
     /// SRTP replay window (64..=1024).
     pub replay_window: usize,
     /// How long the old receive context stays usable after a re-key.
@@ -80,8 +81,8 @@ pub struct ShardOffer<'a> {
 }
 
 impl ShardOffer<'_> {
-    /// Port pairs [`Shard::commit_offer`] needs in its grant.
-    pub fn ports_needed(&self) -> usize {
+    /// Port pairs [`Shard::commit_offer`] needs in its grant, per local address.
+    pub fn ports_needed(&self) -> PortsNeeded {
         self.prepared.ports_needed()
     }
 
@@ -194,7 +195,7 @@ impl Shard {
     fn ctx(&self, now: Instant) -> Ctx<'_> {
         Ctx {
             policy: &self.config.policy,
-            media_addr: self.config.media_addr,
+            interfaces: &self.config.interfaces,
             replay_window: self.config.replay_window,
             rekey_grace: self.config.rekey_grace,
             now,
@@ -258,7 +259,7 @@ impl Shard {
         offer: ShardOffer<'_>,
         grant: &mut PortGrant,
     ) -> Result<String, CommandError> {
-        if grant.available() < offer.prepared.ports_needed() {
+        if !offer.prepared.ports_needed().fit(grant) {
             return Err(CommandError::NoPorts);
         }
         let idx = match offer.call {
@@ -285,7 +286,7 @@ impl Shard {
         };
         let ctx = Ctx {
             policy: &self.config.policy,
-            media_addr: self.config.media_addr,
+            interfaces: &self.config.interfaces,
             replay_window: self.config.replay_window,
             rekey_grace: self.config.rekey_grace,
             now,
@@ -305,12 +306,27 @@ impl Shard {
             .get(&cmd.call_id)
             .ok_or(CommandError::UnknownCall)?;
         let sdp = Sdp::parse(&cmd.sdp)?;
-        let ctx = self.ctx(now);
-        let policy = ctx.policy.clone();
+        // Borrows the config's fields, not the shard: the call is borrowed mutably.
         let ctx = Ctx {
-            policy: &policy,
-            ..ctx
+            policy: &self.config.policy,
+            interfaces: &self.config.interfaces,
+            replay_window: self.config.replay_window,
+            rekey_grace: self.config.rekey_grace,
+            now,
         };
+        if let Some(name) = cmd
+            .direction
+            .iter()
+            .flatten()
+            .find(|n| !self.config.interfaces.has(n))
+        {
+            return Err(self
+                .config
+                .interfaces
+                .pick(Some(name), None)
+                .unwrap_err()
+                .into());
+        }
         let call = &mut self.calls[idx as usize].as_mut().expect("indexed").call;
         let outcome = call.answer(&ctx, cmd, &sdp)?;
         self.counters.rekeys += outcome.rekeys;
@@ -580,6 +596,7 @@ impl Shard {
                         relatch_after_silence: self.config.relatch_after_silence,
                         relatch_any_source: self.config.relatch_any_source,
                         peers: &self.config.peers,
+                        interfaces: &self.config.interfaces,
                     },
                     &mut self.counters,
                     now,

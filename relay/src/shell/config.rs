@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::core::interfaces::{Interfaces, Local};
 use crate::core::peers::{IpNet, default_deny};
 use crate::core::policy::{
     BestEffortStyle, DeviceProfile, Extension, LegSecurity, PolicyConfig, SecurityOptions,
@@ -40,9 +41,9 @@ pub struct Config {
     pub relatch_any_source: bool,
     /// Metrics HTTP socket.
     pub metrics_listen: SocketAddr,
-    /// Media address: sockets bind to it and SDP advertises it.
-    pub media_addr: IpAddr,
-    /// First port of the media range (even).
+    /// Media interfaces: where sockets bind and what SDP advertises (SPEC §5a).
+    pub interfaces: Vec<InterfaceConfig>,
+    /// First port of the media range (even): the range of interfaces without their own.
     pub port_min: u16,
     /// Last port of the media range.
     pub port_max: u16,
@@ -64,6 +65,110 @@ pub struct Config {
     pub max_calls: usize,
     /// Log level.
     pub log_level: String,
+}
+
+/// One local address of a media interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceConfig {
+    /// The interface's name (ng `direction`).
+    pub name: String,
+    /// Where its media sockets bind.
+    pub address: IpAddr,
+    /// What SDP names instead (1:1 NAT), if anything.
+    pub advertised: Option<IpAddr>,
+    /// Its port range, or `None` for `media.port_min..port_max`.
+    pub ports: Option<(u16, u16)>,
+}
+
+impl Config {
+    /// The port range of `i`.
+    pub fn ports_of(&self, i: &InterfaceConfig) -> (u16, u16) {
+        i.ports.unwrap_or((self.port_min, self.port_max))
+    }
+
+    /// The interfaces as the core sees them.
+    pub fn core_interfaces(&self) -> Interfaces {
+        Interfaces::new(
+            self.interfaces
+                .iter()
+                .map(|i| Local {
+                    name: i.name.clone(),
+                    bind: i.address,
+                    advertised: i.advertised,
+                })
+                .collect(),
+        )
+        .expect("checked when the configuration was read")
+    }
+
+    /// Checks the interfaces: names and addresses ([`Interfaces::new`]), port ranges (even
+    /// start, two pairs at least; two interfaces' ranges are the same, and then shared, or
+    /// disjoint).
+    pub fn check_interfaces(&self) -> Result<(), String> {
+        Interfaces::new(
+            self.interfaces
+                .iter()
+                .map(|i| Local {
+                    name: i.name.clone(),
+                    bind: i.address,
+                    advertised: i.advertised,
+                })
+                .collect(),
+        )?;
+        let ranges: Vec<(u16, u16)> = self.interfaces.iter().map(|i| self.ports_of(i)).collect();
+        for (n, &(lo, hi)) in ranges.iter().enumerate() {
+            check_range(lo, hi).map_err(|e| {
+                format!(
+                    "interface {:?} ports {lo}-{hi}: {e}",
+                    self.interfaces[n].name
+                )
+            })?;
+            for (m, &(lo2, hi2)) in ranges[..n].iter().enumerate() {
+                if (lo, hi) != (lo2, hi2) && lo <= hi2 && lo2 <= hi {
+                    return Err(format!(
+                        "interfaces {:?} ({lo2}-{hi2}) and {:?} ({lo}-{hi}) have overlapping \
+                         port ranges: give them the same range (shared) or disjoint ones",
+                        self.interfaces[m].name, self.interfaces[n].name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An even start and room for two pairs.
+fn check_range(lo: u16, hi: u16) -> Result<(), &'static str> {
+    if !lo.is_multiple_of(2) {
+        return Err("the first port must be even (RTP on even ports)");
+    }
+    if hi < lo.saturating_add(3) {
+        return Err("the range must hold at least two port pairs");
+    }
+    Ok(())
+}
+
+/// Parses rtpengine's `[NAME/]ADDR[!ADVERTISED]` (the name defaults to `default`).
+pub fn parse_interface(spec: &str) -> Result<InterfaceConfig, String> {
+    let (name, rest) = match spec.split_once('/') {
+        Some((n, r)) => (n, r),
+        None => ("default", spec),
+    };
+    let (addr, adv) = match rest.split_once('!') {
+        Some((a, v)) => (a, Some(v)),
+        None => (rest, None),
+    };
+    let ip = |s: &str| {
+        s.trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .map_err(|_| format!("{s:?} is not an IP address (expected [NAME/]ADDR[!ADVERTISED])"))
+    };
+    Ok(InterfaceConfig {
+        name: name.to_owned(),
+        address: ip(addr)?,
+        advertised: adv.map(ip).transpose()?,
+        ports: None,
+    })
 }
 
 /// A configuration problem, with where it is.
@@ -125,19 +230,31 @@ impl Default for RawMetrics {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawMedia {
-    address: String,
+    address: Option<String>,
     port_min: u16,
     port_max: u16,
     workers: usize,
+    interfaces: Vec<RawInterface>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterface {
+    name: String,
+    address: String,
+    advertised: Option<String>,
+    port_min: Option<u16>,
+    port_max: Option<u16>,
 }
 
 impl Default for RawMedia {
     fn default() -> Self {
         Self {
-            address: "127.0.0.1".into(),
+            address: None,
             port_min: 30000,
             port_max: 39999,
             workers: 0,
+            interfaces: Vec::new(),
         }
     }
 }
@@ -481,24 +598,68 @@ impl Config {
                 .map(|n| n.parse::<IpNet>().map_err(|e| fail(section, key, e)))
                 .collect::<Result<Vec<_>, _>>()
         };
-        let media_addr: IpAddr = m.address.parse().map_err(|_| {
-            fail(
-                "media",
-                "address",
-                format!("{:?} is not an IP address", m.address),
-            )
-        })?;
+        let ip = |key: &str, text: &str| {
+            text.parse::<IpAddr>()
+                .map_err(|_| fail("media", key, format!("{text:?} is not an IP address")))
+        };
+        let interfaces = match (&m.address, m.interfaces.as_slice()) {
+            (Some(_), [_, ..]) => {
+                return Err(fail(
+                    "media",
+                    "address",
+                    "media.address is the one-interface shorthand: with [[media.interfaces]] \
+                     name every address there instead"
+                        .into(),
+                ));
+            }
+            (address, []) => vec![InterfaceConfig {
+                name: "default".into(),
+                address: ip("address", address.as_deref().unwrap_or("127.0.0.1"))?,
+                advertised: None,
+                ports: None,
+            }],
+            (None, list) => list
+                .iter()
+                .map(|i| {
+                    let ports = match (i.port_min, i.port_max) {
+                        (None, None) => None,
+                        (Some(lo), Some(hi)) => Some((lo, hi)),
+                        _ => {
+                            return Err(fail(
+                                "media",
+                                "interfaces",
+                                format!(
+                                    "interface {:?}: give both port_min and port_max, or neither",
+                                    i.name
+                                ),
+                            ));
+                        }
+                    };
+                    Ok(InterfaceConfig {
+                        name: i.name.clone(),
+                        address: ip("interfaces", &i.address)?,
+                        advertised: i
+                            .advertised
+                            .as_deref()
+                            .map(|a| ip("interfaces", a))
+                            .transpose()?,
+                        ports,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let on_loopback = interfaces.iter().any(|i| i.address.is_loopback());
         let deny_peers = match &s.deny_peers {
             Some(list) => nets("security", "deny_peers", list)?,
-            None => default_deny(media_addr.is_loopback()),
+            None => default_deny(on_loopback),
         };
-        Ok(Self {
+        let config = Self {
             ng_listen: addr("control", &raw.control.listen)?,
             control_allow: nets("control", "allow", &raw.control.allow)?,
             deny_peers,
             relatch_any_source: s.relatch_any_source,
             metrics_listen: addr("metrics", &raw.metrics.listen)?,
-            media_addr,
+            interfaces,
             port_min: m.port_min,
             port_max: m.port_max,
             workers: m.workers,
@@ -516,7 +677,16 @@ impl Config {
             drain: Duration::from_secs(raw.timeouts.drain),
             max_calls: raw.limits.max_calls,
             log_level: raw.log.level.clone(),
-        })
+        };
+        let key = if m.address.is_some() {
+            "address"
+        } else {
+            "interfaces"
+        };
+        config
+            .check_interfaces()
+            .map_err(|e| fail("media", key, e))?;
+        Ok(config)
     }
 
     /// Reads and validates a configuration file.
@@ -587,6 +757,7 @@ impl Cli {
         let mut config = None;
         let mut path = None;
         let mut overrides = Vec::new();
+        let mut interfaces = Vec::new();
         while let Some(flag) = it.next() {
             let mut value = || {
                 it.next()
@@ -602,6 +773,7 @@ impl Cli {
                     config = Some(Config::load(&p)?);
                     path = Some(p);
                 }
+                "--interface" => interfaces.push(value()?),
                 "--ng" | "--metrics" | "--media-addr" | "--ports" | "--workers"
                 | "--media-timeout" | "--system-security" | "--drain" => {
                     overrides.push((flag.clone(), value()?))
@@ -622,7 +794,12 @@ impl Cli {
                     c.metrics_listen = v.parse().map_err(|_| bad("expected ADDR:PORT"))?
                 }
                 "--media-addr" => {
-                    c.media_addr = v.parse().map_err(|_| bad("expected an IP address"))?
+                    c.interfaces = vec![InterfaceConfig {
+                        name: "default".into(),
+                        address: v.parse().map_err(|_| bad("expected an IP address"))?,
+                        advertised: None,
+                        ports: None,
+                    }]
                 }
                 "--ports" => {
                     let (lo, hi) = v.split_once('-').ok_or_else(|| bad("expected LOW-HIGH"))?;
@@ -659,6 +836,20 @@ impl Cli {
                 }
                 _ => unreachable!("collected above"),
             }
+        }
+        if !interfaces.is_empty() {
+            // `--interface` replaces the file's interfaces (all of them, rtpengine's way).
+            c.interfaces = interfaces
+                .iter()
+                .map(|spec| parse_interface(spec))
+                .collect::<Result<_, _>>()
+                .map_err(|e| CliError::Usage(format!("--interface: {e}")))?;
+        }
+        c.check_interfaces().map_err(CliError::Usage)?;
+        // The default deny list follows the interfaces: loopback is denied unless media is on
+        // loopback.
+        if c.deny_peers == default_deny(true) || c.deny_peers == default_deny(false) {
+            c.deny_peers = default_deny(c.interfaces.iter().any(|i| i.address.is_loopback()));
         }
         Ok(Self::Run {
             config: Box::new(c),

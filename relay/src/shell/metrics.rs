@@ -12,7 +12,8 @@ use prometheus_client::registry::Registry;
 
 use super::worker::WorkerStats;
 use crate::core::call::Transform;
-use crate::core::forward::DropReason;
+use crate::core::forward::{Counters, DropReason};
+use crate::core::interfaces::MAX_LOCALS;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -93,7 +94,15 @@ impl ControlMetrics {
 }
 
 /// Renders every metric in the OpenMetrics text format.
-pub fn render(control: &ControlMetrics, workers: &[WorkerStats], free_port_pairs: usize) -> String {
+/// `interfaces` names the interface of each local address, by [`LocalId`] index.
+///
+/// [`LocalId`]: crate::core::interfaces::LocalId
+pub fn render(
+    control: &ControlMetrics,
+    workers: &[WorkerStats],
+    interfaces: &[String],
+    free_port_pairs: usize,
+) -> String {
     let mut registry = Registry::with_prefix("srtp_relay");
     registry.register(
         "build",
@@ -116,31 +125,40 @@ pub fn render(control: &ControlMetrics, workers: &[WorkerStats], free_port_pairs
         control.latency.clone(),
     );
 
+    // By interface name (an interface's IPv4 and IPv6 addresses count together).
     let packets = Family::<Labels, Counter>::default();
     let bytes = Family::<Labels, Counter>::default();
     for (i, t) in Transform::ALL.iter().enumerate() {
-        let sum = |f: &dyn Fn(&WorkerStats) -> u64| workers.iter().map(f).sum::<u64>();
-        let n = sum(&|w| w.counters.packets[i]);
-        for (direction, b) in [
-            ("in", sum(&|w| w.counters.bytes[i])),
-            ("out", sum(&|w| w.counters.bytes_out[i])),
-        ] {
-            let labels = vec![
-                ("direction", direction.to_owned()),
-                ("transform", t.as_str().to_owned()),
-            ];
-            packets.get_or_create(&labels).inc_by(n);
-            bytes.get_or_create(&labels).inc_by(b);
+        for (local, name) in interfaces.iter().enumerate() {
+            let sum = |f: &dyn Fn(&Counters) -> &[[u64; 6]; MAX_LOCALS]| {
+                workers
+                    .iter()
+                    .map(|w| f(&w.counters)[local][i])
+                    .sum::<u64>()
+            };
+            for (direction, n, b) in [
+                ("in", sum(&|c| &c.packets), sum(&|c| &c.bytes)),
+                ("out", sum(&|c| &c.packets_out), sum(&|c| &c.bytes_out)),
+            ] {
+                let labels = vec![
+                    ("direction", direction.to_owned()),
+                    ("interface", name.clone()),
+                    ("transform", t.as_str().to_owned()),
+                ];
+                packets.get_or_create(&labels).inc_by(n);
+                bytes.get_or_create(&labels).inc_by(b);
+            }
         }
     }
     registry.register(
         "packets",
-        "Forwarded packets by direction (in: as received, out: as sent) and transform",
+        "Forwarded packets by direction (in: as received, out: as sent), interface (where they \
+         arrived or left) and transform",
         packets,
     );
     registry.register(
         "bytes",
-        "Forwarded bytes by direction (in: as received, out: as sent) and transform",
+        "Forwarded bytes by direction (in: as received, out: as sent), interface and transform",
         bytes,
     );
 

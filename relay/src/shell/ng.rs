@@ -7,11 +7,13 @@
 //! Unknown keys are ignored, never an error.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::bencode::{Value, dict};
 use crate::core::call::SdpOptions;
 use crate::core::command::{AnswerCommand, DeleteCommand, OfferCommand};
+use crate::core::interfaces::Family;
 use crate::core::policy::{LegRequest, LegSecurity, MediaSecurity};
 
 /// Longest cookie accepted (rtpengine's modules send a few dozen bytes); a longer one is dropped.
@@ -250,6 +252,89 @@ impl<'a> Params<'a> {
     }
 }
 
+/// Where the two sides of an offer or answer face and which addresses it uses (SPEC §5a).
+struct Addressing {
+    direction: [Option<String>; 2],
+    family: Option<Family>,
+    media_address: Option<IpAddr>,
+    endpoint: Option<IpAddr>,
+}
+
+impl Params<'_> {
+    /// `direction` (a list of two interface names; Kamailio's `direction=NAME` flags and bare
+    /// `internal`/`external` flags end up there too; `from-interface`/`to-interface` name one
+    /// side each), `address-family`, `media-address`, and `received-from` when the proxy asks
+    /// for the SIP source (`SIP-source-address`) rather than the SDP's address (the default,
+    /// `trust-address`).
+    fn addressing(&self) -> Result<Addressing, String> {
+        let mut names: Vec<&str> = self.list("direction");
+        names.extend(
+            self.flags
+                .iter()
+                .filter(|f| *f == "internal" || *f == "external")
+                .map(String::as_str),
+        );
+        if names.len() > 2 {
+            return Err(format!(
+                "direction: {} interface names; an offer has two sides",
+                names.len()
+            ));
+        }
+        let mut direction = [0, 1].map(|i| names.get(i).map(|n| (*n).to_owned()));
+        for (i, key) in ["from-interface", "to-interface"].into_iter().enumerate() {
+            if let Some(n) = self.nonempty(key) {
+                direction[i] = Some(n);
+            }
+        }
+        if let Some(long) = direction.iter().flatten().find(|n| n.len() > MAX_ID_LEN) {
+            return Err(format!(
+                "direction: {} bytes; at most {MAX_ID_LEN}",
+                long.len()
+            ));
+        }
+        let family = match self.nonempty("address-family") {
+            Some(f) => Some(
+                Family::parse(&f)
+                    .ok_or_else(|| format!("address-family: {f:?} is not IP4 or IP6"))?,
+            ),
+            None => None,
+        };
+        let ip = |key: &str, text: &str| -> Result<IpAddr, String> {
+            text.trim()
+                .parse()
+                .map_err(|_| format!("{key}: {text:?} is not an IP address"))
+        };
+        let media_address = match self.nonempty("media-address") {
+            Some(a) => Some(ip("media-address", &a)?),
+            None => None,
+        };
+        // rtpengine: `received-from` is `["IP4", "192.0.2.1"]` (or a bare address), used only
+        // with `SIP-source-address`.
+        let sip_source = self.flag("sip-source-address") && !self.flag("trust-address");
+        let endpoint = if sip_source {
+            let from = match self.value("received-from") {
+                Some(Value::List(l)) => l.get(1).and_then(Value::as_str),
+                Some(v) => v.as_str(),
+                None => self.text("received-from"),
+            };
+            match from {
+                Some(a) => Some(ip("received-from", a)?),
+                None => {
+                    return Err("SIP-source-address needs received-from (the SIP source)".into());
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Addressing {
+            direction,
+            family,
+            media_address,
+            endpoint,
+        })
+    }
+}
+
 fn bounded(key: &str, v: String) -> Result<String, String> {
     if v.len() > MAX_ID_LEN {
         return Err(format!("'{key}' is longer than {MAX_ID_LEN} bytes"));
@@ -296,7 +381,12 @@ pub fn parse_request(msg: &Value) -> Result<Request, String> {
                     _ => None,
                 };
             }
+            let a = p.addressing()?;
             Request::Offer(OfferCommand {
+                direction: a.direction,
+                family: a.family,
+                media_address: a.media_address,
+                endpoint: a.endpoint,
                 call_id: p.id("call-id")?,
                 from_tag: p.id("from-tag")?,
                 to_tag: p.opt_id("to-tag")?,
@@ -308,14 +398,20 @@ pub fn parse_request(msg: &Value) -> Result<Request, String> {
                 label: p.nonempty("label"),
             })
         }
-        "answer" => Request::Answer(AnswerCommand {
-            call_id: p.id("call-id")?,
-            from_tag: p.opt_id("from-tag")?,
-            to_tag: p.id("to-tag")?,
-            via_branch: p.opt_id("via-branch")?,
-            sdp: p.required("sdp")?,
-            label: p.nonempty("label"),
-        }),
+        "answer" => {
+            let a = p.addressing()?;
+            Request::Answer(AnswerCommand {
+                call_id: p.id("call-id")?,
+                from_tag: p.opt_id("from-tag")?,
+                to_tag: p.id("to-tag")?,
+                via_branch: p.opt_id("via-branch")?,
+                sdp: p.required("sdp")?,
+                label: p.nonempty("label"),
+                media_address: a.media_address,
+                direction: a.direction,
+                endpoint: a.endpoint,
+            })
+        }
         other => return Err(format!("unknown command '{other}'")),
     })
 }

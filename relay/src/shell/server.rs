@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use super::metrics::{self, ControlDrop, ControlMetrics};
 use super::ng::{self, Request};
 use super::replies::ReplyCache;
 use super::systemd::Notifier;
-use super::worker::{self, Job, PortPool, WorkerStats};
+use super::worker::{self, Job, PortPool, PortPools, WorkerStats};
 use crate::core::call::Transform;
 use crate::core::command::{CallInfo, DeleteOutcome, PartyInfo};
 use crate::core::forward::DropReason;
@@ -36,6 +37,8 @@ struct Control {
     /// Picks a call's worker.
     hasher: std::collections::hash_map::RandomState,
     pool: PortPool,
+    /// The interface name of each local address (metric labels).
+    interface_names: Vec<String>,
     metrics: ControlMetrics,
     draining: bool,
 }
@@ -54,7 +57,19 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
         config.workers
     };
     // Every media port is a socket: make sure the descriptors are there, or say what to raise.
-    let wanted = u64::from(config.port_max - config.port_min) + 1 + 256;
+    let ranges: Vec<(IpAddr, u16, u16)> = config
+        .interfaces
+        .iter()
+        .map(|i| {
+            let (lo, hi) = config.ports_of(i);
+            (i.address, lo, hi)
+        })
+        .collect();
+    let wanted = ranges
+        .iter()
+        .map(|&(_, lo, hi)| u64::from(hi - lo) + 1)
+        .sum::<u64>()
+        + 256;
     match super::sys::raise_nofile(wanted) {
         Some(got) if got < wanted => tracing::warn!(
             limit = got,
@@ -67,17 +82,21 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
     }
     let peers = PeerRules {
         deny: config.deny_peers.clone(),
-        own_ips: vec![
-            config.media_addr,
-            config.ng_listen.ip(),
-            config.metrics_listen.ip(),
-        ],
+        // The relay's addresses: where media binds, what SDP advertises (sending to the public
+        // side of the relay's own NAT comes back to it), control and metrics.
+        own_ips: config
+            .interfaces
+            .iter()
+            .flat_map(|i| [Some(i.address), i.advertised])
+            .flatten()
+            .chain([config.ng_listen.ip(), config.metrics_listen.ip()])
+            .collect(),
         own_sockets: vec![config.ng_listen, config.metrics_listen],
         bound: std::sync::Arc::default(),
     };
     let shard = ShardConfig {
         policy: config.policy.clone(),
-        media_addr: config.media_addr,
+        interfaces: config.core_interfaces(),
         replay_window: config.replay_window,
         rekey_grace: config.rekey_grace,
         timeouts: config.timeouts,
@@ -87,9 +106,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
         max_calls: config.max_calls.div_ceil(workers),
     };
     // Even ports in random order (SPEC §9: an endpoint cannot predict the next call's ports).
-    let mut pairs: Vec<u16> = (config.port_min..config.port_max).step_by(2).collect();
-    shuffle(&mut pairs);
-    let pool = std::sync::Arc::new(std::sync::Mutex::new(pairs));
+    let pool = std::sync::Arc::new(PortPools::new(&ranges, shuffle));
     let mut senders = Vec::with_capacity(workers);
     for w in 0..workers {
         senders.push(worker::spawn(w, shard.clone(), pool.clone())?);
@@ -103,6 +120,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
         allow: config.control_allow.clone(),
         hasher: std::collections::hash_map::RandomState::new(),
         pool,
+        interface_names: config.interfaces.iter().map(|i| i.name.clone()).collect(),
         metrics: ControlMetrics::default(),
         draining: false,
     };
@@ -124,8 +142,13 @@ async fn serve(config: Config, path: Option<PathBuf>, mut control: Control) -> s
     let http_open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut http_paused = false;
     tracing::info!(
-        ng = %sock.local_addr()?, metrics = %http.local_addr()?, media = %config.media_addr,
-        ports = %format!("{}-{}", config.port_min, config.port_max), workers = control.workers.len(),
+        ng = %sock.local_addr()?, metrics = %http.local_addr()?,
+        interfaces = %config.interfaces.iter().map(|i| {
+            let (lo, hi) = config.ports_of(i);
+            let adv = i.advertised.map(|a| format!("!{a}")).unwrap_or_default();
+            format!("{}/{}{adv} {lo}-{hi}", i.name, i.address)
+        }).collect::<Vec<_>>().join(", "),
+        workers = control.workers.len(),
         system = %config.policy.system, "srtp-relay started"
     );
     // Every socket is bound (workers bind media ports on demand from the pool): ready.
@@ -305,8 +328,13 @@ async fn serve_http(control: &Control, mut stream: tokio::net::TcpStream) {
     let path = line.split_whitespace().nth(1).unwrap_or("");
     let (status, kind, body) = match path {
         "/metrics" => {
-            let free = control.pool.lock().map_or(0, |p| p.len());
-            let text = metrics::render(&control.metrics, &stats(&control.workers).await, free);
+            let free = control.pool.free_pairs();
+            let text = metrics::render(
+                &control.metrics,
+                &stats(&control.workers).await,
+                &control.interface_names,
+                free,
+            );
             (
                 "200 OK",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -437,7 +465,7 @@ async fn execute(control: &Control, req: Request) -> Value {
                 .map(|(i, t)| {
                     (
                         t.as_str().as_bytes().to_vec(),
-                        sum(&|s: &WorkerStats| s.counters.packets[i]),
+                        sum(&|s: &WorkerStats| s.counters.packets.iter().map(|l| l[i]).sum()),
                     )
                 })
                 .collect();
@@ -450,7 +478,7 @@ async fn execute(control: &Control, req: Request) -> Value {
                     ),
                     (
                         b"free-port-pairs".to_vec(),
-                        Value::Int(control.pool.lock().map_or(0, |p| p.len()) as i64),
+                        Value::Int(control.pool.free_pairs() as i64),
                     ),
                     (
                         b"rekeys".to_vec(),

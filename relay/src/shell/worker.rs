@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,11 +14,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{clock, sys};
-use crate::core::call::PortGrant;
+use crate::core::call::{PortGrant, PortsNeeded};
 use crate::core::command::{
     AnswerCommand, CallInfo, CommandError, DeleteCommand, DeleteOutcome, OfferCommand,
 };
 use crate::core::forward::{Counters, DropReason, Verdict};
+use crate::core::interfaces::LocalId;
 use crate::core::packet::PacketBuf;
 use crate::core::peers::BoundPorts;
 use crate::core::policy::PolicyConfig;
@@ -66,10 +67,62 @@ pub struct WorkerStats {
     pub counters: Counters,
 }
 
-/// Free even ports of the media range, shared by the workers. Only offers, deletes and
-/// timeouts touch it (never the packet path), so a mutex is fine; it spreads the range over the
-/// workers however unevenly calls hash onto them.
-pub type PortPool = Arc<Mutex<Vec<u16>>>;
+/// Free even ports of the media ranges, shared by the workers: one pool per distinct range
+/// (interfaces with the same range share it, so a port number is bound on one local address at
+/// a time). Only offers, deletes and timeouts touch them (never the packet path), so a mutex is
+/// fine; they spread the ranges over the workers however unevenly calls hash onto them.
+#[derive(Debug)]
+pub struct PortPools {
+    pools: Vec<Mutex<Vec<u16>>>,
+    /// Per local address: its pool and where it binds.
+    locals: Vec<(usize, IpAddr)>,
+}
+
+/// The pools, shared.
+pub type PortPool = Arc<PortPools>;
+
+impl PortPools {
+    /// Pools for local addresses `(bind address, first port, last port)`; `order` shuffles each
+    /// pool's even ports (SPEC §9: an endpoint cannot predict the next call's ports).
+    pub fn new(locals: &[(IpAddr, u16, u16)], order: impl Fn(&mut [u16])) -> Self {
+        let mut ranges: Vec<(u16, u16)> = Vec::new();
+        let mut pools = Vec::new();
+        let mut by_local = Vec::with_capacity(locals.len());
+        for &(addr, lo, hi) in locals {
+            let pool = match ranges.iter().position(|r| *r == (lo, hi)) {
+                Some(p) => p,
+                None => {
+                    let mut pairs: Vec<u16> = (lo..hi).step_by(2).collect();
+                    order(&mut pairs);
+                    ranges.push((lo, hi));
+                    pools.push(Mutex::new(pairs));
+                    pools.len() - 1
+                }
+            };
+            by_local.push((pool, addr));
+        }
+        Self {
+            pools,
+            locals: by_local,
+        }
+    }
+
+    /// Free pairs in all pools.
+    pub fn free_pairs(&self) -> usize {
+        self.pools
+            .iter()
+            .map(|p| p.lock().map_or(0, |p| p.len()))
+            .sum()
+    }
+
+    fn pool(&self, local: LocalId) -> &Mutex<Vec<u16>> {
+        &self.pools[self.locals[local.idx()].0]
+    }
+
+    fn bind_addr(&self, local: LocalId) -> IpAddr {
+        self.locals[local.idx()].1
+    }
+}
 
 /// A media socket registered with the worker's reactor. `AsyncFd` rather than tokio's
 /// `UdpSocket` because the receive loop clears readiness itself after a short batch, which saves
@@ -79,16 +132,16 @@ type Socket = AsyncFd<std::net::UdpSocket>;
 /// The worker's sockets: both ports of every open pair.
 struct Sockets {
     pool: PortPool,
-    open: HashMap<u16, (Rc<Socket>, JoinHandle<()>)>,
+    /// Open sockets by port, with the local address of their pair.
+    open: HashMap<u16, (Rc<Socket>, JoinHandle<()>, LocalId)>,
     /// Closed pairs, returned to the pool after [`CLOSE_DELAY`]: an aborted receive task drops
     /// its socket only when the runtime next polls it, and until then the port is still bound.
-    closing: Vec<(u16, std::time::Instant)>,
+    closing: Vec<(u16, LocalId, std::time::Instant)>,
 }
 
 struct Worker {
     shard: RefCell<Shard>,
     sockets: RefCell<Sockets>,
-    bind_addr: std::net::IpAddr,
     /// The relay's bound media ports (SPEC §9: never a destination, never an ng source).
     bound: Arc<BoundPorts>,
     /// When the data path last logged a send failure (logs are rate-limited; counters carry the
@@ -128,7 +181,6 @@ pub fn spawn(
 
 async fn run(config: ShardConfig, pool: PortPool, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let worker = Rc::new(Worker {
-        bind_addr: config.media_addr,
         bound: Arc::clone(&config.peers.bound),
         shard: RefCell::new(Shard::new(config)),
         sockets: RefCell::new(Sockets {
@@ -218,10 +270,12 @@ fn handle(worker: &Rc<Worker>, job: Job) {
 fn release_closed(worker: &Worker, now: std::time::Instant) {
     let mut sockets = worker.sockets.borrow_mut();
     let Sockets { pool, closing, .. } = &mut *sockets;
-    let Ok(mut pool) = pool.lock() else { return };
-    closing.retain(|&(port, at)| {
+    closing.retain(|&(port, local, at)| {
         let done = now.saturating_duration_since(at) >= CLOSE_DELAY;
         if done {
+            let Ok(mut pool) = pool.pool(local).lock() else {
+                return true;
+            };
             worker.bound.set(port, false);
             worker.bound.set(port + 1, false);
             pool.insert(0, port);
@@ -234,23 +288,26 @@ fn release_closed(worker: &Worker, now: std::time::Instant) {
 struct WorkerPorts<'a>(&'a Rc<Worker>);
 
 impl WorkerPorts<'_> {
-    /// Binds up to `n` pairs (fewer when the range runs out) for a command to take from; an
-    /// error other than a port in use closes what was bound and fails the command.
-    fn grant(&self, n: usize) -> std::io::Result<PortGrant> {
-        let mut pairs = Vec::with_capacity(n);
-        for _ in 0..n {
-            match self.open_pair() {
-                Ok(Some(p)) => pairs.push(p),
-                Ok(None) => break,
-                Err(e) => {
-                    for p in pairs {
-                        self.close_pair(p);
+    /// Binds up to the pairs `needed` asks for on each local address (fewer when a range runs
+    /// out) for a command to take from; an error other than a port in use closes what was bound
+    /// and fails the command.
+    fn grant(&self, needed: PortsNeeded) -> std::io::Result<PortGrant> {
+        let mut pairs = Vec::with_capacity(needed.total());
+        for (local, n) in needed.by_local() {
+            for _ in 0..n {
+                match self.open_pair(local) {
+                    Ok(Some(p)) => pairs.push((local, p)),
+                    Ok(None) => break,
+                    Err(e) => {
+                        for (_, p) in pairs {
+                            self.close_pair(p);
+                        }
+                        return Err(e);
                     }
-                    return Err(e);
                 }
             }
         }
-        Ok(PortGrant::new(pairs))
+        Ok(PortGrant::on(pairs))
     }
 
     /// Closes what a command left unused and what it released.
@@ -264,31 +321,35 @@ impl WorkerPorts<'_> {
     /// Binds a free pair: `Ok(Some(port))`, or `Ok(None)` when the range is exhausted. A bind
     /// error other than EADDRINUSE (out of file descriptors, ...) is not the port's fault: the
     /// port goes back to the pool and the error to the command (SPEC §9).
-    fn open_pair(&self) -> std::io::Result<Option<u16>> {
+    fn open_pair(&self, local: LocalId) -> std::io::Result<Option<u16>> {
         let worker = self.0;
         let mut sockets = worker.sockets.borrow_mut();
-        // When the pool is empty, this worker's own recently closed pairs are tried too: binding
-        // succeeds as soon as their old sockets are gone. Ports another program holds are
-        // skipped (and not handed out again); a recently closed one goes back to wait.
+        let pools = Arc::clone(&sockets.pool);
+        let (pool, bind_addr) = (pools.pool(local), pools.bind_addr(local));
+        // When the pool is empty, this worker's own recently closed pairs of the same pool are
+        // tried too: binding succeeds as soon as their old sockets are gone. Ports another
+        // program holds are skipped (and not handed out again); a recently closed one goes back
+        // to wait.
+        let same_pool = |l: LocalId| std::ptr::eq(pools.pool(l), pool);
         let mut recent_tries = sockets.closing.len();
         loop {
-            let Ok(mut pool) = sockets.pool.lock() else {
+            let Ok(mut free) = pool.lock() else {
                 return Ok(None);
             };
-            let from_pool = pool.pop();
-            drop(pool);
+            let from_pool = free.pop();
+            drop(free);
             let (port, recent) = match from_pool {
                 Some(p) => (p, false),
                 None if recent_tries > 0 => {
                     recent_tries -= 1;
-                    (sockets.closing.remove(0).0, true)
+                    let Some(at) = sockets.closing.iter().position(|c| same_pool(c.1)) else {
+                        return Ok(None);
+                    };
+                    (sockets.closing.remove(at).0, true)
                 }
                 None => return Ok(None),
             };
-            let (rtp, rtcp) = match (
-                bind(worker.bind_addr, port),
-                bind(worker.bind_addr, port + 1),
-            ) {
+            let (rtp, rtcp) = match (bind(bind_addr, port), bind(bind_addr, port + 1)) {
                 (Ok(rtp), Ok(rtcp)) => (rtp, rtcp),
                 (a, b) => {
                     let other = [a.err(), b.err()]
@@ -296,9 +357,9 @@ impl WorkerPorts<'_> {
                         .flatten()
                         .find(|e| e.kind() != std::io::ErrorKind::AddrInUse);
                     if recent {
-                        sockets.closing.push((port, clock::now()));
-                    } else if let (Some(_), Ok(mut pool)) = (&other, sockets.pool.lock()) {
-                        pool.push(port);
+                        sockets.closing.push((port, local, clock::now()));
+                    } else if let (Some(_), Ok(mut free)) = (&other, pool.lock()) {
+                        free.push(port);
                     }
                     match other {
                         Some(e) => return Err(e),
@@ -312,7 +373,7 @@ impl WorkerPorts<'_> {
                 let sock = Rc::new(sock);
                 let task =
                     tokio::task::spawn_local(receive(Rc::clone(worker), p, Rc::clone(&sock)));
-                sockets.open.insert(p, (sock, task));
+                sockets.open.insert(p, (sock, task, local));
             }
             return Ok(Some(port));
         }
@@ -320,16 +381,20 @@ impl WorkerPorts<'_> {
 
     fn close_pair(&self, rtp_port: u16) {
         let mut sockets = self.0.sockets.borrow_mut();
+        let mut local = None;
         for p in [rtp_port, rtp_port + 1] {
-            if let Some((_, task)) = sockets.open.remove(&p) {
+            if let Some((_, task, l)) = sockets.open.remove(&p) {
                 task.abort();
+                local = Some(l);
             }
         }
-        sockets.closing.push((rtp_port, clock::now()));
+        if let Some(local) = local {
+            sockets.closing.push((rtp_port, local, clock::now()));
+        }
     }
 }
 
-fn bind(addr: std::net::IpAddr, port: u16) -> std::io::Result<Socket> {
+fn bind(addr: IpAddr, port: u16) -> std::io::Result<Socket> {
     let sock = std::net::UdpSocket::bind(SocketAddr::new(addr, port))?;
     sock.set_nonblocking(true)?;
     sys::register(sock)
@@ -400,7 +465,7 @@ fn forward_batch(worker: &Worker, port: u16, batch: &mut Batch, n: usize) {
             .iter()
             .filter(|o| o.is_some_and(|(v, _)| v == via))
             .count();
-        let sent = sockets.open.get(&via).map_or(0, |(sock, _)| {
+        let sent = sockets.open.get(&via).map_or(0, |(sock, ..)| {
             use std::os::fd::AsRawFd;
             let items = out[..n]
                 .iter()

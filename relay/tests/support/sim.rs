@@ -72,7 +72,7 @@ impl Sim {
         ports: &mut Ports,
     ) -> Result<String, CommandError> {
         let prepared = self.0.prepare_offer(now, cmd)?;
-        let mut grant = ports.grant(prepared.ports_needed());
+        let mut grant = ports.grant(prepared.ports_needed().total());
         let r = self.0.commit_offer(now, prepared, &mut grant);
         ports.finish(grant);
         r
@@ -89,7 +89,7 @@ impl Sim {
 pub fn shard(policy: PolicyConfig) -> Sim {
     Sim(Shard::new(ShardConfig {
         policy,
-        media_addr: "127.0.0.1".parse().unwrap(),
+        interfaces: srtp_relay::core::interfaces::Interfaces::single("127.0.0.1".parse().unwrap()),
         replay_window: 64,
         rekey_grace: Duration::from_secs(2),
         timeouts: Timeouts::default(),

@@ -348,12 +348,15 @@ impl Call {
         off.peer = Some(answerer);
         ans.peer = Some(offerer);
 
-        // The offerer's SDP.
+        // The offerer's SDP, naming the address facing it.
+        let advertised = cmd
+            .media_address
+            .unwrap_or_else(|| ctx.interfaces.get(off.local).sdp_addr());
         let options = pending.options;
         let mut rewrites = Vec::with_capacity(decided.len());
         for (i, (pm, d)) in pending.media.iter().zip(&decided).enumerate() {
             let mut rw = MediaRewrite::default();
-            rw.edit.address = Some(ctx.media_addr);
+            rw.edit.address = Some(advertised);
             rw.edit.drop.extend(CAPNEG_ATTRS);
             if options.ice_remove {
                 rw.edit.drop.extend(ICE_ATTRS);
@@ -386,7 +389,7 @@ impl Call {
             rewrites.push(rw);
         }
         let out = sdp.rewrite(&Rewrite {
-            session: session_edit(ctx.media_addr, options),
+            session: session_edit(advertised, options),
             media: rewrites,
         });
         let out = version_for(&mut off.sent, out);
@@ -395,7 +398,7 @@ impl Call {
         let mut rekeys = 0;
         let renumber = [off.policy.renumber, ans.policy.renumber];
         for (i, (pm, d)) in pending.media.into_iter().zip(decided).enumerate() {
-            ans.streams[i].record_remote(sdp, i, ctx.now);
+            ans.streams[i].record_remote(sdp, i, cmd.endpoint, ctx.now);
             let (so, sa) = (&mut off.streams[i], &mut ans.streams[i]);
             let old = [so.crypto.clone(), sa.crypto.clone()];
             let mut new = [

@@ -19,9 +19,9 @@ pub mod security;
 pub mod stream;
 
 use std::fmt;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::core::interfaces::{Interfaces, LocalId};
 use crate::core::policy::{LegPolicy, PolicyConfig};
 
 pub use answer::{AnswerOutcome, DirectionPlan, KeyUse, MediaPlan};
@@ -105,14 +105,14 @@ pub struct SdpOptions {
     pub replace_origin: bool,
 }
 
-/// What a call's commands need from the shard: the policy for new parties, the relay's address,
-/// SRTP settings and the time.
+/// What a call's commands need from the shard: the policy for new parties, the relay's
+/// interfaces, SRTP settings and the time.
 #[derive(Clone, Copy, Debug)]
 pub struct Ctx<'a> {
     /// Media-security policy, extensions and profiles (resolves new parties).
     pub policy: &'a PolicyConfig,
-    /// The relay's media address written into SDP.
-    pub media_addr: IpAddr,
+    /// The relay's local addresses: a party's SDP names the one it faces.
+    pub interfaces: &'a Interfaces,
     /// SRTP replay window.
     pub replay_window: usize,
     /// How long the old receive context stays usable after a re-key.
@@ -121,31 +121,43 @@ pub struct Ctx<'a> {
     pub now: Instant,
 }
 
-/// Port pairs the shell has bound for a command (RTP on the even port, RTCP on the next), and
-/// the pairs the command gave up. The core takes what it needs and never binds anything itself;
-/// the shell closes what is left over and what was released.
+/// Port pairs the shell has bound for a command (RTP on the even port, RTCP on the next), each
+/// on a local address, and the pairs the command gave up. The core takes what it needs and never
+/// binds anything itself; the shell closes what is left over and what was released. A port
+/// number is bound on one local address at a time, so the number alone names the socket.
 #[derive(Debug, Default)]
 pub struct PortGrant {
-    pairs: std::collections::VecDeque<u16>,
+    pairs: std::collections::VecDeque<(LocalId, u16)>,
     released: Vec<u16>,
 }
 
 impl PortGrant {
-    /// A grant of these even ports, handed out in order.
+    /// A grant of these even ports on the first local address, handed out in order.
     pub fn new(pairs: impl IntoIterator<Item = u16>) -> Self {
+        Self::on(pairs.into_iter().map(|p| (LocalId(0), p)))
+    }
+
+    /// A grant of these even ports, each on its local address.
+    pub fn on(pairs: impl IntoIterator<Item = (LocalId, u16)>) -> Self {
         Self {
             pairs: pairs.into_iter().collect(),
             released: Vec::new(),
         }
     }
 
-    /// Pairs still unused.
+    /// Pairs still unused, on any address.
     pub fn available(&self) -> usize {
         self.pairs.len()
     }
 
-    pub(crate) fn take(&mut self) -> Option<u16> {
-        self.pairs.pop_front()
+    /// Pairs still unused on `local`.
+    pub fn available_on(&self, local: LocalId) -> usize {
+        self.pairs.iter().filter(|(l, _)| *l == local).count()
+    }
+
+    pub(crate) fn take(&mut self, local: LocalId) -> Option<u16> {
+        let at = self.pairs.iter().position(|(l, _)| *l == local)?;
+        self.pairs.remove(at).map(|(_, p)| p)
     }
 
     pub(crate) fn release(&mut self, rtp_port: u16) {
@@ -154,7 +166,38 @@ impl PortGrant {
 
     /// `(unused, released)`: the pairs to close once the command is done.
     pub fn into_parts(self) -> (Vec<u16>, Vec<u16>) {
-        (self.pairs.into(), self.released)
+        (
+            self.pairs.into_iter().map(|(_, p)| p).collect(),
+            self.released,
+        )
+    }
+}
+
+/// Port pairs an offer needs: for the offerer's side and for the answering side, each on the
+/// local address that side faces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortsNeeded(pub [(LocalId, usize); 2]);
+
+impl PortsNeeded {
+    /// Pairs in all.
+    pub fn total(&self) -> usize {
+        self.0[0].1 + self.0[1].1
+    }
+
+    /// Pairs per local address (a local address both sides face appears once).
+    pub fn by_local(&self) -> impl Iterator<Item = (LocalId, usize)> + '_ {
+        let [(a, n), (b, m)] = self.0;
+        let merged = if a == b {
+            [(a, n + m), (b, 0)]
+        } else {
+            [(a, n), (b, m)]
+        };
+        merged.into_iter().filter(|(_, n)| *n > 0)
+    }
+
+    /// True when `grant` holds every pair needed.
+    pub fn fit(&self, grant: &PortGrant) -> bool {
+        self.by_local().all(|(l, n)| grant.available_on(l) >= n)
     }
 }
 
@@ -168,6 +211,9 @@ pub struct Party {
     pub branch: Option<String>,
     /// ng `label`, for `query`.
     pub label: Option<String>,
+    /// The relay's local address facing it (ng `direction`, `address-family`), pinned when the
+    /// party was created.
+    pub local: LocalId,
     /// Its policy, pinned when the party was created (SPEC §2).
     pub policy: LegPolicy,
     /// One per m-line.
@@ -184,11 +230,12 @@ pub struct Party {
 }
 
 impl Party {
-    fn new(tag: Option<&str>, branch: Option<&str>, policy: LegPolicy) -> Self {
+    fn new(tag: Option<&str>, branch: Option<&str>, local: LocalId, policy: LegPolicy) -> Self {
         Self {
             tags: tag.map(str::to_owned).into_iter().collect(),
             branch: branch.map(str::to_owned),
             label: None,
+            local,
             policy,
             streams: Vec::new(),
             peer: None,

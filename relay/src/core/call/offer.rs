@@ -5,8 +5,9 @@
 
 use super::security::{MAX_PROBLEMS, offered_security};
 use super::stream::{Crypto, StreamKind};
-use super::{Call, Ctx, Party, PartyId, PortGrant, SdpOptions, version_for};
+use super::{Call, Ctx, Party, PartyId, PortGrant, PortsNeeded, SdpOptions, version_for};
 use crate::core::command::{CommandError, OfferCommand};
+use crate::core::interfaces::{Family, LocalId};
 use crate::core::policy::{BestEffortStyle, LegPolicy, MediaSecurity};
 use crate::core::sdp::capneg::write_config;
 use crate::core::sdp::sdes::CryptoAttr;
@@ -90,12 +91,13 @@ pub struct PreparedOffer<'a> {
     ans_t: Target,
     alias: Option<(PartyId, String)>,
     decided: Vec<Decided>,
-    ports_needed: usize,
+    ports_needed: PortsNeeded,
 }
 
 impl PreparedOffer<'_> {
-    /// Port pairs the offer takes (new parties and m-lines that have none yet).
-    pub fn ports_needed(&self) -> usize {
+    /// Port pairs the offer takes (new parties and m-lines that have none yet), per local
+    /// address.
+    pub fn ports_needed(&self) -> PortsNeeded {
         self.ports_needed
     }
 
@@ -111,6 +113,7 @@ enum Target {
     New {
         tag: Option<String>,
         branch: Option<String>,
+        local: LocalId,
         policy: Box<LegPolicy>,
     },
 }
@@ -130,14 +133,23 @@ struct Decided {
 impl Call {
     /// Which parties an offer is between; may name new ones, and a tag to alias onto an existing
     /// party. Changes nothing.
-    fn offer_targets(&self, ctx: &Ctx<'_>, cmd: &OfferCommand) -> Result<Targets, CommandError> {
-        let new = |tag: Option<&str>, branch: Option<&str>, req| -> Result<Target, CommandError> {
-            Ok(Target::New {
-                tag: tag.map(str::to_owned),
-                branch: branch.map(str::to_owned),
-                policy: Box::new(ctx.policy.resolve(req)?),
-            })
-        };
+    fn offer_targets(
+        &self,
+        ctx: &Ctx<'_>,
+        cmd: &OfferCommand,
+        locals: [LocalId; 2],
+    ) -> Result<Targets, CommandError> {
+        // `from` is the offerer, facing the first local address; `to` the answering side.
+        let [off_local, ans_local] = locals;
+        let new =
+            |tag: Option<&str>, branch: Option<&str>, req, local| -> Result<Target, CommandError> {
+                Ok(Target::New {
+                    tag: tag.map(str::to_owned),
+                    branch: branch.map(str::to_owned),
+                    local,
+                    policy: Box::new(ctx.policy.resolve(req)?),
+                })
+            };
         let to_tag = cmd.to_tag.as_deref().filter(|t| !t.is_empty());
         let branch = cmd.via_branch.as_deref().filter(|b| !b.is_empty());
         let Some(offerer) = self.by_tag(&cmd.from_tag) else {
@@ -152,7 +164,7 @@ impl Call {
                         Some((c, cmd.from_tag.clone())),
                     )),
                     None => Ok((
-                        new(Some(&cmd.from_tag), None, &cmd.from)?,
+                        new(Some(&cmd.from_tag), None, &cmd.from, off_local)?,
                         Target::Existing(answerer),
                         None,
                     )),
@@ -161,8 +173,8 @@ impl Call {
             // A new offerer in this call (a first offer, or a spiral or a new branch of a forking
             // B2BUA with its own from-tag): a party of its own and a new answering side.
             return Ok((
-                new(Some(&cmd.from_tag), None, &cmd.from)?,
-                new(to_tag, branch, &cmd.to)?,
+                new(Some(&cmd.from_tag), None, &cmd.from, off_local)?,
+                new(to_tag, branch, &cmd.to, ans_local)?,
                 None,
             ));
         };
@@ -178,6 +190,7 @@ impl Call {
                         to_tag.filter(|t| self.by_tag(t).is_none()),
                         Some(b),
                         &cmd.to,
+                        ans_local,
                     )?,
                 },
             }
@@ -196,13 +209,13 @@ impl Call {
                             Some((c, t.to_owned())),
                         ));
                     }
-                    None => new(Some(t), None, &cmd.to)?,
+                    None => new(Some(t), None, &cmd.to, ans_local)?,
                 },
             }
         } else {
             match self.counterpart(offerer) {
                 Some(c) => Target::Existing(c),
-                None => new(None, None, &cmd.to)?,
+                None => new(None, None, &cmd.to, ans_local)?,
             }
         };
         Ok((Target::Existing(offerer), answerer, None))
@@ -230,7 +243,17 @@ impl Call {
         cmd: &'a OfferCommand,
         sdp: Sdp<'a>,
     ) -> Result<PreparedOffer<'a>, CommandError> {
-        let (off_t, ans_t, alias) = self.offer_targets(ctx, cmd)?;
+        // ng `direction` names the interface facing each side, the offerer's first; the offerer
+        // is answered in its own SDP's family, the answering side gets `address-family` if
+        // given, else the same family (SPEC §5a).
+        let sdp_family = sdp_family(&sdp);
+        let locals = [
+            ctx.interfaces
+                .pick(cmd.direction[0].as_deref(), sdp_family)?,
+            ctx.interfaces
+                .pick(cmd.direction[1].as_deref(), cmd.family.or(sdp_family))?,
+        ];
+        let (off_t, ans_t, alias) = self.offer_targets(ctx, cmd, locals)?;
         let new_parties = [&off_t, &ans_t]
             .iter()
             .filter(|t| matches!(t, Target::New { .. }))
@@ -264,11 +287,15 @@ impl Call {
             Target::New { .. } => false,
         };
         let (p_off, p_ans) = (policy_of(self, &off_t), policy_of(self, &ans_t));
+        let local_of = |t: &Target| match t {
+            Target::Existing(id) => self.party(*id).expect("live").local,
+            Target::New { local, .. } => *local,
+        };
 
         let mut decided = Vec::with_capacity(sdp.media_count());
         let mut first_failure = None;
         let mut survivors = 0;
-        let mut ports_needed = 0;
+        let mut ports_needed = PortsNeeded([(local_of(&off_t), 0), (local_of(&ans_t), 0)]);
         for i in 0..sdp.media_count() {
             let m = sdp.media_line(i);
             let kind = StreamKind::of(&m).filter(|_| m.port != 0);
@@ -289,8 +316,8 @@ impl Call {
             let d = match result {
                 Ok(d) => {
                     survivors += 1;
-                    ports_needed += usize::from(!has_port(&off_t, i));
-                    ports_needed += usize::from(!has_port(&ans_t, i));
+                    ports_needed.0[0].1 += usize::from(!has_port(&off_t, i));
+                    ports_needed.0[1].1 += usize::from(!has_port(&ans_t, i));
                     d
                 }
                 Err(reason) => {
@@ -334,7 +361,7 @@ impl Call {
             decided,
             ports_needed,
         } = prepared;
-        if grant.available() < ports_needed {
+        if !ports_needed.fit(grant) {
             return Err(CommandError::NoPorts);
         }
         let materialize = |call: &mut Self, t: Target| match t {
@@ -342,8 +369,14 @@ impl Call {
             Target::New {
                 tag,
                 branch,
+                local,
                 policy,
-            } => call.push_party(Party::new(tag.as_deref(), branch.as_deref(), *policy)),
+            } => call.push_party(Party::new(
+                tag.as_deref(),
+                branch.as_deref(),
+                local,
+                *policy,
+            )),
         };
         let offerer = materialize(self, off_t);
         let answerer = materialize(self, ans_t);
@@ -355,6 +388,10 @@ impl Call {
         if cmd.label.is_some() {
             off.label.clone_from(&cmd.label);
         }
+        // The SDP for the answering side names the address facing it.
+        let advertised = cmd
+            .media_address
+            .unwrap_or_else(|| ctx.interfaces.get(ans.local).sdp_addr());
         let count = sdp.media_count();
         for p in [&mut *off, &mut *ans] {
             if p.streams.len() < count {
@@ -371,9 +408,12 @@ impl Call {
                 answerer_keys,
             } = d;
             if !pm.rejected {
-                for s in [&mut off.streams[i], &mut ans.streams[i]] {
+                for (s, local) in [
+                    (&mut off.streams[i], off.local),
+                    (&mut ans.streams[i], ans.local),
+                ] {
                     if s.rtp_port == 0 {
-                        s.rtp_port = grant.take().expect("counted above");
+                        s.rtp_port = grant.take(local).expect("counted above");
                     }
                 }
                 rewrite.port = ans.streams[i].rtp_port;
@@ -382,8 +422,8 @@ impl Call {
             }
             merge_keys(&mut off.streams[i].crypto.keys, offerer_keys);
             merge_keys(&mut ans.streams[i].crypto.keys, answerer_keys);
-            off.streams[i].record_remote(&sdp, i, ctx.now);
-            rewrite.edit.address = Some(ctx.media_addr);
+            off.streams[i].record_remote(&sdp, i, cmd.endpoint, ctx.now);
+            rewrite.edit.address = Some(advertised);
             rewrite.edit.drop.extend(CAPNEG_ATTRS);
             if cmd.options.ice_remove {
                 rewrite.edit.drop.extend(ICE_ATTRS);
@@ -392,7 +432,7 @@ impl Call {
             rewrites.push(rewrite);
         }
         let out = sdp.rewrite(&Rewrite {
-            session: session_edit(ctx.media_addr, cmd.options),
+            session: session_edit(advertised, cmd.options),
             media: rewrites,
         });
         let out = version_for(&mut ans.sent, out);
@@ -408,6 +448,16 @@ impl Call {
             answerer,
         })
     }
+}
+
+/// The family of the addresses an SDP names (its first media or session `c=` that is not a
+/// hold address), if any.
+pub(crate) fn sdp_family(sdp: &Sdp<'_>) -> Option<Family> {
+    (0..sdp.media_count())
+        .filter_map(|i| sdp.media_endpoint(i))
+        .map(|e| e.addr)
+        .find(|a| !a.is_unspecified())
+        .map(Family::of)
 }
 
 /// Adds keys not yet known (by suite and tag).

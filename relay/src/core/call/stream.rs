@@ -1,7 +1,7 @@
 //! One party's one m-line: the relay's port facing it, where it receives, the crypto negotiated
 //! with it, and the packet-path state (latching, SRTP contexts, counters).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::Transform;
@@ -160,10 +160,22 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// Records where the endpoint receives from its SDP's m-line `i`; a changed address lets a
-    /// plain leg re-latch.
-    pub fn record_remote(&mut self, sdp: &Sdp<'_>, i: usize, now: Instant) {
-        let new = sdp.media_endpoint(i);
+    /// Records where the endpoint receives from its SDP's m-line `i` (at `endpoint` instead of
+    /// the SDP's address when the proxy says so; a hold address stays one); a changed address
+    /// lets a plain leg re-latch.
+    pub fn record_remote(
+        &mut self,
+        sdp: &Sdp<'_>,
+        i: usize,
+        endpoint: Option<IpAddr>,
+        now: Instant,
+    ) {
+        let new = sdp.media_endpoint(i).map(|mut e| {
+            if let Some(ip) = endpoint.filter(|_| !e.addr.is_unspecified()) {
+                e.addr = ip;
+            }
+            e
+        });
         if self.remote.is_some()
             && self.remote.map(|r| (r.addr, r.rtp_port)) != new.map(|r| (r.addr, r.rtp_port))
         {

@@ -1,0 +1,316 @@
+//! The relay's media interfaces (SPEC §5a): named logical interfaces, each one local address
+//! per address family, with the address SDP advertises when it differs (a 1:1 NAT). A party of
+//! a call faces one local address; its ports are bound there and its SDP names it.
+//!
+//! rtpengine's model: `--interface=NAME/ADDR[!ADVERTISED]`, several addresses under one name
+//! (one IPv4, one IPv6), and the ng `direction` key naming the interface of each side.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// Local addresses the relay may have (all interfaces, all families).
+pub const MAX_LOCALS: usize = 16;
+
+/// Longest interface name.
+pub const MAX_NAME_LEN: usize = 32;
+
+/// One local address of the relay: an index into [`Interfaces`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LocalId(pub u8);
+
+impl LocalId {
+    /// The index into the interfaces' addresses.
+    pub const fn idx(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// An address family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4 (`IP4` in SDP and ng).
+    V4,
+    /// IPv6 (`IP6`).
+    V6,
+}
+
+impl Family {
+    /// The family of `ip` (a v4-mapped IPv6 address counts as IPv4).
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => Self::V4,
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => Self::V4,
+            IpAddr::V6(_) => Self::V6,
+        }
+    }
+
+    /// Parses ng's `IP4`/`IP6` (any case).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_uppercase().as_str() {
+            "IP4" | "IPV4" => Some(Self::V4),
+            "IP6" | "IPV6" => Some(Self::V6),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::V4 => "IP4",
+            Self::V6 => "IP6",
+        })
+    }
+}
+
+/// One local address of a named interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Local {
+    /// The logical interface it belongs to.
+    pub name: String,
+    /// Where its media sockets bind.
+    pub bind: IpAddr,
+    /// What SDP names instead of `bind` (the public side of a 1:1 NAT).
+    pub advertised: Option<IpAddr>,
+}
+
+impl Local {
+    /// The address written into SDP.
+    pub fn sdp_addr(&self) -> IpAddr {
+        self.advertised.unwrap_or(self.bind)
+    }
+
+    /// Its family (that of the bind address).
+    pub fn family(&self) -> Family {
+        Family::of(self.bind)
+    }
+
+    /// True when a socket bound here can send to `to`: the same family, or an IPv6 wildcard
+    /// socket (dual-stack) sending to an IPv4 peer.
+    pub fn reaches(&self, to: IpAddr) -> bool {
+        Family::of(to) == self.family() || self.bind == IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    }
+}
+
+/// The relay's local addresses, grouped by interface name; the first name is the default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interfaces {
+    locals: Vec<Local>,
+}
+
+/// A command named an interface the relay does not have, or a family it lacks there.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown interface {name:?} (configured: {configured})")]
+pub struct UnknownInterface {
+    /// The name asked for.
+    pub name: String,
+    /// The configured names, comma-separated.
+    pub configured: String,
+}
+
+impl Interfaces {
+    /// Checks and takes `locals`: 1 to [`MAX_LOCALS`] addresses, names of `[A-Za-z0-9_.-]`, at
+    /// most one address per family under a name, no address twice, and an advertised address
+    /// for a wildcard bind (SDP must name something reachable).
+    pub fn new(locals: Vec<Local>) -> Result<Self, String> {
+        if locals.is_empty() {
+            return Err("at least one media interface is needed".into());
+        }
+        if locals.len() > MAX_LOCALS {
+            return Err(format!(
+                "{} interface addresses; at most {MAX_LOCALS}",
+                locals.len()
+            ));
+        }
+        for (i, l) in locals.iter().enumerate() {
+            let name_ok = !l.name.is_empty()
+                && l.name.len() <= MAX_NAME_LEN
+                && l.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            if !name_ok {
+                return Err(format!(
+                    "interface name {:?}: 1 to {MAX_NAME_LEN} characters of A-Z a-z 0-9 _ . -",
+                    l.name
+                ));
+            }
+            if l.bind.is_unspecified() && l.advertised.is_none() {
+                return Err(format!(
+                    "interface {:?} binds to {} and has no advertised address: SDP would name \
+                     an address no one can send to (NAME/{}!ADVERTISED)",
+                    l.name, l.bind, l.bind
+                ));
+            }
+            if let Some(a) = l.advertised
+                && Family::of(a) != l.family()
+            {
+                return Err(format!(
+                    "interface {:?}: advertised address {a} is not of the family of {}",
+                    l.name, l.bind
+                ));
+            }
+            for other in &locals[..i] {
+                if other.name == l.name && other.family() == l.family() {
+                    return Err(format!(
+                        "interface {:?} has two {} addresses ({} and {}); one per family",
+                        l.name,
+                        l.family(),
+                        other.bind,
+                        l.bind
+                    ));
+                }
+                if other.bind == l.bind {
+                    return Err(format!(
+                        "address {} is in interfaces {:?} and {:?}",
+                        l.bind, other.name, l.name
+                    ));
+                }
+            }
+        }
+        Ok(Self { locals })
+    }
+
+    /// One interface named `default` on `addr` (the `media.address` shorthand).
+    pub fn single(addr: IpAddr) -> Self {
+        Self {
+            locals: vec![Local {
+                name: "default".into(),
+                bind: addr,
+                advertised: None,
+            }],
+        }
+    }
+
+    /// The address `id` names.
+    pub fn get(&self, id: LocalId) -> &Local {
+        &self.locals[id.idx()]
+    }
+
+    /// Every local address with its id.
+    pub fn iter(&self) -> impl Iterator<Item = (LocalId, &Local)> {
+        self.locals
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (LocalId(i as u8), l))
+    }
+
+    /// How many local addresses there are.
+    pub fn len(&self) -> usize {
+        self.locals.len()
+    }
+
+    /// Never: there is always at least one.
+    pub fn is_empty(&self) -> bool {
+        self.locals.is_empty()
+    }
+
+    /// The interface names in configuration order, each once.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for l in &self.locals {
+            if !names.contains(&l.name.as_str()) {
+                names.push(&l.name);
+            }
+        }
+        names
+    }
+
+    /// True when `name` is a configured interface.
+    pub fn has(&self, name: &str) -> bool {
+        self.locals.iter().any(|l| l.name == name)
+    }
+
+    /// The local address for a side of a call: interface `name` (`None`: the first
+    /// configured), in family `family` when it has that family, else its first address.
+    pub fn pick(
+        &self,
+        name: Option<&str>,
+        family: Option<Family>,
+    ) -> Result<LocalId, UnknownInterface> {
+        let name = name.unwrap_or(&self.locals[0].name);
+        let of_name = || self.iter().filter(|(_, l)| l.name == name);
+        of_name()
+            .find(|(_, l)| family.is_none_or(|f| l.family() == f))
+            .or_else(|| of_name().next())
+            .map(|(id, _)| id)
+            .ok_or_else(|| UnknownInterface {
+                name: name.to_owned(),
+                configured: self.names().join(", "),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(name: &str, bind: &str, adv: Option<&str>) -> Local {
+        Local {
+            name: name.into(),
+            bind: bind.parse().unwrap(),
+            advertised: adv.map(|a| a.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn picks_by_name_then_family_and_names_the_configured_ones_when_unknown() {
+        let ifs = Interfaces::new(vec![
+            local("internal", "127.0.0.1", None),
+            local("external", "127.0.0.2", Some("203.0.113.7")),
+            local("external", "::1", None),
+        ])
+        .unwrap();
+        assert_eq!(ifs.pick(None, None), Ok(LocalId(0)));
+        assert_eq!(ifs.pick(Some("external"), None), Ok(LocalId(1)));
+        assert_eq!(ifs.pick(Some("external"), Some(Family::V6)), Ok(LocalId(2)));
+        assert_eq!(ifs.pick(Some("external"), Some(Family::V4)), Ok(LocalId(1)));
+        // No IPv6 on `internal`: its IPv4 address rather than another interface's.
+        assert_eq!(ifs.pick(Some("internal"), Some(Family::V6)), Ok(LocalId(0)));
+        assert_eq!(ifs.get(LocalId(1)).sdp_addr().to_string(), "203.0.113.7");
+        let e = ifs.pick(Some("dmz"), None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown interface \"dmz\" (configured: internal, external)"
+        );
+    }
+
+    #[test]
+    fn refuses_what_would_be_ambiguous_or_unreachable() {
+        let err = |v| Interfaces::new(v).unwrap_err();
+        assert!(err(vec![]).contains("at least one"));
+        assert!(
+            err(vec![
+                local("a", "127.0.0.1", None),
+                local("a", "127.0.0.2", None)
+            ])
+            .contains("two IP4 addresses")
+        );
+        assert!(
+            err(vec![
+                local("a", "127.0.0.1", None),
+                local("b", "127.0.0.1", None)
+            ])
+            .contains("is in interfaces")
+        );
+        assert!(err(vec![local("a", "0.0.0.0", None)]).contains("no advertised address"));
+        assert!(err(vec![local("a b", "127.0.0.1", None)]).contains("characters"));
+        assert!(err(vec![local("a", "127.0.0.1", Some("::1"))]).contains("family"));
+        let many = (0..17)
+            .map(|i| local(&format!("i{i}"), &format!("127.0.0.{}", i + 1), None))
+            .collect();
+        assert!(err(many).contains("at most 16"));
+        assert!(Interfaces::new(vec![local("pub", "0.0.0.0", Some("198.51.100.1"))]).is_ok());
+    }
+
+    #[test]
+    fn families_and_reachability() {
+        assert_eq!(Family::of("::ffff:1.2.3.4".parse().unwrap()), Family::V4);
+        assert_eq!(Family::parse("ip6"), Some(Family::V6));
+        assert_eq!(Family::parse("IP5"), None);
+        let v4 = local("a", "127.0.0.1", None);
+        assert!(v4.reaches("192.0.2.1".parse().unwrap()));
+        assert!(!v4.reaches("2001:db8::1".parse().unwrap()));
+        let any6 = local("b", "::", Some("2001:db8::5"));
+        assert!(any6.reaches("192.0.2.1".parse().unwrap()));
+    }
+}
