@@ -80,6 +80,12 @@ impl Relay {
     fn wait_ready(child: Child, ng_port: u16) -> Self {
         let ng = UdpSocket::bind("127.0.0.1:0").unwrap();
         ng.connect(("127.0.0.1", ng_port)).unwrap();
+        Self::attach(child, ng)
+    }
+
+    /// A started daemon driven through `ng` (a socket connected to its control port, e.g. one
+    /// opened in the daemon's network namespace); waits until it answers ping.
+    pub fn attach(child: Child, ng: UdpSocket) -> Self {
         ng.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let relay = Self {
