@@ -861,6 +861,7 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::interfaces::LocalId;
     use crate::core::policy::MediaSecurity;
 
     #[test]
@@ -977,5 +978,76 @@ mod tests {
             vec![CryptoSuite::AesCm128HmacSha1_32]
         );
         assert!(c.policy.profiles.contains_key("e129"), "built-ins stay");
+    }
+
+    #[test]
+    fn interfaces_from_the_file_and_the_command_line() {
+        let c = Config::from_toml(
+            "[[media.interfaces]]\nname = \"internal\"\naddress = \"10.0.0.5\"\n\
+             [[media.interfaces]]\nname = \"external\"\naddress = \"10.0.1.5\"\n\
+             advertised = \"203.0.113.5\"\nport_min = 40000\nport_max = 40999\n",
+        )
+        .unwrap();
+        assert_eq!(c.interfaces.len(), 2);
+        assert_eq!(c.ports_of(&c.interfaces[0]), (30000, 39999));
+        assert_eq!(c.ports_of(&c.interfaces[1]), (40000, 40999));
+        assert_eq!(
+            c.core_interfaces().get(LocalId(1)).sdp_addr().to_string(),
+            "203.0.113.5"
+        );
+        assert_eq!(
+            c.deny_peers,
+            default_deny(false),
+            "no interface on loopback"
+        );
+        let err = |toml: &str| Config::from_toml(toml).unwrap_err().to_string();
+        assert!(
+            err("[media]\naddress = \"127.0.0.1\"\n[[media.interfaces]]\nname = \"a\"\naddress = \"127.0.0.2\"\n")
+                .contains("one-interface shorthand")
+        );
+        assert!(
+            err("[[media.interfaces]]\nname = \"a\"\naddress = \"127.0.0.1\"\nport_min = 30000\nport_max = 30099\n\
+                 [[media.interfaces]]\nname = \"b\"\naddress = \"127.0.0.2\"\n")
+                .contains("overlapping port ranges"),
+        );
+        assert!(
+            err("[[media.interfaces]]\nname = \"a\"\naddress = \"127.0.0.1\"\nport_min = 40000\n")
+                .contains("both port_min and port_max")
+        );
+        assert!(
+            err("[[media.interfaces]]\nname = \"a\"\naddress = \"0.0.0.0\"\n")
+                .contains("no advertised address")
+        );
+
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let Cli::Run { config, .. } = Cli::parse(&args(&[
+            "--interface",
+            "int/127.0.0.1",
+            "--interface",
+            "ext/10.0.0.1!198.51.100.1",
+            "--interface",
+            "ext/::1",
+        ]))
+        .unwrap() else {
+            panic!()
+        };
+        let names: Vec<_> = config.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["int", "ext", "ext"]);
+        assert_eq!(
+            config.interfaces[1].advertised,
+            Some("198.51.100.1".parse().unwrap())
+        );
+        assert_eq!(
+            config.deny_peers,
+            default_deny(true),
+            "an interface on loopback"
+        );
+        assert_eq!(parse_interface("10.1.2.3").unwrap().name, "default");
+        for bad in ["x/1.2.3", "a/1.2.3.4!nope", "a b/1.2.3.4"] {
+            assert!(
+                Cli::parse(&args(&["--interface", bad])).is_err(),
+                "{bad} accepted"
+            );
+        }
     }
 }
