@@ -138,21 +138,21 @@ fn metrics_match_the_traffic_and_no_key_leaks_into_metrics_or_logs() {
     assert_eq!(
         metric(
             &text,
-            "srtp_relay_packets_total{direction=\"in\",transform=\"encrypt\"}"
+            "srtp_relay_packets_total{direction=\"in\",interface=\"default\",transform=\"encrypt\"}"
         ),
         40.0
     );
     assert_eq!(
         metric(
             &text,
-            "srtp_relay_bytes_total{direction=\"in\",transform=\"encrypt\"}"
+            "srtp_relay_bytes_total{direction=\"in\",interface=\"default\",transform=\"encrypt\"}"
         ),
         40.0 * 172.0
     );
     assert_eq!(
         metric(
             &text,
-            "srtp_relay_bytes_total{direction=\"out\",transform=\"encrypt\"}"
+            "srtp_relay_bytes_total{direction=\"out\",interface=\"default\",transform=\"encrypt\"}"
         ),
         40.0 * 182.0
     );

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::core::call::{PacketStats, SdpOptions, Transform};
 use crate::core::interfaces::{Family, UnknownInterface};
 use crate::core::policy::{LegRequest, PolicyError};
+use crate::core::quality::Quality;
 use crate::core::sdp::SdpError;
 
 /// m-lines an SDP may have (each usable one takes up to two port pairs).
@@ -176,6 +177,11 @@ pub struct MediaInfo {
     pub streams: [StreamInfo; 2],
     /// Age of the last packet from it.
     pub last_packet: Option<Duration>,
+    /// The SSRC of the latest RTP packet from it.
+    pub ssrc: Option<u32>,
+    /// What its RTCP reports say about the media it receives (zero reports on pass-through
+    /// legs, whose SRTCP the relay cannot read).
+    pub quality: Quality,
 }
 
 /// One party as `query` reports it.

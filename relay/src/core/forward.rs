@@ -9,6 +9,7 @@ use crate::core::call::{Call, PartyId, StreamKind, Transform};
 use crate::core::interfaces::{Interfaces, LocalId, MAX_LOCALS};
 use crate::core::packet::PacketBuf;
 use crate::core::peers::PeerRules;
+use crate::core::quality::{QualityCounts, report_blocks, sender_report_ntp};
 use crate::core::rtp::is_rtcp;
 use crate::core::srtp::SrtpError;
 
@@ -99,6 +100,9 @@ pub struct Counters {
     pub packets_out: [[u64; 6]; MAX_LOCALS],
     /// Their bytes as sent.
     pub bytes_out: [[u64; 6]; MAX_LOCALS],
+    /// Call quality from RTCP report blocks, by the local address they arrived on and the
+    /// reporting stream's transform.
+    pub quality: [[QualityCounts; 6]; MAX_LOCALS],
     /// Drops by reason (index: `DropReason as usize`).
     pub drops: [u64; 8],
     /// Receive-side re-keys applied.
@@ -135,7 +139,6 @@ pub fn forward(
     let rtcp_port = local_port & 1 == 1;
     let received_len = pkt.len() as u64;
     let component = usize::from(rtcp_port || is_rtcp(pkt.as_slice()));
-    let verdict = decide(rules, now, call, party, m, rtcp_port, src, pkt);
     let local_of = |p: Option<PartyId>| {
         p.and_then(|p| call.party(p))
             .map_or(LocalId::default(), |p| p.local)
@@ -143,6 +146,17 @@ pub fn forward(
     let (l_in, l_out) = (
         local_of(Some(party)).idx(),
         local_of(call.party(party).and_then(|p| p.peer)).idx(),
+    );
+    let verdict = decide(
+        rules,
+        &mut counters.quality[l_in],
+        now,
+        call,
+        party,
+        m,
+        rtcp_port,
+        src,
+        pkt,
     );
     let Some(me) = call.party_mut(party).and_then(|p| p.streams.get_mut(m)) else {
         return verdict;
@@ -175,6 +189,7 @@ pub fn forward(
 #[allow(clippy::too_many_arguments)]
 fn decide(
     rules: Rules<'_>,
+    quality: &mut [QualityCounts; 6],
     now: Instant,
     call: &mut Call,
     party: PartyId,
@@ -278,6 +293,18 @@ fn decide(
             Err(e) => return Drop(e.into()),
         }
     }
+    // RTCP in the clear (the relay holds the keys, or there are none): what the endpoint
+    // reports about the media it receives, read without changing a byte; and the SRs the other
+    // endpoint will answer.
+    if rtcp && transform != Transform::PassThrough {
+        for b in report_blocks(pkt.as_slice()) {
+            let o = me.quality.report(&b, me.clock_rate, other.quality.rtt, now);
+            quality[transform.index()].observe(&o);
+        }
+        if let Some(ntp) = sender_report_ntp(pkt.as_slice()) {
+            other.quality.sr_forwarded(ntp, now);
+        }
+    }
     // RTCP from an endpoint the relay sends renumbered SRTP to reports in the relay's numbering:
     // back into the numbering of the source it describes (SPEC §3b).
     if let (true, false, Some((_, tx))) = (rtcp, transform == Transform::PassThrough, &me.tx) {
@@ -291,6 +318,12 @@ fn decide(
         me.signalled_change[component] = false;
     }
     me.last_rx = Some(now);
+    if !rtcp && !opaque {
+        me.ssrc = pkt
+            .as_slice()
+            .get(8..12)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    }
 
     if let (false, true, Some((_, tx))) =
         (opaque, transform != Transform::PassThrough, &mut other.tx)

@@ -20,6 +20,7 @@ pub mod interfaces;
 pub mod packet;
 pub mod peers;
 pub mod policy;
+pub mod quality;
 pub mod rtp;
 pub mod sdp;
 pub mod shard;

@@ -456,6 +456,8 @@ impl Shard {
                                 stats: s.stats[usize::from(rtcp)],
                             }),
                             last_packet: s.last_rx.map(age),
+                            ssrc: s.ssrc,
+                            quality: s.quality,
                         }
                     })
                     .collect();

@@ -3,6 +3,8 @@
 //! never takes a lock or allocates for them. No metric carries a key or a per-call label.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -14,6 +16,7 @@ use super::worker::WorkerStats;
 use crate::core::call::Transform;
 use crate::core::forward::{Counters, DropReason};
 use crate::core::interfaces::MAX_LOCALS;
+use crate::core::quality::{Histogram as CoreHistogram, QualityCounts, bounds};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -30,18 +33,80 @@ pub struct ControlMetrics {
     dropped: Family<Labels, Counter>,
 }
 
+/// The ng commands, for series that exist before the first request.
+const COMMANDS: [&str; 7] = [
+    "ping",
+    "offer",
+    "answer",
+    "delete",
+    "query",
+    "list",
+    "statistics",
+];
+
 impl Default for ControlMetrics {
     fn default() -> Self {
         let dropped = Family::<Labels, Counter>::default();
-        // Every reason from the start, so that a rule can rate() it before the first drop.
+        // Every series from the start, so that a rule or a dashboard can rate() it before the
+        // first event (an OpenMetrics family without series is not exported at all).
         for r in ControlDrop::ALL {
             let _ = dropped.get_or_create(&vec![("reason", r.as_label().to_owned())]);
         }
+        let requests = Family::<Labels, Counter>::default();
+        let latency =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        for c in COMMANDS {
+            for result in ["ok", "error"] {
+                let _ = requests.get_or_create(&vec![
+                    ("command", c.to_owned()),
+                    ("result", result.to_owned()),
+                ]);
+            }
+            let _ = latency.get_or_create(&vec![("command", c.to_owned())]);
+        }
         Self {
-            requests: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram),
+            requests,
+            latency,
             dropped,
         }
+    }
+}
+
+/// Histograms the workers filled without allocating ([`Histogram`] of the core, fixed
+/// buckets), exported per label set.
+#[derive(Debug)]
+struct Prebucketed {
+    series: Vec<(Labels, f64, u64, Vec<(f64, u64)>)>,
+}
+
+impl Prebucketed {
+    /// Adds the series `labels` from `h`, whose bucket bounds are `bounds` and whose units
+    /// are the exported unit divided by `per`.
+    fn push(&mut self, labels: Labels, h: &CoreHistogram, bounds: &[u64], per: f64) {
+        let mut buckets: Vec<(f64, u64)> = bounds
+            .iter()
+            .zip(h.counts)
+            .map(|(&b, n)| (b as f64 / per, n))
+            .collect();
+        let rest: u64 = h.counts[bounds.len()..].iter().sum();
+        buckets.push((f64::INFINITY, rest));
+        self.series
+            .push((labels, h.sum as f64 / per, h.count, buckets));
+    }
+}
+
+impl EncodeMetric for Prebucketed {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (labels, sum, count, buckets) in &self.series {
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
@@ -160,6 +225,62 @@ pub fn render(
         "bytes",
         "Forwarded bytes by direction (in: as received, out: as sent), interface and transform",
         bytes,
+    );
+
+    // Call quality from RTCP: one observation per report block, by the interface it arrived on
+    // and the reporting stream's transform (only transforms whose RTCP the relay reads).
+    let mut families: [Prebucketed; 4] =
+        std::array::from_fn(|_| Prebucketed { series: Vec::new() });
+    for t in [
+        Transform::PlainToPlain,
+        Transform::Decrypt,
+        Transform::Encrypt,
+        Transform::DecryptEncrypt,
+    ] {
+        let mut names: Vec<&str> = Vec::new();
+        for name in interfaces {
+            if names.contains(&name.as_str()) {
+                continue;
+            }
+            names.push(name);
+            let mut q = QualityCounts::default();
+            for (l, n) in interfaces.iter().enumerate() {
+                if n == name {
+                    for w in workers {
+                        q.add(&w.counters.quality[l][t.index()]);
+                    }
+                }
+            }
+            let labels = vec![
+                ("interface", name.clone()),
+                ("transform", t.as_str().to_owned()),
+            ];
+            families[0].push(labels.clone(), &q.jitter, &bounds::JITTER_US, 1e6);
+            families[1].push(labels.clone(), &q.loss, &bounds::LOSS_PPM, 1e6);
+            families[2].push(labels.clone(), &q.rtt, &bounds::RTT_US, 1e6);
+            families[3].push(labels, &q.mos, &bounds::MOS_X100, 100.0);
+        }
+    }
+    let [jitter, loss, rtt, mos] = families;
+    registry.register(
+        "rtcp_jitter_seconds",
+        "Interarrival jitter endpoints report in RTCP (per report block), by interface and transform",
+        jitter,
+    );
+    registry.register(
+        "rtcp_loss_ratio",
+        "Fraction lost endpoints report in RTCP (per report block), by interface and transform",
+        loss,
+    );
+    registry.register(
+        "rtcp_rtt_seconds",
+        "Round trip between the relay and an endpoint, from RTCP LSR/DLSR, by interface and transform",
+        rtt,
+    );
+    registry.register(
+        "mos",
+        "MOS estimate (simplified E-model, G.107) per RTCP report block, by interface and transform",
+        mos,
     );
 
     let drops = Family::<Labels, Counter>::default();

@@ -24,6 +24,7 @@ use crate::core::call::Transform;
 use crate::core::command::{CallInfo, DeleteOutcome, PartyInfo};
 use crate::core::forward::DropReason;
 use crate::core::peers::{IpNet, PeerRules};
+use crate::core::quality::{Quality, Sample};
 use crate::core::sdp::redact_keys;
 use crate::core::shard::ShardConfig;
 
@@ -517,6 +518,45 @@ fn call_info(info: &CallInfo) -> BTreeMap<Vec<u8>, Value> {
             ("port", Value::Int(i64::from(a.port()))),
         ])
     };
+    // rtpengine's units: MOS ×10, jitter ms, loss %, round trips µs; `reported at` unix seconds.
+    let now = clock::now();
+    let sample = |x: &Sample, samples: Option<u64>| {
+        let mut d = BTreeMap::new();
+        for (k, v) in [
+            ("MOS", x.mos_x10),
+            ("jitter", x.jitter_ms),
+            ("packet loss", x.loss_pct),
+            ("round-trip time", x.rtt_us),
+            ("round-trip time leg", x.rtt_leg_us),
+        ] {
+            d.insert(k.as_bytes().to_vec(), int(u64::from(v)));
+        }
+        if let Some(t) = x.at {
+            d.insert(
+                b"reported at".to_vec(),
+                int(at(now.saturating_duration_since(t)).as_secs()),
+            );
+        }
+        if let Some(n) = samples {
+            d.insert(b"samples".to_vec(), int(n));
+        }
+        Value::Dict(d)
+    };
+    let quality = |q: &Quality| -> Option<Value> {
+        let (latest, low, high, avg) = (q.latest?, q.lowest?, q.highest?, q.average()?);
+        let mut d = BTreeMap::new();
+        d.insert(b"reports".to_vec(), int(q.reports));
+        d.insert(
+            b"cumulative loss".to_vec(),
+            Value::Int(i64::from(q.cumulative_lost)),
+        );
+        d.insert(b"reported SSRC".to_vec(), int(u64::from(q.reported_ssrc)));
+        d.insert(b"latest".to_vec(), sample(&latest, None));
+        d.insert(b"lowest MOS".to_vec(), sample(&low, None));
+        d.insert(b"highest MOS".to_vec(), sample(&high, None));
+        d.insert(b"average MOS".to_vec(), sample(&avg, Some(q.reports)));
+        Some(Value::Dict(d))
+    };
     let party = |p: &PartyInfo| {
         let medias = p
             .media
@@ -525,7 +565,8 @@ fn call_info(info: &CallInfo) -> BTreeMap<Vec<u8>, Value> {
                 let streams = m
                     .streams
                     .iter()
-                    .map(|s| {
+                    .enumerate()
+                    .map(|(component, s)| {
                         let mut d: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
                         d.insert(b"local port".to_vec(), Value::Int(i64::from(s.local_port)));
                         if let Some(e) = s.endpoint {
@@ -542,10 +583,15 @@ fn call_info(info: &CallInfo) -> BTreeMap<Vec<u8>, Value> {
                         if let Some(age) = m.last_packet {
                             d.insert(b"last packet".to_vec(), int(at(age).as_secs()));
                         }
+                        // Kamailio's rtpengine module reads the first (RTP) stream's SSRC to
+                        // find its leg in the call's `SSRC` dictionary.
+                        if let (0, Some(ssrc)) = (component, m.ssrc) {
+                            d.insert(b"SSRC".to_vec(), int(u64::from(ssrc)));
+                        }
                         Value::Dict(d)
                     })
                     .collect();
-                dict([
+                let mut d = dict([
                     ("index", Value::Int(m.index as i64 + 1)),
                     ("type", Value::str(&m.media)),
                     ("protocol", Value::str(&m.protocol)),
@@ -554,7 +600,16 @@ fn call_info(info: &CallInfo) -> BTreeMap<Vec<u8>, Value> {
                         Value::str(m.transform.map_or("none", Transform::as_str)),
                     ),
                     ("streams", Value::List(streams)),
-                ])
+                ]);
+                if let Value::Dict(d) = &mut d {
+                    if let Some(ssrc) = m.ssrc {
+                        d.insert(b"SSRC".to_vec(), int(u64::from(ssrc)));
+                    }
+                    if let Some(q) = quality(&m.quality) {
+                        d.insert(b"quality".to_vec(), q);
+                    }
+                }
+                d
             })
             .collect();
         let mut d: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
@@ -621,8 +676,27 @@ fn call_info(info: &CallInfo) -> BTreeMap<Vec<u8>, Value> {
             ])
         })
         .collect();
+    // rtpengine's per-call `SSRC` dictionary, keyed by the reported source (as a decimal
+    // string): what Kamailio's `mos_*` values come from.
+    let mut ssrcs = BTreeMap::new();
+    for m in info.parties.iter().flat_map(|p| &p.media) {
+        let q = &m.quality;
+        let (Some(low), Some(high), Some(avg)) = (q.lowest, q.highest, q.average()) else {
+            continue;
+        };
+        ssrcs.insert(
+            q.reported_ssrc.to_string().into_bytes(),
+            dict([
+                ("cumulative loss", Value::Int(i64::from(q.cumulative_lost))),
+                ("average MOS", sample(&avg, Some(q.reports))),
+                ("lowest MOS", sample(&low, None)),
+                ("highest MOS", sample(&high, None)),
+            ]),
+        );
+    }
     let created = at(info.age);
     [
+        (b"SSRC".to_vec(), Value::Dict(ssrcs)),
         (b"created".to_vec(), int(created.as_secs())),
         (
             b"created_us".to_vec(),

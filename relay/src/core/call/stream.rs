@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::Transform;
+use crate::core::quality::Quality;
 use crate::core::sdp::sdes::CryptoAttr;
 use crate::core::sdp::{MediaEndpoint, MediaLine, Sdp};
 use crate::core::srtp::{MasterKey, RxSrtp, SrtpContext};
@@ -157,6 +158,12 @@ pub struct Stream {
     pub parked_tx: Option<(MasterKey, SrtpContext)>,
     /// From the endpoint, RTP then RTCP.
     pub stats: [PacketStats; 2],
+    /// What the endpoint's RTCP reports say about the media it receives.
+    pub quality: Quality,
+    /// The RTP clock rate of its first format (converts reported jitter).
+    pub clock_rate: u32,
+    /// The SSRC of the latest RTP packet from it.
+    pub ssrc: Option<u32>,
 }
 
 impl Stream {
@@ -196,6 +203,7 @@ impl Stream {
         }
         self.remote = new;
         self.direction = Direction::of(sdp, i);
+        self.clock_rate = clock_rate(sdp, i);
         let m = sdp.media_line(i);
         m.media.clone_into(&mut self.media);
         m.proto.clone_into(&mut self.proto);
@@ -204,5 +212,27 @@ impl Stream {
     /// SRTP contexts in use.
     pub fn context_count(&self) -> usize {
         usize::from(self.rx.is_some()) + usize::from(self.tx.is_some())
+    }
+}
+
+/// The RTP clock rate of m-line `i`'s first format: its `a=rtpmap`, else the static payload
+/// type's (RFC 3551 §6), else 8000 for audio and 90000 for anything else.
+fn clock_rate(sdp: &Sdp<'_>, i: usize) -> u32 {
+    let m = sdp.media_line(i);
+    let Some(pt) = m.formats.split(' ').next().filter(|p| !p.is_empty()) else {
+        return 8000;
+    };
+    let mapped = sdp.media_attributes(i, "rtpmap").find_map(|v| {
+        let (num, enc) = v.split_once(' ')?;
+        (num == pt).then(|| enc.split('/').nth(1)?.parse::<u32>().ok())?
+    });
+    match (mapped, pt.parse::<u8>()) {
+        (Some(rate), _) if rate > 0 => rate,
+        (_, Ok(0 | 3 | 4 | 5 | 7 | 8 | 9 | 12 | 13 | 15 | 18)) => 8000,
+        (_, Ok(6)) => 16000,
+        (_, Ok(10 | 11)) => 44100,
+        (_, Ok(14 | 25 | 26 | 28 | 31 | 32 | 33 | 34)) => 90000,
+        _ if m.media == "audio" => 8000,
+        _ => 90000,
     }
 }
