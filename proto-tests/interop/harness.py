@@ -137,21 +137,24 @@ def bdecode(data, i=0):
 
 
 class Relay:
-    """One srtp-relay for one scenario: ng on `base`, metrics on `base+1`, media ports
-    `base+100 ..= base+199`, its log (debug: every ng command, SDP redacted) in relay.log."""
+    """One srtp-relay for one scenario: ng on `base`, metrics on `base+1`, media ports `ports`
+    (default `base+100 ..= base+199`), its log (debug: every ng command, SDP redacted) in
+    `<name>.log`."""
 
-    def __init__(self, procs, binary, base, system="best-effort", config=None):
-        self.base, self.ng_port, self.metrics_port = base, base, base + 1
+    def __init__(self, procs, binary, base, system="best-effort", config=None, name="relay",
+                 ports=None):
+        self.name, self.base, self.ng_port, self.metrics_port = name, base, base, base + 1
+        lo, hi = ports or (base + 100, base + 199)
         args = [binary]
         if config:
-            path = os.path.join(procs.workdir, "relay.toml")
+            path = os.path.join(procs.workdir, f"{name}.toml")
             with open(path, "w") as f:
                 f.write(config)
             args += ["--config", path]
         args += ["--ng", f"127.0.0.1:{base}", "--metrics", f"127.0.0.1:{base + 1}",
-                 "--media-addr", "127.0.0.1", "--ports", f"{base + 100}-{base + 199}",
+                 "--media-addr", "127.0.0.1", "--ports", f"{lo}-{hi}",
                  "--workers", "1", "--system-security", system]
-        self.proc = procs.start("relay", args, env={"RUST_LOG": "srtp_relay=debug"})
+        self.proc = procs.start(name, args, env={"RUST_LOG": "srtp_relay=debug"})
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.3)
@@ -288,19 +291,58 @@ class MetricsPoller:
 # Kamailio
 
 
-class Kamailio:
-    """Kamailio with the rtpengine module pointed at the relay's ng port (`cfg`: kamailio.cfg, or
-    kamailio-manage.cfg for rtpengine_manage() as in Kamailio's default config). It logs every
-    SIP message it receives (SIPIN) and sends (SIPOUT), base64-encoded, one per line."""
+DEPLOY_KAMAILIO = os.path.normpath(os.path.join(HERE, "..", "..", "deploy", "kamailio"))
 
-    def __init__(self, procs, port, ng_port, cfg="kamailio.cfg"):
-        self.port = port
+
+class Kamailio:
+    """Kamailio with the rtpengine module pointed at the relays' ng ports. It logs every SIP
+    message it receives (SIPIN) and sends (SIPOUT), base64-encoded, one per line.
+
+    `cfg`: "kamailio.cfg" (rtpengine_offer/_answer/_delete, one relay, UDP on `port`), or
+    "deploy": deploy/kamailio/kamailio.cfg as it is, with rtpengine_manage(), TLS on `port+1`
+    and one rtpengine set of every relay in `ng_ports`. For "deploy" the runner lays out what
+    an operator's /etc/kamailio holds, in <workdir>/kamailio-etc: kamailio.cfg and tls.cfg
+    linked to the committed files, a self-signed certificate made now in tls/, and a
+    kamailio-local.cfg with the ports, the SIP trace and `local` (by default the lab routing of
+    kamailio-lab.cfg)."""
+
+    def __init__(self, procs, port, ng_ports, cfg="kamailio.cfg", local=None):
+        self.port, self.tls_port = port, None
+        pid = os.path.join(procs.workdir, "kamailio.pid")
+        cwd = None
+        if cfg == "deploy":
+            self.tls_port = port + 1
+            cwd = self.deploy_etc(procs.workdir, ng_ports, local)
+            args = ["-f", os.path.join(cwd, "kamailio.cfg")]
+        else:
+            args = ["-f", os.path.join(HERE, cfg), "-A", f"LISTEN_ADDR=udp:127.0.0.1:{port}",
+                    "-A", f'RELAY_NG="udp:127.0.0.1:{ng_ports[0]}"']
         self.proc = procs.start("kamailio", [
-            "kamailio", "-DD", "-E", "-m", "32", "-M", "8", "-f", os.path.join(HERE, cfg),
-            "-P", os.path.join(procs.workdir, "kamailio.pid"),
-            "-A", f"LISTEN_ADDR=udp:127.0.0.1:{port}", "-A", f'RELAY_NG="udp:127.0.0.1:{ng_port}"',
-        ])
+            "kamailio", "-DD", "-E", "-m", "64", "-M", "8", *args, "-P", pid], cwd=cwd)
         wait_until("Kamailio to listen", self.listening, 10, 0.1)
+
+    def deploy_etc(self, workdir, ng_ports, local):
+        etc = os.path.join(workdir, "kamailio-etc")
+        os.makedirs(os.path.join(etc, "tls"))
+        for f in ("kamailio.cfg", "tls.cfg"):
+            os.symlink(os.path.join(DEPLOY_KAMAILIO, f), os.path.join(etc, f))
+        self.cert = make_certificate(os.path.join(etc, "tls", "kamailio-cert.pem"),
+                                     os.path.join(etc, "tls", "kamailio-key.pem"))
+        socks = " ".join(f"udp:127.0.0.1:{p}" for p in ng_ports)
+        if local is None:
+            local = f'import_file "{os.path.join(HERE, "kamailio-lab.cfg")}"\n'
+        with open(os.path.join(etc, "kamailio-local.cfg"), "w") as f:
+            f.write("# Written by the interop suite for one scenario.\n"
+                    "#!define WITH_SIP_TRACE\n"
+                    # Two workers, as the suite's own kamailio.cfg has: with more, a reply that
+                    # needs no relay (a 180 from one fork) overtakes one that does (another
+                    # fork's 183) more often, and baresip stops its early media at a 180 after
+                    # a 183.
+                    "#!define SIP_WORKERS 2\n"
+                    f"#!define LISTEN_UDP udp:127.0.0.1:{self.port}\n"
+                    f"#!define LISTEN_TLS tls:127.0.0.1:{self.tls_port}\n"
+                    f'#!define RELAY_SOCKETS "{socks}"\n' + local)
+        return etc
 
     def listening(self):
         if self.proc.poll() is not None:
@@ -326,6 +368,19 @@ class Kamailio:
                 raw = base64.b64decode(m.group(3)).decode(errors="replace")
                 out.append((m.group(1).lower(), m.group(2), SipMessage(raw)))
         return out
+
+
+def make_certificate(cert, key):
+    """A throwaway self-signed certificate for 127.0.0.1 (EC P-256, one day), made at run time:
+    no key is ever committed. Returns the path of one PEM file with both (baresip's form)."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    both = os.path.join(os.path.dirname(cert), "cert-and-key.pem")
+    with open(both, "w") as f:
+        f.write(open(cert).read() + open(key).read())
+    return both
 
 
 class SipMessage:

@@ -20,10 +20,13 @@ class Baresip:
     `<dir>/dump/*-dec.wav`. mediaenc: None (plain RTP), "srtp-mand" (RTP/SAVP only) or "srtp"
     (OSRTP best effort). answermode: "auto" (answers at once), "early" (183 with SDP and early
     media, never answers) or "manual" (rings until `command("accept")`, which needs
-    `ctrl_port`: the ctrl_tcp module on 127.0.0.1)."""
+    `ctrl_port`: the ctrl_tcp module on 127.0.0.1). `cert`: a PEM file with certificate and key
+    for SIP over TLS (baresip listens for TLS on sip_port+1). `registrar`: host:port;params of
+    the proxy the account registers with (its AOR's domain), e.g.
+    "127.0.0.1:5061;transport=tls"; without it, the account does not register."""
 
     def __init__(self, workdir, name, sip_port, rtp_lo, tone, mediaenc=None, answermode="auto",
-                 ctrl_port=None):
+                 ctrl_port=None, cert=None, registrar=None):
         self.dir = os.path.join(workdir, name)
         self.name, self.sip_port, self.ctrl_port = name, sip_port, ctrl_port
         # No stdio/cons/http modules: their default listeners bind 0.0.0.0; ctrl_tcp only when
@@ -31,6 +34,8 @@ class Baresip:
         ctrl = ""
         if ctrl_port:
             ctrl = f"module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl_port}\n"
+        if cert:
+            ctrl += f"sip_certificate {cert}\n"
         write(os.path.join(self.dir, "config"), f"""poll_method epoll
 sip_listen 127.0.0.1:{sip_port}
 net_interface 127.0.0.1
@@ -51,9 +56,10 @@ module_app menu.so
 {ctrl}snd_path {self.dir}/dump
 """)
         enc = f";mediaenc={mediaenc}" if mediaenc else ""
+        aor = (f"<sip:{name}@{registrar}>;regint=600" if registrar
+               else f"<sip:{name}@127.0.0.1:{sip_port}>;regint=0")
         write(os.path.join(self.dir, "accounts"),
-              f"<sip:{name}@127.0.0.1:{sip_port}>;regint=0;answermode={answermode};"
-              f"audio_codecs=PCMU{enc}\n")
+              f"{aor};answermode={answermode};audio_codecs=PCMU{enc}\n")
         os.makedirs(os.path.join(self.dir, "dump"), exist_ok=True)
 
     def start(self, procs, seconds, dial=None):
@@ -66,10 +72,10 @@ module_app menu.so
     def wait_bound(self):
         wait_until(f"{self.name} to listen on {self.sip_port}", lambda: port_bound(self.sip_port), 10)
 
-    def command(self, command):
-        """Runs a menu command (`accept`, `hangup`) through ctrl_tcp: a JSON netstring; returns
-        baresip's response."""
-        body = json.dumps({"command": command, "params": "", "token": command}).encode()
+    def command(self, command, params=""):
+        """Runs a menu command (`accept`, `hangup`, `dial` with the URI as `params`) through
+        ctrl_tcp: a JSON netstring; returns baresip's response."""
+        body = json.dumps({"command": command, "params": params, "token": command}).encode()
         s = wait_until(f"{self.name}'s ctrl_tcp to accept a connection", self.connect, 10, 0.1)
         with s:
             s.sendall(b"%d:%s," % (len(body), body))

@@ -2,6 +2,8 @@
 directory, and returns a short note for its PASS line or raises Fail."""
 import base64
 import os
+import re
+import signal
 import struct
 import time
 
@@ -15,13 +17,19 @@ class Ctx:
     def __init__(self, relay_bin, workdir, procs, base):
         self.relay_bin, self.workdir, self.procs, self.base = relay_bin, workdir, procs, base
         self.relay = self.kamailio = None
+        self.relays = []
 
-    def start_relay(self, **kw):
-        self.relay = Relay(self.procs, self.relay_bin, self.base, **kw)
-        return self.relay
+    def start_relay(self, base=None, **kw):
+        """A relay with ng on `base` (default the scenario's base), metrics on base+1."""
+        relay = Relay(self.procs, self.relay_bin, self.base if base is None else base, **kw)
+        self.relays.append(relay)
+        self.relay = self.relay or relay
+        return relay
 
-    def start_kamailio(self, cfg="kamailio.cfg"):
-        self.kamailio = Kamailio(self.procs, self.base + 10, self.base, cfg)
+    def start_kamailio(self, cfg="kamailio.cfg", ng_ports=None, local=None):
+        """Kamailio on base+10 (UDP; with cfg "deploy", deploy/kamailio/kamailio.cfg, TLS on
+        base+11), its rtpengine set the relay(s) on `ng_ports` (default the scenario's relay)."""
+        self.kamailio = Kamailio(self.procs, self.base + 10, ng_ports or [self.base], cfg, local)
         return self.kamailio
 
     def tone(self, freq, seconds=30):
@@ -42,16 +50,18 @@ class Ctx:
                     out += sip_summary(msgs).splitlines()
             except OSError:
                 pass
-        if self.relay:
-            alive = self.relay.proc.poll() is None
-            st = self.relay.try_cmd({"command": "statistics"}) if alive else None
+        for relay in self.relays:
+            alive = relay.proc.poll() is None
+            st = relay.try_cmd({"command": "statistics"}) if alive else None
             if st:
                 nonzero = {k: v for k, v in st.get("drops", {}).items() if v}
-                out.append(f"relay now: {st.get('calls')} call(s), packets {st.get('packets')}, "
-                           f"drops {nonzero}")
-            ids = self.relay.call_ids()
-            out.append(f"relay log for call(s) {', '.join(ids) or '(none)'}:")
-            out += ["  " + line for line in self.relay.log_for(ids)]
+                out.append(f"{relay.name} now: {st.get('calls')} call(s), packets "
+                           f"{st.get('packets')}, drops {nonzero}")
+            elif not alive:
+                out.append(f"{relay.name}: exited with {relay.proc.returncode}")
+            ids = relay.call_ids()
+            out.append(f"{relay.name} log for call(s) {', '.join(ids) or '(none)'}:")
+            out += ["  " + line for line in relay.log_for(ids)]
         out.append(f"work directory: {self.workdir}")
         return out
 
@@ -772,9 +782,10 @@ def sipp_offers(ctx):
 
 
 # ---------------------------------------------------------------------------------------------
-# 7-11. Kamailio laid out like its shipped default config (kamailio-manage.cfg: rtpengine_manage()
-# in branch_route, onreply_route, failure_route and for the ACK and BYE): forking, early media,
-# long ringing, T.38, delayed offer.
+# 7-13. The operator's Kamailio config, deploy/kamailio/kamailio.cfg, as it is (laid out like
+# Kamailio's shipped default config: rtpengine_manage() in branch_route, onreply_route,
+# failure_route and for the ACK and BYE), with the lab routing of kamailio-lab.cfg: forking, early
+# media, long ringing, T.38, delayed offer, stream continuity.
 
 
 def wait_sip(kam, what, timeout=8, **kw):
@@ -793,7 +804,7 @@ def manage_forking(ctx):
     none in early mode). 1.5 s later bob (660 Hz) answers: his 200 OK comes from a new to-tag,
     takes the answering side, and tm CANCELs carol."""
     relay = ctx.start_relay()
-    kam = ctx.start_kamailio("kamailio-manage.cfg")
+    kam = ctx.start_kamailio("deploy")
     b = ctx.base
     ctx.free0 = relay.cmd({"command": "statistics"})["free-port-pairs"]
     alice = Baresip(ctx.workdir, "alice", b + 20, b + 40, ctx.tone(440), "srtp-mand")
@@ -1050,12 +1061,12 @@ def early_media_call(ctx, kam, n, changed):
 
 
 def sipp_early_media(ctx):
-    """183 with SDP, then the 200 OK 2 s later, through kamailio-manage.cfg with SRTP on both
+    """183 with SDP, then the 200 OK 2 s later, through deploy/kamailio/kamailio.cfg with SRTP on both
     legs (the callee's under enforce): in the first call the 200 OK repeats the 183's SDP, in
     the second it brings a new port and a new key. Media both ways from the 183 on, and after
     the 200 OK from the callee's new port with its new key."""
     relay = ctx.start_relay()
-    kam = ctx.start_kamailio("kamailio-manage.cfg")
+    kam = ctx.start_kamailio("deploy")
     ctx.free0 = relay.cmd({"command": "statistics"})["free-port-pairs"]
     notes = [early_media_call(ctx, kam, n, changed) for n, changed in enumerate((False, True))]
     expect_relay_clean(ctx, relay)
@@ -1075,7 +1086,7 @@ def sipp_long_ringing(ctx):
     flows both ways after the 200 OK, and once it stops the answered call ends 2 s later,
     before the BYE (whose delete gets the relay's ok for a call it no longer has)."""
     relay = ctx.start_relay(config=RINGING_CONFIG)
-    kam = ctx.start_kamailio("kamailio-manage.cfg")
+    kam = ctx.start_kamailio("deploy")
     b = ctx.base
     ctx.free0 = relay.cmd({"command": "statistics"})["free-port-pairs"]
     caller, callee, at_uac, at_uas = sipp_dialog(
@@ -1121,7 +1132,7 @@ def sipp_t38(ctx):
     sides sending audio until its ACK. UDPTL datagrams from the new ports both ways arrive byte
     for byte through the relay's ports in the SDPs."""
     relay = ctx.start_relay()
-    kam = ctx.start_kamailio("kamailio-manage.cfg")
+    kam = ctx.start_kamailio("deploy")
     b = ctx.base
     ctx.free0 = relay.cmd({"command": "statistics"})["free-port-pairs"]
     caller, callee, at_uac, at_uas = sipp_dialog(
@@ -1200,7 +1211,7 @@ def sipp_delayed_offer(ctx):
     a=acap, best-effort), the caller answers in the ACK (RTP/SAVP, a=acfg), and the callee gets
     the relay's answer in the ACK. SRTP media both ways."""
     relay = ctx.start_relay()
-    kam = ctx.start_kamailio("kamailio-manage.cfg")
+    kam = ctx.start_kamailio("deploy")
     b = ctx.base
     ctx.free0 = relay.cmd({"command": "statistics"})["free-port-pairs"]
     answer = sdp_audio("caller", b + 40, KEY_A, extra=["a=acfg:1 t=1 a=1"])
@@ -1314,13 +1325,13 @@ def expect_restart(pkts, k, who):
 
 def sipp_pcap_twice(ctx):
     """SIPp (plain RTP/AVP) calls an SRTP phone (the callee's leg under enforce, through
-    kamailio-manage.cfg) and plays sip-tester's g711a.pcap twice with play_pcap_audio: one
+    deploy/kamailio/kamailio.cfg) and plays sip-tester's g711a.pcap twice with play_pcap_audio: one
     SSRC whose sequence numbers and timestamps restart at the second play, as looping hold
     music does. The phone (a SIPp UAS for signalling, a Phone on its SDP's port for media)
     decrypts every packet of both plays with one receive context; none is dropped as
     replayed."""
     relay = ctx.start_relay()
-    kam = ctx.start_kamailio("kamailio-manage.cfg")
+    kam = ctx.start_kamailio("deploy")
     b = ctx.base
     ctx.free0 = relay.cmd({"command": "statistics"})["free-port-pairs"]
     cap = pcap_rtp(G711A_PCAP)
@@ -1380,13 +1391,13 @@ def sipp_pcap_twice(ctx):
 
 def sipp_transfer(ctx):
     """A B2BUA's transfer towards an SRTP phone (the callee's leg under enforce, through
-    kamailio-manage.cfg): the plain caller side sends from source X (SSRC X, sequence numbers
+    deploy/kamailio/kamailio.cfg): the plain caller side sends from source X (SSRC X, sequence numbers
     from 10000); then re-INVITEs with the transfer target's address (a new port, a new SSRC,
     sequence numbers from 5); then re-INVITEs back to the first address, whose SSRC X restarts
     at 3. Media reaches the phone after each step and goes back to the current source; the
     phone's one receive context decrypts every packet and the relay drops none as replayed."""
     relay = ctx.start_relay()
-    kam = ctx.start_kamailio("kamailio-manage.cfg")
+    kam = ctx.start_kamailio("deploy")
     b = ctx.base
     ctx.free0 = relay.cmd({"command": "statistics"})["free-port-pairs"]
     phone_sdp = sdp_audio("callee", b + 42, KEY_B)
@@ -1475,6 +1486,198 @@ def sipp_transfer(ctx):
             f"context, drops {d}")
 
 
+# ---------------------------------------------------------------------------------------------
+# 14. deploy/kamailio/kamailio.cfg as an operator runs it: phones registered over TLS, two relays
+# in one rtpengine set, per-extension policy from the relays' configuration, and a relay that
+# dies mid-run.
+
+FAILOVER_RELAY_CONFIG = """[extensions."alice"]
+security = "enforce"
+
+[extensions."plain-desk"]
+security = "disabled"
+"""
+
+# The deploy file's own routing (registrar, location lookup); the SIP user bob is the relays'
+# extension "plain-desk".
+FAILOVER_KAMAILIO_LOCAL = """#!define LOCAL_RELAY_EXTENSIONS
+route[RELAY_EXTENSIONS] {
+	$sht(relayext=>bob) = "plain-desk";
+}
+"""
+
+
+def kamailio_slot(call_id, nodes):
+    """The rtpengine node Kamailio's module picks for a new call while every node is up
+    (select_rtpp_node_new: the sum of the Call-ID's bytes, & 0xff, modulo the weights)."""
+    return (sum(call_id.encode()) & 0xFF) % nodes
+
+
+def registered_over_tls(ua):
+    """baresip's log line for its REGISTER's 200 OK, with the transport (Kamailio's own replies
+    do not pass its onsend_route, so they are not in its SIP trace)."""
+    return "/TLS/v4} 200 OK" in ua.log()
+
+
+def owner(relays, call_id):
+    """(relay, its `query` of the call) for the live relay that has the call, else (None, None)."""
+    for r in relays:
+        if r.proc.poll() is None:
+            q = r.cmd({"command": "query", "call-id": call_id})
+            if q.get("result") == "ok" and "totals" in q:
+                return r, q
+    return None, None
+
+
+def rtp_packets(q):
+    return q.get("totals", {}).get("RTP", {}).get("packets", 0)
+
+
+def failover_call(ctx, kam, alice, bob, relays, talk=2.0, before_hangup=None):
+    """alice dials bob over TLS through Kamailio, they talk for `talk` s, alice hangs up.
+    Returns what the call showed: Call-ID, the relay that had it (by `query`), the RTP it had
+    counted just before the hang-up, and the WAVs each side decoded."""
+    known = {m.call_id for _, _, m in kam.messages()}
+    wavs0 = set(alice.decoded_wavs()), set(bob.decoded_wavs())
+    alice.command("dial", f"sip:bob@127.0.0.1:{kam.tls_port};transport=tls")
+    ok = wait_until("bob's 200 OK to a new INVITE forwarded to alice", lambda: next(
+        (m for d, _, m in kam.messages() if d == "out" and m.status == 200
+         and m.method == "INVITE" and m.call_id not in known), None), 8)
+    cid = ok.call_id
+    relay, _ = owner(relays, cid)
+    time.sleep(talk)
+    extra = before_hangup(relay, cid) if before_hangup else None
+    _, q = owner(relays, cid)
+    alice.command("hangup")
+    wait_until(f"the BYE of {cid} answered through Kamailio", lambda: any(
+        d == "out" and m.status == 200 and m.method == "BYE" and m.call_id == cid
+        for d, _, m in kam.messages()), 8)
+    time.sleep(0.8)  # baresip names its WAVs by the second
+    return {"cid": cid, "relay": relay, "rtp": rtp_packets(q) if q else 0, "extra": extra,
+            "alice_wav": sorted(set(alice.decoded_wavs()) - wavs0[0]),
+            "bob_wav": sorted(set(bob.decoded_wavs()) - wavs0[1])}
+
+
+def deploy_failover(ctx):
+    """deploy/kamailio/kamailio.cfg as it is, with a kamailio-local.cfg naming two relays in one
+    rtpengine set: alice (srtp-mand, her relay extension enforce) and bob (plain RTP, the SIP
+    user the htable maps to the relay extension "plain-desk", disabled) register over TLS and
+    alice calls bob over TLS, call after call. Kamailio spreads the calls over both relays by
+    the Call-ID's hash; then the relay that has a running call is killed (SIGKILL, by PID), and
+    every new call, those whose hash points at the dead relay included, goes to the survivor
+    and carries audio both ways."""
+    b = ctx.base
+    relays = [ctx.start_relay(config=FAILOVER_RELAY_CONFIG, name="relay1", ports=(b + 100, b + 149)),
+              ctx.start_relay(base=b + 2, config=FAILOVER_RELAY_CONFIG, name="relay2",
+                              ports=(b + 150, b + 199))]
+    kam = ctx.start_kamailio("deploy", ng_ports=[b, b + 2], local=FAILOVER_KAMAILIO_LOCAL)
+    registrar = f"127.0.0.1:{kam.tls_port};transport=tls"
+    alice = Baresip(ctx.workdir, "alice", b + 20, b + 40, ctx.tone(440), "srtp-mand",
+                    ctrl_port=b + 28, cert=kam.cert, registrar=registrar)
+    bob = Baresip(ctx.workdir, "bob", b + 22, b + 60, ctx.tone(660), None, cert=kam.cert,
+                  registrar=registrar)
+    t0 = time.monotonic()
+    for ua in (bob, alice):
+        ua.start(ctx.procs, 170)
+    for ua in (bob, alice):
+        wait_until(f"{ua.name} registered over TLS (Kamailio's 200 OK to its REGISTER)",
+                   lambda: registered_over_tls(ua), 10)
+
+    # 1. Calls until both relays have had some (6 at least, 10 at most).
+    calls = []
+    while len(calls) < 6 or (len({c["relay"].name for c in calls if c["relay"]}) < 2
+                             and len(calls) < 10):
+        calls.append(failover_call(ctx, kam, alice, bob, relays))
+    per_relay = {r.name: [c for c in calls if c["relay"] is r] for r in relays}
+    check(all(c["relay"] for c in calls) and all(per_relay.values()),
+          "the calls spread over both relays of the set",
+          {name: len(cs) for name, cs in per_relay.items()})
+    slots = {}
+    for c in calls:
+        slots.setdefault(kamailio_slot(c["cid"], 2), set()).add(c["relay"].name)
+    check(all(len(v) == 1 for v in slots.values()) and len(slots) == 2,
+          "each relay to get the calls of one hash slot (Kamailio's Call-ID hash)", slots)
+    slot_of = {next(iter(v)): k for k, v in slots.items()}
+    t_spread = time.monotonic()
+
+    # 2. During a call, the other relay is killed (SIGKILL, by PID); the call goes on.
+    def kill_other(relay, cid):
+        other = next(r for r in relays if r is not relay)
+        at_kill = rtp_packets(owner([relay], cid)[1])
+        os.kill(other.proc.pid, signal.SIGKILL)
+        other.proc.wait(timeout=5)
+        time.sleep(1.5)
+        return other, at_kill
+    running = failover_call(ctx, kam, alice, bob, relays, before_hangup=kill_other)
+    dead, at_kill = running["extra"]
+    survivor = running["relay"]
+    check(running["rtp"] >= at_kill + 100,
+          f"the call on {survivor.name} going on after {dead.name} was killed (100 more RTP "
+          "packets in 1.5 s)", f"{at_kill} at the kill, {running['rtp']} at the hang-up")
+    calls.append(running)
+    m0 = counter(survivor.metrics(), "srtp_relay_packets_total", direction="out")
+
+    # 3. New calls go to the survivor, at least one whose hash slot is the dead relay's.
+    after = []
+    while len(after) < 3 or (not any(kamailio_slot(c["cid"], 2) == slot_of[dead.name]
+                                     for c in after) and len(after) < 8):
+        after.append(failover_call(ctx, kam, alice, bob, relays))
+    t_end = time.monotonic()
+    check(all(c["relay"] is survivor for c in after),
+          f"every call after the kill on the survivor {survivor.name}",
+          [(c["cid"], c["relay"].name if c["relay"] else None) for c in after])
+    redirected = [c for c in after if kamailio_slot(c["cid"], 2) == slot_of[dead.name]]
+    check(redirected, f"a call after the kill whose hash slot was {dead.name}'s (failover, not "
+          "luck)", [c["cid"] for c in after])
+    dead_url = f"udp:127.0.0.1:{dead.ng_port}"
+    m1 = counter(survivor.metrics(), "srtp_relay_packets_total", direction="out")
+
+    # 4. Each call that was not cut: SIP over TLS, each leg's policy from the relays' extension
+    # entries, media through its relay, $rtpstat at the BYE, the tones at both ends.
+    msgs = kam.messages()
+    log = open(kam.proc.logpath, errors="replace").read()
+    for c in calls + after:
+        call = one_call(msgs, c["cid"])
+        invite = must(find(call, "in", method="INVITE"), f"{c['cid']}: alice's INVITE")
+        to_bob = must(find(call, "out", method="INVITE"), f"{c['cid']}: the INVITE to bob")
+        answer = must(find(call, "out", status=200, method="INVITE"), f"{c['cid']}: the 200 OK")
+        check(invite.headers.get("via", "").startswith("SIP/2.0/TLS")
+              and to_bob.headers.get("via", "").startswith("SIP/2.0/TLS"),
+              f"{c['cid']}: SIP over TLS on both legs (top Via)",
+              (invite.headers.get("via"), to_bob.headers.get("via")))
+        expect_leg(to_bob.sdp(), f"{c['cid']}: INVITE to bob (relay extension plain-desk: "
+                   "disabled)", "RTP/AVP", False, ctx)
+        expect_leg(answer.sdp(), f"{c['cid']}: 200 OK to alice (extension alice: enforce)",
+                   "RTP/SAVP", True, ctx)
+        check(c["rtp"] >= 100, f"{c['cid']}: at least 100 RTP packets counted by "
+              f"{c['relay'].name} before the hang-up", c["rtp"])
+        stat = re.search(re.escape(f"RTPSTAT {c['cid']} ") + r".*RTP: \d+ bytes, (\d+) packets",
+                         log)
+        check(stat and int(stat.group(1)) >= 100,
+              f"{c['cid']}: Kamailio's $rtpstat at the BYE with at least 100 RTP packets",
+              stat.group(0) if stat else "no RTPSTAT line")
+        check(len(c["alice_wav"]) == 1 and len(c["bob_wav"]) == 1,
+              f"{c['cid']}: one decoded WAV per side", (c["alice_wav"], c["bob_wav"]))
+        expect_tone(c["bob_wav"][0], 440, 1.0, f"bob ({c['cid']}, {c['relay'].name})")
+        expect_tone(c["alice_wav"][0], 660, 1.0, f"alice ({c['cid']}, {c['relay'].name})")
+    check(m1 - m0 >= 200 * len(after),
+          f"the survivor {survivor.name} forwarding the new calls' media (>= 200 packets a call)",
+          m1 - m0)
+    # The first new call that hashed to the dead relay: its offer went there, got no answer,
+    # and went to the survivor within the same rtpengine_manage().
+    failed = [line for line in log.splitlines()
+              if f'can\'t send command "offer" to RTPEngine <{dead_url}>' in line]
+    check(len(failed) == 1, f"Kamailio to try one offer on the dead {dead.name} ({dead_url}) "
+          "and to leave it disabled afterwards", failed or "no such error line")
+    return (f"{len(per_relay['relay1'])}+{len(per_relay['relay2'])} calls over TLS spread over "
+            f"relay1+relay2 by Call-ID hash ({t_spread - t0:.1f} s); {dead.name} killed "
+            f"(SIGKILL) during a call on {survivor.name}, which went on; {len(after)} new calls "
+            f"({len(redirected)} hashed to the dead relay, its first offer re-sent to the "
+            f"survivor) all on {survivor.name}, tones both ways ({t_end - t_spread:.1f} s); "
+            "alice's leg SRTP (extension alice: enforce), bob's plain (htable: plain-desk); "
+            "$rtpstat at every BYE")
+
+
 ALL = [
     Scenario("kamailio-baresip-srtp", kamailio_baresip, 40),
     Scenario("baresip-srtp-to-plain", baresip_srtp_plain, 40),
@@ -1489,4 +1692,5 @@ ALL = [
     Scenario("sipp-delayed-offer", sipp_delayed_offer, 30),
     Scenario("sipp-pcap-replay-to-srtp", sipp_pcap_twice, 40),
     Scenario("sipp-transfer-to-srtp", sipp_transfer, 30),
+    Scenario("deploy-kamailio-relay-failover", deploy_failover, 150),
 ]
