@@ -442,3 +442,108 @@ fn media_address_and_the_sip_source_address() {
     .unwrap_err();
     assert!(err.contains("received-from"), "{err}");
 }
+
+#[test]
+fn interfaces_with_their_own_port_ranges_from_the_config_file() {
+    let (ng, lo) = Relay::ports();
+    let dir = std::env::temp_dir().join(format!("srtp-relay-ifs-{}-{ng}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("relay.toml");
+    // Two pairs each: internal lo..lo+3, external lo+4..lo+7.
+    std::fs::write(
+        &path,
+        format!(
+            "[control]\nlisten = \"127.0.0.1:{ng}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [media]\nworkers = 1\n\
+             [[media.interfaces]]\nname = \"internal\"\naddress = \"127.0.0.1\"\n\
+             port_min = {lo}\nport_max = {}\n\
+             [[media.interfaces]]\nname = \"external\"\naddress = \"127.0.0.2\"\n\
+             advertised = \"192.0.2.44\"\nport_min = {}\nport_max = {}\n",
+            lo + 3,
+            lo + 4,
+            lo + 7
+        ),
+    )
+    .unwrap();
+    let check = std::process::Command::new(support::relay::binary())
+        .arg("--check-config")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(check.success());
+    let relay = Relay::spawn(
+        &["--config".to_owned(), path.display().to_string()],
+        ng,
+        &[],
+        Stdio::null(),
+    );
+    assert_eq!(relay.stat(&["free-port-pairs"]), 4);
+    let (a, b) = (bound("127.0.0.1"), bound("127.0.0.3"));
+    for call in ["r1", "r2"] {
+        let to_b = sdp_of(&cmd(
+            &relay,
+            "offer",
+            &[
+                ("call-id", call),
+                ("from-tag", "ta"),
+                ("sdp", &sdp_for(&a, None, None)),
+            ],
+            &[("direction", &["internal", "external"])],
+        ))
+        .unwrap();
+        assert_eq!(c_lines(&to_b), ["c=IN IP4 192.0.2.44"]);
+        assert!(
+            (lo + 4..=lo + 6).contains(&m_port(&to_b, 0)),
+            "the external range"
+        );
+        let to_a = sdp_of(&cmd(
+            &relay,
+            "answer",
+            &[
+                ("call-id", call),
+                ("from-tag", "ta"),
+                ("to-tag", "tb"),
+                ("sdp", &sdp_for(&b, None, None)),
+            ],
+            &[],
+        ))
+        .unwrap();
+        assert!(
+            (lo..=lo + 2).contains(&m_port(&to_a, 0)),
+            "the internal range"
+        );
+    }
+    assert_eq!(relay.stat(&["free-port-pairs"]), 0);
+    // Both ranges are used up: a third call gets a clear error and takes nothing.
+    let err = sdp_of(&cmd(
+        &relay,
+        "offer",
+        &[
+            ("call-id", "r3"),
+            ("from-tag", "ta"),
+            ("sdp", &sdp_for(&a, None, None)),
+        ],
+        &[("direction", &["internal", "external"])],
+    ))
+    .unwrap_err();
+    assert_eq!(err, "no free media ports");
+    let q = cmd(&relay, "query", &[("call-id", "r1")], &[]);
+    let tags = q.get("tags").unwrap();
+    let field = |tag: &str, k: &str| {
+        tags.get(tag)
+            .and_then(|t| t.get(k))
+            .and_then(Value::as_str)
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        (field("ta", "interface"), field("ta", "local address")),
+        ("internal".to_owned(), "127.0.0.1".to_owned())
+    );
+    assert_eq!(
+        (field("tb", "interface"), field("tb", "local address")),
+        ("external".to_owned(), "127.0.0.2".to_owned())
+    );
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -197,6 +197,8 @@ pub struct PartyInfo {
     pub label: Option<String>,
     /// The tag of the party its media goes to.
     pub peer: Option<String>,
+    /// The relay's interface facing it, and the address its ports are bound on there.
+    pub interface: (String, Option<IpAddr>),
     /// Per m-line.
     pub media: Vec<MediaInfo>,
 }

@@ -471,6 +471,10 @@ impl Shard {
                         .peer
                         .and_then(|q| call.party(q))
                         .map(|q| q.tag().unwrap_or("").to_owned()),
+                    interface: {
+                        let l = self.config.interfaces.get(p.local);
+                        (l.name.clone(), Some(l.bind))
+                    },
                     media,
                 }
             })

@@ -618,6 +618,10 @@ fn call_info(info: &CallInfo) -> BTreeMap<Vec<u8>, Value> {
         if let Some(peer) = &p.peer {
             d.insert(b"in dialogue with".to_vec(), Value::str(peer));
         }
+        d.insert(b"interface".to_vec(), Value::str(&p.interface.0));
+        if let Some(a) = p.interface.1 {
+            d.insert(b"local address".to_vec(), Value::str(&a.to_string()));
+        }
         if let Some(b) = &p.branch {
             d.insert(b"via-branch".to_vec(), Value::str(b));
         }
