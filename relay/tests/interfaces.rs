@@ -50,7 +50,7 @@ fn bound(ip: &str) -> UdpSocket {
 /// carries the address, and a crypto line for `key`.
 fn sdp_for(sock: &UdpSocket, addr: Option<IpAddr>, key: Option<&MasterKey>) -> String {
     let local = sock.local_addr().unwrap();
-    let ip = addr.unwrap_or(local.ip());
+    let ip = addr.unwrap_or_else(|| local.ip());
     let fam = if ip.is_ipv4() { "IP4" } else { "IP6" };
     let proto = if key.is_some() { "RTP/SAVP" } else { "RTP/AVP" };
     let mut s = format!(

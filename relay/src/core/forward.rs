@@ -141,7 +141,7 @@ pub fn forward(
     let component = usize::from(rtcp_port || is_rtcp(pkt.as_slice()));
     let local_of = |p: Option<PartyId>| {
         p.and_then(|p| call.party(p))
-            .map_or(LocalId::default(), |p| p.local)
+            .map_or_else(LocalId::default, |p| p.local)
     };
     let (l_in, l_out) = (
         local_of(Some(party)).idx(),

@@ -432,6 +432,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // the test picks its time origin
     fn figures_from_known_loss_jitter_and_lsr_dlsr() {
         let t0 = Instant::now();
         let mut q = Quality::default();

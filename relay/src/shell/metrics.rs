@@ -76,8 +76,11 @@ impl Default for ControlMetrics {
 /// buckets), exported per label set.
 #[derive(Debug)]
 struct Prebucketed {
-    series: Vec<(Labels, f64, u64, Vec<(f64, u64)>)>,
+    series: Vec<Series>,
 }
+
+/// One label set of a [`Prebucketed`]: labels, sum, count, `(upper bound, count)` per bucket.
+type Series = (Labels, f64, u64, Vec<(f64, u64)>);
 
 impl Prebucketed {
     /// Adds the series `labels` from `h`, whose bucket bounds are `bounds` and whose units

@@ -6,6 +6,7 @@ pub mod config;
 pub mod metrics;
 pub mod ng;
 pub mod replies;
+pub mod report;
 pub mod server;
 pub mod sys;
 pub mod systemd;
