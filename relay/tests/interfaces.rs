@@ -547,3 +547,113 @@ fn interfaces_with_their_own_port_ranges_from_the_config_file() {
     drop(relay);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ipv4_mapped_sdp_addresses_and_families_an_interface_lacks() {
+    let (relay, _) = start(&["--interface", "v4only/127.0.0.1"]);
+    // `c=IN IP6 ::ffff:127.0.0.1` is A's IPv4 address: the IPv4 socket reaches it.
+    let (a, b) = (bound("127.0.0.1"), bound("127.0.0.1"));
+    let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+    let to_b = sdp_of(&cmd(
+        &relay,
+        "offer",
+        &[
+            ("call-id", "mapped"),
+            ("from-tag", "ta"),
+            ("sdp", &sdp_for(&a, Some(mapped), None)),
+        ],
+        &[],
+    ))
+    .unwrap();
+    assert_eq!(c_lines(&to_b), ["c=IN IP4 127.0.0.1"]);
+    sdp_of(&cmd(
+        &relay,
+        "answer",
+        &[
+            ("call-id", "mapped"),
+            ("from-tag", "ta"),
+            ("to-tag", "tb"),
+            ("sdp", &sdp_for(&b, None, None)),
+        ],
+        &[],
+    ))
+    .unwrap();
+    let pkts: Vec<Vec<u8>> = (1..=3).map(|s| rtp(s, 0x4)).collect();
+    send(
+        &b,
+        SocketAddr::from(([127, 0, 0, 1], m_port(&to_b, 0))),
+        &pkts,
+    );
+    assert_eq!(recv_from(&a, 3).len(), 3, "A reached before it ever sent");
+
+    // Asking for IPv6 where the interface has none is an error naming both; an IPv6 offer on an
+    // IPv4-only interface too.
+    let err = sdp_of(&cmd(
+        &relay,
+        "offer",
+        &[
+            ("call-id", "fam"),
+            ("from-tag", "ta"),
+            ("sdp", &sdp_for(&a, None, None)),
+            ("address-family", "IP6"),
+        ],
+        &[],
+    ))
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "interface \"v4only\" has no IP6 address (address-family)"
+    );
+    let v6 = bound("::1");
+    let err = sdp_of(&cmd(
+        &relay,
+        "offer",
+        &[
+            ("call-id", "fam6"),
+            ("from-tag", "ta"),
+            ("sdp", &sdp_for(&v6, None, None)),
+        ],
+        &[],
+    ))
+    .unwrap_err();
+    assert!(err.contains("has no IP6 address"), "{err}");
+    let err = sdp_of(&cmd(
+        &relay,
+        "offer",
+        &[
+            ("call-id", "famx"),
+            ("from-tag", "ta"),
+            ("sdp", &sdp_for(&a, None, None)),
+            ("address-family", "IP5"),
+        ],
+        &[],
+    ))
+    .unwrap_err();
+    assert!(err.contains("not IP4 or IP6"), "{err}");
+    assert_eq!(relay.stat(&["calls"]), 1);
+}
+
+#[test]
+fn a_wildcard_or_foreign_interface_address_is_refused_at_start() {
+    for (spec, why) in [
+        ("pub/0.0.0.0!198.51.100.1", "binds to 0.0.0.0"),
+        ("pub/::", "binds to ::"),
+        // TEST-NET-2: never an address of this host; only bound (it fails), never sent to.
+        ("pub/198.51.100.77", "cannot bind 198.51.100.77"),
+    ] {
+        let out = std::process::Command::new(support::relay::binary())
+            .args([
+                "--ng",
+                "127.0.0.1:0",
+                "--metrics",
+                "127.0.0.1:0",
+                "--interface",
+                spec,
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{spec} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{spec}: {err}");
+    }
+}

@@ -267,3 +267,46 @@ fn rtcp_reports_give_loss_jitter_round_trip_and_mos_in_query_delete_and_metrics(
         10
     );
 }
+
+#[test]
+fn jitter_is_read_in_the_clock_of_the_codec_the_answer_chose() {
+    let (relay, _) = start();
+    let (a, b) = (endpoint(), endpoint());
+    // A offers Opus (48 kHz) first and PCMU; B answers PCMU only: 8 kHz both ways.
+    let a_sdp = sdp(&a, None).replace(
+        "RTP/AVP 0\r\na=rtpmap:0 PCMU/8000",
+        "RTP/AVP 111 0\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000",
+    );
+    assert!(a_sdp.contains("opus"));
+    let to_b = sdp_of(&relay.cmd(
+        "offer",
+        &[
+            ("call-id", Value::str("clk")),
+            ("from-tag", Value::str("ta")),
+            ("sdp", Value::str(&a_sdp)),
+        ],
+    ))
+    .unwrap();
+    let to_a = sdp_of(&relay.cmd(
+        "answer",
+        &[
+            ("call-id", Value::str("clk")),
+            ("from-tag", Value::str("ta")),
+            ("to-tag", Value::str("tb")),
+            ("sdp", Value::str(&sdp(&b, None))),
+        ],
+    ))
+    .unwrap();
+    let at_a = SocketAddr::from(([127, 0, 0, 1], m_port(&to_a, 0)));
+    let _ = to_b;
+    a.send_to(&rtp(1, SSRC_A), at_a).unwrap();
+    // A reports jitter 160 on B's stream: 20 ms at 8 kHz (3 ms had it been read at 48 kHz).
+    a.send_to(&rr(SSRC_A, SSRC_B, 0, 0, 160, 0, 0), at_a)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let q = relay.cmd("query", &[("call-id", Value::str("clk"))]);
+    assert_eq!(
+        int(&q, &["SSRC", &SSRC_B.to_string(), "average MOS", "jitter"]),
+        20
+    );
+}

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::core::call::{PacketStats, SdpOptions, Transform};
-use crate::core::interfaces::{Family, UnknownInterface};
+use crate::core::interfaces::{Family, InterfaceError};
 use crate::core::policy::{LegRequest, PolicyError};
 use crate::core::quality::Quality;
 use crate::core::sdp::SdpError;
@@ -139,9 +139,10 @@ pub enum CommandError {
     /// The call limit is reached.
     #[error("call limit reached")]
     TooManyCalls,
-    /// ng `direction` named an interface the relay does not have.
+    /// ng `direction` named an interface the relay does not have, or one without the address
+    /// family the command needs.
     #[error("{0}")]
-    UnknownInterface(#[from] UnknownInterface),
+    Interface(#[from] InterfaceError),
     /// The relay is draining for shutdown and takes no new calls.
     #[error("relay is shutting down")]
     Draining,

@@ -85,10 +85,10 @@ impl Local {
         Family::of(self.bind)
     }
 
-    /// True when a socket bound here can send to `to`: the same family, or an IPv6 wildcard
-    /// socket (dual-stack) sending to an IPv4 peer.
+    /// True when a socket bound here can send to `to` (the same family; addresses reach the
+    /// core canonical, so an IPv4-mapped one is IPv4 already).
     pub fn reaches(&self, to: IpAddr) -> bool {
-        Family::of(to) == self.family() || self.bind == IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        to.is_ipv4() == self.bind.is_ipv4()
     }
 }
 
@@ -100,18 +100,33 @@ pub struct Interfaces {
 
 /// A command named an interface the relay does not have, or a family it lacks there.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown interface {name:?} (configured: {configured})")]
-pub struct UnknownInterface {
-    /// The name asked for.
-    pub name: String,
-    /// The configured names, comma-separated.
-    pub configured: String,
+pub enum InterfaceError {
+    /// No interface has that name.
+    #[error("unknown interface {name:?} (configured: {configured})")]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The configured names, comma-separated.
+        configured: String,
+    },
+    /// The interface has no address of the family the command needs.
+    #[error("interface {name:?} has no {family} address ({why})")]
+    NoFamily {
+        /// The interface.
+        name: String,
+        /// The family needed.
+        family: Family,
+        /// Why that family: `address-family`, or the family of the offer's SDP.
+        why: &'static str,
+    },
 }
 
 impl Interfaces {
     /// Checks and takes `locals`: 1 to [`MAX_LOCALS`] addresses, names of `[A-Za-z0-9_.-]`, at
-    /// most one address per family under a name, no address twice, and an advertised address
-    /// for a wildcard bind (SDP must name something reachable).
+    /// most one address per family under a name, no address twice; bind addresses specific
+    /// (not a wildcard, which would also receive on every other address of the host and blur
+    /// which sockets are the relay's own, SPEC §9), unicast and not link-local; advertised
+    /// addresses unicast and of the bind address's family.
     pub fn new(locals: Vec<Local>) -> Result<Self, String> {
         if locals.is_empty() {
             return Err("at least one media interface is needed".into());
@@ -134,11 +149,28 @@ impl Interfaces {
                     l.name
                 ));
             }
-            if l.bind.is_unspecified() && l.advertised.is_none() {
+            if l.bind.is_unspecified() {
                 return Err(format!(
-                    "interface {:?} binds to {} and has no advertised address: SDP would name \
-                     an address no one can send to (NAME/{}!ADVERTISED)",
-                    l.name, l.bind, l.bind
+                    "interface {:?} binds to {}: bind each interface to one of the host's \
+                     addresses (behind a 1:1 NAT, the private one, with the public one as \
+                     advertised)",
+                    l.name, l.bind
+                ));
+            }
+            if !is_plain_unicast(l.bind) {
+                return Err(format!(
+                    "interface {:?}: {} is not a unicast address a media socket can bind to \
+                     (multicast, broadcast, IPv4-mapped or link-local)",
+                    l.name, l.bind
+                ));
+            }
+            if let Some(a) = l.advertised
+                && (a.is_unspecified() || !is_plain_unicast(a))
+            {
+                return Err(format!(
+                    "interface {:?}: advertised address {a} is not a unicast address endpoints \
+                     can send to",
+                    l.name
                 ));
             }
             if let Some(a) = l.advertised
@@ -170,7 +202,7 @@ impl Interfaces {
         Ok(Self { locals })
     }
 
-    /// One interface named `default` on `addr` (the `media.address` shorthand).
+    /// One interface named `default` on `addr` (the `media.address` shorthand), unchecked.
     pub fn single(addr: IpAddr) -> Self {
         Self {
             locals: vec![Local {
@@ -221,22 +253,45 @@ impl Interfaces {
     }
 
     /// The local address for a side of a call: interface `name` (`None`: the first
-    /// configured), in family `family` when it has that family, else its first address.
+    /// configured), in family `family` when it has that family. Without it, the interface's
+    /// first address when `family` was only a preference (bridging to the family the interface
+    /// has), an error when it was required (`why` says by what).
     pub fn pick(
         &self,
         name: Option<&str>,
         family: Option<Family>,
-    ) -> Result<LocalId, UnknownInterface> {
+        required: Option<&'static str>,
+    ) -> Result<LocalId, InterfaceError> {
         let name = name.unwrap_or(&self.locals[0].name);
-        let of_name = || self.iter().filter(|(_, l)| l.name == name);
-        of_name()
-            .find(|(_, l)| family.is_none_or(|f| l.family() == f))
-            .or_else(|| of_name().next())
-            .map(|(id, _)| id)
-            .ok_or_else(|| UnknownInterface {
+        let mut of_name = self.iter().filter(|(_, l)| l.name == name).peekable();
+        let Some(&(first, _)) = of_name.peek() else {
+            return Err(InterfaceError::Unknown {
                 name: name.to_owned(),
                 configured: self.names().join(", "),
-            })
+            });
+        };
+        let Some(family) = family else {
+            return Ok(first);
+        };
+        match (of_name.find(|(_, l)| l.family() == family), required) {
+            (Some((id, _)), _) => Ok(id),
+            (None, None) => Ok(first),
+            (None, Some(why)) => Err(InterfaceError::NoFamily {
+                name: name.to_owned(),
+                family,
+                why,
+            }),
+        }
+    }
+}
+
+/// Unicast, not link-local, not an IPv4-mapped IPv6 address.
+fn is_plain_unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_multicast() || v4.is_broadcast() || v4.is_link_local()),
+        IpAddr::V6(v6) => {
+            !(v6.is_multicast() || v6.is_unicast_link_local() || v6.to_ipv4_mapped().is_some())
+        }
     }
 }
 
@@ -260,14 +315,30 @@ mod tests {
             local("external", "::1", None),
         ])
         .unwrap();
-        assert_eq!(ifs.pick(None, None), Ok(LocalId(0)));
-        assert_eq!(ifs.pick(Some("external"), None), Ok(LocalId(1)));
-        assert_eq!(ifs.pick(Some("external"), Some(Family::V6)), Ok(LocalId(2)));
-        assert_eq!(ifs.pick(Some("external"), Some(Family::V4)), Ok(LocalId(1)));
-        // No IPv6 on `internal`: its IPv4 address rather than another interface's.
-        assert_eq!(ifs.pick(Some("internal"), Some(Family::V6)), Ok(LocalId(0)));
+        assert_eq!(ifs.pick(None, None, None), Ok(LocalId(0)));
+        assert_eq!(ifs.pick(Some("external"), None, None), Ok(LocalId(1)));
+        assert_eq!(
+            ifs.pick(Some("external"), Some(Family::V6), None),
+            Ok(LocalId(2))
+        );
+        assert_eq!(
+            ifs.pick(Some("external"), Some(Family::V4), Some("address-family")),
+            Ok(LocalId(1))
+        );
+        // No IPv6 on `internal`: its IPv4 address when IPv6 was only the offer's family (the
+        // relay bridges), an error when the command asked for it.
+        assert_eq!(
+            ifs.pick(Some("internal"), Some(Family::V6), None),
+            Ok(LocalId(0))
+        );
+        assert_eq!(
+            ifs.pick(Some("internal"), Some(Family::V6), Some("address-family"))
+                .unwrap_err()
+                .to_string(),
+            "interface \"internal\" has no IP6 address (address-family)"
+        );
         assert_eq!(ifs.get(LocalId(1)).sdp_addr().to_string(), "203.0.113.7");
-        let e = ifs.pick(Some("dmz"), None).unwrap_err();
+        let e = ifs.pick(Some("dmz"), None, None).unwrap_err();
         assert_eq!(
             e.to_string(),
             "unknown interface \"dmz\" (configured: internal, external)"
@@ -292,14 +363,22 @@ mod tests {
             ])
             .contains("is in interfaces")
         );
-        assert!(err(vec![local("a", "0.0.0.0", None)]).contains("no advertised address"));
+        assert!(
+            err(vec![local("a", "0.0.0.0", Some("198.51.100.1"))]).contains("binds to 0.0.0.0")
+        );
+        assert!(err(vec![local("a", "::", None)]).contains("binds to ::"));
+        assert!(err(vec![local("a", "fe80::1", None)]).contains("link-local"));
+        assert!(err(vec![local("a", "224.0.0.9", None)]).contains("unicast"));
+        assert!(err(vec![local("a", "::ffff:127.0.0.1", None)]).contains("IPv4-mapped"));
+        assert!(err(vec![local("a", "127.0.0.1", Some("0.0.0.0"))]).contains("advertised"));
+        assert!(err(vec![local("a", "::1", Some("ff02::1"))]).contains("advertised"));
         assert!(err(vec![local("a b", "127.0.0.1", None)]).contains("characters"));
         assert!(err(vec![local("a", "127.0.0.1", Some("::1"))]).contains("family"));
         let many = (0..17)
             .map(|i| local(&format!("i{i}"), &format!("127.0.0.{}", i + 1), None))
             .collect();
         assert!(err(many).contains("at most 16"));
-        assert!(Interfaces::new(vec![local("pub", "0.0.0.0", Some("198.51.100.1"))]).is_ok());
+        assert!(Interfaces::new(vec![local("pub", "10.1.2.3", Some("198.51.100.1"))]).is_ok());
     }
 
     #[test]
@@ -310,7 +389,5 @@ mod tests {
         let v4 = local("a", "127.0.0.1", None);
         assert!(v4.reaches("192.0.2.1".parse().unwrap()));
         assert!(!v4.reaches("2001:db8::1".parse().unwrap()));
-        let any6 = local("b", "::", Some("2001:db8::5"));
-        assert!(any6.reaches("192.0.2.1".parse().unwrap()));
     }
 }

@@ -158,6 +158,8 @@ impl Default for PeerRules {
 
 impl PeerRules {
     fn is_own_ip(&self, ip: IpAddr) -> bool {
+        // `::ffff:127.0.0.1` is loopback too.
+        let ip = ip.to_canonical();
         ip.is_loopback() || ip.is_unspecified() || self.own_ips.contains(&ip)
     }
 

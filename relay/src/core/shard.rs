@@ -323,7 +323,7 @@ impl Shard {
             return Err(self
                 .config
                 .interfaces
-                .pick(Some(name), None)
+                .pick(Some(name), None, None)
                 .unwrap_err()
                 .into());
         }

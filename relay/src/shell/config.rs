@@ -137,8 +137,13 @@ impl Config {
     }
 }
 
-/// An even start and room for two pairs.
+/// An even start from 1024 up and room for two pairs.
 fn check_range(lo: u16, hi: u16) -> Result<(), &'static str> {
+    if lo < 1024 {
+        return Err(
+            "ports below 1024 need a privilege the relay does not have (its unit grants none)",
+        );
+    }
     if !lo.is_multiple_of(2) {
         return Err("the first port must be even (RTP on even ports)");
     }
@@ -1016,7 +1021,7 @@ mod tests {
         );
         assert!(
             err("[[media.interfaces]]\nname = \"a\"\naddress = \"0.0.0.0\"\n")
-                .contains("no advertised address")
+                .contains("binds to 0.0.0.0")
         );
 
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -1043,6 +1048,11 @@ mod tests {
             "an interface on loopback"
         );
         assert_eq!(parse_interface("10.1.2.3").unwrap().name, "default");
+        assert!(
+            err("[media]\nport_min = 0\nport_max = 3\n").contains("below 1024"),
+            "port 0 would be an ephemeral socket advertised as a rejected m-line"
+        );
+        assert!(crate::shell::sys::host_addresses().contains(&"127.0.0.1".parse().unwrap()));
         for bad in ["x/1.2.3", "a/1.2.3.4!nope", "a b/1.2.3.4"] {
             assert!(
                 Cli::parse(&args(&["--interface", bad])).is_err(),

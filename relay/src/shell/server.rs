@@ -57,6 +57,18 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
     } else {
         config.workers
     };
+    // An interface address the host does not have fails every offer: refuse to start instead.
+    for i in &config.interfaces {
+        if let Err(e) = std::net::UdpSocket::bind((i.address, 0)) {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "media interface {:?}: cannot bind {}: {e} (is it an address of this host?)",
+                    i.name, i.address
+                ),
+            ));
+        }
+    }
     // Every media port is a socket: make sure the descriptors are there, or say what to raise.
     let ranges: Vec<(IpAddr, u16, u16)> = config
         .interfaces
@@ -91,6 +103,16 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
             .flat_map(|i| [Some(i.address), i.advertised])
             .flatten()
             .chain([config.ng_listen.ip(), config.metrics_listen.ip()])
+            // A wildcard control or metrics socket receives on every address of the host:
+            // each is one of the relay's own then (addresses added later are not covered).
+            .chain(
+                [config.ng_listen.ip(), config.metrics_listen.ip()]
+                    .iter()
+                    .any(IpAddr::is_unspecified)
+                    .then(super::sys::host_addresses)
+                    .into_iter()
+                    .flatten(),
+            )
             .collect(),
         own_sockets: vec![config.ng_listen, config.metrics_listen],
         bound: std::sync::Arc::default(),

@@ -359,7 +359,8 @@ impl WorkerPorts<'_> {
                     if recent {
                         sockets.closing.push((port, local, clock::now()));
                     } else if let (Some(_), Ok(mut free)) = (&other, pool.lock()) {
-                        free.push(port);
+                        // At the bottom: the next offer tries another port first.
+                        free.insert(0, port);
                     }
                     match other {
                         Some(e) => return Err(e),

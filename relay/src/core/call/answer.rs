@@ -400,6 +400,9 @@ impl Call {
         for (i, (pm, d)) in pending.media.into_iter().zip(decided).enumerate() {
             ans.streams[i].record_remote(sdp, i, cmd.endpoint, ctx.now);
             let (so, sa) = (&mut off.streams[i], &mut ans.streams[i]);
+            // Both directions carry the codec the answer chose (its first format), whatever
+            // the offer listed first: RTCP jitter is in its clock.
+            so.clock_rate = sa.clock_rate;
             let old = [so.crypto.clone(), sa.crypto.clone()];
             let mut new = [
                 Crypto {

@@ -248,10 +248,16 @@ impl Call {
         // given, else the same family (SPEC §5a).
         let sdp_family = sdp_family(&sdp);
         let locals = [
-            ctx.interfaces
-                .pick(cmd.direction[0].as_deref(), sdp_family)?,
-            ctx.interfaces
-                .pick(cmd.direction[1].as_deref(), cmd.family.or(sdp_family))?,
+            ctx.interfaces.pick(
+                cmd.direction[0].as_deref(),
+                sdp_family,
+                Some("the offer's SDP is of that family"),
+            )?,
+            ctx.interfaces.pick(
+                cmd.direction[1].as_deref(),
+                cmd.family.or(sdp_family),
+                cmd.family.map(|_| "address-family"),
+            )?,
         ];
         let (off_t, ans_t, alias) = self.offer_targets(ctx, cmd, locals)?;
         let new_parties = [&off_t, &ans_t]

@@ -179,7 +179,7 @@ impl Stream {
     ) {
         let new = sdp.media_endpoint(i).map(|mut e| {
             if let Some(ip) = endpoint.filter(|_| !e.addr.is_unspecified()) {
-                e.addr = ip;
+                e.addr = ip.to_canonical();
             }
             e
         });

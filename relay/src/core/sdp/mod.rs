@@ -276,7 +276,10 @@ impl<'a> Sdp<'a> {
                 .filter(|l| l.kind() == b'c')
                 .find_map(|l| l.value().split(' ').nth(2)?.split('/').next()?.parse().ok())
         };
-        let addr: IpAddr = conn(&self.media_lines(i)[1..]).or_else(|| conn(self.session()))?;
+        // An IPv4-mapped IPv6 address is the IPv4 address (an IPv4 socket sends to it).
+        let addr: IpAddr = conn(&self.media_lines(i)[1..])
+            .or_else(|| conn(self.session()))
+            .map(|a: IpAddr| a.to_canonical())?;
         let m = self.media_line(i);
         let rtcp_port = self
             .media_attributes(i, "rtcp")
