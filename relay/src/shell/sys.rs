@@ -6,7 +6,7 @@
 
 use std::io;
 use std::mem::{MaybeUninit, size_of};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
 use crate::core::packet::PacketBuf;
@@ -213,6 +213,54 @@ pub fn raise_nofile(wanted: u64) -> Option<u64> {
     Some(lim.rlim_cur)
 }
 
+/// Every IPv4 and IPv6 address of the host's interfaces (`getifaddrs(3)`), for the peer rules
+/// when a control or metrics socket listens on a wildcard address (it then receives on all of
+/// them). Empty if the list cannot be read.
+pub fn host_addresses() -> Vec<IpAddr> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a pointer to a list it allocated into `head`, which we own.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: `ifa_addr` points to a sockaddr of the family it names; only AF_INET and
+            // AF_INET6 are read, each as its own type (both fit in `sockaddr_storage`).
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            let mut storage: libc::sockaddr_storage =
+                // SAFETY: all-zero is a valid `sockaddr_storage`.
+                unsafe { MaybeUninit::zeroed().assume_init() };
+            let len = match family {
+                libc::AF_INET => size_of::<libc::sockaddr_in>(),
+                libc::AF_INET6 => size_of::<libc::sockaddr_in6>(),
+                _ => 0,
+            };
+            if len > 0 {
+                // SAFETY: copies `len` bytes of a sockaddr of that family (as long as `len`)
+                // into storage at least that large; the regions do not overlap.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        ifa.ifa_addr.cast::<u8>(),
+                        (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
+                        len,
+                    );
+                }
+                if let Some(a) = socket_addr(&storage) {
+                    out.push(a.ip());
+                }
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: frees the list getifaddrs allocated, once; no reference into it outlives this.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsRawFd;
@@ -273,52 +321,4 @@ mod tests {
             assert_eq!((&buf[..n], from), (&b"six"[..], tx6.local_addr().unwrap()));
         }
     }
-}
-
-/// Every IPv4 and IPv6 address of the host's interfaces (`getifaddrs(3)`), for the peer rules
-/// when a control or metrics socket listens on a wildcard address (it then receives on all of
-/// them). Empty if the list cannot be read.
-pub fn host_addresses() -> Vec<std::net::IpAddr> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes a pointer to a list it allocated into `head`, which we own.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: `ifa_addr` points to a sockaddr of the family it names; only AF_INET and
-            // AF_INET6 are read, each as its own type (both fit in `sockaddr_storage`).
-            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-            let mut storage: libc::sockaddr_storage =
-                // SAFETY: all-zero is a valid `sockaddr_storage`.
-                unsafe { MaybeUninit::zeroed().assume_init() };
-            let len = match family {
-                libc::AF_INET => size_of::<libc::sockaddr_in>(),
-                libc::AF_INET6 => size_of::<libc::sockaddr_in6>(),
-                _ => 0,
-            };
-            if len > 0 {
-                // SAFETY: copies `len` bytes of a sockaddr of that family (as long as `len`)
-                // into storage at least that large; the regions do not overlap.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        ifa.ifa_addr.cast::<u8>(),
-                        (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
-                        len,
-                    );
-                }
-                if let Some(a) = socket_addr(&storage) {
-                    out.push(a.ip());
-                }
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: frees the list getifaddrs allocated, once; no reference into it outlives this.
-    unsafe { libc::freeifaddrs(head) };
-    out
 }
