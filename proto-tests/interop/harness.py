@@ -2,7 +2,8 @@
 SDP and WAV analysis. The scenarios themselves are in `scenarios.py`.
 
 Every process is started in its own process group and stopped by that group's id (its PID) when
-its scenario ends, whatever the outcome. Everything listens on 127.0.0.1 only.
+its scenario ends, whatever the outcome. Everything listens on loopback only (127.0.0.1; the
+two-interface scenario also on 127.0.0.2 and 127.0.0.3).
 """
 import base64
 import math
@@ -139,22 +140,23 @@ def bdecode(data, i=0):
 class Relay:
     """One srtp-relay for one scenario: ng on `base`, metrics on `base+1`, media ports `ports`
     (default `base+100 ..= base+199`), its log (debug: every ng command, SDP redacted) in
-    `<name>.log`."""
+    `<name>.log`. `args`: more command-line arguments, after the others (`--interface ...`
+    replaces the media address 127.0.0.1)."""
 
     def __init__(self, procs, binary, base, system="best-effort", config=None, name="relay",
-                 ports=None):
+                 ports=None, args=()):
         self.name, self.base, self.ng_port, self.metrics_port = name, base, base, base + 1
         lo, hi = ports or (base + 100, base + 199)
-        args = [binary]
+        argv = [binary]
         if config:
             path = os.path.join(procs.workdir, f"{name}.toml")
             with open(path, "w") as f:
                 f.write(config)
-            args += ["--config", path]
-        args += ["--ng", f"127.0.0.1:{base}", "--metrics", f"127.0.0.1:{base + 1}",
+            argv += ["--config", path]
+        argv += ["--ng", f"127.0.0.1:{base}", "--metrics", f"127.0.0.1:{base + 1}",
                  "--media-addr", "127.0.0.1", "--ports", f"{lo}-{hi}",
-                 "--workers", "1", "--system-security", system]
-        self.proc = procs.start(name, args, env={"RUST_LOG": "srtp_relay=debug"})
+                 "--workers", "1", "--system-security", system, *args]
+        self.proc = procs.start(name, argv, env={"RUST_LOG": "srtp_relay=debug"})
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.3)

@@ -1,5 +1,6 @@
-"""Configurations and launchers for the SIP peers: baresip, Linphone (linphonec), SIPp, and the
-GStreamer SRTP endpoint (gst_peer.py). protocol.md §4 has the recipes these follow."""
+"""Configurations and launchers for the SIP peers: baresip, Linphone (linphonec), SIPp, the
+GStreamer SRTP endpoint (gst_peer.py) and the GStreamer rtpbin endpoint with RTCP
+(gst_rtcp_peer.py). protocol.md §4 has the recipes these follow."""
 import glob
 import json
 import os
@@ -23,12 +24,13 @@ class Baresip:
     `ctrl_port`: the ctrl_tcp module on 127.0.0.1). `cert`: a PEM file with certificate and key
     for SIP over TLS (baresip listens for TLS on sip_port+1). `registrar`: host:port;params of
     the proxy the account registers with (its AOR's domain), e.g.
-    "127.0.0.1:5061;transport=tls"; without it, the account does not register."""
+    "127.0.0.1:5061;transport=tls"; without it, the account does not register. `addr`: the
+    loopback address it binds SIP and RTP to (and puts in its SDP)."""
 
     def __init__(self, workdir, name, sip_port, rtp_lo, tone, mediaenc=None, answermode="auto",
-                 ctrl_port=None, cert=None, registrar=None):
+                 ctrl_port=None, cert=None, registrar=None, addr="127.0.0.1"):
         self.dir = os.path.join(workdir, name)
-        self.name, self.sip_port, self.ctrl_port = name, sip_port, ctrl_port
+        self.name, self.sip_port, self.ctrl_port, self.addr = name, sip_port, ctrl_port, addr
         # No stdio/cons/http modules: their default listeners bind 0.0.0.0; ctrl_tcp only when
         # asked for, on loopback.
         ctrl = ""
@@ -37,8 +39,8 @@ class Baresip:
         if cert:
             ctrl += f"sip_certificate {cert}\n"
         write(os.path.join(self.dir, "config"), f"""poll_method epoll
-sip_listen 127.0.0.1:{sip_port}
-net_interface 127.0.0.1
+sip_listen {addr}:{sip_port}
+net_interface {addr}
 audio_player alsa,null
 audio_source aufile,{tone}
 audio_alert alsa,null
@@ -57,7 +59,7 @@ module_app menu.so
 """)
         enc = f";mediaenc={mediaenc}" if mediaenc else ""
         aor = (f"<sip:{name}@{registrar}>;regint=600" if registrar
-               else f"<sip:{name}@127.0.0.1:{sip_port}>;regint=0")
+               else f"<sip:{name}@{addr}:{sip_port}>;regint=0")
         write(os.path.join(self.dir, "accounts"),
               f"{aor};answermode={answermode};audio_codecs=PCMU{enc}\n")
         os.makedirs(os.path.join(self.dir, "dump"), exist_ok=True)
@@ -70,7 +72,8 @@ module_app menu.so
         return self.proc
 
     def wait_bound(self):
-        wait_until(f"{self.name} to listen on {self.sip_port}", lambda: port_bound(self.sip_port), 10)
+        wait_until(f"{self.name} to listen on {self.addr}:{self.sip_port}",
+                   lambda: port_bound(self.sip_port, self.addr), 10)
 
     def command(self, command, params=""):
         """Runs a menu command (`accept`, `hangup`, `dial` with the URI as `params`) through
@@ -104,10 +107,10 @@ module_app menu.so
         return open(self.proc.logpath, errors="replace").read()
 
 
-def port_bound(port):
+def port_bound(port, addr="127.0.0.1"):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        s.bind(("127.0.0.1", port))
+        s.bind((addr, port))
         return False
     except OSError:
         return True
@@ -192,6 +195,17 @@ def gst_peer(procs, name, port, remote_port, tx, rx, freq, seconds, wav):
         "--tx-suite", tx[0], "--tx-key", tx[1].hex(), "--tx-ssrc", str(tx[2]),
         "--rx-suite", rx[0], "--rx-key", rx[1].hex(), "--rx-ssrc", str(rx[2]),
         "--freq", str(freq), "--seconds", str(seconds), "--wav", wav])
+
+
+def gst_rtcp_peer(procs, name, port, remote_port, ssrc, freq, seconds, wav, drop_every=0):
+    """A GStreamer rtpbin endpoint (gst_rtcp_peer.py): plain RTP on `port` and RTCP on port+1
+    to the relay's `remote_port` (and +1), with rtpbin's own sender and receiver reports;
+    `drop_every` N drops every Nth RTP packet it sends."""
+    return procs.start(name, [
+        "/usr/bin/python3", os.path.join(HERE, "gst_rtcp_peer.py"),
+        "--port", str(port), "--remote-port", str(remote_port), "--ssrc", str(ssrc),
+        "--freq", str(freq), "--seconds", str(seconds), "--wav", wav,
+        "--drop-every", str(drop_every)])
 
 
 def sipp(procs, name, scenario, remote, local_port, calls=1, service="x", extra=()):

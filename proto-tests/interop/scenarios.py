@@ -10,7 +10,7 @@ import time
 from harness import (Fail, Kamailio, MetricsPoller, Relay, Sdp, check, counter, expect_tone,
                      sip_summary, wait_until, write_tone)
 from media import Endpoint, Phone
-from peers import Baresip, Linphone, gst_peer, port_bound, sipp, write
+from peers import Baresip, Linphone, gst_peer, gst_rtcp_peer, port_bound, sipp, write
 
 
 class Ctx:
@@ -1678,6 +1678,220 @@ def deploy_failover(ctx):
             "$rtpstat at every BYE")
 
 
+# ---------------------------------------------------------------------------------------------
+# 15. Two relay interfaces, one per side of the network: deploy/kamailio/kamailio.cfg with
+# WITH_RELAY_INTERFACES names each leg's interface (ng `direction`) from its address.
+
+# The "internal" network is 127.0.0.1 (alice, Kamailio, the relay's internal address); anything
+# else (bob on 127.0.0.3) is "external". Two subnets, as a site lists them (the first matches
+# nothing here). The deploy file's own routing: both register over UDP, and a call goes to the
+# callee's registered contact.
+INTERFACES_KAMAILIO_LOCAL = """#!define WITH_RELAY_INTERFACES
+#!define INTERNAL_NET "192.168.0.0/16,127.0.0.1/32"
+"""
+SIDE_ADDR = {"internal": "127.0.0.1", "external": "127.0.0.2"}
+
+
+def registered_over_udp(ua):
+    """baresip's log line for its REGISTER's 200 OK over UDP (Kamailio's own replies do not
+    pass its onsend_route, so they are not in its SIP trace)."""
+    return "/UDP/v4} 200 OK" in ua.log()
+
+
+def interface_call(ctx, kam, relay, caller, callee, talk=2.5):
+    """`caller` dials `callee` (by its AOR: Kamailio looks up its contact), they talk for
+    `talk` s, the caller hangs up. Returns the Call-ID, the relay's counters before the call
+    and just before the hang-up, a `query` taken during the call, and each side's new WAV."""
+    known = {m.call_id for _, _, m in kam.messages()}
+    wavs0 = set(caller.decoded_wavs()), set(callee.decoded_wavs())
+    m0 = relay.metrics()
+    caller.command("dial", f"sip:{callee.name}@127.0.0.1:{kam.port}")
+    ok = wait_until(f"{callee.name}'s 200 OK to {caller.name}'s INVITE forwarded", lambda: next(
+        (m for d, _, m in kam.messages() if d == "out" and m.status == 200
+         and m.method == "INVITE" and m.call_id not in known), None), 8)
+    time.sleep(talk)
+    q = relay.cmd({"command": "query", "call-id": ok.call_id})
+    m1 = relay.metrics()
+    caller.command("hangup")
+    wait_until(f"the BYE of {ok.call_id} answered through Kamailio", lambda: any(
+        d == "out" and m.status == 200 and m.method == "BYE" and m.call_id == ok.call_id
+        for d, _, m in kam.messages()), 8)
+    time.sleep(0.8)  # baresip names its WAVs by the second
+    return {"cid": ok.call_id, "m0": m0, "m1": m1, "query": q,
+            "caller_wav": sorted(set(caller.decoded_wavs()) - wavs0[0]),
+            "callee_wav": sorted(set(callee.decoded_wavs()) - wavs0[1])}
+
+
+def connection_addr(sdp):
+    m = re.search(r"^c=IN IP4 (\S+)", sdp.text, re.M)
+    return m.group(1) if m else None
+
+
+def kamailio_direction(ctx):
+    """One relay with two interfaces (internal 127.0.0.1, external 127.0.0.2) behind
+    deploy/kamailio/kamailio.cfg with WITH_RELAY_INTERFACES and 127.0.0.1/32 in INTERNAL_NET.
+    alice (baresip on 127.0.0.1) and bob (baresip on 127.0.0.3) register over UDP; alice calls
+    bob, then bob calls alice. Kamailio's offer names the caller's side first (from the
+    INVITE's source) and the callee's second (from its registered contact), so each UA gets
+    the relay's address of its own side in SDP, and media crosses from one interface to the
+    other."""
+    b = ctx.base
+    relay = ctx.start_relay(system="disabled", args=(
+        "--interface", f"internal/{SIDE_ADDR['internal']}",
+        "--interface", f"external/{SIDE_ADDR['external']}"))
+    kam = ctx.start_kamailio("deploy", local=INTERFACES_KAMAILIO_LOCAL)
+    registrar = f"127.0.0.1:{kam.port}"
+    alice = Baresip(ctx.workdir, "alice", b + 20, b + 40, ctx.tone(440), ctrl_port=b + 28,
+                    registrar=registrar)
+    bob = Baresip(ctx.workdir, "bob", b + 22, b + 60, ctx.tone(660), ctrl_port=b + 29,
+                  registrar=registrar, addr="127.0.0.3")
+    side = {"alice": "internal", "bob": "external"}
+    for ua in (alice, bob):
+        ua.start(ctx.procs, 40)
+    for ua in (alice, bob):
+        wait_until(f"{ua.name} registered over UDP (Kamailio's 200 OK to its REGISTER)",
+                   lambda: registered_over_udp(ua), 10)
+    notes = []
+    for caller, callee in ((alice, bob), (bob, alice)):
+        c = interface_call(ctx, kam, relay, caller, callee)
+        who = f"{caller.name} ({side[caller.name]}) calls {callee.name} ({side[callee.name]})"
+        call = one_call(kam.messages(), c["cid"])
+        own = must(find(call, "in", method="INVITE"), f"{who}: {caller.name}'s INVITE").sdp()
+        check(connection_addr(own) == caller.addr, f"{who}: {caller.name}'s own SDP naming "
+              f"its address {caller.addr}", connection_addr(own))
+        got = {
+            callee.name: must(find(call, "out", dst=f"{callee.addr}:{callee.sip_port}",
+                                   method="INVITE"), f"{who}: the INVITE to {callee.name}").sdp(),
+            caller.name: must(find(call, "out", dst=f"{caller.addr}:{caller.sip_port}",
+                                   status=200, method="INVITE"),
+                              f"{who}: the 200 OK to {caller.name}").sdp(),
+        }
+        for name, sdp in got.items():
+            want = SIDE_ADDR[side[name]]
+            lo = ctx.base + 100
+            check(connection_addr(sdp) == want and f"IN IP4 {want}" in sdp.text.split("\n", 2)[1]
+                  and lo <= sdp.media[0]["port"] < lo + 100,
+                  f"{who}: the SDP {name} received naming the relay's {side[name]} address "
+                  f"{want} (c= and o=) and a relay port", sdp.text)
+        parties = {p.get("interface"): p for p in c["query"].get("tags", {}).values()}
+        check({k: p.get("local address") for k, p in parties.items()}
+              == {"internal": SIDE_ADDR["internal"], "external": SIDE_ADDR["external"]},
+              f"{who}: the relay's query naming one party on each interface with its address",
+              {t: (p.get("interface"), p.get("local address"))
+               for t, p in c["query"].get("tags", {}).items()})
+        grown = {(i, d): counter(c["m1"], "srtp_relay_packets_total", interface=i, direction=d)
+                 - counter(c["m0"], "srtp_relay_packets_total", interface=i, direction=d)
+                 for i in ("internal", "external") for d in ("in", "out")}
+        check(min(grown.values()) >= 50,
+              f"{who}: srtp_relay_packets_total growing on both interfaces, in and out (>= 50 "
+              "packets each during the call)", grown)
+        check(len(c["caller_wav"]) == 1 and len(c["callee_wav"]) == 1,
+              f"{who}: one decoded WAV per side", (c["caller_wav"], c["callee_wav"]))
+        freq = {"alice": 440, "bob": 660}
+        heard = [expect_tone(c[f"{ua}_wav"][0], freq[other.name], 1.0, f"{who}: {me.name}")[0]
+                 for ua, me, other in (("callee", callee, caller), ("caller", caller, callee))]
+        notes.append(f"{caller.name}->{callee.name}: {caller.name} got "
+                     f"{connection_addr(got[caller.name])}, {callee.name} "
+                     f"{connection_addr(got[callee.name])}, internal "
+                     f"+{int(grown['internal', 'out'])}/external "
+                     f"+{int(grown['external', 'out'])} packets out, tone {min(heard):.1f} s+")
+    log = open(relay.proc.logpath).read()
+    errors = [line for line in log.splitlines() if 'result="error"' in line]
+    check(not errors, "no ng command to fail", errors[:3])
+    return "; ".join(notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# 16. Call quality from real RTCP: GStreamer rtpbin endpoints, one of which loses packets on
+# purpose; the receiver's reports reach the relay, and `delete` reports the loss per SSRC.
+
+# Every 20th RTP packet from A is dropped before it leaves (5 %). The relay reads B's reports
+# about A: `packet loss` is each report's fraction lost in whole percent, truncated (12/256 =
+# 4.7 % reads 4, as rtpengine does), averaged with truncation, and the first report may come
+# before the first drop, so exactly 5 % loss reads 3 or 4. Tolerance: 5 % +- 3 (2 to 8).
+LOSS_EVERY, LOSS_PCT, LOSS_TOLERANCE = 20, 5, 3
+
+
+def gstreamer_rtcp_loss(ctx):
+    """A call of two GStreamer rtpbin endpoints (plain RTP/AVP, RTCP on port + 1, a report
+    about every second), ng driven directly. A (440 Hz) drops every 20th packet it sends; B
+    (660 Hz) drops none. After 10 s, `delete`: the call's SSRC entry for A's SSRC (what B's
+    reports say about A) shows the loss, the one for B's shows none and a higher MOS; the
+    relay's loss-ratio histogram counted the report blocks."""
+    relay = ctx.start_relay(system="disabled")
+    b = ctx.base
+    call, seconds = "gst-rtcp-loss", 10
+    pa, pb = b + 20, b + 24
+    ssrc_a, ssrc_b = 0x1055A000, 0xC1EAB000
+    r = relay.cmd({"command": "offer", "call-id": call, "from-tag": "a",
+                   "sdp": plain_sdp(pa, "RTP/AVP")})
+    check(r.get("result") == "ok", "the offer accepted", r)
+    offer_b = Sdp(r["sdp"])
+    r = relay.cmd({"command": "answer", "call-id": call, "from-tag": "a", "to-tag": "b",
+                   "sdp": plain_sdp(pb, "RTP/AVP")})
+    check(r.get("result") == "ok", "the answer accepted", r)
+    ans_a = Sdp(r["sdp"])
+    for who, sdp in (("offer to B", offer_b), ("answer to A", ans_a)):
+        check(sdp.media[0]["proto"] == "RTP/AVP" and not sdp.crypto(0),
+              f"{who}: plain RTP/AVP", sdp.summary())
+    m0 = relay.metrics()
+    wav_a, wav_b = (os.path.join(ctx.workdir, f"gst-{x}.wav") for x in "ab")
+    peers = [gst_rtcp_peer(ctx.procs, "gst-a", pa, ans_a.media[0]["port"], ssrc_a, 440, seconds,
+                           wav_a, drop_every=LOSS_EVERY),
+             gst_rtcp_peer(ctx.procs, "gst-b", pb, offer_b.media[0]["port"], ssrc_b, 660, seconds,
+                           wav_b)]
+    for p in peers:
+        rc = ctx.procs.wait(p, seconds + 10)
+        check(rc == 0, f"{p.name} to exit 0", f"{rc}: {open(p.logpath).read()[-500:]}")
+    sent = re.search(r"sent (\d+) dropped (\d+)", open(peers[0].logpath).read())
+    check(sent and int(sent.group(2)) > 0, "A to report the packets it dropped",
+          open(peers[0].logpath).read()[-300:])
+    dropped = int(sent.group(2))
+    d = relay.cmd({"command": "delete", "call-id": call})
+    check(d.get("result") == "ok", "the delete answered ok", d)
+    ssrcs = d.get("SSRC", {})
+    lossy, clean = ssrcs.get(str(ssrc_a)), ssrcs.get(str(ssrc_b))
+    check(lossy and clean, f"the delete's SSRC dictionary to have A's ({ssrc_a}) and B's "
+          f"({ssrc_b}) entries", list(ssrcs))
+    avg_l, avg_c = lossy["average MOS"], clean["average MOS"]
+    check(avg_l.get("samples", 0) >= 5 and avg_c.get("samples", 0) >= 5,
+          "at least 5 reports about each direction (rtpbin reports about every second)",
+          (avg_l, avg_c))
+    check(abs(avg_l["packet loss"] - LOSS_PCT) <= LOSS_TOLERANCE,
+          f"A's average packet loss within {LOSS_PCT} % +- {LOSS_TOLERANCE} (every "
+          f"{LOSS_EVERY}th packet dropped)", avg_l)
+    check(avg_c["packet loss"] == 0, "B's average packet loss 0 (nothing dropped)", avg_c)
+    check(avg_l["MOS"] < avg_c["MOS"], "A's average MOS below B's", (avg_l["MOS"], avg_c["MOS"]))
+    check(dropped // 2 <= lossy["cumulative loss"] <= dropped,
+          f"A's cumulative loss in B's last report between half and all of the {dropped} "
+          "dropped (the last report may come before the last drops)", lossy["cumulative loss"])
+    receiver = [m for p in d.get("tags", {}).values() if p.get("tag") == "b"
+                for m in p.get("medias", [])]
+    check(receiver and receiver[0].get("quality", {}).get("reported SSRC") == ssrc_a,
+          "B's media to carry the quality of what it receives, about A's SSRC",
+          receiver[0].get("quality") if receiver else d.get("tags"))
+    m1 = relay.metrics()
+    count = (counter(m1, "srtp_relay_rtcp_loss_ratio_count")
+             - counter(m0, "srtp_relay_rtcp_loss_ratio_count"))
+    total = (counter(m1, "srtp_relay_rtcp_loss_ratio_sum")
+             - counter(m0, "srtp_relay_rtcp_loss_ratio_sum"))
+    check(count >= avg_l["samples"] + avg_c["samples"],
+          "srtp_relay_rtcp_loss_ratio_count grown by every report block read "
+          f"({avg_l['samples']} + {avg_c['samples']})", count)
+    # The histogram's sum is exact (ppm, not whole percent); B's reports add A's loss, A's add 0.
+    mean = 100 * total / avg_l["samples"]
+    check(abs(mean - LOSS_PCT) <= LOSS_TOLERANCE,
+          f"srtp_relay_rtcp_loss_ratio_sum over B's reports: {LOSS_PCT} % +- {LOSS_TOLERANCE}",
+          f"{mean:.2f} %")
+    expect_tone(wav_b, 440, 3.0, "B (what A sent, with its losses)")
+    expect_tone(wav_a, 660, 3.0, "A")
+    return (f"A dropped {dropped} of {int(sent.group(1)) + dropped}: SSRC {ssrc_a} packet loss "
+            f"{avg_l['packet loss']} % average ({mean:.1f} % in the histogram), MOS "
+            f"{avg_l['MOS'] / 10} over {avg_l['samples']} reports, cumulative "
+            f"{lossy['cumulative loss']}; clean SSRC {ssrc_b}: {avg_c['packet loss']} %, MOS "
+            f"{avg_c['MOS'] / 10}; loss-ratio histogram +{int(count)}")
+
+
 ALL = [
     Scenario("kamailio-baresip-srtp", kamailio_baresip, 40),
     Scenario("baresip-srtp-to-plain", baresip_srtp_plain, 40),
@@ -1693,4 +1907,6 @@ ALL = [
     Scenario("sipp-pcap-replay-to-srtp", sipp_pcap_twice, 40),
     Scenario("sipp-transfer-to-srtp", sipp_transfer, 30),
     Scenario("deploy-kamailio-relay-failover", deploy_failover, 150),
+    Scenario("kamailio-direction-internal-external", kamailio_direction, 60),
+    Scenario("gstreamer-rtcp-loss-in-delete", gstreamer_rtcp_loss, 40),
 ]
