@@ -139,13 +139,16 @@ def expect_leg(sdp, who, proto, crypto, ctx):
           f"({lo}-{lo + 99})", sdp.summary())
 
 
-def expect_relay_clean(ctx, relay):
+def expect_relay_clean(ctx, relay, ended_before_bye=False):
     """The ng commands from Kamailio all succeeded, and after the BYE the call and its ports are
-    gone."""
+    gone. `ended_before_bye`: the relay ended the call itself (a timeout), so the `$rtpstat`
+    query Kamailio sends at the BYE rightly finds no call."""
     log = open(relay.proc.logpath).read()
     for cmd in ("offer", "answer", "delete"):
         check(f'command="{cmd}"' in log, f"the relay to log an ng {cmd} from Kamailio", "none")
-    errors = [line for line in log.splitlines() if 'result="error"' in line]
+    errors = [line for line in log.splitlines() if 'result="error"' in line
+              and not (ended_before_bye and 'command="query"' in line
+                       and 'reason="unknown call-id"' in line)]
     check(not errors, "no ng command to fail", errors[:3])
     wait_until("the relay to list no call after the BYE",
                lambda: relay.cmd({"command": "list"}).get("calls") == [], 5)
@@ -1121,7 +1124,7 @@ def sipp_long_ringing(ctx):
     check(quiet >= 1.8, "the answered call to live until 2 s without media (timeouts.media)",
           f"it ended {quiet:.1f} s after the last packet")
     sipp_done(ctx, "ringing", caller, callee)
-    expect_relay_clean(ctx, relay)
+    expect_relay_clean(ctx, relay, ended_before_bye=True)
     return (f"rang {rang:.1f} s with timeouts.media = 2 s, {flow} packets each way after the "
             f"200 OK, the call ended {quiet:.1f} s after its media stopped")
 
