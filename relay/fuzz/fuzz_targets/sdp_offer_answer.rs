@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
+use srtp_relay::core::interfaces::{Interfaces, Local, LocalId};
 use srtp_relay::core::call::{PortGrant, SdpOptions};
 use srtp_relay::core::command::{AnswerCommand, DeleteCommand, OfferCommand};
 use srtp_relay::core::policy::{LegRequest, LegSecurity, MediaSecurity, PolicyConfig};
@@ -37,7 +38,12 @@ fuzz_target!(|data: &[u8]| {
     let req = |n: u8| LegRequest { security: Some(LegSecurity::Level(LEVELS[usize::from(n % 4)])), ..LegRequest::default() };
     let mut shard = Shard::new(ShardConfig {
         policy: PolicyConfig::default(),
-        interfaces: srtp_relay::core::interfaces::Interfaces::single(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5))),
+        // Two interfaces, IPv4 and IPv6, so that offers cross families when `direction` says so.
+        interfaces: Interfaces::new(vec![
+            Local { name: "a".into(), bind: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5)), advertised: None },
+            Local { name: "b".into(), bind: "2001:db8::5".parse().unwrap(), advertised: None },
+        ])
+        .unwrap(),
         replay_window: 64,
         rekey_grace: Duration::from_secs(2),
         timeouts: Timeouts::default(),
@@ -48,8 +54,13 @@ fuzz_target!(|data: &[u8]| {
     });
     let now = Instant::now();
     let mut next = 30000u16;
+    // `n` pairs on each interface.
     let mut grant = |n: usize| {
-        let g = PortGrant::new((0..n).map(|_| { next = next.wrapping_add(2); next }).collect::<Vec<_>>());
+        let g = PortGrant::on(
+            (0..2 * n)
+                .map(|i| { next = next.wrapping_add(2); (LocalId((i % 2) as u8), next) })
+                .collect::<Vec<_>>(),
+        );
         g
     };
     let options = SdpOptions { ice_remove: control & 16 != 0, replace_origin: control & 32 != 0 };
@@ -63,6 +74,8 @@ fuzz_target!(|data: &[u8]| {
         to: req(control >> 2),
         options,
         label: None,
+        direction: if control & 128 != 0 { [Some("a".into()), Some("b".into())] } else { [None, None] },
+        ..OfferCommand::default()
     };
     let answer = |from: &str, to: &str, sdp: &str| AnswerCommand {
         call_id: "c".into(),
@@ -71,6 +84,7 @@ fuzz_target!(|data: &[u8]| {
         via_branch: None,
         sdp: sdp.into(),
         label: None,
+        ..AnswerCommand::default()
     };
     let cmd = offer("a", None, body);
     let mut g = grant(4);
