@@ -297,6 +297,38 @@ fn sighup_reloads_policy_for_new_calls_and_keeps_running_ones() {
 }
 
 #[test]
+fn sighup_says_which_settings_wait_for_a_restart() {
+    let (path, ng, _) = config_file("reload-fixed.toml", "");
+    let log = temp("reload-fixed.log");
+    let args = vec!["--config".to_owned(), path.display().to_string()];
+    let relay = Relay::spawn(
+        &args,
+        ng,
+        &[],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    // The policy reloads; another worker count in the same file cannot apply until a restart.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace("workers = 2", "workers = 1") + "[security]\nsystem = \"enforce\"\n";
+    std::fs::write(&path, text).unwrap();
+    relay.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    let (a, _) = (endpoint(), endpoint());
+    assert!(
+        relay
+            .offer("f1", &sdp(&a, "RTP/AVP", None), &[])
+            .unwrap_err()
+            .starts_with("media security enforce")
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("take effect at the next restart"),
+        "{logged}"
+    );
+    assert_eq!(relay.stat(&["calls"]), 0);
+}
+
+#[test]
 fn sigterm_drains_running_calls_then_exits_zero() {
     let (ng, args) = small_relay(&["--drain", "20"]);
     let mut relay = Relay::spawn(&args, ng, &[], Stdio::null());

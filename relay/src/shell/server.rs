@@ -40,8 +40,30 @@ struct Control {
     pool: PortPool,
     /// The interface name of each local address (metric labels).
     interface_names: Vec<String>,
+    /// What a reload cannot change (interfaces, port range, sockets, workers), as running.
+    fixed: Fixed,
     metrics: ControlMetrics,
     draining: bool,
+}
+
+/// The settings SIGHUP does not apply (sockets are bound, workers and pools built).
+#[derive(Clone, Debug, PartialEq)]
+struct Fixed {
+    interfaces: Vec<super::config::InterfaceConfig>,
+    ports: (u16, u16),
+    listen: (std::net::SocketAddr, std::net::SocketAddr),
+    workers: usize,
+}
+
+impl Fixed {
+    fn of(c: &Config) -> Self {
+        Self {
+            interfaces: c.interfaces.clone(),
+            ports: (c.port_min, c.port_max),
+            listen: (c.ng_listen, c.metrics_listen),
+            workers: c.workers,
+        }
+    }
 }
 
 /// Metrics and health connections served at once; more are closed at once.
@@ -144,6 +166,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
         hasher: std::collections::hash_map::RandomState::new(),
         pool,
         interface_names: config.interfaces.iter().map(|i| i.name.clone()).collect(),
+        fixed: Fixed::of(&config),
         metrics: ControlMetrics::default(),
         draining: false,
     };
@@ -267,6 +290,11 @@ fn reload(control: &Control, path: Option<&std::path::Path>) {
             }
             tracing::info!(path = %path.display(), system = %new.policy.system, extensions = new.policy.extensions.len(),
                 "SIGHUP: policy reloaded for new calls");
+            if Fixed::of(&new) != control.fixed {
+                tracing::warn!(path = %path.display(),
+                    "SIGHUP: media interfaces, port range, listen addresses and workers in the file \
+                     differ from the running ones; they take effect at the next restart");
+            }
         }
         Err(e) => {
             tracing::error!(path = %path.display(), error = %e, "SIGHUP: configuration rejected, keeping the old one")
