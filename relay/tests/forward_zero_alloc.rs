@@ -137,6 +137,7 @@ fn forwarding_allocates_nothing_in_steady_state() {
             assert_eq!(
                 verdict,
                 Verdict::Forward {
+                    local: srtp_relay::core::interfaces::LocalId(0),
                     via: to.0,
                     to: to.1
                 }
@@ -182,6 +183,7 @@ fn forwarding_allocates_nothing_in_steady_state() {
                 assert_eq!(
                     verdict,
                     Verdict::Forward {
+                        local: srtp_relay::core::interfaces::LocalId(0),
                         via: to.0,
                         to: to.1
                     }

@@ -657,3 +657,82 @@ fn a_wildcard_or_foreign_interface_address_is_refused_at_start() {
         assert!(err.contains(why), "{spec}: {err}");
     }
 }
+
+#[test]
+fn each_interface_address_has_the_whole_shared_range() {
+    // Two pairs in the range, two interfaces: each address has both pairs, so two calls
+    // bridging them fit, and each port number is in use on both addresses at once.
+    let (ng, lo) = Relay::ports();
+    let args: Vec<String> = [
+        "--ng",
+        &format!("127.0.0.1:{ng}"),
+        "--metrics",
+        "127.0.0.1:0",
+        "--ports",
+        &format!("{lo}-{}", lo + 3),
+        "--interface",
+        "internal/127.0.0.1",
+        "--interface",
+        "external/127.0.0.2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let relay = Relay::spawn(&args, ng, &[], Stdio::null());
+    assert_eq!(relay.stat(&["free-port-pairs"]), 4);
+    let mut ports = [Vec::new(), Vec::new()];
+    let mut phones = Vec::new();
+    for call in ["s1", "s2"] {
+        let (a, b) = (bound("127.0.0.1"), bound("127.0.0.3"));
+        let to_b = sdp_of(&cmd(
+            &relay,
+            "offer",
+            &[
+                ("call-id", call),
+                ("from-tag", "ta"),
+                ("sdp", &sdp_for(&a, None, None)),
+            ],
+            &[("direction", &["internal", "external"])],
+        ))
+        .unwrap();
+        let to_a = sdp_of(&cmd(
+            &relay,
+            "answer",
+            &[
+                ("call-id", call),
+                ("from-tag", "ta"),
+                ("to-tag", "tb"),
+                ("sdp", &sdp_for(&b, None, None)),
+            ],
+            &[],
+        ))
+        .unwrap();
+        let (pa, pb) = (m_port(&to_a, 0), m_port(&to_b, 0));
+        ports[0].push(pa);
+        ports[1].push(pb);
+        phones.push((a, b, pa, pb));
+    }
+    for p in &mut ports {
+        p.sort_unstable();
+    }
+    assert_eq!(ports, [vec![lo, lo + 2], vec![lo, lo + 2]]);
+    assert_eq!(relay.stat(&["free-port-pairs"]), 0);
+    // Same port numbers, different addresses: each call's media stays its own.
+    for (n, (a, b, pa, pb)) in phones.iter().enumerate() {
+        let ssrc = 0x100 + n as u32;
+        let pkts: Vec<Vec<u8>> = (1..=4).map(|s| rtp(s, ssrc)).collect();
+        send(a, SocketAddr::from(([127, 0, 0, 1], *pa)), &pkts);
+        let got = recv_from(b, 4);
+        assert_eq!(got.iter().map(|g| g.0.clone()).collect::<Vec<_>>(), pkts);
+        assert!(
+            got.iter()
+                .all(|g| g.1 == SocketAddr::from(([127, 0, 0, 2], *pb)))
+        );
+        send(b, SocketAddr::from(([127, 0, 0, 2], *pb)), &pkts);
+        assert_eq!(recv_from(a, 4).len(), 4);
+    }
+    for call in ["s1", "s2"] {
+        cmd(&relay, "delete", &[("call-id", call)], &[]);
+    }
+    relay.wait_stat(&["free-port-pairs"], 4);
+}

@@ -77,8 +77,10 @@ impl From<SrtpError> for DropReason {
 /// What to do with a datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Send the (transformed) buffer from local port `via` to `to`.
+    /// Send the (transformed) buffer from port `via` of local address `local` to `to`.
     Forward {
+        /// The relay's local address to send from (the interface facing the receiver).
+        local: LocalId,
         /// The relay's port to send from (symmetric RTP: the one advertised to the receiver).
         via: u16,
         /// The receiver.
@@ -208,7 +210,8 @@ fn decide(
     let Some((me_party, other_party)) = call.pair_mut(party, peer) else {
         return Drop(DropReason::NoSession);
     };
-    let other_local = rules.interfaces.get(other_party.local);
+    let other_id = other_party.local;
+    let other_local = rules.interfaces.get(other_id);
     let (Some(me), Some(other)) = (me_party.streams.get_mut(m), other_party.streams.get_mut(m))
     else {
         return Drop(DropReason::NoSession);
@@ -373,5 +376,9 @@ fn decide(
     } else {
         other.rtp_port
     };
-    Verdict::Forward { via, to }
+    Verdict::Forward {
+        local: other_id,
+        via,
+        to,
+    }
 }

@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// An address range in CIDR notation (`192.0.2.0/24`, `fe80::/10`; a bare address is a /32 or
 /// /128).
@@ -98,35 +98,38 @@ pub fn default_deny(media_on_loopback: bool) -> Vec<IpNet> {
     nets
 }
 
-/// The relay's bound media ports, shared by the workers (they set and clear bits when they bind
-/// and close a pair; the packet path only reads).
+/// The relay's bound media ports, shared by the workers (they count a port up and down as they
+/// bind and close it on any of the relay's addresses; the packet path only reads). A port bound
+/// on one address counts for all of them: a conservative view that costs no lookup per address.
 #[derive(Debug)]
 pub struct BoundPorts {
-    bits: Box<[AtomicU64]>,
+    counts: Box<[AtomicU8]>,
 }
 
 impl Default for BoundPorts {
     fn default() -> Self {
         Self {
-            bits: (0..1024).map(|_| AtomicU64::new(0)).collect(),
+            counts: (0..=u16::MAX).map(|_| AtomicU8::new(0)).collect(),
         }
     }
 }
 
 impl BoundPorts {
-    /// Marks `port` bound or not.
+    /// Notes `port` bound (`true`) or closed (`false`) on one more, or one fewer, address.
     pub fn set(&self, port: u16, bound: bool) {
-        let (word, bit) = (usize::from(port / 64), 1u64 << (port % 64));
-        if bound {
-            self.bits[word].fetch_or(bit, Ordering::Relaxed);
-        } else {
-            self.bits[word].fetch_and(!bit, Ordering::Relaxed);
-        }
+        let c = &self.counts[usize::from(port)];
+        let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            Some(if bound {
+                n.saturating_add(1)
+            } else {
+                n.saturating_sub(1)
+            })
+        });
     }
 
-    /// True when the relay has `port` bound.
+    /// True when the relay has `port` bound on any of its addresses.
     pub fn contains(&self, port: u16) -> bool {
-        self.bits[usize::from(port / 64)].load(Ordering::Relaxed) & (1u64 << (port % 64)) != 0
+        self.counts[usize::from(port)].load(Ordering::Relaxed) != 0
     }
 }
 

@@ -15,7 +15,7 @@ use crate::core::command::{
     MediaInfo, OfferCommand, PartyInfo, StreamInfo,
 };
 use crate::core::forward::{self, Counters, DropReason, Rules, Verdict};
-use crate::core::interfaces::Interfaces;
+use crate::core::interfaces::{Interfaces, LocalId};
 use crate::core::packet::PacketBuf;
 use crate::core::peers::PeerRules;
 use crate::core::policy::PolicyConfig;
@@ -111,21 +111,25 @@ pub struct Shard {
     calls: Vec<Option<Entry>>,
     free: Vec<u32>,
     ids: HashMap<String, u32>,
-    /// By `port / 2`: the RTP port and the RTCP port of a pair share a slot.
-    by_port: Box<[Option<PortSlot>]>,
+    /// By local address, then by `port / 2`: the RTP port and the RTCP port of a pair share a
+    /// slot.
+    by_port: Vec<Box<[Option<PortSlot>]>>,
     counters: Counters,
 }
 
 impl Shard {
     /// An empty shard.
     pub fn new(config: ShardConfig) -> Self {
+        let by_port = (0..config.interfaces.len())
+            .map(|_| vec![None; 1 << 15].into_boxed_slice())
+            .collect();
         Self {
             config,
             draining: false,
             calls: Vec::new(),
             free: Vec::new(),
             ids: HashMap::new(),
-            by_port: vec![None; 1 << 15].into_boxed_slice(),
+            by_port,
             counters: Counters::default(),
         }
     }
@@ -560,7 +564,7 @@ impl Shard {
         };
         if let Some(p) = entry.call.party(party) {
             for port in p.ports() {
-                self.by_port[usize::from(port >> 1)] = None;
+                self.by_port[p.local.idx()][usize::from(port >> 1)] = None;
             }
         }
         entry.call.remove_party(party, grant);
@@ -572,7 +576,7 @@ impl Shard {
         };
         for (_, p) in entry.call.live() {
             for port in p.ports() {
-                self.by_port[usize::from(port >> 1)] = None;
+                self.by_port[p.local.idx()][usize::from(port >> 1)] = None;
             }
         }
         entry.call.remove_all(grant);
@@ -589,7 +593,24 @@ impl Shard {
         src: SocketAddr,
         pkt: &mut PacketBuf,
     ) -> Verdict {
-        let verdict = match self.by_port[usize::from(local_port >> 1)] {
+        self.on_datagram_at(now, LocalId(0), local_port, src, pkt)
+    }
+
+    /// [`Self::on_datagram`] for a datagram that arrived on port `local_port` of local address
+    /// `local`.
+    pub fn on_datagram_at(
+        &mut self,
+        now: Instant,
+        local: LocalId,
+        local_port: u16,
+        src: SocketAddr,
+        pkt: &mut PacketBuf,
+    ) -> Verdict {
+        let slot = self
+            .by_port
+            .get(local.idx())
+            .and_then(|t| t[usize::from(local_port >> 1)]);
+        let verdict = match slot {
             None => Verdict::Drop(DropReason::NoSession),
             Some(slot) => match self
                 .calls
@@ -648,11 +669,14 @@ fn partners(call: &Call, f: PartyId) -> Vec<PartyId> {
 }
 
 /// Points the ports of `party`'s streams at it.
-fn index_party(by_port: &mut [Option<PortSlot>], call: u32, c: &Call, party: PartyId) {
+fn index_party(by_port: &mut [Box<[Option<PortSlot>]>], call: u32, c: &Call, party: PartyId) {
     let Some(p) = c.party(party) else { return };
+    let Some(table) = by_port.get_mut(p.local.idx()) else {
+        return;
+    };
     for (m, s) in p.streams.iter().enumerate() {
         if s.rtp_port != 0 {
-            by_port[usize::from(s.rtp_port >> 1)] = Some(PortSlot {
+            table[usize::from(s.rtp_port >> 1)] = Some(PortSlot {
                 call,
                 party,
                 m: m as u8,

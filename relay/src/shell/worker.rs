@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{clock, sys};
-use crate::core::call::{PortGrant, PortsNeeded};
+use crate::core::call::{PairAt, PortGrant, PortsNeeded};
 use crate::core::command::{
     AnswerCommand, CallInfo, CommandError, DeleteCommand, DeleteOutcome, OfferCommand,
 };
@@ -67,15 +67,15 @@ pub struct WorkerStats {
     pub counters: Counters,
 }
 
-/// Free even ports of the media ranges, shared by the workers: one pool per distinct range
-/// (interfaces with the same range share it, so a port number is bound on one local address at
-/// a time). Only offers, deletes and timeouts touch them (never the packet path), so a mutex is
-/// fine; they spread the ranges over the workers however unevenly calls hash onto them.
+/// Free even ports of the media ranges, shared by the workers: one pool per local address, each
+/// holding its interface's whole range (a socket is named by address and port, so interfaces
+/// on the same range do not share its capacity). Only offers, deletes and timeouts touch them
+/// (never the packet path), so a mutex is fine; they spread the ranges over the workers however
+/// unevenly calls hash onto them.
 #[derive(Debug)]
 pub struct PortPools {
-    pools: Vec<Mutex<Vec<u16>>>,
-    /// Per local address: its pool and where it binds.
-    locals: Vec<(usize, IpAddr)>,
+    /// Per local address ([`LocalId`] index): where it binds, and its free even ports.
+    locals: Vec<(IpAddr, Mutex<Vec<u16>>)>,
 }
 
 /// The pools, shared.
@@ -85,42 +85,32 @@ impl PortPools {
     /// Pools for local addresses `(bind address, first port, last port)`; `order` shuffles each
     /// pool's even ports (SPEC §9: an endpoint cannot predict the next call's ports).
     pub fn new(locals: &[(IpAddr, u16, u16)], order: impl Fn(&mut [u16])) -> Self {
-        let mut ranges: Vec<(u16, u16)> = Vec::new();
-        let mut pools = Vec::new();
-        let mut by_local = Vec::with_capacity(locals.len());
-        for &(addr, lo, hi) in locals {
-            let pool = match ranges.iter().position(|r| *r == (lo, hi)) {
-                Some(p) => p,
-                None => {
+        Self {
+            locals: locals
+                .iter()
+                .map(|&(addr, lo, hi)| {
                     let mut pairs: Vec<u16> = (lo..hi).step_by(2).collect();
                     order(&mut pairs);
-                    ranges.push((lo, hi));
-                    pools.push(Mutex::new(pairs));
-                    pools.len() - 1
-                }
-            };
-            by_local.push((pool, addr));
-        }
-        Self {
-            pools,
-            locals: by_local,
+                    (addr, Mutex::new(pairs))
+                })
+                .collect(),
         }
     }
 
     /// Free pairs in all pools.
     pub fn free_pairs(&self) -> usize {
-        self.pools
+        self.locals
             .iter()
-            .map(|p| p.lock().map_or(0, |p| p.len()))
+            .map(|(_, p)| p.lock().map_or(0, |p| p.len()))
             .sum()
     }
 
     fn pool(&self, local: LocalId) -> &Mutex<Vec<u16>> {
-        &self.pools[self.locals[local.idx()].0]
+        &self.locals[local.idx()].1
     }
 
     fn bind_addr(&self, local: LocalId) -> IpAddr {
-        self.locals[local.idx()].1
+        self.locals[local.idx()].0
     }
 }
 
@@ -129,14 +119,13 @@ impl PortPools {
 /// the `recvmmsg` that would only return `EAGAIN` on every wake-up.
 type Socket = AsyncFd<std::net::UdpSocket>;
 
-/// The worker's sockets: both ports of every open pair.
+/// The worker's sockets: both ports of every open pair, by local address and port.
 struct Sockets {
     pool: PortPool,
-    /// Open sockets by port, with the local address of their pair.
-    open: HashMap<u16, (Rc<Socket>, JoinHandle<()>, LocalId)>,
-    /// Closed pairs, returned to the pool after [`CLOSE_DELAY`]: an aborted receive task drops
+    open: HashMap<(LocalId, u16), (Rc<Socket>, JoinHandle<()>)>,
+    /// Closed pairs, returned to their pool after [`CLOSE_DELAY`]: an aborted receive task drops
     /// its socket only when the runtime next polls it, and until then the port is still bound.
-    closing: Vec<(u16, LocalId, std::time::Instant)>,
+    closing: Vec<(LocalId, u16, std::time::Instant)>,
 }
 
 struct Worker {
@@ -152,11 +141,14 @@ struct Worker {
     batch: RefCell<Batch>,
 }
 
+/// Where a forwarded datagram goes: (the socket it leaves from, receiver).
+type Outgoing = Option<(PairAt, SocketAddr)>;
+
 struct Batch {
     bufs: Vec<PacketBuf>,
     srcs: [Option<SocketAddr>; sys::BATCH],
     /// Where each forwarded datagram of the batch goes: (the port it leaves from, receiver).
-    out: [Option<(u16, SocketAddr)>; sys::BATCH],
+    out: [Outgoing; sys::BATCH],
 }
 
 /// Starts a worker thread that takes its ports from `pool` and returns the channel to it.
@@ -270,7 +262,7 @@ fn handle(worker: &Rc<Worker>, job: Job) {
 fn release_closed(worker: &Worker, now: std::time::Instant) {
     let mut sockets = worker.sockets.borrow_mut();
     let Sockets { pool, closing, .. } = &mut *sockets;
-    closing.retain(|&(port, local, at)| {
+    closing.retain(|&(local, port, at)| {
         let done = now.saturating_duration_since(at) >= CLOSE_DELAY;
         if done {
             let Ok(mut pool) = pool.pool(local).lock() else {
@@ -299,8 +291,8 @@ impl WorkerPorts<'_> {
                     Ok(Some(p)) => pairs.push((local, p)),
                     Ok(None) => break,
                     Err(e) => {
-                        for (_, p) in pairs {
-                            self.close_pair(p);
+                        for (l, p) in pairs {
+                            self.close_pair(l, p);
                         }
                         return Err(e);
                     }
@@ -313,8 +305,8 @@ impl WorkerPorts<'_> {
     /// Closes what a command left unused and what it released.
     fn finish(&self, grant: PortGrant) {
         let (unused, released) = grant.into_parts();
-        for port in unused.into_iter().chain(released) {
-            self.close_pair(port);
+        for (local, port) in unused.into_iter().chain(released) {
+            self.close_pair(local, port);
         }
     }
 
@@ -326,11 +318,10 @@ impl WorkerPorts<'_> {
         let mut sockets = worker.sockets.borrow_mut();
         let pools = Arc::clone(&sockets.pool);
         let (pool, bind_addr) = (pools.pool(local), pools.bind_addr(local));
-        // When the pool is empty, this worker's own recently closed pairs of the same pool are
-        // tried too: binding succeeds as soon as their old sockets are gone. Ports another
+        // When the pool is empty, this worker's own recently closed pairs of the same address
+        // are tried too: binding succeeds as soon as their old sockets are gone. Ports another
         // program holds are skipped (and not handed out again); a recently closed one goes back
         // to wait.
-        let same_pool = |l: LocalId| std::ptr::eq(pools.pool(l), pool);
         let mut recent_tries = sockets.closing.len();
         loop {
             let Ok(mut free) = pool.lock() else {
@@ -342,10 +333,10 @@ impl WorkerPorts<'_> {
                 Some(p) => (p, false),
                 None if recent_tries > 0 => {
                     recent_tries -= 1;
-                    let Some(at) = sockets.closing.iter().position(|c| same_pool(c.1)) else {
+                    let Some(at) = sockets.closing.iter().position(|c| c.0 == local) else {
                         return Ok(None);
                     };
-                    (sockets.closing.remove(at).0, true)
+                    (sockets.closing.remove(at).1, true)
                 }
                 None => return Ok(None),
             };
@@ -357,7 +348,7 @@ impl WorkerPorts<'_> {
                         .flatten()
                         .find(|e| e.kind() != std::io::ErrorKind::AddrInUse);
                     if recent {
-                        sockets.closing.push((port, local, clock::now()));
+                        sockets.closing.push((local, port, clock::now()));
                     } else if let (Some(_), Ok(mut free)) = (&other, pool.lock()) {
                         // At the bottom: the next offer tries another port first.
                         free.insert(0, port);
@@ -372,25 +363,29 @@ impl WorkerPorts<'_> {
             worker.bound.set(port + 1, true);
             for (p, sock) in [(port, rtp), (port + 1, rtcp)] {
                 let sock = Rc::new(sock);
-                let task =
-                    tokio::task::spawn_local(receive(Rc::clone(worker), p, Rc::clone(&sock)));
-                sockets.open.insert(p, (sock, task, local));
+                let task = tokio::task::spawn_local(receive(
+                    Rc::clone(worker),
+                    local,
+                    p,
+                    Rc::clone(&sock),
+                ));
+                sockets.open.insert((local, p), (sock, task));
             }
             return Ok(Some(port));
         }
     }
 
-    fn close_pair(&self, rtp_port: u16) {
+    fn close_pair(&self, local: LocalId, rtp_port: u16) {
         let mut sockets = self.0.sockets.borrow_mut();
-        let mut local = None;
+        let mut was_open = false;
         for p in [rtp_port, rtp_port + 1] {
-            if let Some((_, task, l)) = sockets.open.remove(&p) {
+            if let Some((_, task)) = sockets.open.remove(&(local, p)) {
                 task.abort();
-                local = Some(l);
+                was_open = true;
             }
         }
-        if let Some(local) = local {
-            sockets.closing.push((rtp_port, local, clock::now()));
+        if was_open {
+            sockets.closing.push((local, rtp_port, clock::now()));
         }
     }
 }
@@ -405,13 +400,13 @@ fn bind(addr: IpAddr, port: u16) -> std::io::Result<Socket> {
 /// `recvmmsg`, each transformed in place, then sent with one `sendmmsg` per leaving port (a full
 /// send buffer is a counted drop, never a wait). After a full batch the task yields, so one hot
 /// socket cannot starve the others; after a short one it waits for the next readiness edge.
-async fn receive(worker: Rc<Worker>, port: u16, sock: Rc<Socket>) {
+async fn receive(worker: Rc<Worker>, local: LocalId, port: u16, sock: Rc<Socket>) {
     loop {
         let Ok(mut ready) = sock.readable().await else {
             tokio::task::yield_now().await;
             continue;
         };
-        if receive_batch(&worker, port, &mut ready) == sys::BATCH {
+        if receive_batch(&worker, local, port, &mut ready) == sys::BATCH {
             tokio::task::yield_now().await;
         }
     }
@@ -421,6 +416,7 @@ async fn receive(worker: Rc<Worker>, port: u16, sock: Rc<Socket>) {
 /// datagrams came.
 fn receive_batch(
     worker: &Worker,
+    local: LocalId,
     port: u16,
     ready: &mut tokio::io::unix::AsyncFdReadyGuard<'_, std::net::UdpSocket>,
 ) -> usize {
@@ -437,28 +433,30 @@ fn receive_batch(
         // which sets the readiness again (tokio's clear is a no-op if it already did).
         ready.clear_ready();
     }
-    forward_batch(worker, port, &mut batch, n);
+    forward_batch(worker, local, port, &mut batch, n);
     n
 }
 
 /// Hands the `n` datagrams of a batch received on `port` to the shard and sends those it
 /// forwards, one `sendmmsg` per leaving port.
-fn forward_batch(worker: &Worker, port: u16, batch: &mut Batch, n: usize) {
+fn forward_batch(worker: &Worker, local: LocalId, port: u16, batch: &mut Batch, n: usize) {
     let Batch { bufs, srcs, out } = batch;
     let now = clock::now();
     let mut shard = worker.shard.borrow_mut();
     for i in 0..n {
         out[i] = None;
         let Some(src) = srcs[i] else { continue };
-        if let Verdict::Forward { via, to } = shard.on_datagram(now, port, src, &mut bufs[i]) {
-            out[i] = Some((via, to));
+        if let Verdict::Forward { local, via, to } =
+            shard.on_datagram_at(now, local, port, src, &mut bufs[i])
+        {
+            out[i] = Some(((local, via), to));
         }
     }
     let sockets = worker.sockets.borrow();
-    // Nearly always every datagram of a batch leaves by the same port; the loop handles mixes.
+    // Nearly always every datagram of a batch leaves by the same socket; the loop handles mixes.
     for first in 0..n {
         let Some((via, _)) = out[first] else { continue };
-        let leaving = |(i, o): (usize, &Option<(u16, SocketAddr)>)| match *o {
+        let leaving = |(i, o): (usize, &Outgoing)| match *o {
             Some((v, to)) if v == via => Some((i, to)),
             _ => None,
         };
@@ -484,7 +482,7 @@ fn forward_batch(worker: &Worker, port: u16, batch: &mut Batch, n: usize) {
             for _ in sent..wanted {
                 shard.count_drop(DropReason::Overload);
             }
-            warn_send_failed(worker, now, via);
+            warn_send_failed(worker, now, via.1);
         }
     }
 }

@@ -42,7 +42,9 @@ impl Ports {
     /// Closes what a command left unused or released, as the worker does after it.
     pub fn finish(&mut self, grant: PortGrant) {
         let (unused, released) = grant.into_parts();
-        for p in unused.into_iter().chain(released) {
+        // One interface (local address 0) in the simulations.
+        for (local, p) in unused.into_iter().chain(released) {
+            assert_eq!(local.0, 0);
             self.close_pair(p);
         }
     }

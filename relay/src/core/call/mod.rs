@@ -123,13 +123,16 @@ pub struct Ctx<'a> {
 
 /// Port pairs the shell has bound for a command (RTP on the even port, RTCP on the next), each
 /// on a local address, and the pairs the command gave up. The core takes what it needs and never
-/// binds anything itself; the shell closes what is left over and what was released. A port
-/// number is bound on one local address at a time, so the number alone names the socket.
+/// binds anything itself; the shell closes what is left over and what was released. A socket is
+/// named by its local address and port: each address has a pool of its own.
 #[derive(Debug, Default)]
 pub struct PortGrant {
-    pairs: std::collections::VecDeque<(LocalId, u16)>,
-    released: Vec<u16>,
+    pairs: std::collections::VecDeque<PairAt>,
+    released: Vec<PairAt>,
 }
+
+/// A port pair (its RTP port) on a local address.
+pub type PairAt = (LocalId, u16);
 
 impl PortGrant {
     /// A grant of these even ports on the first local address, handed out in order.
@@ -138,7 +141,7 @@ impl PortGrant {
     }
 
     /// A grant of these even ports, each on its local address.
-    pub fn on(pairs: impl IntoIterator<Item = (LocalId, u16)>) -> Self {
+    pub fn on(pairs: impl IntoIterator<Item = PairAt>) -> Self {
         Self {
             pairs: pairs.into_iter().collect(),
             released: Vec::new(),
@@ -160,16 +163,13 @@ impl PortGrant {
         self.pairs.remove(at).map(|(_, p)| p)
     }
 
-    pub(crate) fn release(&mut self, rtp_port: u16) {
-        self.released.push(rtp_port);
+    pub(crate) fn release(&mut self, local: LocalId, rtp_port: u16) {
+        self.released.push((local, rtp_port));
     }
 
     /// `(unused, released)`: the pairs to close once the command is done.
-    pub fn into_parts(self) -> (Vec<u16>, Vec<u16>) {
-        (
-            self.pairs.into_iter().map(|(_, p)| p).collect(),
-            self.released,
-        )
+    pub fn into_parts(self) -> (Vec<PairAt>, Vec<PairAt>) {
+        (self.pairs.into(), self.released)
     }
 }
 
@@ -389,7 +389,7 @@ impl Call {
             return;
         };
         for port in party.ports() {
-            grant.release(port);
+            grant.release(party.local, port);
         }
         for p in self.parties.iter_mut().flatten() {
             if p.peer == Some(id) {
