@@ -141,17 +141,9 @@ pub fn forward(
     let rtcp_port = local_port & 1 == 1;
     let received_len = pkt.len() as u64;
     let component = usize::from(rtcp_port || is_rtcp(pkt.as_slice()));
-    let local_of = |p: Option<PartyId>| {
-        p.and_then(|p| call.party(p))
-            .map_or_else(LocalId::default, |p| p.local)
-    };
-    let (l_in, l_out) = (
-        local_of(Some(party)).idx(),
-        local_of(call.party(party).and_then(|p| p.peer)).idx(),
-    );
     let verdict = decide(
         rules,
-        &mut counters.quality[l_in],
+        &mut counters.quality,
         now,
         call,
         party,
@@ -160,11 +152,16 @@ pub fn forward(
         src,
         pkt,
     );
-    let Some(me) = call.party_mut(party).and_then(|p| p.streams.get_mut(m)) else {
+    let Some(me_party) = call.party_mut(party) else {
+        return verdict;
+    };
+    let l_in = me_party.local.idx();
+    let Some(me) = me_party.streams.get_mut(m) else {
         return verdict;
     };
     match verdict {
-        Verdict::Forward { .. } => {
+        Verdict::Forward { local, .. } => {
+            let l_out = local.idx();
             let t = me.transform.map_or(0, Transform::index);
             let component = if me.kind == Some(StreamKind::Udptl) {
                 0
@@ -191,7 +188,7 @@ pub fn forward(
 #[allow(clippy::too_many_arguments)]
 fn decide(
     rules: Rules<'_>,
-    quality: &mut [QualityCounts; 6],
+    quality: &mut [[QualityCounts; 6]; MAX_LOCALS],
     now: Instant,
     call: &mut Call,
     party: PartyId,
@@ -210,7 +207,7 @@ fn decide(
     let Some((me_party, other_party)) = call.pair_mut(party, peer) else {
         return Drop(DropReason::NoSession);
     };
-    let other_id = other_party.local;
+    let (me_id, other_id) = (me_party.local, other_party.local);
     let other_local = rules.interfaces.get(other_id);
     let (Some(me), Some(other)) = (me_party.streams.get_mut(m), other_party.streams.get_mut(m))
     else {
@@ -302,7 +299,7 @@ fn decide(
     if rtcp && transform != Transform::PassThrough {
         for b in report_blocks(pkt.as_slice()) {
             let o = me.quality.report(&b, me.clock_rate, other.quality.rtt, now);
-            quality[transform.index()].observe(&o);
+            quality[me_id.idx()][transform.index()].observe(&o);
         }
         if let Some(ntp) = sender_report_ntp(pkt.as_slice()) {
             other.quality.sr_forwarded(ntp, now);

@@ -111,18 +111,16 @@ pub struct Shard {
     calls: Vec<Option<Entry>>,
     free: Vec<u32>,
     ids: HashMap<String, u32>,
-    /// By local address, then by `port / 2`: the RTP port and the RTCP port of a pair share a
-    /// slot.
-    by_port: Vec<Box<[Option<PortSlot>]>>,
+    /// By [`slot_of`] (local address, `port / 2`): the RTP port and the RTCP port of a pair
+    /// share a slot. One flat table: one index per datagram.
+    by_port: Box<[Option<PortSlot>]>,
     counters: Counters,
 }
 
 impl Shard {
     /// An empty shard.
     pub fn new(config: ShardConfig) -> Self {
-        let by_port = (0..config.interfaces.len())
-            .map(|_| vec![None; 1 << 15].into_boxed_slice())
-            .collect();
+        let by_port = vec![None; config.interfaces.len() << 15].into_boxed_slice();
         Self {
             config,
             draining: false,
@@ -564,7 +562,7 @@ impl Shard {
         };
         if let Some(p) = entry.call.party(party) {
             for port in p.ports() {
-                self.by_port[p.local.idx()][usize::from(port >> 1)] = None;
+                self.by_port[slot_of(p.local, port)] = None;
             }
         }
         entry.call.remove_party(party, grant);
@@ -576,7 +574,7 @@ impl Shard {
         };
         for (_, p) in entry.call.live() {
             for port in p.ports() {
-                self.by_port[p.local.idx()][usize::from(port >> 1)] = None;
+                self.by_port[slot_of(p.local, port)] = None;
             }
         }
         entry.call.remove_all(grant);
@@ -608,8 +606,9 @@ impl Shard {
     ) -> Verdict {
         let slot = self
             .by_port
-            .get(local.idx())
-            .and_then(|t| t[usize::from(local_port >> 1)]);
+            .get(slot_of(local, local_port))
+            .copied()
+            .flatten();
         let verdict = match slot {
             None => Verdict::Drop(DropReason::NoSession),
             Some(slot) => match self
@@ -669,14 +668,16 @@ fn partners(call: &Call, f: PartyId) -> Vec<PartyId> {
 }
 
 /// Points the ports of `party`'s streams at it.
-fn index_party(by_port: &mut [Box<[Option<PortSlot>]>], call: u32, c: &Call, party: PartyId) {
+/// The index of port `port`'s pair on local address `local` in the port table.
+fn slot_of(local: LocalId, port: u16) -> usize {
+    local.idx() << 15 | usize::from(port >> 1)
+}
+
+fn index_party(by_port: &mut [Option<PortSlot>], call: u32, c: &Call, party: PartyId) {
     let Some(p) = c.party(party) else { return };
-    let Some(table) = by_port.get_mut(p.local.idx()) else {
-        return;
-    };
     for (m, s) in p.streams.iter().enumerate() {
         if s.rtp_port != 0 {
-            table[usize::from(s.rtp_port >> 1)] = Some(PortSlot {
+            by_port[slot_of(p.local, s.rtp_port)] = Some(PortSlot {
                 call,
                 party,
                 m: m as u8,
