@@ -14,7 +14,9 @@ use std::time::Duration;
 use srtp_relay::core::srtp::{CryptoSuite, MasterKey, SrtpContext, SrtpPolicy};
 use srtp_relay::shell::bencode::Value;
 use support::dialog::{keys_in, m_port, sdp_of};
-use support::relay::{Relay, base64_encode, libsrtp, metric, protect, rtp, scrape};
+use support::relay::{
+    Relay, base64_encode, libsrtp, metric, protect, recv_from_n, rtp, scrape, send_all,
+};
 
 /// Starts the daemon with `extra` flags; returns it and its metrics port.
 fn start(extra: &[&str]) -> (Relay, u16) {
@@ -81,28 +83,24 @@ fn cmd(relay: &Relay, command: &str, keys: &[(&str, &str)], lists: &[(&str, &[&s
     relay.cmd(command, &pairs)
 }
 
+/// `answer` from tag `tb` to `ta`'s offer in `call`: ok or the error reason.
+fn answer(relay: &Relay, call: &str, sdp: &str) -> Result<String, String> {
+    sdp_of(&cmd(
+        relay,
+        "answer",
+        &[
+            ("call-id", call),
+            ("from-tag", "ta"),
+            ("to-tag", "tb"),
+            ("sdp", sdp),
+        ],
+        &[],
+    ))
+}
+
 /// The `c=` lines of an SDP.
 fn c_lines(sdp: &str) -> Vec<&str> {
     sdp.lines().filter(|l| l.starts_with("c=")).collect()
-}
-
-/// Receives up to `n` datagrams; returns them with their sources.
-fn recv_from(sock: &UdpSocket, n: usize) -> Vec<(Vec<u8>, SocketAddr)> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 2048];
-    while out.len() < n {
-        match sock.recv_from(&mut buf) {
-            Ok((len, from)) => out.push((buf[..len].to_vec(), from)),
-            Err(_) => break,
-        }
-    }
-    out
-}
-
-fn send(sock: &UdpSocket, to: SocketAddr, packets: &[Vec<u8>]) {
-    for p in packets {
-        sock.send_to(p, to).unwrap();
-    }
 }
 
 #[test]
@@ -134,18 +132,7 @@ fn internal_and_external_sides_get_their_own_address_bind_there_and_count_by_int
         )),
         "{to_b}"
     );
-    let to_a = sdp_of(&cmd(
-        &relay,
-        "answer",
-        &[
-            ("call-id", "if1"),
-            ("from-tag", "ta"),
-            ("to-tag", "tb"),
-            ("sdp", &sdp_for(&b, None, None)),
-        ],
-        &[],
-    ))
-    .unwrap();
+    let to_a = answer(&relay, "if1", &sdp_for(&b, None, None)).unwrap();
     assert_eq!(c_lines(&to_a), ["c=IN IP4 127.0.0.1"], "{to_a}");
     // The relay's B-side port is bound on the external bind address (never on the advertised
     // one, which only SDP names), its A-side port on the internal one.
@@ -153,8 +140,8 @@ fn internal_and_external_sides_get_their_own_address_bind_there_and_count_by_int
     let at_a = SocketAddr::from(([127, 0, 0, 1], pa));
     let at_b = SocketAddr::from(([127, 0, 0, 2], pb));
     let from_a: Vec<Vec<u8>> = (1..=10).map(|s| rtp(s, 0xa)).collect();
-    send(&a, at_a, &from_a);
-    let got = recv_from(&b, 10);
+    send_all(&a, at_a, &from_a);
+    let got = recv_from_n(&b, 10);
     assert_eq!(got.len(), 10, "A to B through the relay");
     assert!(
         got.iter()
@@ -163,14 +150,14 @@ fn internal_and_external_sides_get_their_own_address_bind_there_and_count_by_int
         got.iter().map(|g| g.1).collect::<Vec<_>>()
     );
     let from_b: Vec<Vec<u8>> = (1..=7).map(|s| rtp(s, 0xb)).collect();
-    send(&b, at_b, &from_b);
-    let got = recv_from(&a, 7);
+    send_all(&b, at_b, &from_b);
+    let got = recv_from_n(&a, 7);
     assert_eq!(got.len(), 7, "B to A through the relay");
     assert!(got.iter().all(|(_, from)| *from == at_a));
     // Nothing listens for B's side on the internal address.
-    send(&b, SocketAddr::from(([127, 0, 0, 1], pb)), &from_b);
+    send_all(&b, SocketAddr::from(([127, 0, 0, 1], pb)), &from_b);
     assert!(
-        recv_from(&a, 1).is_empty(),
+        recv_from_n(&a, 1).is_empty(),
         "B's port is bound on 127.0.0.2 only"
     );
     let text = scrape(metrics, "/metrics");
@@ -269,30 +256,19 @@ fn ipv6_on_the_loopback_with_ip6_c_and_rtcp_lines() {
     assert_eq!(c_lines(&to_b), ["c=IN IP6 ::1"], "{to_b}");
     let pb = m_port(&to_b, 0);
     assert!(to_b.contains(&format!("a=rtcp:{} IN IP6 ::1", pb + 1)));
-    let to_a = sdp_of(&cmd(
-        &relay,
-        "answer",
-        &[
-            ("call-id", "v6"),
-            ("from-tag", "ta"),
-            ("to-tag", "tb"),
-            ("sdp", &sdp_for(&b, None, None)),
-        ],
-        &[],
-    ))
-    .unwrap();
+    let to_a = answer(&relay, "v6", &sdp_for(&b, None, None)).unwrap();
     assert_eq!(c_lines(&to_a), ["c=IN IP6 ::1"]);
     let (at_a, at_b) = (
         SocketAddr::new("::1".parse().unwrap(), m_port(&to_a, 0)),
         SocketAddr::new("::1".parse().unwrap(), pb),
     );
     let pkts: Vec<Vec<u8>> = (1..=5).map(|s| rtp(s, 0x6)).collect();
-    send(&a, at_a, &pkts);
-    let got = recv_from(&b, 5);
+    send_all(&a, at_a, &pkts);
+    let got = recv_from_n(&b, 5);
     assert_eq!(got.iter().map(|g| g.0.clone()).collect::<Vec<_>>(), pkts);
     assert!(got.iter().all(|g| g.1 == at_b));
-    send(&b, at_b, &pkts);
-    assert_eq!(recv_from(&a, 5).len(), 5);
+    send_all(&b, at_b, &pkts);
+    assert_eq!(recv_from_n(&a, 5).len(), 5);
 }
 
 #[test]
@@ -317,18 +293,7 @@ fn an_ipv4_plain_phone_bridged_to_an_ipv6_srtp_phone_in_one_call() {
     assert_eq!(c_lines(&to_b), ["c=IN IP6 ::1"], "{to_b}");
     assert!(to_b.contains("RTP/SAVP"), "{to_b}");
     let relay_key = keys_in(&to_b)[0].clone();
-    let to_a = sdp_of(&cmd(
-        &relay,
-        "answer",
-        &[
-            ("call-id", "bridge"),
-            ("from-tag", "ta"),
-            ("to-tag", "tb"),
-            ("sdp", &sdp_for(&b, None, Some(&b_key))),
-        ],
-        &[],
-    ))
-    .unwrap();
+    let to_a = answer(&relay, "bridge", &sdp_for(&b, None, Some(&b_key))).unwrap();
     assert_eq!(c_lines(&to_a), ["c=IN IP4 127.0.0.1"], "{to_a}");
     assert!(to_a.contains("RTP/AVP") && !to_a.contains("crypto"));
     let at_a = SocketAddr::from(([127, 0, 0, 1], m_port(&to_a, 0)));
@@ -336,8 +301,8 @@ fn an_ipv4_plain_phone_bridged_to_an_ipv6_srtp_phone_in_one_call() {
 
     // A (IPv4, plain) to B (IPv6, SRTP): libsrtp with the relay's key decrypts every packet.
     let plain: Vec<Vec<u8>> = (1..=20).map(|s| rtp(s, 0xa4)).collect();
-    send(&a, at_a, &plain);
-    let got = recv_from(&b, 20);
+    send_all(&a, at_a, &plain);
+    let got = recv_from_n(&b, 20);
     assert!(
         got.iter().all(|g| g.1 == at_b),
         "from the relay's IPv6 port"
@@ -353,8 +318,8 @@ fn an_ipv4_plain_phone_bridged_to_an_ipv6_srtp_phone_in_one_call() {
     let mut tx = SrtpContext::new(&b_key, SrtpPolicy::default());
     let plain: Vec<Vec<u8>> = (1..=20).map(|s| rtp(s, 0xb6)).collect();
     let wire: Vec<Vec<u8>> = plain.iter().map(|p| protect(&mut tx, p)).collect();
-    send(&b, at_b, &wire);
-    let got = recv_from(&a, 20);
+    send_all(&b, at_b, &wire);
+    let got = recv_from_n(&a, 20);
     assert!(got.iter().all(|g| g.1 == at_a));
     assert_eq!(got.into_iter().map(|g| g.0).collect::<Vec<_>>(), plain);
 }
@@ -415,12 +380,12 @@ fn media_address_and_the_sip_source_address() {
         .unwrap();
         let _ = to_p;
         let pkts: Vec<Vec<u8>> = (1..=3).map(|s| rtp(s, 0x51)).collect();
-        send(
+        send_all(
             &q,
             SocketAddr::from(([127, 0, 0, 1], m_port(&to_q, 0))),
             &pkts,
         );
-        let got = recv_from(&p, 3).len();
+        let got = recv_from_n(&p, 3).len();
         if flags.is_empty() {
             assert_eq!(got, 0, "trust-address (default): to the SDP's address");
         } else {
@@ -496,18 +461,7 @@ fn interfaces_with_their_own_port_ranges_from_the_config_file() {
             (lo + 4..=lo + 6).contains(&m_port(&to_b, 0)),
             "the external range"
         );
-        let to_a = sdp_of(&cmd(
-            &relay,
-            "answer",
-            &[
-                ("call-id", call),
-                ("from-tag", "ta"),
-                ("to-tag", "tb"),
-                ("sdp", &sdp_for(&b, None, None)),
-            ],
-            &[],
-        ))
-        .unwrap();
+        let to_a = answer(&relay, call, &sdp_for(&b, None, None)).unwrap();
         assert!(
             (lo..=lo + 2).contains(&m_port(&to_a, 0)),
             "the internal range"
@@ -566,25 +520,14 @@ fn ipv4_mapped_sdp_addresses_and_families_an_interface_lacks() {
     ))
     .unwrap();
     assert_eq!(c_lines(&to_b), ["c=IN IP4 127.0.0.1"]);
-    sdp_of(&cmd(
-        &relay,
-        "answer",
-        &[
-            ("call-id", "mapped"),
-            ("from-tag", "ta"),
-            ("to-tag", "tb"),
-            ("sdp", &sdp_for(&b, None, None)),
-        ],
-        &[],
-    ))
-    .unwrap();
+    answer(&relay, "mapped", &sdp_for(&b, None, None)).unwrap();
     let pkts: Vec<Vec<u8>> = (1..=3).map(|s| rtp(s, 0x4)).collect();
-    send(
+    send_all(
         &b,
         SocketAddr::from(([127, 0, 0, 1], m_port(&to_b, 0))),
         &pkts,
     );
-    assert_eq!(recv_from(&a, 3).len(), 3, "A reached before it ever sent");
+    assert_eq!(recv_from_n(&a, 3).len(), 3, "A reached before it ever sent");
 
     // Asking for IPv6 where the interface has none is an error naming both; an IPv6 offer on an
     // IPv4-only interface too.
@@ -695,18 +638,7 @@ fn each_interface_address_has_the_whole_shared_range() {
             &[("direction", &["internal", "external"])],
         ))
         .unwrap();
-        let to_a = sdp_of(&cmd(
-            &relay,
-            "answer",
-            &[
-                ("call-id", call),
-                ("from-tag", "ta"),
-                ("to-tag", "tb"),
-                ("sdp", &sdp_for(&b, None, None)),
-            ],
-            &[],
-        ))
-        .unwrap();
+        let to_a = answer(&relay, call, &sdp_for(&b, None, None)).unwrap();
         let (pa, pb) = (m_port(&to_a, 0), m_port(&to_b, 0));
         ports[0].push(pa);
         ports[1].push(pb);
@@ -721,15 +653,15 @@ fn each_interface_address_has_the_whole_shared_range() {
     for (n, (a, b, pa, pb)) in phones.iter().enumerate() {
         let ssrc = 0x100 + n as u32;
         let pkts: Vec<Vec<u8>> = (1..=4).map(|s| rtp(s, ssrc)).collect();
-        send(a, SocketAddr::from(([127, 0, 0, 1], *pa)), &pkts);
-        let got = recv_from(b, 4);
+        send_all(a, SocketAddr::from(([127, 0, 0, 1], *pa)), &pkts);
+        let got = recv_from_n(b, 4);
         assert_eq!(got.iter().map(|g| g.0.clone()).collect::<Vec<_>>(), pkts);
         assert!(
             got.iter()
                 .all(|g| g.1 == SocketAddr::from(([127, 0, 0, 2], *pb)))
         );
-        send(b, SocketAddr::from(([127, 0, 0, 2], *pb)), &pkts);
-        assert_eq!(recv_from(a, 4).len(), 4);
+        send_all(b, SocketAddr::from(([127, 0, 0, 2], *pb)), &pkts);
+        assert_eq!(recv_from_n(a, 4).len(), 4);
     }
     for call in ["s1", "s2"] {
         cmd(&relay, "delete", &[("call-id", call)], &[]);

@@ -25,7 +25,7 @@ use std::time::Duration;
 use srtp_relay::core::srtp::{CryptoSuite, MasterKey, SrtpContext, SrtpPolicy};
 use srtp_relay::shell::bencode::Value;
 use support::dialog::{keys_in, m_port, sdp_of};
-use support::relay::{Relay, base64_encode, binary, libsrtp, protect, rtp};
+use support::relay::{Relay, base64_encode, binary, libsrtp, protect, recv_from_n, rtp, send_all};
 
 /// The namespaces of one run, removed (with their links) when dropped.
 struct Lab {
@@ -215,24 +215,6 @@ fn socket_in(ns: &str, addr: &str) -> UdpSocket {
     .unwrap()
 }
 
-fn recv_n(sock: &UdpSocket, n: usize) -> Vec<(Vec<u8>, SocketAddr)> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 2048];
-    while out.len() < n {
-        match sock.recv_from(&mut buf) {
-            Ok((len, from)) => out.push((buf[..len].to_vec(), from)),
-            Err(_) => break,
-        }
-    }
-    out
-}
-
-fn send(sock: &UdpSocket, to: SocketAddr, packets: &[Vec<u8>]) {
-    for p in packets {
-        sock.send_to(p, to).unwrap();
-    }
-}
-
 fn sdp(ip: &str, port: u16, key: Option<&MasterKey>) -> String {
     let proto = if key.is_some() { "RTP/SAVP" } else { "RTP/AVP" };
     let mut s = format!(
@@ -336,7 +318,7 @@ fn phones_behind_nat_latch_plain_and_srtp_and_cannot_be_hijacked() {
 
         // Before the phone sends, the relay has only the SDP's private address.
         let before = lab.sent_to_private();
-        send(
+        send_all(
             &pbx,
             at_pbx_side,
             &(1..=3).map(|s| rtp(s, 0xb0)).collect::<Vec<_>>(),
@@ -346,7 +328,7 @@ fn phones_behind_nat_latch_plain_and_srtp_and_cannot_be_hijacked() {
             lab.sent_to_private() >= before + 3,
             "{call}: before latching, media goes to the SDP's address"
         );
-        assert!(recv_n(&phone, 1).is_empty());
+        assert!(recv_from_n(&phone, 1).is_empty());
 
         if srtp {
             // The attacker first: forged SRTP (another key) neither passes nor latches.
@@ -356,15 +338,18 @@ fn phones_behind_nat_latch_plain_and_srtp_and_cannot_be_hijacked() {
                 &mut forged,
                 &(1..=5).map(|s| rtp(s, 0xbad)).collect::<Vec<_>>(),
             );
-            send(&attacker, at_phone_side, &junk);
-            assert!(recv_n(&pbx, 1).is_empty(), "forged SRTP reached the PBX");
+            send_all(&attacker, at_phone_side, &junk);
+            assert!(
+                recv_from_n(&pbx, 1).is_empty(),
+                "forged SRTP reached the PBX"
+            );
         }
 
         // The phone's first packets come through the NAT and latch the leg.
         let from_phone: Vec<Vec<u8>> = (1..=5).map(|s| rtp(s, 0xa0)).collect();
         let w = wire(&mut phone_tx, &from_phone);
-        send(&phone, at_phone_side, &w);
-        let got = recv_n(&pbx, 5);
+        send_all(&phone, at_phone_side, &w);
+        let got = recv_from_n(&pbx, 5);
         assert_eq!(
             got.into_iter().map(|g| g.0).collect::<Vec<_>>(),
             from_phone,
@@ -372,8 +357,8 @@ fn phones_behind_nat_latch_plain_and_srtp_and_cannot_be_hijacked() {
         );
         let latched_at = lab.sent_to_private();
         let to_phone_pkts: Vec<Vec<u8>> = (10..=29).map(|s| rtp(s, 0xb0)).collect();
-        send(&pbx, at_pbx_side, &to_phone_pkts);
-        let got = recv_n(&phone, 20);
+        send_all(&pbx, at_pbx_side, &to_phone_pkts);
+        let got = recv_from_n(&phone, 20);
         assert_eq!(got.len(), 20, "{call}: PBX to phone through the NAT");
         assert!(got.iter().all(|g| g.1 == at_phone_side));
         let received: Vec<Vec<u8>> = got.into_iter().map(|g| g.0).collect();
@@ -390,22 +375,22 @@ fn phones_behind_nat_latch_plain_and_srtp_and_cannot_be_hijacked() {
 
         // Latched: the attacker's RTP (or SRTP it cannot forge) reaches no one and moves
         // nothing; media keeps going to the phone's public address only.
-        send(
+        send_all(
             &attacker,
             at_phone_side,
             &(40..=44).map(|s| rtp(s, 0xbad)).collect::<Vec<_>>(),
         );
         assert!(
-            recv_n(&pbx, 1).is_empty(),
+            recv_from_n(&pbx, 1).is_empty(),
             "{call}: attacker reached the PBX"
         );
-        send(
+        send_all(
             &pbx,
             at_pbx_side,
             &(50..=54).map(|s| rtp(s, 0xb0)).collect::<Vec<_>>(),
         );
-        assert_eq!(recv_n(&phone, 5).len(), 5, "{call}: still the phone's");
-        assert!(recv_n(&attacker, 1).is_empty(), "{call}: hijacked");
+        assert_eq!(recv_from_n(&phone, 5).len(), 5, "{call}: still the phone's");
+        assert!(recv_from_n(&attacker, 1).is_empty(), "{call}: hijacked");
         assert_eq!(
             lab.sent_to_private(),
             latched_at,

@@ -304,6 +304,19 @@ pub fn recv_all(sock: &UdpSocket) -> Vec<Vec<u8>> {
     out
 }
 
+/// Receives up to `n` datagrams (until the read timeout); returns them with their sources.
+pub fn recv_from_n(sock: &UdpSocket, n: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while out.len() < n {
+        match sock.recv_from(&mut buf) {
+            Ok((len, from)) => out.push((buf[..len].to_vec(), from)),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
 /// Sends `packets` to `to`, pacing lightly so loopback buffers never overflow.
 pub fn send_all(sock: &UdpSocket, to: SocketAddr, packets: &[Vec<u8>]) {
     for (i, p) in packets.iter().enumerate() {
