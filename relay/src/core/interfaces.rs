@@ -247,9 +247,16 @@ impl Interfaces {
         names
     }
 
-    /// True when `name` is a configured interface.
-    pub fn has(&self, name: &str) -> bool {
-        self.locals.iter().any(|l| l.name == name)
+    /// `Ok` when `name` is a configured interface, else the error naming the configured ones.
+    pub fn known(&self, name: &str) -> Result<(), InterfaceError> {
+        if self.locals.iter().any(|l| l.name == name) {
+            Ok(())
+        } else {
+            Err(InterfaceError::Unknown {
+                name: name.to_owned(),
+                configured: self.names().join(", "),
+            })
+        }
     }
 
     /// The local address for a side of a call: interface `name` (`None`: the first
@@ -263,17 +270,13 @@ impl Interfaces {
         required: Option<&'static str>,
     ) -> Result<LocalId, InterfaceError> {
         let name = name.unwrap_or(&self.locals[0].name);
-        let mut of_name = self.iter().filter(|(_, l)| l.name == name).peekable();
-        let Some(&(first, _)) = of_name.peek() else {
-            return Err(InterfaceError::Unknown {
-                name: name.to_owned(),
-                configured: self.names().join(", "),
-            });
-        };
+        self.known(name)?;
+        let of_name = || self.iter().filter(|(_, l)| l.name == name);
+        let first = of_name().next().map_or(LocalId(0), |(id, _)| id);
         let Some(family) = family else {
             return Ok(first);
         };
-        match (of_name.find(|(_, l)| l.family() == family), required) {
+        match (of_name().find(|(_, l)| l.family() == family), required) {
             (Some((id, _)), _) => Ok(id),
             (None, None) => Ok(first),
             (None, Some(why)) => Err(InterfaceError::NoFamily {

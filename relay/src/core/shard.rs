@@ -316,18 +316,8 @@ impl Shard {
             rekey_grace: self.config.rekey_grace,
             now,
         };
-        if let Some(name) = cmd
-            .direction
-            .iter()
-            .flatten()
-            .find(|n| !self.config.interfaces.has(n))
-        {
-            return Err(self
-                .config
-                .interfaces
-                .pick(Some(name), None, None)
-                .unwrap_err()
-                .into());
+        for name in cmd.direction.iter().flatten() {
+            self.config.interfaces.known(name)?;
         }
         let call = &mut self.calls[idx as usize].as_mut().expect("indexed").call;
         let outcome = call.answer(&ctx, cmd, &sdp)?;
