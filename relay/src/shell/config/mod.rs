@@ -1,6 +1,7 @@
 //! The relay's settings: a TOML file whose every key has a default (SPEC §6), validated into a
 //! [`Config`] with errors that name the key and the line. The commented default file is
-//! `deploy/srtp-relay.toml`, embedded in the binary.
+//! `deploy/srtp-relay.toml`, embedded in the binary. [`cli`] reads the command line,
+//! [`interfaces`] the media interfaces.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -8,13 +9,18 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::core::interfaces::{Interfaces, Local};
 use crate::core::peers::{IpNet, default_deny};
 use crate::core::policy::{
     BestEffortStyle, DeviceProfile, Extension, LegSecurity, PolicyConfig, SecurityOptions,
 };
 use crate::core::shard::Timeouts;
 use crate::core::srtp::{CryptoSuite, MAX_REPLAY_WINDOW, MIN_REPLAY_WINDOW};
+
+mod cli;
+mod interfaces;
+
+pub use cli::{Cli, CliError};
+pub use interfaces::{InterfaceConfig, parse_interface};
 
 /// Most data-plane workers accepted.
 pub const MAX_WORKERS: usize = 1024;
@@ -25,7 +31,7 @@ pub const MAX_CALLS: usize = 10_000_000;
 pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
 
 /// The default configuration file, with a comment for every key.
-pub const DEFAULT_TOML: &str = include_str!("../../../deploy/srtp-relay.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../../../deploy/srtp-relay.toml");
 
 /// Everything the daemon needs.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,102 +71,6 @@ pub struct Config {
     pub max_calls: usize,
     /// Log level.
     pub log_level: String,
-}
-
-/// One local address of a media interface.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InterfaceConfig {
-    /// The interface's name (ng `direction`).
-    pub name: String,
-    /// Where its media sockets bind.
-    pub address: IpAddr,
-    /// What SDP names instead (1:1 NAT), if anything.
-    pub advertised: Option<IpAddr>,
-    /// Its port range, or `None` for `media.port_min..port_max`.
-    pub ports: Option<(u16, u16)>,
-}
-
-impl Config {
-    /// The port range of `i`.
-    pub fn ports_of(&self, i: &InterfaceConfig) -> (u16, u16) {
-        i.ports.unwrap_or((self.port_min, self.port_max))
-    }
-
-    /// The interfaces as the core sees them.
-    pub fn core_interfaces(&self) -> Interfaces {
-        Interfaces::new(
-            self.interfaces
-                .iter()
-                .map(|i| Local {
-                    name: i.name.clone(),
-                    bind: i.address,
-                    advertised: i.advertised,
-                })
-                .collect(),
-        )
-        .expect("checked when the configuration was read")
-    }
-
-    /// Checks the interfaces: names and addresses ([`Interfaces::new`]) and port ranges (even
-    /// start from 1024, two pairs at least). Ranges may be shared or overlap: each address has
-    /// a pool of its own.
-    pub fn check_interfaces(&self) -> Result<(), String> {
-        Interfaces::new(
-            self.interfaces
-                .iter()
-                .map(|i| Local {
-                    name: i.name.clone(),
-                    bind: i.address,
-                    advertised: i.advertised,
-                })
-                .collect(),
-        )?;
-        for i in &self.interfaces {
-            let (lo, hi) = self.ports_of(i);
-            check_range(lo, hi)
-                .map_err(|e| format!("interface {:?} ports {lo}-{hi}: {e}", i.name))?;
-        }
-        Ok(())
-    }
-}
-
-/// An even start from 1024 up and room for two pairs.
-fn check_range(lo: u16, hi: u16) -> Result<(), &'static str> {
-    if lo < 1024 {
-        return Err(
-            "ports below 1024 need a privilege the relay does not have (its unit grants none)",
-        );
-    }
-    if !lo.is_multiple_of(2) {
-        return Err("the first port must be even (RTP on even ports)");
-    }
-    if hi < lo.saturating_add(3) {
-        return Err("the range must hold at least two port pairs");
-    }
-    Ok(())
-}
-
-/// Parses rtpengine's `[NAME/]ADDR[!ADVERTISED]` (the name defaults to `default`).
-pub fn parse_interface(spec: &str) -> Result<InterfaceConfig, String> {
-    let (name, rest) = match spec.split_once('/') {
-        Some((n, r)) => (n, r),
-        None => ("default", spec),
-    };
-    let (addr, adv) = match rest.split_once('!') {
-        Some((a, v)) => (a, Some(v)),
-        None => (rest, None),
-    };
-    let ip = |s: &str| {
-        s.trim_matches(|c| c == '[' || c == ']')
-            .parse::<IpAddr>()
-            .map_err(|_| format!("{s:?} is not an IP address (expected [NAME/]ADDR[!ADVERTISED])"))
-    };
-    Ok(InterfaceConfig {
-        name: name.to_owned(),
-        address: ip(addr)?,
-        advertised: adv.map(ip).transpose()?,
-        ports: None,
-    })
 }
 
 /// A configuration problem, with where it is.
@@ -711,149 +621,9 @@ fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
     None
 }
 
-/// What the command line asks for.
-#[derive(Debug)]
-pub enum Cli {
-    /// Run the relay.
-    Run {
-        /// The configuration.
-        config: Box<Config>,
-        /// The file it came from (SIGHUP reloads it).
-        path: Option<std::path::PathBuf>,
-    },
-    /// Print the default configuration file.
-    PrintDefault,
-    /// Validate a file.
-    Check(std::path::PathBuf),
-    /// Print the version.
-    Version,
-}
-
-/// A command-line problem.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// Bad flags.
-    #[error("{0}")]
-    Usage(String),
-    /// A bad configuration file.
-    #[error("{0}")]
-    Config(#[from] ConfigError),
-}
-
-impl Cli {
-    /// Parses the arguments (without the program name). Flags after `--config` override the
-    /// file: `--ng`, `--metrics`, `--media-addr`, `--ports`, `--workers`, `--media-timeout`,
-    /// `--system-security`, `--drain`.
-    pub fn parse(args: &[String]) -> Result<Self, CliError> {
-        let mut it = args.iter();
-        let mut config = None;
-        let mut path = None;
-        let mut overrides = Vec::new();
-        let mut interfaces = Vec::new();
-        while let Some(flag) = it.next() {
-            let mut value = || {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| CliError::Usage(format!("{flag} needs a value")))
-            };
-            match flag.as_str() {
-                "--version" | "-V" => return Ok(Self::Version),
-                "--print-default-config" => return Ok(Self::PrintDefault),
-                "--check-config" => return Ok(Self::Check(value()?.into())),
-                "--config" => {
-                    let p: std::path::PathBuf = value()?.into();
-                    config = Some(Config::load(&p)?);
-                    path = Some(p);
-                }
-                "--interface" => interfaces.push(value()?),
-                "--ng" | "--metrics" | "--media-addr" | "--ports" | "--workers"
-                | "--media-timeout" | "--system-security" | "--drain" => {
-                    overrides.push((flag.clone(), value()?))
-                }
-                other => {
-                    return Err(CliError::Usage(format!(
-                        "unknown argument {other} (see README.md)"
-                    )));
-                }
-            }
-        }
-        let mut c = config.unwrap_or_default();
-        for (flag, v) in overrides {
-            let bad = |what: &str| CliError::Usage(format!("{flag}: {what}"));
-            match flag.as_str() {
-                "--ng" => c.ng_listen = v.parse().map_err(|_| bad("expected ADDR:PORT"))?,
-                "--metrics" => {
-                    c.metrics_listen = v.parse().map_err(|_| bad("expected ADDR:PORT"))?
-                }
-                "--media-addr" => {
-                    c.interfaces = vec![InterfaceConfig {
-                        name: "default".into(),
-                        address: v.parse().map_err(|_| bad("expected an IP address"))?,
-                        advertised: None,
-                        ports: None,
-                    }]
-                }
-                "--ports" => {
-                    let (lo, hi) = v.split_once('-').ok_or_else(|| bad("expected LOW-HIGH"))?;
-                    c.port_min = lo.parse().map_err(|_| bad("bad low port"))?;
-                    c.port_max = hi.parse().map_err(|_| bad("bad high port"))?;
-                    if !c.port_min.is_multiple_of(2) || c.port_max < c.port_min.saturating_add(3) {
-                        return Err(bad(
-                            "LOW must be even and the range hold at least two port pairs",
-                        ));
-                    }
-                }
-                "--workers" => {
-                    c.workers = v
-                        .parse()
-                        .ok()
-                        .filter(|n| *n <= MAX_WORKERS)
-                        .ok_or_else(|| bad(&format!("expected a number up to {MAX_WORKERS}")))?
-                }
-                "--media-timeout" => {
-                    let secs: u64 = v.parse().map_err(|_| bad("expected seconds"))?;
-                    if !(1..=MAX_TIMEOUT_SECS).contains(&secs) {
-                        return Err(bad(&format!("expected 1..={MAX_TIMEOUT_SECS} seconds")));
-                    }
-                    c.timeouts.media = Duration::from_secs(secs);
-                }
-                "--drain" => {
-                    c.drain = Duration::from_secs(v.parse().map_err(|_| bad("expected seconds"))?)
-                }
-                "--system-security" => {
-                    c.policy.system = match v.parse() {
-                        Ok(LegSecurity::Level(l)) => l,
-                        _ => return Err(bad("disabled, best-effort, enforce or prefer-direct")),
-                    }
-                }
-                _ => unreachable!("collected above"),
-            }
-        }
-        if !interfaces.is_empty() {
-            // `--interface` replaces the file's interfaces (all of them, rtpengine's way).
-            c.interfaces = interfaces
-                .iter()
-                .map(|spec| parse_interface(spec))
-                .collect::<Result<_, _>>()
-                .map_err(|e| CliError::Usage(format!("--interface: {e}")))?;
-        }
-        c.check_interfaces().map_err(CliError::Usage)?;
-        // The default deny list follows the interfaces: loopback is denied unless media is on
-        // loopback.
-        if c.deny_peers == default_deny(true) || c.deny_peers == default_deny(false) {
-            c.deny_peers = default_deny(c.interfaces.iter().any(|i| i.address.is_loopback()));
-        }
-        Ok(Self::Run {
-            config: Box::new(c),
-            path,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::interfaces::LocalId;
     use crate::core::policy::MediaSecurity;
 
     #[test]
@@ -970,88 +740,5 @@ mod tests {
             vec![CryptoSuite::AesCm128HmacSha1_32]
         );
         assert!(c.policy.profiles.contains_key("e129"), "built-ins stay");
-    }
-
-    #[test]
-    fn interfaces_from_the_file_and_the_command_line() {
-        let c = Config::from_toml(
-            "[[media.interfaces]]\nname = \"internal\"\naddress = \"10.0.0.5\"\n\
-             [[media.interfaces]]\nname = \"external\"\naddress = \"10.0.1.5\"\n\
-             advertised = \"203.0.113.5\"\nport_min = 40000\nport_max = 40999\n",
-        )
-        .unwrap();
-        assert_eq!(c.interfaces.len(), 2);
-        assert_eq!(c.ports_of(&c.interfaces[0]), (30000, 39999));
-        assert_eq!(c.ports_of(&c.interfaces[1]), (40000, 40999));
-        assert_eq!(
-            c.core_interfaces().get(LocalId(1)).sdp_addr().to_string(),
-            "203.0.113.5"
-        );
-        assert_eq!(
-            c.deny_peers,
-            default_deny(false),
-            "no interface on loopback"
-        );
-        let err = |toml: &str| Config::from_toml(toml).unwrap_err().to_string();
-        assert!(
-            err("[media]\naddress = \"127.0.0.1\"\n[[media.interfaces]]\nname = \"a\"\naddress = \"127.0.0.2\"\n")
-                .contains("one-interface shorthand")
-        );
-        // Each address has its own pool: ranges may overlap.
-        assert!(
-            Config::from_toml(
-                "[[media.interfaces]]\nname = \"a\"\naddress = \"127.0.0.1\"\nport_min = 30000\nport_max = 30099\n\
-                 [[media.interfaces]]\nname = \"b\"\naddress = \"127.0.0.2\"\n"
-            )
-            .is_ok()
-        );
-        assert!(
-            err("[[media.interfaces]]\nname = \"a\"\naddress = \"127.0.0.1\"\nport_min = 999\nport_max = 1100\n")
-                .contains("below 1024")
-        );
-        assert!(
-            err("[[media.interfaces]]\nname = \"a\"\naddress = \"127.0.0.1\"\nport_min = 40000\n")
-                .contains("both port_min and port_max")
-        );
-        assert!(
-            err("[[media.interfaces]]\nname = \"a\"\naddress = \"0.0.0.0\"\n")
-                .contains("binds to 0.0.0.0")
-        );
-
-        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let Cli::Run { config, .. } = Cli::parse(&args(&[
-            "--interface",
-            "int/127.0.0.1",
-            "--interface",
-            "ext/10.0.0.1!198.51.100.1",
-            "--interface",
-            "ext/::1",
-        ]))
-        .unwrap() else {
-            panic!()
-        };
-        let names: Vec<_> = config.interfaces.iter().map(|i| i.name.as_str()).collect();
-        assert_eq!(names, ["int", "ext", "ext"]);
-        assert_eq!(
-            config.interfaces[1].advertised,
-            Some("198.51.100.1".parse().unwrap())
-        );
-        assert_eq!(
-            config.deny_peers,
-            default_deny(true),
-            "an interface on loopback"
-        );
-        assert_eq!(parse_interface("10.1.2.3").unwrap().name, "default");
-        assert!(
-            err("[media]\nport_min = 0\nport_max = 3\n").contains("below 1024"),
-            "port 0 would be an ephemeral socket advertised as a rejected m-line"
-        );
-        assert!(crate::shell::sys::host_addresses().contains(&"127.0.0.1".parse().unwrap()));
-        for bad in ["x/1.2.3", "a/1.2.3.4!nope", "a b/1.2.3.4"] {
-            assert!(
-                Cli::parse(&args(&["--interface", bad])).is_err(),
-                "{bad} accepted"
-            );
-        }
     }
 }
