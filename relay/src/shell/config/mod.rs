@@ -1,7 +1,7 @@
 //! The relay's settings: a TOML file whose every key has a default (SPEC §6), validated into a
 //! [`Config`] with errors that name the key and the line. The commented default file is
-//! `deploy/srtp-relay.toml`, embedded in the binary. [`cli`] reads the command line,
-//! [`interfaces`] the media interfaces.
+//! `deploy/srtp-relay.toml`, embedded in the binary. `cli.rs` reads the command line,
+//! `interfaces.rs` the media interfaces.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
