@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::core::call::stream::STALE_GRACE;
 use crate::core::call::{Call, PartyId, StreamKind, Transform};
 use crate::core::interfaces::{Interfaces, LocalId, MAX_LOCALS};
 use crate::core::packet::PacketBuf;
@@ -109,6 +108,8 @@ pub struct Counters {
     pub drops: [u64; 8],
     /// Receive-side re-keys applied.
     pub rekeys: u64,
+    /// Packets refused (as [`DropReason::Policy`]) for an SSRC too many in a send context.
+    pub ssrcs_refused: u64,
 }
 
 /// Where media may come from and go to.
@@ -141,17 +142,7 @@ pub fn forward(
     let rtcp_port = local_port & 1 == 1;
     let received_len = pkt.len() as u64;
     let component = usize::from(rtcp_port || is_rtcp(pkt.as_slice()));
-    let verdict = decide(
-        rules,
-        &mut counters.quality,
-        now,
-        call,
-        party,
-        m,
-        rtcp_port,
-        src,
-        pkt,
-    );
+    let verdict = decide(rules, counters, now, call, party, m, rtcp_port, src, pkt);
     let Some(me_party) = call.party_mut(party) else {
         return verdict;
     };
@@ -188,7 +179,7 @@ pub fn forward(
 #[allow(clippy::too_many_arguments)]
 fn decide(
     rules: Rules<'_>,
-    quality: &mut [[QualityCounts; 6]; MAX_LOCALS],
+    counters: &mut Counters,
     now: Instant,
     call: &mut Call,
     party: PartyId,
@@ -245,13 +236,13 @@ fn decide(
     let authenticated = me
         .rx
         .as_ref()
-        .is_some_and(|(_, rx)| rtcp || rx.current().rtp_tag_len() > 0);
-    // Just after signalling moved the endpoint: a packet from its old address.
-    let from_stale = me.signalled_change[component]
-        && me.stale[component] == Some(src)
-        && me
-            .moved_at
-            .is_some_and(|t| now.saturating_duration_since(t) < STALE_GRACE);
+        .is_some_and(|rx| rtcp || rx.current().rtp_tag_len() > 0);
+    // Just after signalling moved the endpoint: a packet from its old address (its IP).
+    let from_stale = me.is_stale(component, src, now);
+    // ... and one from the IP its new SDP names, which wins over any other source that got
+    // there first.
+    let from_new_sdp_ip =
+        me.just_moved(now) && !me.held_address && me.remote.is_some_and(|r| r.addr == src.ip());
     if !authenticated {
         let silent_for = me
             .last_rx
@@ -262,6 +253,7 @@ fn decide(
             !rules.relatch_after_silence.is_zero() && silent_for >= rules.relatch_after_silence;
         let relatch_ok = |latched: SocketAddr| {
             me.signalled_change[component]
+                || (from_new_sdp_ip && latched.ip() != src.ip())
                 || (silent && (rules.relatch_any_source || latched.ip() == src.ip()))
         };
         // Just after signalling moved the endpoint, its old address is not a candidate.
@@ -277,7 +269,7 @@ fn decide(
             return Drop(DropReason::SourceMismatch);
         }
     }
-    if let (false, Some((_, rx))) = (opaque, &mut me.rx) {
+    if let (false, Some(rx)) = (opaque, &mut me.rx) {
         let result = match (transform, rtcp) {
             (Transform::PassThrough, false) => rx
                 .authenticate_rtp(now, pkt.as_mut_slice())
@@ -299,7 +291,7 @@ fn decide(
     if rtcp && transform != Transform::PassThrough {
         for b in report_blocks(pkt.as_slice()) {
             let o = me.quality.report(&b, me.clock_rate, other.quality.rtt, now);
-            quality[me_id.idx()][transform.index()].observe(&o);
+            counters.quality[me_id.idx()][transform.index()].observe(&o);
         }
         if let Some(ntp) = sender_report_ntp(pkt.as_slice()) {
             other.quality.sr_forwarded(ntp, now);
@@ -307,7 +299,7 @@ fn decide(
     }
     // RTCP from an endpoint the relay sends renumbered SRTP to reports in the relay's numbering:
     // back into the numbering of the source it describes (SPEC §3b).
-    if let (true, false, Some((_, tx))) = (rtcp, transform == Transform::PassThrough, &me.tx) {
+    if let (true, false, Some(tx)) = (rtcp, transform == Transform::PassThrough, &me.tx) {
         tx.translate_reports(pkt.as_mut_slice());
     }
     // An authenticated packet from the old address (in flight when the endpoint moved) is still
@@ -325,9 +317,7 @@ fn decide(
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
     }
 
-    if let (false, true, Some((_, tx))) =
-        (opaque, transform != Transform::PassThrough, &mut other.tx)
-    {
+    if let (false, true, Some(tx)) = (opaque, transform != Transform::PassThrough, &mut other.tx) {
         let (area, len) = pkt.with_tail_room();
         let result = if rtcp {
             tx.protect_rtcp(area, len)
@@ -336,7 +326,12 @@ fn decide(
         };
         match result {
             Ok(n) => pkt.set_len(n),
-            Err(e) => return Drop(e.into()),
+            Err(e) => {
+                if e == SrtpError::TooManySsrcs {
+                    counters.ssrcs_refused += 1;
+                }
+                return Drop(e.into());
+            }
         }
     }
     let Some(remote) = other.remote.filter(|r| r.rtp_port != 0) else {
@@ -347,7 +342,9 @@ fn decide(
         Some(latched) => latched,
         // `c=0.0.0.0` (RFC 2543 hold) names no one: nothing goes there until the endpoint
         // sends and latches.
-        None if remote.addr.is_unspecified() => return Drop(DropReason::NoSession),
+        None if remote.addr.is_unspecified() || other.held_address => {
+            return Drop(DropReason::NoSession);
+        }
         None => {
             let port = if rtcp && !mux {
                 remote.rtcp_port

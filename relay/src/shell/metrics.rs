@@ -306,6 +306,15 @@ pub fn render(
         rekeys,
     );
 
+    let ssrcs = Counter::<u64>::default();
+    ssrcs.inc_by(workers.iter().map(|w| w.counters.ssrcs_refused).sum());
+    registry.register(
+        "ssrcs_refused",
+        "Packets dropped (as policy) because their SSRC was one too many for the sending context: \
+         a source starting more new SSRCs than a key allows, or one the context forgot",
+        ssrcs,
+    );
+
     for (name, help, value) in [
         (
             "calls",

@@ -170,7 +170,11 @@ impl Call {
                 return Ok((f, by_to.expect("set"), None));
             }
             (Some(t), _) => return Ok((t, offerer_of(t).expect("holds an offer"), None)),
-            (None, Some(f)) => return Ok((f, by_to.expect("set"), None)),
+            // SPEC §3a: an SDP applies to the party that sent it. The from-tag's party answers
+            // only an offer it still has pending; otherwise this is the offerer's own SDP (the
+            // caller's ACK of a call that began with an offer) and changes no one's leg.
+            (None, Some(f)) if pending(f) => return Ok((f, by_to.expect("set"), None)),
+            (None, Some(_)) => return Err(CommandError::NoPendingOffer),
             (None, None) => {}
         }
         if let Some(f) = by_from {
@@ -284,13 +288,31 @@ impl Call {
                             t.tag, t.suite
                         ))));
                     };
+                    // SPEC §3b: a key never starts over (see `keys`): not the relay's key
+                    // picked from an older offer after its state was dropped, nor an endpoint
+                    // key whose replay state is gone.
+                    let stream = party.streams.get(i);
+                    let pass = matches!(pm.offered, Offered::PassThrough(_));
+                    if !pass && stream.is_some_and(|s| !keys::usable_relay_key(s, &ours.key)) {
+                        return Err(CommandError::MediaSecurity(name(format!(
+                            "answer a=crypto tag {} picks a relay key that was retired; a new \
+                             offer is needed",
+                            t.tag
+                        ))));
+                    }
+                    if stream.is_some_and(|s| keys::endpoint_key_gone(s, &t.key)) {
+                        return Err(CommandError::MediaSecurity(name(format!(
+                            "answer a=crypto tag {} brings back a key this endpoint retired; a \
+                             new key is needed",
+                            t.tag
+                        ))));
+                    }
                     if !policy.options.allows(t.params) {
                         return Err(CommandError::MediaSecurity(name(format!(
                             "answer a=crypto tag {} has session parameters the policy forbids",
                             t.tag
                         ))));
                     }
-                    let pass = matches!(pm.offered, Offered::PassThrough(_));
                     (
                         Some((
                             t,

@@ -498,3 +498,13 @@ pub(crate) fn version_for(sent: &mut Option<(String, u64)>, sdp: String) -> Stri
         &sdp[o_start + o_line.len()..]
     )
 }
+#[cfg(test)]
+mod tests {
+    /// SPEC §9: a call's memory grows with what it uses. Every party has a stream per m-line
+    /// (with or without a port): it must stay small, with SRTP state boxed and made on use.
+    #[test]
+    fn a_stream_without_srtp_is_small() {
+        let size = std::mem::size_of::<super::Stream>();
+        assert!(size <= 1024, "Stream is {size} bytes");
+    }
+}

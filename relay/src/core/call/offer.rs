@@ -319,6 +319,27 @@ impl Call {
                 )
                 .map_err(Some),
             };
+            // A key the offerer used before and whose replay state is gone would accept its
+            // old packets again (see `keys`): the offer needs a new key.
+            let gone_key = |d: &Decided| match (&d.pending.offerer, &off_t) {
+                (OffererAnswer::Srtp { remote, .. }, Target::Existing(id)) => self
+                    .party(*id)
+                    .and_then(|p| p.streams.get(i))
+                    .is_some_and(|s| super::keys::endpoint_key_gone(s, &remote.key)),
+                _ => false,
+            };
+            if let Some(d) = result.as_ref().ok().filter(|d| gone_key(d)) {
+                let tag = match &d.pending.offerer {
+                    OffererAnswer::Srtp { remote, .. } => remote.tag,
+                    OffererAnswer::Plain { .. } => 0,
+                };
+                return Err(CommandError::MediaSecurity(format!(
+                    "media security {}: m-line {i} ({}): offer a=crypto tag {tag} brings back a \
+                     key this endpoint retired; a new key is needed",
+                    p_off.for_media(m.media),
+                    m.media
+                )));
+            }
             let d = match result {
                 Ok(d) => {
                     survivors += 1;
@@ -473,6 +494,7 @@ fn merge_keys(keys: &mut Vec<CryptoAttr>, new: Vec<CryptoAttr>) {
             keys.push(k);
         }
     }
+    super::keys::bound_relay_keys(keys);
 }
 
 /// The session-level edits of every SDP the relay writes.

@@ -5,10 +5,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::Transform;
+use super::keys::KeyHistory;
 use crate::core::quality::Quality;
 use crate::core::sdp::sdes::CryptoAttr;
 use crate::core::sdp::{MediaEndpoint, MediaLine, Sdp};
-use crate::core::srtp::{MasterKey, RxSrtp, SrtpContext};
+use crate::core::srtp::{RxSrtp, SrtpContext};
 
 /// After signalling moved an endpoint, packets from the address it was latched to are dropped
 /// this long (a gateway's last RTP after a T.38 re-INVITE, the old party's last packets after a
@@ -146,16 +147,15 @@ pub struct Stream {
     pub stale: [Option<SocketAddr>; 2],
     /// When signalling last moved the endpoint.
     pub moved_at: Option<Instant>,
+    /// Its last SDP said `c=0.0.0.0` (RFC 2543 hold): nothing is sent to it until it latches.
+    pub held_address: bool,
     /// Unprotects (or authenticates) what the endpoint sends, with the key it sends with.
-    pub rx: Option<(MasterKey, RxSrtp)>,
-    /// A receive context set aside while the m-line is on hold or plain: if the same key comes
-    /// back, its replay state comes back with it (old packets cannot be replayed).
-    pub parked_rx: Option<(MasterKey, RxSrtp)>,
+    pub rx: Option<Box<RxSrtp>>,
     /// Protects what the relay sends to the endpoint.
-    pub tx: Option<(MasterKey, SrtpContext)>,
-    /// A send context set aside likewise: the same key must go on from the same ROC, SRTCP
-    /// index and sent indices, or its keystream would repeat.
-    pub parked_tx: Option<(MasterKey, SrtpContext)>,
+    pub tx: Option<Box<SrtpContext>>,
+    /// Contexts of keys replaced or set aside (hold, plain, another tag): a key that comes back
+    /// goes on from its own state, never from a fresh one (see [`super::keys`]).
+    pub history: KeyHistory,
     /// From the endpoint, RTP then RTCP.
     pub stats: [PacketStats; 2],
     /// What the endpoint's RTCP reports say about the media it receives.
@@ -168,8 +168,10 @@ pub struct Stream {
 
 impl Stream {
     /// Records where the endpoint receives from its SDP's m-line `i` (at `endpoint` instead of
-    /// the SDP's address when the proxy says so; a hold address stays one); a changed address
-    /// lets a plain leg re-latch.
+    /// the SDP's address when the proxy says so); a changed address lets a plain leg re-latch.
+    /// A hold address (`c=0.0.0.0`, RFC 2543) names no one and moves no one (SPEC §3a): the
+    /// endpoint keeps its address and latch, so what it goes on sending (music on hold) is
+    /// relayed and its resume needs no new latch.
     pub fn record_remote(
         &mut self,
         sdp: &Sdp<'_>,
@@ -183,36 +185,78 @@ impl Stream {
             }
             e
         });
-        if self.remote.is_some()
-            && self.remote.map(|r| (r.addr, r.rtp_port)) != new.map(|r| (r.addr, r.rtp_port))
-        {
-            // New signalling moved the endpoint (transfer, a new fork, re-INVITE): media goes
-            // to the new address at once, and the next packet from it settles the latch.
-            self.signalled_change = [true, true];
-            // The old address: where it was latched, else where its SDP said (its packets
-            // may still be queued, never having latched).
-            let old_sdp = self.remote.map(|r| {
-                [
-                    SocketAddr::new(r.addr, r.rtp_port),
-                    SocketAddr::new(r.addr, r.rtcp_port),
-                ]
-            });
-            self.stale = [0, 1].map(|c| self.latched[c].or_else(|| old_sdp.map(|o| o[c])));
-            self.moved_at = Some(now);
-            self.latched = [None, None];
+        self.held_address = new.is_some_and(|e| e.addr.is_unspecified());
+        let known = self.remote.filter(|r| !r.addr.is_unspecified());
+        let new = match (new, known) {
+            (Some(_), Some(old)) if self.held_address => Some(old),
+            (new, _) => new,
+        };
+        let moved = |old: MediaEndpoint| {
+            new.map(|r| (r.addr, r.rtp_port)) != Some((old.addr, old.rtp_port))
+        };
+        match known {
+            Some(old) if moved(old) => {
+                // New signalling moved the endpoint (transfer, a new fork, re-INVITE): media
+                // goes to the new address at once, and the next packet from it settles the latch.
+                self.signalled_change = [true, true];
+                // The old address: where it was latched, else where its SDP said (its packets
+                // may still be queued, never having latched).
+                let old_sdp = [
+                    SocketAddr::new(old.addr, old.rtp_port),
+                    SocketAddr::new(old.addr, old.rtcp_port),
+                ];
+                self.stale = [0, 1].map(|c| self.latched[c].or(Some(old_sdp[c])));
+                self.moved_at = Some(now);
+                self.latched = [None, None];
+            }
+            // The first real address after a hold address: the latch may settle on it.
+            None if self.remote.is_some() && !self.held_address => {
+                self.signalled_change = [true, true];
+            }
+            _ => {}
         }
         self.remote = new;
         self.direction = Direction::of(sdp, i);
         self.clock_rate = clock_rate(sdp, i);
         let m = sdp.media_line(i);
-        m.media.clone_into(&mut self.media);
-        m.proto.clone_into(&mut self.proto);
+        bounded_token(&mut self.media, m.media);
+        bounded_token(&mut self.proto, m.proto);
+    }
+
+    /// True while signalling moved the endpoint less than [`STALE_GRACE`] ago.
+    pub fn just_moved(&self, now: Instant) -> bool {
+        self.moved_at
+            .is_some_and(|t| now.saturating_duration_since(t) < STALE_GRACE)
+    }
+
+    /// True when `src` is the old address of an endpoint that signalling just moved: its IP,
+    /// whatever the port (a NAT or the moved-away party may send from any port), unless the new
+    /// address is on the same IP, where only the old port is stale (SPEC §3a).
+    pub fn is_stale(&self, component: usize, src: SocketAddr, now: Instant) -> bool {
+        let Some(old) = self.stale[component].filter(|_| self.just_moved(now)) else {
+            return false;
+        };
+        let same_host_moved = self.remote.is_some_and(|r| r.addr == old.ip());
+        old.ip() == src.ip() && (!same_host_moved || old == src)
     }
 
     /// SRTP contexts in use.
     pub fn context_count(&self) -> usize {
         usize::from(self.rx.is_some()) + usize::from(self.tx.is_some())
     }
+}
+
+/// Longest `media` or `proto` token a stream keeps (SPEC §9: what an SDP can make the relay
+/// store, and report, is bounded); longer ones are cut at a character boundary.
+pub const MAX_TOKEN_LEN: usize = 32;
+
+fn bounded_token(into: &mut String, token: &str) {
+    let mut end = token.len().min(MAX_TOKEN_LEN);
+    while !token.is_char_boundary(end) {
+        end -= 1;
+    }
+    into.clear();
+    into.push_str(&token[..end]);
 }
 
 /// The RTP clock rate of m-line `i`'s first format: its `a=rtpmap`, else the static payload

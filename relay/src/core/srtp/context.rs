@@ -20,6 +20,12 @@ const MAX_SSRCS: usize = 16;
 /// reuses an index under the key. Beyond this the oldest record is forgotten.
 const MAX_RETIRED: usize = 1024;
 const FORGOTTEN_WORDS: usize = 512;
+/// New SSRCs one source may start in a sending context (SPEC §9): beyond this, further new
+/// SSRCs from the same source are refused, so one source cycling SSRCs cannot fill the
+/// forgotten-SSRC filter and make later sources' SSRCs refused. SSRCs taken up again from their
+/// retired record do not count. [`SrtpContext::new_source`] starts a new count (an answer that
+/// re-plans the direction).
+pub const MAX_NEW_SSRCS_PER_SOURCE: u16 = 256;
 
 /// RFC 3711 §3.4: the SRTCP index is 31 bits; past it the master key must not be used.
 const MAX_SRTCP_INDEX: u32 = 0x7fff_ffff;
@@ -208,6 +214,9 @@ struct Retired {
 /// The SRTP and SRTCP crypto context of one direction of one leg (RFC 3711 §3.2), for every SSRC
 /// that direction carries.
 pub struct SrtpContext {
+    /// The master key the session keys were derived from: the identity of the context (a key
+    /// once used must go on from its own state, never from a fresh one).
+    key: MasterKey,
     suite: CryptoSuite,
     policy: SrtpPolicy,
     rtp: SessionKeys,
@@ -220,21 +229,38 @@ pub struct SrtpContext {
     /// when sending and accept replays when receiving).
     forgotten: Option<Box<[u64; FORGOTTEN_WORDS]>>,
     tick: u64,
+    /// New SSRCs started since [`Self::new_source`] (sending only).
+    new_ssrcs: u16,
 }
 
 impl SrtpContext {
     /// Derives the session keys for `key` (RFC 3711 §4.3, key derivation rate 0).
     pub fn new(key: &MasterKey, policy: SrtpPolicy) -> Self {
         Self {
+            key: key.clone(),
             suite: key.suite(),
             policy,
             rtp: SessionKeys::derive(key, 0),
             rtcp: SessionKeys::derive(key, 3),
-            streams: Vec::with_capacity(MAX_SSRCS),
+            // Most contexts carry one SSRC: room for more is made when they come (SPEC §9,
+            // memory grows with use).
+            streams: Vec::with_capacity(1),
             retired: std::collections::VecDeque::new(),
             forgotten: None,
             tick: 0,
+            new_ssrcs: 0,
         }
+    }
+
+    /// The master key (and salt) the context was keyed with.
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    /// A new source starts sending through this context (a new answer planned the direction):
+    /// its count of new SSRCs starts at 0 ([`MAX_NEW_SSRCS_PER_SOURCE`]).
+    pub fn new_source(&mut self) {
+        self.new_ssrcs = 0;
     }
 
     /// The suite the context was keyed for.
@@ -296,6 +322,51 @@ impl SrtpContext {
         self.retired.clone_from(&old.retired);
         self.forgotten.clone_from(&old.forgotten);
         self.tick = old.tick;
+        self.new_ssrcs = old.new_ssrcs;
+    }
+
+    /// Sends under this context's key again after `newer` (another key) sent in its place: the
+    /// numbering the receiver last saw continues from `newer` where it is ahead, and every index
+    /// this context used before stays used (its sent windows become floors), so that no
+    /// (SSRC, index) is protected twice under the key, whatever happened in between.
+    pub fn resume_after(&mut self, newer: &Self) {
+        for s in &newer.streams {
+            let i = self.stream_slot(s.ssrc);
+            let own = &mut self.streams[i];
+            own.rtp_floor = own.rtp_floor.max(own.rtp_replay.top());
+            own.rtp_replay.reset();
+            let ahead = |mine: Option<IndexState>| {
+                s.rtp
+                    .is_some_and(|n| mine.is_none_or(|m| n.index() > m.index()))
+            };
+            if ahead(own.rtp) {
+                own.rtp = s.rtp;
+                own.renum = s.renum;
+            }
+            own.srtcp_tx_index = own.srtcp_tx_index.max(s.srtcp_tx_index);
+            own.rekeyed = false;
+        }
+        self.tick = self.tick.max(newer.tick);
+    }
+
+    /// Receives under this context's key again after `newer` (another key of the same sender)
+    /// received in its place: the replay windows stay as they were, so packets this context
+    /// accepted before stay replays; the sender's index estimate continues from `newer` where it
+    /// is ahead. The sender does not restart its ROC under a key it used before.
+    pub fn restore_after(&mut self, newer: &Self) {
+        for s in &newer.streams {
+            let i = self.stream_slot(s.ssrc);
+            let own = &mut self.streams[i];
+            if s.rtp
+                .is_some_and(|n| own.rtp.is_none_or(|m| n.index() > m.index()))
+            {
+                own.rtp = s.rtp;
+            }
+        }
+        for s in &mut self.streams {
+            s.rekeyed = false;
+        }
+        self.tick = self.tick.max(newer.tick);
     }
 
     /// Protects the RTP packet in `buf[..len]` in place: encrypts the payload and appends the tag
@@ -586,7 +657,15 @@ impl SrtpContext {
         }
         Ok(match self.find(ssrc) {
             Some(i) => self.touch(i),
-            None => self.stream_slot(ssrc),
+            None => {
+                if self.retired_of(ssrc).is_none() {
+                    if self.new_ssrcs >= MAX_NEW_SSRCS_PER_SOURCE {
+                        return Err(SrtpError::TooManySsrcs);
+                    }
+                    self.new_ssrcs += 1;
+                }
+                self.stream_slot(ssrc)
+            }
         })
     }
 

@@ -44,6 +44,11 @@ impl IndexState {
         // v == ROC - 1: a late packet from before the wrap; nothing changes.
     }
 
+    /// The highest index committed: `ROC * 2^16 + s_l`.
+    pub(super) fn index(&self) -> u64 {
+        (u64::from(self.roc) << 16) | u64::from(self.s_l)
+    }
+
     /// The rollover counter.
     pub(super) fn roc(&self) -> u32 {
         self.roc

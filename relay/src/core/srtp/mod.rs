@@ -13,7 +13,9 @@ mod renumber;
 mod replay;
 mod suite;
 
-pub use context::{ReplayWindowError, SessionParams, SrtpContext, SrtpError, SrtpPolicy};
+pub use context::{
+    MAX_NEW_SSRCS_PER_SOURCE, ReplayWindowError, SessionParams, SrtpContext, SrtpError, SrtpPolicy,
+};
 pub use key::{KeyError, MasterKey};
 pub use primitives::{AesCm, HmacSha1, derive_session_key};
 pub use rekey::RxSrtp;

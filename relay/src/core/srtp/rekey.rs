@@ -4,13 +4,17 @@
 use std::time::{Duration, Instant};
 
 use super::context::{SrtpContext, SrtpError};
+use super::key::MasterKey;
 
-/// The receive side of one direction: the current context and, for a while after a re-key, the
-/// one it replaced.
+/// The receive side of one direction: the current context and, after a re-key, the one it
+/// replaced, which accepts packets until its grace period ends. The replaced context is not
+/// dropped when the grace ends (the packet path never frees or moves state): the control path
+/// takes it back ([`Self::rekey`], [`Self::restore`], [`Self::into_contexts`]) so that its key's
+/// replay state outlives it.
 #[derive(Debug)]
 pub struct RxSrtp {
     current: SrtpContext,
-    previous: Option<(SrtpContext, Instant)>,
+    previous: Option<(Box<SrtpContext>, Instant)>,
 }
 
 impl RxSrtp {
@@ -36,11 +40,47 @@ impl RxSrtp {
 
     /// Switches to `next` (keyed with the peer's new master key). The ROC of every SSRC carries
     /// over; the peer restarting it at 0 is accepted too. The old context keeps working until
-    /// `now + grace`.
-    pub fn rekey(&mut self, mut next: SrtpContext, now: Instant, grace: Duration) {
+    /// `now + grace`. Returns the context the last re-key replaced, if there was one.
+    pub fn rekey(
+        &mut self,
+        mut next: SrtpContext,
+        now: Instant,
+        grace: Duration,
+    ) -> Option<SrtpContext> {
         next.carry_over_from(&self.current);
+        self.replace(next, now, grace)
+    }
+
+    /// Switches back to `kept`, a context of a key the peer used before, with its replay state
+    /// ([`SrtpContext::restore_after`]). Returns the context the last re-key replaced.
+    pub fn restore(
+        &mut self,
+        mut kept: SrtpContext,
+        now: Instant,
+        grace: Duration,
+    ) -> Option<SrtpContext> {
+        kept.restore_after(&self.current);
+        self.replace(kept, now, grace)
+    }
+
+    fn replace(&mut self, next: SrtpContext, now: Instant, grace: Duration) -> Option<SrtpContext> {
         let old = std::mem::replace(&mut self.current, next);
-        self.previous = Some((old, now + grace));
+        self.previous
+            .replace((Box::new(old), now + grace))
+            .map(|(c, _)| *c)
+    }
+
+    /// Takes out the replaced context if it was keyed with `key`.
+    pub fn take_previous(&mut self, key: &MasterKey) -> Option<SrtpContext> {
+        if self.previous.as_ref().is_some_and(|(c, _)| c.key() == key) {
+            return self.previous.take().map(|(c, _)| *c);
+        }
+        None
+    }
+
+    /// The current context and the replaced one, if any.
+    pub fn into_contexts(self) -> (SrtpContext, Option<SrtpContext>) {
+        (self.current, self.previous.map(|(c, _)| *c))
     }
 
     /// [`SrtpContext::unprotect_rtp`] against the current context, then the previous one.
@@ -72,30 +112,20 @@ impl RxSrtp {
         pkt: &mut [u8],
         op: fn(&mut SrtpContext, &mut [u8]) -> Result<T, SrtpError>,
     ) -> Result<T, SrtpError> {
-        self.handle_timeout(now);
         match op(&mut self.current, pkt) {
             Err(e) if e != SrtpError::Malformed => match &mut self.previous {
-                Some((old, _)) => op(old, pkt).map_err(|old_err| prefer_replayed(e, old_err)),
-                None => Err(e),
+                Some((old, until)) if now < *until => {
+                    op(old, pkt).map_err(|old_err| prefer_replayed(e, old_err))
+                }
+                _ => Err(e),
             },
             result => result,
         }
     }
 
-    /// When the previous context expires, if there is one.
+    /// When the previous context stops accepting packets, if it still does.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.previous.as_ref().map(|(_, until)| *until)
-    }
-
-    /// Drops the previous context once its grace period is over (its keys are wiped).
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self
-            .previous
-            .as_ref()
-            .is_some_and(|(_, until)| now >= *until)
-        {
-            self.previous = None;
-        }
     }
 }
 

@@ -337,11 +337,11 @@ fn rekey_with_roc_continued_keeps_the_stream_and_old_packets_pass_in_grace() {
         Err(SrtpError::AuthFailed)
     );
     assert!(!rx.in_grace(now + Duration::from_secs(3)));
-    assert_eq!(
-        rx.poll_timeout(),
-        None,
-        "previous context dropped after grace"
-    );
+    // Out of grace, the old context accepts nothing, but its state is handed back to the
+    // control path rather than dropped: its key may come back.
+    let (current, previous) = rx.into_contexts();
+    assert_eq!(current.key(), &new_key);
+    assert_eq!(previous.map(|p| p.key().clone()), Some(old_key));
 }
 
 #[test]
@@ -563,8 +563,12 @@ fn an_ssrc_whose_record_was_forgotten_is_refused_not_started_over() {
     for seq in 1..=10 {
         protect(&mut tx, &rtp(seq, SSRC));
     }
-    // 16 in the table and 1024 retired records later, SSRC's record is gone.
+    // 16 in the table and 1024 retired records later (from several sources, each within its
+    // budget of new SSRCs), SSRC's record is gone.
     for ssrc in 1..=1100u32 {
+        if ssrc % 200 == 0 {
+            tx.new_source();
+        }
         protect(&mut tx, &rtp(1, ssrc));
     }
     let mut again = rtp(1, SSRC);
@@ -575,4 +579,87 @@ fn an_ssrc_whose_record_was_forgotten_is_refused_not_started_over() {
         Err(SrtpError::TooManySsrcs),
         "starting SSRC over at index 1 would reuse keystream"
     );
+}
+
+#[test]
+fn one_source_cycling_ssrcs_cannot_make_a_later_source_lose_its_ssrcs() {
+    use super::MAX_NEW_SSRCS_PER_SOURCE;
+    let mut tx = SrtpContext::new(&key(19), SrtpPolicy::default().with_renumbering(true));
+    let try_protect = |tx: &mut SrtpContext, ssrc: u32| {
+        let mut buf = rtp(1, ssrc);
+        let n = buf.len();
+        buf.resize(n + MAX_TRAILER_LEN, 0);
+        tx.protect_rtp(&mut buf, n)
+    };
+    // One source sends 20,000 SSRCs: its budget of new ones is taken, the rest refused.
+    let accepted = (0..20_000u32)
+        .filter(|i| try_protect(&mut tx, 0x1000_0000 + i).is_ok())
+        .count();
+    assert_eq!(accepted, usize::from(MAX_NEW_SSRCS_PER_SOURCE));
+    // A later source (a new answer) gets every SSRC it uses.
+    tx.new_source();
+    let mut rng = 0x2545_f491_u32;
+    let mut refused = 0;
+    for _ in 0..200 {
+        rng ^= rng << 13;
+        rng ^= rng >> 17;
+        rng ^= rng << 5;
+        if try_protect(&mut tx, rng | 0x8000_0000).is_err() {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 0, "a new source lost SSRCs to the first one");
+    // SSRCs the first source started come back from their records, never from scratch.
+    assert_eq!(
+        try_protect(&mut tx, 0x1000_0000),
+        Err(SrtpError::Replayed),
+        "a returning SSRC at an index it already used is refused"
+    );
+}
+
+#[test]
+fn a_key_resumed_after_another_never_repeats_an_index_and_restored_receive_keeps_its_window() {
+    let (k1, k2) = (key(20), key(21));
+    let policy = SrtpPolicy::default().with_renumbering(false);
+    let mut tx1 = SrtpContext::new(&k1, policy);
+    for seq in 1000..1010 {
+        protect(&mut tx1, &rtp(seq, SSRC));
+    }
+    // Key 2 takes over, then key 1 comes back while the source revisits numbers it used.
+    let mut tx2 = SrtpContext::new(&k2, policy);
+    tx2.carry_over_from(&tx1);
+    for seq in 1010..1012 {
+        protect(&mut tx2, &rtp(seq, SSRC));
+    }
+    tx1.resume_after(&tx2);
+    for seq in 1000..1010 {
+        let mut buf = rtp(seq, SSRC);
+        let n = buf.len();
+        buf.resize(n + MAX_TRAILER_LEN, 0);
+        assert_eq!(
+            tx1.protect_rtp(&mut buf, n),
+            Err(SrtpError::Replayed),
+            "seq {seq} again under key 1"
+        );
+    }
+    let fresh = protect(&mut tx1, &rtp(1012, SSRC));
+    // A receiver of key 1 that kept its state accepts the new packet, refuses the old ones.
+    let mut sender = SrtpContext::new(&k1, policy);
+    let old: Vec<Vec<u8>> = (1000..1010)
+        .map(|s| protect(&mut sender, &rtp(s, SSRC)))
+        .collect();
+    let mut rx1 = SrtpContext::new(&k1, SrtpPolicy::default());
+    for p in &old {
+        let mut b = p.clone();
+        rx1.unprotect_rtp(&mut b).unwrap();
+    }
+    let mut rx2 = SrtpContext::new(&k2, SrtpPolicy::default());
+    rx2.carry_over_from(&rx1);
+    rx1.restore_after(&rx2);
+    for p in &old {
+        let mut b = p.clone();
+        assert_eq!(rx1.unprotect_rtp(&mut b), Err(SrtpError::Replayed));
+    }
+    let mut b = fresh;
+    assert!(rx1.unprotect_rtp(&mut b).is_ok());
 }
