@@ -140,6 +140,7 @@ fn hostile_sdp_never_panics_and_untouched_bodies_round_trip() {
             relatch_any_source: false,
             peers: Default::default(),
             max_calls: 10,
+            memory_budget: usize::MAX,
         });
         let offer = OfferCommand {
             call_id: "c".into(),

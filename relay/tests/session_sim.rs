@@ -324,6 +324,7 @@ fn final_timeout_and_a_delayed_branch_delete_with_injected_time() {
         relatch_any_source: false,
         peers: Default::default(),
         max_calls: 10,
+        memory_budget: usize::MAX,
     }));
     let mut ports = Ports::default();
     // Two branches of one call: two answering sides.

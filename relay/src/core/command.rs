@@ -143,6 +143,12 @@ pub enum CommandError {
     /// family the command needs.
     #[error("{0}")]
     Interface(#[from] InterfaceError),
+    /// The memory the calls may come to reached `limits.max_memory_mb`: no new call, and no
+    /// call grows by parties or ports (SPEC §9).
+    #[error(
+        "memory budget reached (limits.max_memory_mb): new calls and growing calls are refused"
+    )]
+    MemoryBudget,
     /// The relay is draining for shutdown and takes no new calls.
     #[error("relay is shutting down")]
     Draining,

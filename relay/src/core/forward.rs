@@ -356,7 +356,7 @@ fn decide(
     };
     // SPEC §9: never the relay's own sockets, never a denied address; a leg whose SDP names one
     // waits until the endpoint's first packet latches it.
-    if !rules.peers.allows(to) {
+    if !rules.peers.allows_from(other_id, to) {
         return Drop(DropReason::Policy);
     }
     // The receiver's address must be of the family of the relay's socket facing it (an IPv6

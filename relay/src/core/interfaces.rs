@@ -259,16 +259,19 @@ impl Interfaces {
         }
     }
 
-    /// The local address for a side of a call: interface `name` (`None`: the first
-    /// configured), in family `family` when it has that family. Without it, the interface's
-    /// first address when `family` was only a preference (bridging to the family the interface
-    /// has), an error when it was required (`why` says by what).
+    /// The local address for a side of a call: interface `name` in family `family` when it
+    /// has that family. Without a name (no ng `direction`), the first configured interface, or,
+    /// when it lacks `family`, the first interface that has it (SPEC §5a, as rtpengine does).
+    /// Without any address of `family`: the interface's first address when `family` was only a
+    /// preference (bridging to the family the interface has), an error when it was required
+    /// (`why` says by what).
     pub fn pick(
         &self,
         name: Option<&str>,
         family: Option<Family>,
         required: Option<&'static str>,
     ) -> Result<LocalId, InterfaceError> {
+        let named = name.is_some();
         let name = name.unwrap_or(&self.locals[0].name);
         self.known(name)?;
         let of_name = || self.iter().filter(|(_, l)| l.name == name);
@@ -276,7 +279,17 @@ impl Interfaces {
         let Some(family) = family else {
             return Ok(first);
         };
-        match (of_name().find(|(_, l)| l.family() == family), required) {
+        let other_interface = || {
+            self.iter()
+                .find(|(_, l)| l.family() == family)
+                .filter(|_| !named)
+        };
+        match (
+            of_name()
+                .find(|(_, l)| l.family() == family)
+                .or_else(other_interface),
+            required,
+        ) {
             (Some((id, _)), _) => Ok(id),
             (None, None) => Ok(first),
             (None, Some(why)) => Err(InterfaceError::NoFamily {
@@ -301,6 +314,38 @@ fn is_plain_unicast(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_direction_a_family_the_first_interface_lacks_comes_from_the_next() {
+        let ifs = Interfaces::new(vec![
+            local("internal", "10.0.0.5", None),
+            local("external", "2001:db8::5", None),
+        ])
+        .unwrap();
+        assert_eq!(
+            ifs.pick(None, Some(Family::V6), Some("address-family")),
+            Ok(LocalId(1))
+        );
+        assert_eq!(ifs.pick(None, Some(Family::V6), None), Ok(LocalId(1)));
+        assert_eq!(ifs.pick(None, Some(Family::V4), None), Ok(LocalId(0)));
+        assert_eq!(ifs.pick(None, None, None), Ok(LocalId(0)));
+        // A named interface keeps its own addresses: bridging, or an error when required.
+        assert_eq!(
+            ifs.pick(Some("internal"), Some(Family::V6), None),
+            Ok(LocalId(0))
+        );
+        assert!(
+            ifs.pick(Some("internal"), Some(Family::V6), Some("address-family"))
+                .is_err()
+        );
+        // No interface has the family at all.
+        let v4 = Interfaces::new(vec![local("a", "10.0.0.5", None)]).unwrap();
+        assert!(
+            v4.pick(None, Some(Family::V6), Some("address-family"))
+                .is_err()
+        );
+        assert_eq!(v4.pick(None, Some(Family::V6), None), Ok(LocalId(0)));
+    }
 
     fn local(name: &str, bind: &str, adv: Option<&str>) -> Local {
         Local {

@@ -9,6 +9,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use crate::core::interfaces::LocalId;
+
 /// An address range in CIDR notation (`192.0.2.0/24`, `fe80::/10`; a bare address is a /32 or
 /// /128).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,10 +81,91 @@ impl fmt::Display for IpNet {
     }
 }
 
-/// The default deny list: unspecified, broadcast, multicast and link-local ranges, and loopback
-/// unless the relay's media address is itself on loopback.
-pub fn default_deny(media_on_loopback: bool) -> Vec<IpNet> {
-    let mut nets = vec![
+/// A destination the relay never sends media to: an address range, optionally only some of its
+/// ports (another relay's media range or control port on a shared host). Written
+/// `CIDR`, `CIDR:PORT`, `CIDR:LO-HI` for IPv4 and `[CIDR]:LO-HI` for IPv6, e.g.
+/// `"10.0.0.0/8"`, `"127.0.0.1:40000-49999"`, `"[::1]:2224"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerDeny {
+    /// The addresses.
+    pub net: IpNet,
+    /// The ports (inclusive), or every port.
+    pub ports: Option<(u16, u16)>,
+}
+
+impl PeerDeny {
+    /// Every port of `net`.
+    pub const fn all_ports(net: IpNet) -> Self {
+        Self { net, ports: None }
+    }
+
+    /// True when `to` is denied.
+    pub fn contains(&self, to: SocketAddr) -> bool {
+        self.net.contains(to.ip())
+            && self
+                .ports
+                .is_none_or(|(lo, hi)| (lo..=hi).contains(&to.port()))
+    }
+}
+
+impl FromStr for PeerDeny {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (net, ports) = if let Some(rest) = s.strip_prefix('[') {
+            let (net, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("{s:?}: a '[' without its ']'"))?;
+            let ports = match after {
+                "" => None,
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| format!("{s:?}: after ']' comes ':PORT' or ':LO-HI'"))?,
+                ),
+            };
+            (net, ports)
+        } else if s.matches(':').count() == 1 {
+            let (net, p) = s.split_once(':').expect("one colon");
+            (net, Some(p))
+        } else {
+            (s, None)
+        };
+        let net: IpNet = net.parse().map_err(|e: String| e)?;
+        let ports = match ports {
+            None => None,
+            Some(p) => {
+                let (lo, hi) = p.split_once('-').unwrap_or((p, p));
+                let port = |v: &str| {
+                    v.parse::<u16>()
+                        .map_err(|_| format!("{s:?}: {v:?} is not a port number"))
+                };
+                let (lo, hi) = (port(lo)?, port(hi)?);
+                if lo > hi {
+                    return Err(format!("{s:?}: the port range {lo}-{hi} is empty"));
+                }
+                Some((lo, hi))
+            }
+        };
+        Ok(Self { net, ports })
+    }
+}
+
+impl fmt::Display for PeerDeny {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.ports, self.net.addr) {
+            (None, _) => write!(f, "{}", self.net),
+            (Some((lo, hi)), IpAddr::V4(_)) if lo == hi => write!(f, "{}:{lo}", self.net),
+            (Some((lo, hi)), IpAddr::V4(_)) => write!(f, "{}:{lo}-{hi}", self.net),
+            (Some((lo, hi)), IpAddr::V6(_)) if lo == hi => write!(f, "[{}]:{lo}", self.net),
+            (Some((lo, hi)), IpAddr::V6(_)) => write!(f, "[{}]:{lo}-{hi}", self.net),
+        }
+    }
+}
+
+/// The default of `security.deny_peers`, for every interface: the unspecified, broadcast,
+/// multicast and link-local ranges.
+pub fn default_deny() -> Vec<PeerDeny> {
+    [
         IpNet::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8),
         IpNet::new(IpAddr::V4(Ipv4Addr::BROADCAST), 32),
         IpNet::new(IpAddr::V4(Ipv4Addr::new(224, 0, 0, 0)), 4),
@@ -90,12 +173,24 @@ pub fn default_deny(media_on_loopback: bool) -> Vec<IpNet> {
         IpNet::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 128),
         IpNet::new(IpAddr::V6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0)), 8),
         IpNet::new(IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)), 10),
-    ];
-    if !media_on_loopback {
-        nets.push(IpNet::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8));
-        nets.push(IpNet::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 128));
+    ]
+    .map(PeerDeny::all_ports)
+    .to_vec()
+}
+
+/// The default of an interface's own `deny_peers`: loopback, unless the interface is itself on
+/// loopback (SPEC §9: per interface, so that a co-located PBX on a loopback interface does not
+/// open loopback to the other interfaces' endpoints).
+pub fn default_interface_deny(bind: IpAddr) -> Vec<PeerDeny> {
+    if bind.to_canonical().is_loopback() {
+        return Vec::new();
     }
-    nets
+    [
+        IpNet::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8),
+        IpNet::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
+    ]
+    .map(PeerDeny::all_ports)
+    .to_vec()
 }
 
 /// The relay's bound media ports, shared by the workers (they count a port up and down as they
@@ -136,8 +231,11 @@ impl BoundPorts {
 /// The destinations the relay refuses.
 #[derive(Clone, Debug)]
 pub struct PeerRules {
-    /// Never sent to.
-    pub deny: Vec<IpNet>,
+    /// Never sent to, from any interface (`security.deny_peers`).
+    pub deny: Vec<PeerDeny>,
+    /// Never sent to from one local address, by [`LocalId`] index (an interface's
+    /// `deny_peers`); a local address without an entry has no list of its own.
+    pub per_local: Vec<Vec<PeerDeny>>,
     /// The relay's own addresses (media, control, metrics); loopback and unspecified always
     /// count as its own.
     pub own_ips: Vec<IpAddr>,
@@ -148,10 +246,11 @@ pub struct PeerRules {
 }
 
 impl Default for PeerRules {
-    /// Only the default deny list with loopback allowed (a relay on loopback); no own sockets.
+    /// Only the default deny list, loopback allowed (a relay on loopback); no own sockets.
     fn default() -> Self {
         Self {
-            deny: default_deny(true),
+            deny: default_deny(),
+            per_local: Vec::new(),
             own_ips: Vec::new(),
             own_sockets: Vec::new(),
             bound: Arc::default(),
@@ -166,10 +265,19 @@ impl PeerRules {
         ip.is_loopback() || ip.is_unspecified() || self.own_ips.contains(&ip)
     }
 
-    /// True when the relay may send media to `to`.
+    /// True when the relay may send media to `to` from local address `local`.
+    pub fn allows_from(&self, local: LocalId, to: SocketAddr) -> bool {
+        let own_list = self
+            .per_local
+            .get(local.idx())
+            .map_or(&[][..], Vec::as_slice);
+        !own_list.iter().any(|d| d.contains(to)) && self.allows(to)
+    }
+
+    /// True when the relay may send media to `to` (from any interface).
     pub fn allows(&self, to: SocketAddr) -> bool {
         let ip = to.ip();
-        if self.deny.iter().any(|n| n.contains(ip)) {
+        if self.deny.iter().any(|n| n.contains(to)) {
             return false;
         }
         if !self.is_own_ip(ip) {
@@ -213,8 +321,11 @@ mod tests {
         );
         assert!("example.com".parse::<IpNet>().is_err());
 
+        let mut deny = default_deny();
+        deny.extend(default_interface_deny("192.0.2.10".parse().unwrap()));
         let rules = PeerRules {
-            deny: default_deny(false),
+            deny,
+            per_local: Vec::new(),
             own_ips: vec!["192.0.2.10".parse().unwrap()],
             own_sockets: vec!["127.0.0.1:2223".parse().unwrap()],
             bound: Arc::default(),
@@ -236,7 +347,7 @@ mod tests {
         rules.bound.set(30002, false);
         assert!(ok("192.0.2.10:30002"));
         let on_loopback = PeerRules {
-            deny: default_deny(true),
+            deny: default_deny(),
             ..rules
         };
         assert!(on_loopback.allows("127.0.0.1:5060".parse().unwrap()));
@@ -245,5 +356,48 @@ mod tests {
             "the control socket"
         );
         assert!(!on_loopback.allows("127.0.0.5:2223".parse().unwrap()));
+    }
+
+    #[test]
+    fn deny_entries_with_ports_and_per_interface_lists() {
+        let d = |s: &str| s.parse::<PeerDeny>().unwrap();
+        let to = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(d("127.0.0.1:40000-49999").contains(to("127.0.0.1:40002")));
+        assert!(!d("127.0.0.1:40000-49999").contains(to("127.0.0.1:30002")));
+        assert!(d("10.0.0.0/8").contains(to("10.1.2.3:53")));
+        assert!(d("10.0.0.0/8:53").contains(to("10.1.2.3:53")));
+        assert!(!d("10.0.0.0/8:53").contains(to("10.1.2.3:54")));
+        assert!(d("[::1]:2224").contains(to("[::1]:2224")));
+        assert!(d("fc00::/7").contains(to("[fd00::1]:5000")));
+        assert!(d("[fc00::/7]:1-1023").contains(to("[fd00::1]:53")));
+        for bad in [
+            "127.0.0.1:9-1",
+            "127.0.0.1:x",
+            "[::1",
+            "[::1]2224",
+            "10.0.0.0/40",
+        ] {
+            assert!(bad.parse::<PeerDeny>().is_err(), "{bad}");
+        }
+        for s in ["10.0.0.0/8", "127.0.0.1/32:40000-49999", "[::1/128]:2224"] {
+            assert_eq!(d(s).to_string(), s);
+        }
+        // Loopback is denied from an interface not on loopback, allowed from one on it.
+        let rules = PeerRules {
+            per_local: vec![
+                default_interface_deny("192.0.2.10".parse().unwrap()),
+                default_interface_deny("127.0.0.1".parse().unwrap()),
+            ],
+            ..PeerRules::default()
+        };
+        let dns = to("127.0.0.53:53");
+        assert!(
+            !rules.allows_from(LocalId(0), dns),
+            "external side into loopback"
+        );
+        assert!(
+            rules.allows_from(LocalId(1), dns),
+            "the loopback interface's own peers"
+        );
     }
 }

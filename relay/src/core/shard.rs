@@ -71,6 +71,9 @@ pub struct ShardConfig {
     pub peers: PeerRules,
     /// Calls this shard holds at most.
     pub max_calls: usize,
+    /// Bytes the shard's calls may come to at most ([`Call::memory_bound`]); beyond it, offers
+    /// for new calls, or growing a call by parties or ports, are refused (SPEC §9).
+    pub memory_budget: usize,
 }
 
 /// An offer parsed and decided by [`Shard::prepare_offer`], waiting for its ports.
@@ -102,6 +105,8 @@ struct PortSlot {
 struct Entry {
     id: String,
     call: Call,
+    /// Its [`Call::memory_bound`] as last counted into [`Shard::memory`].
+    accounted: usize,
 }
 
 /// One shard's calls and the state of their media.
@@ -115,6 +120,8 @@ pub struct Shard {
     /// share a slot. One flat table: one index per datagram.
     by_port: Box<[Option<PortSlot>]>,
     counters: Counters,
+    /// The sum of the calls' memory bounds.
+    memory: usize,
 }
 
 impl Shard {
@@ -129,6 +136,7 @@ impl Shard {
             ids: HashMap::new(),
             by_port,
             counters: Counters::default(),
+            memory: 0,
         }
     }
 
@@ -235,14 +243,28 @@ impl Shard {
         }
         let ctx = self.ctx(now);
         let existing = self.ids.get(&cmd.call_id).copied();
+        let over_budget = self.memory >= self.config.memory_budget;
         let prepared = match existing.and_then(|i| self.call(i)) {
-            Some(call) => call.prepare_offer(&ctx, cmd, sdp)?,
+            Some(call) => {
+                let prepared = call.prepare_offer(&ctx, cmd, sdp)?;
+                // A re-INVITE of the call as it is always goes through; growing it does not
+                // once the budget is reached.
+                if over_budget
+                    && (prepared.new_parties() > 0 || prepared.ports_needed().total() > 0)
+                {
+                    return Err(CommandError::MemoryBudget);
+                }
+                prepared
+            }
             None => {
                 if self.draining {
                     return Err(CommandError::Draining);
                 }
                 if self.ids.len() >= self.config.max_calls {
                     return Err(CommandError::TooManyCalls);
+                }
+                if over_budget {
+                    return Err(CommandError::MemoryBudget);
                 }
                 Call::new(now).prepare_offer(&ctx, cmd, sdp)?
             }
@@ -271,6 +293,7 @@ impl Shard {
                 let entry = Entry {
                     id: id.clone(),
                     call: Call::new(now),
+                    accounted: 0,
                 };
                 let i = match self.free.pop() {
                     Some(i) => {
@@ -294,10 +317,21 @@ impl Shard {
             now,
         };
         let entry = self.calls[idx as usize].as_mut().expect("indexed");
-        let out = entry.call.commit_offer(&ctx, offer.prepared, grant)?;
+        let out = entry.call.commit_offer(&ctx, offer.prepared, grant);
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                // A new call that got nothing is not kept.
+                if offer.call.is_none() {
+                    self.remove_call(idx, grant);
+                }
+                return Err(e);
+            }
+        };
         for id in [out.offerer, out.answerer] {
             index_party(&mut self.by_port, idx, &entry.call, id);
         }
+        self.account(idx);
         Ok(out.sdp)
     }
 
@@ -322,6 +356,7 @@ impl Shard {
         let call = &mut self.calls[idx as usize].as_mut().expect("indexed").call;
         let outcome = call.answer(&ctx, cmd, &sdp)?;
         self.counters.rekeys += outcome.rekeys;
+        self.account(idx);
         Ok(outcome.sdp)
     }
 
@@ -556,6 +591,7 @@ impl Shard {
             }
         }
         entry.call.remove_party(party, grant);
+        self.account(idx);
     }
 
     fn remove_call(&mut self, idx: u32, grant: &mut PortGrant) {
@@ -570,6 +606,22 @@ impl Shard {
         entry.call.remove_all(grant);
         self.ids.remove(&entry.id);
         self.free.push(idx);
+        self.memory -= entry.accounted;
+    }
+
+    /// Counts call `idx`'s memory bound into the shard's again (after a command changed it).
+    fn account(&mut self, idx: u32) {
+        let Some(entry) = self.calls.get_mut(idx as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let now = entry.call.memory_bound();
+        self.memory = self.memory - entry.accounted + now;
+        entry.accounted = now;
+    }
+
+    /// The sum of the calls' memory bounds ([`Call::memory_bound`]), in bytes.
+    pub fn memory_bound(&self) -> usize {
+        self.memory
     }
 
     /// Decides what happens to a datagram that arrived on `local_port` from `src`, transforming

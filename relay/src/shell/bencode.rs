@@ -19,6 +19,20 @@ pub enum Value {
     Dict(BTreeMap<Vec<u8>, Self>),
 }
 
+impl Value {
+    /// Overwrites every byte string with zeros (an ng message carries SDP, and SDP carries
+    /// keys: SPEC §9, no key outlives its use in memory).
+    pub fn wipe(&mut self) {
+        use zeroize::Zeroize as _;
+        match self {
+            Self::Int(_) => {}
+            Self::Bytes(b) => b.zeroize(),
+            Self::List(items) => items.iter_mut().for_each(Self::wipe),
+            Self::Dict(d) => d.values_mut().for_each(Self::wipe),
+        }
+    }
+}
+
 /// Why a message is not bencode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BencodeError {

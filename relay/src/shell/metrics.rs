@@ -31,6 +31,8 @@ pub struct ControlMetrics {
     requests: Family<Labels, Counter>,
     latency: Family<Labels, Histogram, fn() -> Histogram>,
     dropped: Family<Labels, Counter>,
+    replies_too_big: Family<Labels, Counter>,
+    reply_send_failures: Counter,
 }
 
 /// The ng commands, for series that exist before the first request.
@@ -64,10 +66,16 @@ impl Default for ControlMetrics {
             }
             let _ = latency.get_or_create(&vec![("command", c.to_owned())]);
         }
+        let replies_too_big = Family::<Labels, Counter>::default();
+        for c in COMMANDS {
+            let _ = replies_too_big.get_or_create(&vec![("command", c.to_owned())]);
+        }
         Self {
             requests,
             latency,
             dropped,
+            replies_too_big,
+            reply_send_failures: Counter::default(),
         }
     }
 }
@@ -146,6 +154,18 @@ impl ControlMetrics {
             .inc();
     }
 
+    /// Counts an ng reply that did not fit in one datagram (trimmed, or replaced by an error).
+    pub fn reply_too_big(&self, command: &str) {
+        self.replies_too_big
+            .get_or_create(&vec![("command", command.to_owned())])
+            .inc();
+    }
+
+    /// Counts an ng reply the socket refused to send.
+    pub fn reply_send_failed(&self) {
+        self.reply_send_failures.inc();
+    }
+
     /// Counts one ng request and its duration.
     pub fn observe(&self, command: &str, ok: bool, seconds: f64) {
         let result = if ok { "ok" } else { "error" };
@@ -186,6 +206,17 @@ pub fn render(
         "control_dropped",
         "ng datagrams dropped without a reply, by reason",
         control.dropped.clone(),
+    );
+    registry.register(
+        "control_replies_too_big",
+        "ng replies that did not fit in one datagram, by command: trimmed (query, delete) or \
+         replaced by a short error",
+        control.replies_too_big.clone(),
+    );
+    registry.register(
+        "control_reply_send_failures",
+        "ng replies the control socket failed to send",
+        control.reply_send_failures.clone(),
     );
     registry.register(
         "control_request_duration_seconds",

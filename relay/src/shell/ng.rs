@@ -80,6 +80,34 @@ pub fn split_cookie(datagram: &[u8]) -> Option<(&[u8], &[u8])> {
     (space > 0).then(|| (&datagram[..space], &datagram[space + 1..]))
 }
 
+/// The largest ng reply one UDP datagram carries (65,535 minus the IPv4 and UDP headers): a
+/// reply above it is never sent as it is (SPEC §9).
+pub const MAX_REPLY_BYTES: usize = 65_507;
+
+/// `reply` framed behind `cookie`, made to fit one datagram: a `query` or `delete` report is
+/// trimmed (per-stream detail, then per-party detail, `truncated` says so), anything else that
+/// does not fit becomes a short error naming the limit. The second value is the size of the
+/// reply that did not fit, if one did not.
+pub fn frame_to_fit(cookie: &[u8], command: &str, reply: Value) -> (Vec<u8>, Option<usize>) {
+    let framed = frame(cookie, &reply);
+    if framed.len() <= MAX_REPLY_BYTES {
+        return (framed, None);
+    }
+    let too_big = framed.len();
+    if let ("query" | "delete", Value::Dict(mut d)) = (command, reply) {
+        for level in [super::report::Trim::Streams, super::report::Trim::Parties] {
+            super::report::trim(&mut d, level);
+            let framed = frame(cookie, &Value::Dict(d.clone()));
+            if framed.len() <= MAX_REPLY_BYTES {
+                return (framed, Some(too_big));
+            }
+        }
+    }
+    let reason =
+        format!("reply of {too_big} bytes does not fit in one datagram ({MAX_REPLY_BYTES} bytes)");
+    (frame(cookie, &error_reply(&reason)), Some(too_big))
+}
+
 /// Frames a reply: the cookie, a space, the bencoded dictionary.
 pub fn frame(cookie: &[u8], reply: &Value) -> Vec<u8> {
     let mut out = cookie.to_vec();
@@ -395,7 +423,7 @@ pub fn parse_request(msg: &Value) -> Result<Request, String> {
                 from: p.leg("from")?,
                 to,
                 options: p.options(),
-                label: p.nonempty("label"),
+                label: p.opt_id("label")?,
             })
         }
         "answer" => {
@@ -406,7 +434,7 @@ pub fn parse_request(msg: &Value) -> Result<Request, String> {
                 to_tag: p.id("to-tag")?,
                 via_branch: p.opt_id("via-branch")?,
                 sdp: p.required("sdp")?,
-                label: p.nonempty("label"),
+                label: p.opt_id("label")?,
                 media_address: a.media_address,
                 direction: a.direction,
                 endpoint: a.endpoint,
@@ -456,5 +484,65 @@ mod tests {
             Some((&b"abc"[..], &b"d2:hie"[..]))
         );
         assert_eq!(split_cookie(b"nospace"), None);
+    }
+
+    /// SPEC §9: a reply that would not fit in one datagram is never silently lost.
+    #[test]
+    fn replies_too_big_for_a_datagram_are_trimmed_or_replaced_by_a_short_error() {
+        // A report as `query` makes it, with per-party detail far beyond a datagram.
+        let party = |n: usize| {
+            let medias: Vec<Value> = (0..16)
+                .map(|_| dict([("media", Value::str(&"x".repeat(300)))]))
+                .collect();
+            (
+                format!("tag{n}").into_bytes(),
+                dict([("medias", Value::List(medias)), ("tag", Value::str("t"))]),
+            )
+        };
+        let tags: BTreeMap<Vec<u8>, Value> = (0..32).map(party).collect();
+        let report = ok_reply(
+            [
+                (b"tags".to_vec(), Value::Dict(tags)),
+                (b"totals".to_vec(), dict([("RTP", Value::Int(1))])),
+            ]
+            .into(),
+        );
+        assert!(frame(b"c1", &report).len() > MAX_REPLY_BYTES);
+        for command in ["query", "delete"] {
+            let (framed, too_big) = frame_to_fit(b"c1", command, report.clone());
+            assert!(too_big.is_some());
+            assert!(framed.len() <= MAX_REPLY_BYTES, "{}", framed.len());
+            let reply = decode(&framed[3..]).unwrap();
+            assert_eq!(reply.get("result").and_then(Value::as_str), Some("ok"));
+            assert_eq!(reply.get("truncated"), Some(&Value::Int(1)));
+            assert!(reply.get("totals").is_some(), "the totals stay");
+            let warning = reply.get("warning").and_then(Value::as_str).unwrap();
+            assert!(warning.contains("65507"), "{warning}");
+        }
+        // Any other command gets a short error naming the limit.
+        let offer = ok_reply([(b"sdp".to_vec(), Value::str(&"v".repeat(70_000)))].into());
+        let (framed, too_big) = frame_to_fit(b"c2", "offer", offer);
+        assert_eq!(too_big, Some(framed_len_of_big_offer()));
+        let reply = decode(&framed[3..]).unwrap();
+        assert_eq!(reply.get("result").and_then(Value::as_str), Some("error"));
+        let reason = reply.get("error-reason").and_then(Value::as_str).unwrap();
+        assert!(
+            reason.contains("does not fit in one datagram (65507 bytes)"),
+            "{reason}"
+        );
+        // What fits is left alone.
+        let small = ok_reply([(b"sdp".to_vec(), Value::str("v=0"))].into());
+        assert_eq!(
+            frame_to_fit(b"c3", "offer", small.clone()),
+            (frame(b"c3", &small), None)
+        );
+    }
+
+    fn framed_len_of_big_offer() -> usize {
+        frame(
+            b"c2",
+            &ok_reply([(b"sdp".to_vec(), Value::str(&"v".repeat(70_000)))].into()),
+        )
+        .len()
     }
 }

@@ -14,12 +14,15 @@ pub const MAX_CACHED_REPLIES: usize = 20_000;
 /// Bytes of cached replies at most.
 pub const MAX_CACHED_BYTES: usize = 32 << 20;
 
+use zeroize::Zeroizing;
+
 type Key = (SocketAddr, Vec<u8>);
 
 /// Replies by sender and cookie.
 #[derive(Default)]
 pub struct ReplyCache {
-    replies: HashMap<Key, Vec<u8>>,
+    /// Replies hold the SDP handed out, with the relay's keys: wiped when they go (SPEC §9).
+    replies: HashMap<Key, Zeroizing<Vec<u8>>>,
     /// Insertion order (which is also age order) for expiry.
     order: VecDeque<(Instant, Key)>,
     bytes: usize,
@@ -29,7 +32,7 @@ impl ReplyCache {
     /// The cached reply for `key`, if still fresh.
     pub fn get(&mut self, now: Instant, key: &Key) -> Option<&[u8]> {
         self.expire(now);
-        self.replies.get(key).map(Vec::as_slice)
+        self.replies.get(key).map(|r| r.as_slice())
     }
 
     /// Caches `reply`; the oldest entries go when a bound is reached.
@@ -44,7 +47,7 @@ impl ReplyCache {
                 break;
             }
         }
-        if let Some(old) = self.replies.insert(key.clone(), reply) {
+        if let Some(old) = self.replies.insert(key.clone(), Zeroizing::new(reply)) {
             self.bytes -= old.len() + key.1.len();
             self.order.retain(|(_, k)| *k != key);
         }

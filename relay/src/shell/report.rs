@@ -243,3 +243,41 @@ pub fn call_info(info: &CallInfo) -> BTreeMap<Vec<u8>, Value> {
     ]
     .into()
 }
+
+/// How much of a report [`trim`] leaves out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trim {
+    /// Every party's per-stream detail (`medias`) and the `streams` list.
+    Streams,
+    /// ... and every party (`tags`) and the per-SSRC quality: the totals are left.
+    Parties,
+}
+
+/// Leaves detail out of a `query`/`delete` report so that it fits in one datagram (SPEC §9), and
+/// says so: `truncated` is 1 and `warning` names what is missing.
+pub fn trim(report: &mut BTreeMap<Vec<u8>, Value>, level: Trim) {
+    report.remove(b"streams".as_slice());
+    if let Some(Value::Dict(tags)) = report.get_mut(b"tags".as_slice()) {
+        for party in tags.values_mut() {
+            if let Value::Dict(p) = party {
+                p.remove(b"medias".as_slice());
+            }
+        }
+    }
+    let what = match level {
+        Trim::Streams => "per-stream detail",
+        Trim::Parties => {
+            report.insert(b"tags".to_vec(), Value::Dict(BTreeMap::new()));
+            report.insert(b"SSRC".to_vec(), Value::Dict(BTreeMap::new()));
+            "per-party and per-stream detail"
+        }
+    };
+    report.insert(b"truncated".to_vec(), Value::Int(1));
+    report.insert(
+        b"warning".to_vec(),
+        Value::str(&format!(
+            "reply trimmed to fit one datagram ({} bytes): {what} left out",
+            super::ng::MAX_REPLY_BYTES
+        )),
+    );
+}

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
+use zeroize::{Zeroize as _, Zeroizing};
 
 use super::bencode::{self, Value, dict};
 use super::clock;
@@ -74,6 +75,10 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Runs the relay until SIGTERM (then drains) or SIGINT. `path` is the configuration file SIGHUP
 /// reloads. An error means the relay could not start.
 pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
+    // Keys live in this process: a crash must not write them into a core file (SPEC §9).
+    if !super::sys::forbid_core_dumps() {
+        tracing::warn!("could not turn core dumps off (RLIMIT_CORE, PR_SET_DUMPABLE)");
+    }
     let workers = if config.workers == 0 {
         std::thread::available_parallelism().map_or(1, usize::from)
     } else {
@@ -117,6 +122,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
     }
     let peers = PeerRules {
         deny: config.deny_peers.clone(),
+        per_local: config.interface_deny_lists(),
         // The relay's addresses: where media binds, what SDP advertises (sending to the public
         // side of the relay's own NAT comes back to it), control and metrics.
         own_ips: config
@@ -149,6 +155,8 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
         relatch_any_source: config.relatch_any_source,
         peers: peers.clone(),
         max_calls: config.max_calls.div_ceil(workers),
+        memory_budget: usize::try_from((config.max_memory_mb << 20) / workers as u64)
+            .unwrap_or(usize::MAX),
     };
     // Even ports in random order (SPEC §9: an endpoint cannot predict the next call's ports).
     let pool = std::sync::Arc::new(PortPools::new(&ranges, shuffle));
@@ -211,8 +219,14 @@ async fn serve(config: Config, path: Option<PathBuf>, mut control: Control) -> s
         tokio::select! {
             r = sock.recv_from(&mut buf) => {
                 let Ok((n, peer)) = r else { continue };
-                if let Some(reply) = handle_datagram(&control, &mut cache, peer, &buf[..n]).await {
-                    let _ = sock.send_to(&reply, peer).await;
+                let reply = handle_datagram(&control, &mut cache, peer, &buf[..n]).await;
+                // The command and its reply carry SDP with keys: wiped once used (SPEC §9).
+                buf[..n].zeroize();
+                if let Some(reply) = reply.map(Zeroizing::new)
+                    && let Err(e) = sock.send_to(&reply, peer).await
+                {
+                    control.metrics.reply_send_failed();
+                    tracing::warn!(%peer, bytes = reply.len(), error = %e, "ng reply not sent");
                 }
             }
             accepted = http.accept(), if !http_paused => match accepted {
@@ -329,18 +343,22 @@ async fn handle_datagram(
     if let Some(reply) = cache.get(now, &key) {
         return Some(reply.to_vec());
     }
-    let (command, call_id, reply) = match bencode::decode(body) {
+    let (command, call_id, mut reply) = match bencode::decode(body) {
         Err(e) => ("invalid", String::new(), ng::error_reply(&e.to_string())),
-        Ok(msg) => match ng::parse_request(&msg) {
-            Err(reason) => ("invalid", String::new(), ng::error_reply(&reason)),
-            Ok(req) => {
-                if let Some(sdp) = msg.get("sdp").and_then(Value::as_str) {
-                    tracing::debug!(command = req.name(), sdp = %redact_keys(sdp), "ng sdp in");
-                }
-                let (name, id) = (req.name(), req.call_id().unwrap_or("").to_owned());
-                (name, id, execute(control, req).await)
+        Ok(mut msg) => {
+            let parsed = ng::parse_request(&msg);
+            if let (Ok(req), Some(sdp)) = (&parsed, msg.get("sdp").and_then(Value::as_str)) {
+                tracing::debug!(command = req.name(), sdp = %redact_keys(sdp), "ng sdp in");
             }
-        },
+            msg.wipe();
+            match parsed {
+                Err(reason) => ("invalid", String::new(), ng::error_reply(&reason)),
+                Ok(req) => {
+                    let (name, id) = (req.name(), req.call_id().unwrap_or("").to_owned());
+                    (name, id, execute(control, req).await)
+                }
+            }
+        }
     };
     let ok = matches!(
         reply.get("result").and_then(Value::as_str),
@@ -356,7 +374,12 @@ async fn handle_datagram(
     if let Some(sdp) = reply.get("sdp").and_then(Value::as_str) {
         tracing::debug!(command, sdp = %redact_keys(sdp), "ng sdp out");
     }
-    let framed = ng::frame(cookie, &reply);
+    let (framed, too_big) = ng::frame_to_fit(cookie, command, reply.clone());
+    reply.wipe();
+    if let Some(bytes) = too_big {
+        control.metrics.reply_too_big(command);
+        tracing::warn!(command, call_id = %call_id, bytes, limit = ng::MAX_REPLY_BYTES, "ng reply does not fit in one datagram: trimmed or replaced by an error");
+    }
     // Commands that change state are cached for retransmissions; reads are cheap to repeat.
     if !matches!(command, "ping" | "list" | "query" | "statistics") {
         cache.insert(now, key, framed.clone());
@@ -440,7 +463,10 @@ async fn execute(control: &Control, req: Request) -> Value {
     let workers = &control.workers;
     let gone = || ng::error_reply("worker unavailable");
     let sdp_reply = |r: Option<Result<String, _>>| match r {
-        Some(Ok(sdp)) => ng::ok_reply([(b"sdp".to_vec(), Value::str(&sdp))].into()),
+        Some(Ok(sdp)) => {
+            let sdp = Zeroizing::new(sdp);
+            ng::ok_reply([(b"sdp".to_vec(), Value::str(&sdp))].into())
+        }
         Some(Err(e)) => ng::error_reply(&format!("{e}")),
         None => gone(),
     };

@@ -188,6 +188,29 @@ fn socket_addr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// Keeps keys out of core files (SPEC §9): no core file at all (`RLIMIT_CORE` 0, which the
+/// process cannot raise back above its hard limit once lowered) and the process marked
+/// non-dumpable (no core, and no `ptrace` attach or `/proc/PID/mem` read by other users).
+/// Returns false if either call failed.
+pub fn forbid_core_dumps() -> bool {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit only reads the struct we pass by pointer.
+    let rlimit = unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } == 0;
+    // SAFETY: PR_SET_DUMPABLE takes one integer argument and touches no memory of ours.
+    let dumpable = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } == 0;
+    rlimit && dumpable
+}
+
+/// True when the process may produce a core file (`PR_GET_DUMPABLE`).
+pub fn is_dumpable() -> bool {
+    // SAFETY: PR_GET_DUMPABLE takes no argument and touches no memory of ours.
+    let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+    dumpable != 0
+}
+
 /// Raises the soft limit on open files towards `wanted` (never above the hard limit) and
 /// returns the soft limit in force afterwards; `None` if it cannot be read.
 pub fn raise_nofile(wanted: u64) -> Option<u64> {

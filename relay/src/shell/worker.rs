@@ -24,6 +24,7 @@ use crate::core::packet::PacketBuf;
 use crate::core::peers::BoundPorts;
 use crate::core::policy::PolicyConfig;
 use crate::core::shard::{Shard, ShardConfig};
+use zeroize::Zeroize as _;
 
 /// How long a closed pair waits before going back to the pool (its receive tasks must have been
 /// dropped, which happens when the runtime next polls them).
@@ -210,7 +211,7 @@ fn handle(worker: &Rc<Worker>, job: Job) {
     release_closed(worker, now);
     let ports = WorkerPorts(worker);
     match job {
-        Job::Offer(cmd, reply) => {
+        Job::Offer(mut cmd, reply) => {
             let mut shard = worker.shard.borrow_mut();
             // The core decides first and says how many ports it needs; the shell binds them, the
             // core takes them, and what is left over is closed again.
@@ -222,10 +223,14 @@ fn handle(worker: &Rc<Worker>, job: Job) {
                 ports.finish(grant);
                 result
             });
+            // The SDP carried the endpoint's key: wiped once applied (SPEC §9).
+            cmd.sdp.zeroize();
             let _ = reply.send(result);
         }
-        Job::Answer(cmd, reply) => {
-            let _ = reply.send(worker.shard.borrow_mut().answer(now, &cmd));
+        Job::Answer(mut cmd, reply) => {
+            let result = worker.shard.borrow_mut().answer(now, &cmd);
+            cmd.sdp.zeroize();
+            let _ = reply.send(result);
         }
         Job::Delete(cmd, reply) => {
             let mut grant = PortGrant::default();

@@ -99,6 +99,7 @@ pub fn shard(policy: PolicyConfig) -> Sim {
         relatch_any_source: false,
         peers: Default::default(),
         max_calls: 10,
+        memory_budget: usize::MAX,
     }))
 }
 

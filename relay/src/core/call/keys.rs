@@ -38,8 +38,10 @@ pub const MAX_GONE: usize = 16;
 /// goes (unused keys are harmless to forget; used ones are covered by [`KeyHistory`]).
 pub const MAX_RELAY_KEYS: usize = 8;
 
-/// Replaced contexts of one stream, most recent last.
+/// Replaced contexts of one stream, most recent last. Boxed so that the session keys inside
+/// never move when the lists shift (no stale copies of key material left behind).
 #[derive(Debug, Default)]
+#[allow(clippy::vec_box)]
 pub struct KeyHistory {
     rx: Vec<Box<SrtpContext>>,
     tx: Vec<Box<SrtpContext>>,

@@ -222,9 +222,10 @@ pub struct Party {
     pub peer: Option<PartyId>,
     /// The offer made to this party, pending or answered (the last one).
     pub incoming: Option<IncomingOffer>,
-    /// The last SDP the relay handed out for this party (without its `o=` line) and the `o=`
-    /// version it carried.
-    sent: Option<(String, u64)>,
+    /// A digest of the last SDP the relay handed out for this party (without its `o=` line)
+    /// and the `o=` version it carried. Not the SDP itself: it holds the relay's keys and up to
+    /// tens of KiB (SPEC §9: memory grows with use; keys live only where they are needed).
+    sent: Option<(u64, u64)>,
     /// Scheduled removal (a `delete` with a delay naming this party).
     pub delete_at: Option<Instant>,
 }
@@ -453,6 +454,42 @@ impl Call {
         }
     }
 
+    /// SRTP contexts a stream with a port and SRTP is counted for before it holds them (receive,
+    /// its re-key grace, send), so that answering an admitted offer cannot run memory out.
+    pub const CONTEXTS_RESERVED_PER_STREAM: usize = 3;
+
+    /// The most memory this call can come to before its next command (SPEC §9): its parties and
+    /// streams as they are, and each SRTP context held or reserved at its largest
+    /// ([`crate::core::srtp::SrtpContext::MAX_BYTES`]), whatever its media does. Admission sums
+    /// this per shard.
+    pub fn memory_bound(&self) -> usize {
+        use crate::core::srtp::SrtpContext;
+        let strings =
+            |v: &[String]| -> usize { v.iter().map(|t| size_of::<String>() + t.capacity()).sum() };
+        let mut n = size_of::<Self>() + self.parties.capacity() * size_of::<Option<Party>>();
+        for (_, p) in self.live() {
+            n += strings(&p.tags)
+                + p.label.as_ref().map_or(0, String::capacity)
+                + p.branch.as_ref().map_or(0, String::capacity)
+                + p.streams.capacity() * size_of::<Stream>();
+            if let Some(o) = &p.incoming {
+                n += o.memory_bound();
+            }
+            for s in &p.streams {
+                let reserved = if s.rtp_port != 0 && s.may_use_srtp() {
+                    Self::CONTEXTS_RESERVED_PER_STREAM
+                } else {
+                    0
+                };
+                n += s.media.capacity()
+                    + s.proto.capacity()
+                    + s.crypto.keys.capacity() * size_of::<crate::core::sdp::sdes::CryptoAttr>()
+                    + s.contexts_held().max(reserved) * SrtpContext::MAX_BYTES;
+            }
+        }
+        n
+    }
+
     /// The last sign of life: signalling or media.
     pub fn last_activity(&self) -> Instant {
         self.last_media
@@ -465,7 +502,7 @@ impl Call {
 /// refresh) and stay the same while the endpoint's changes (it rewrote ICE lines away), so the
 /// version is the relay's: the endpoint's the first time, then the last one sent, plus one if the
 /// body changed. Records what was sent (an SDP handed out is sent).
-pub(crate) fn version_for(sent: &mut Option<(String, u64)>, sdp: String) -> String {
+pub(crate) fn version_for(sent: &mut Option<(u64, u64)>, sdp: String) -> String {
     let Some(o_start) = sdp
         .find("o=")
         .filter(|&i| i == 0 || sdp[..i].ends_with('\n'))
@@ -478,7 +515,15 @@ pub(crate) fn version_for(sent: &mut Option<(String, u64)>, sdp: String) -> Stri
     let Some(endpoint_version) = fields.get(2).and_then(|v| v.parse::<u64>().ok()) else {
         return sdp;
     };
-    let body = format!("{}{}", &sdp[..o_start], &sdp[o_end..]);
+    // Fixed keys: the digest only tells "same body as last time" (a collision would only keep
+    // the version where it should have gone up).
+    let body = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        sdp[..o_start].hash(&mut h);
+        sdp[o_end..].hash(&mut h);
+        h.finish()
+    };
     let version = match sent {
         None => endpoint_version,
         Some((last, v)) if *last == body => *v,
@@ -504,7 +549,7 @@ mod tests {
     /// (with or without a port): it must stay small, with SRTP state boxed and made on use.
     #[test]
     fn a_stream_without_srtp_is_small() {
-        let size = std::mem::size_of::<super::Stream>();
+        let size = size_of::<super::Stream>();
         assert!(size <= 1024, "Stream is {size} bytes");
     }
 }

@@ -72,6 +72,31 @@ pub struct IncomingOffer {
     pub(crate) options: SdpOptions,
 }
 
+impl IncomingOffer {
+    /// Its memory at most ([`super::Call::memory_bound`]).
+    pub(crate) fn memory_bound(&self) -> usize {
+        let attr = size_of::<CryptoAttr>();
+        self.media.capacity() * size_of::<PendingMedia>()
+            + self
+                .media
+                .iter()
+                .map(|m| {
+                    let offerer = match &m.offerer {
+                        OffererAnswer::Plain { proto } => proto.capacity(),
+                        OffererAnswer::Srtp { proto, acfg, .. } => {
+                            proto.capacity() + acfg.as_ref().map_or(0, String::capacity)
+                        }
+                    };
+                    let offered = match &m.offered {
+                        Offered::Plain => 0,
+                        Offered::Srtp(l) | Offered::PassThrough(l) => l.capacity() * attr,
+                    };
+                    m.media.capacity() + offerer + offered
+                })
+                .sum::<usize>()
+    }
+}
+
 /// What an offer produced.
 #[derive(Debug)]
 pub struct OfferOutcome {
@@ -99,6 +124,14 @@ impl PreparedOffer<'_> {
     /// address.
     pub fn ports_needed(&self) -> PortsNeeded {
         self.ports_needed
+    }
+
+    /// Parties the offer creates.
+    pub fn new_parties(&self) -> usize {
+        [&self.off_t, &self.ans_t]
+            .iter()
+            .filter(|t| matches!(t, Target::New { .. }))
+            .count()
     }
 
     /// The call it is for.
@@ -517,11 +550,11 @@ impl Decided {
     fn plain(m: &MediaLine<'_>, kind: Option<StreamKind>, rejected: bool) -> Self {
         Self {
             pending: PendingMedia {
-                media: m.media.to_owned(),
+                media: super::stream::bounded(m.media),
                 kind,
                 rejected,
                 offerer: OffererAnswer::Plain {
-                    proto: m.proto.to_owned(),
+                    proto: super::stream::bounded(m.proto),
                 },
                 offered: Offered::Plain,
             },
@@ -762,7 +795,7 @@ fn decide(
     };
     Ok(Decided {
         pending: PendingMedia {
-            media: m.media.to_owned(),
+            media: super::stream::bounded(m.media),
             kind: Some(StreamKind::Rtp),
             rejected: false,
             offerer: offerer_answer,

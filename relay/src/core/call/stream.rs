@@ -185,8 +185,11 @@ impl Stream {
             }
             e
         });
-        self.held_address = new.is_some_and(|e| e.addr.is_unspecified());
-        let known = self.remote.filter(|r| !r.addr.is_unspecified());
+        // Port 0 (the m-line disabled) moves no one either.
+        self.held_address = new.is_some_and(|e| e.addr.is_unspecified() || e.rtp_port == 0);
+        let known = self
+            .remote
+            .filter(|r| !r.addr.is_unspecified() && r.rtp_port != 0);
         let new = match (new, known) {
             (Some(_), Some(old)) if self.held_address => Some(old),
             (new, _) => new,
@@ -230,19 +233,38 @@ impl Stream {
     }
 
     /// True when `src` is the old address of an endpoint that signalling just moved: its IP,
-    /// whatever the port (a NAT or the moved-away party may send from any port), unless the new
-    /// address is on the same IP, where only the old port is stale (SPEC §3a).
+    /// whatever the port (a NAT or the moved-away party may send from any port), SPEC §3a. Only
+    /// the new SDP address itself (its RTP or RTCP port) is not stale when it is on the same IP
+    /// (a phone that moved its port, or two endpoints on one host).
     pub fn is_stale(&self, component: usize, src: SocketAddr, now: Instant) -> bool {
         let Some(old) = self.stale[component].filter(|_| self.just_moved(now)) else {
             return false;
         };
-        let same_host_moved = self.remote.is_some_and(|r| r.addr == old.ip());
-        old.ip() == src.ip() && (!same_host_moved || old == src)
+        // Either of its ports: some endpoints send RTCP from their RTP port.
+        let is_new_sdp_address = self.remote.is_some_and(|r| {
+            r.addr == src.ip() && (src.port() == r.rtp_port || src.port() == r.rtcp_port)
+        });
+        old.ip() == src.ip() && !is_new_sdp_address
     }
 
     /// SRTP contexts in use.
     pub fn context_count(&self) -> usize {
         usize::from(self.rx.is_some()) + usize::from(self.tx.is_some())
+    }
+
+    /// SRTP contexts held: in use, in a re-key's grace, and kept ([`KeyHistory`]).
+    pub fn contexts_held(&self) -> usize {
+        self.context_count()
+            + self
+                .rx
+                .as_ref()
+                .map_or(0, |rx| usize::from(rx.poll_timeout().is_some()))
+            + self.history.len()
+    }
+
+    /// True when the stream has or may get SRTP state: keys were negotiated or offered to it.
+    pub fn may_use_srtp(&self) -> bool {
+        !self.crypto.keys.is_empty() || self.crypto.remote.is_some() || self.crypto.local.is_some()
     }
 }
 
@@ -251,12 +273,21 @@ impl Stream {
 pub const MAX_TOKEN_LEN: usize = 32;
 
 fn bounded_token(into: &mut String, token: &str) {
+    into.clear();
+    into.push_str(cut(token));
+}
+
+/// `token` cut to [`MAX_TOKEN_LEN`] bytes, owned.
+pub(crate) fn bounded(token: &str) -> String {
+    cut(token).to_owned()
+}
+
+fn cut(token: &str) -> &str {
     let mut end = token.len().min(MAX_TOKEN_LEN);
     while !token.is_char_boundary(end) {
         end -= 1;
     }
-    into.clear();
-    into.push_str(&token[..end]);
+    &token[..end]
 }
 
 /// The RTP clock rate of m-line `i`'s first format: its `a=rtpmap`, else the static payload

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 /// Largest SDP body accepted (an ng datagram holds at most 64 KiB anyway).
-pub const MAX_SDP_BYTES: usize = 65_535;
+pub const MAX_SDP_BYTES: usize = 57_344;
 /// Most lines an SDP body may have.
 pub const MAX_SDP_LINES: usize = 2_000;
 

@@ -18,14 +18,14 @@ const MAX_SSRCS: usize = 16;
 /// SSRCs a context remembers compactly after evicting them from its table (SPEC §9): their ROC
 /// and the highest indices used, so that a returning SSRC neither replays nor, when sending,
 /// reuses an index under the key. Beyond this the oldest record is forgotten.
-const MAX_RETIRED: usize = 1024;
+const MAX_RETIRED: usize = 256;
 const FORGOTTEN_WORDS: usize = 512;
 /// New SSRCs one source may start in a sending context (SPEC §9): beyond this, further new
 /// SSRCs from the same source are refused, so one source cycling SSRCs cannot fill the
 /// forgotten-SSRC filter and make later sources' SSRCs refused. SSRCs taken up again from their
 /// retired record do not count. [`SrtpContext::new_source`] starts a new count (an answer that
 /// re-plans the direction).
-pub const MAX_NEW_SSRCS_PER_SOURCE: u16 = 256;
+pub const MAX_NEW_SSRCS_PER_SOURCE: u16 = 128;
 
 /// RFC 3711 §3.4: the SRTCP index is 31 bits; past it the master key must not be used.
 const MAX_SRTCP_INDEX: u32 = 0x7fff_ffff;
@@ -234,6 +234,14 @@ pub struct SrtpContext {
 }
 
 impl SrtpContext {
+    /// The most heap and inline memory one context (boxed) can come to, whatever its SSRCs do:
+    /// every SSRC slot, every retired record and the forgotten-SSRC filter in use. Admission
+    /// counts contexts at this size (SPEC §9: memory bounded by what the limits allow).
+    pub const MAX_BYTES: usize = size_of::<Self>()
+        + MAX_SSRCS * size_of::<Stream>()
+        + MAX_RETIRED * size_of::<Retired>()
+        + FORGOTTEN_WORDS * 8;
+
     /// Derives the session keys for `key` (RFC 3711 §4.3, key derivation rate 0).
     pub fn new(key: &MasterKey, policy: SrtpPolicy) -> Self {
         Self {

@@ -563,10 +563,10 @@ fn an_ssrc_whose_record_was_forgotten_is_refused_not_started_over() {
     for seq in 1..=10 {
         protect(&mut tx, &rtp(seq, SSRC));
     }
-    // 16 in the table and 1024 retired records later (from several sources, each within its
+    // 16 in the table and 256 retired records later (from several sources, each within its
     // budget of new SSRCs), SSRC's record is gone.
-    for ssrc in 1..=1100u32 {
-        if ssrc % 200 == 0 {
+    for ssrc in 1..=300u32 {
+        if ssrc % 100 == 0 {
             tx.new_source();
         }
         protect(&mut tx, &rtp(1, ssrc));
@@ -600,7 +600,7 @@ fn one_source_cycling_ssrcs_cannot_make_a_later_source_lose_its_ssrcs() {
     tx.new_source();
     let mut rng = 0x2545_f491_u32;
     let mut refused = 0;
-    for _ in 0..200 {
+    for _ in 0..MAX_NEW_SSRCS_PER_SOURCE {
         rng ^= rng << 13;
         rng ^= rng >> 17;
         rng ^= rng << 5;

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use super::{Config, ConfigError, InterfaceConfig, MAX_TIMEOUT_SECS, MAX_WORKERS, parse_interface};
-use crate::core::peers::default_deny;
 use crate::core::policy::LegSecurity;
 
 /// What the command line asks for.
@@ -87,6 +86,7 @@ impl Cli {
                         address: v.parse().map_err(|_| bad("expected an IP address"))?,
                         advertised: None,
                         ports: None,
+                        deny_peers: None,
                     }]
                 }
                 "--ports" => {
@@ -114,7 +114,13 @@ impl Cli {
                     c.timeouts.media = Duration::from_secs(secs);
                 }
                 "--drain" => {
-                    c.drain = Duration::from_secs(v.parse().map_err(|_| bad("expected seconds"))?)
+                    // The same range as `timeouts.drain` in the file (SPEC §9: nothing accepted
+                    // here may overflow later).
+                    let secs: u64 = v.parse().map_err(|_| bad("expected seconds"))?;
+                    if secs > MAX_TIMEOUT_SECS {
+                        return Err(bad(&format!("expected 0..={MAX_TIMEOUT_SECS} seconds")));
+                    }
+                    c.drain = Duration::from_secs(secs);
                 }
                 "--system-security" => {
                     c.policy.system = match v.parse() {
@@ -134,11 +140,6 @@ impl Cli {
                 .map_err(|e| CliError::Usage(format!("--interface: {e}")))?;
         }
         c.check_interfaces().map_err(CliError::Usage)?;
-        // The default deny list follows the interfaces: loopback is denied unless media is on
-        // loopback.
-        if c.deny_peers == default_deny(true) || c.deny_peers == default_deny(false) {
-            c.deny_peers = default_deny(c.interfaces.iter().any(|i| i.address.is_loopback()));
-        }
         Ok(Self::Run {
             config: Box::new(c),
             path,

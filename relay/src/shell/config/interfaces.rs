@@ -18,12 +18,27 @@ pub struct InterfaceConfig {
     pub advertised: Option<IpAddr>,
     /// Its port range, or `None` for `media.port_min..port_max`.
     pub ports: Option<(u16, u16)>,
+    /// Destinations never sent to from this address, besides `security.deny_peers`; `None`:
+    /// loopback, unless the address is itself on loopback.
+    pub deny_peers: Option<Vec<crate::core::peers::PeerDeny>>,
 }
 
 impl Config {
     /// The port range of `i`.
     pub fn ports_of(&self, i: &InterfaceConfig) -> (u16, u16) {
         i.ports.unwrap_or((self.port_min, self.port_max))
+    }
+
+    /// Each local address's own deny list, by [`crate::core::interfaces::LocalId`] index.
+    pub fn interface_deny_lists(&self) -> Vec<Vec<crate::core::peers::PeerDeny>> {
+        self.interfaces
+            .iter()
+            .map(|i| {
+                i.deny_peers
+                    .clone()
+                    .unwrap_or_else(|| crate::core::peers::default_interface_deny(i.address))
+            })
+            .collect()
     }
 
     /// The interfaces as the core sees them.
@@ -100,6 +115,7 @@ pub fn parse_interface(spec: &str) -> Result<InterfaceConfig, String> {
         address: ip(addr)?,
         advertised: adv.map(ip).transpose()?,
         ports: None,
+        deny_peers: None,
     })
 }
 
@@ -108,7 +124,7 @@ mod tests {
     use super::super::Cli;
     use super::*;
     use crate::core::interfaces::LocalId;
-    use crate::core::peers::default_deny;
+    use crate::core::peers::{default_deny, default_interface_deny};
 
     #[test]
     fn interfaces_from_the_file_and_the_command_line() {
@@ -125,10 +141,31 @@ mod tests {
             c.core_interfaces().get(LocalId(1)).sdp_addr().to_string(),
             "203.0.113.5"
         );
+        assert_eq!(c.deny_peers, default_deny());
+        assert!(
+            c.interface_deny_lists()
+                .iter()
+                .all(|l| *l == default_interface_deny("10.0.0.5".parse().unwrap())),
+            "interfaces not on loopback never send to loopback"
+        );
+        let own = Config::from_toml(
+            "[[media.interfaces]]\nname = \"int\"\naddress = \"127.0.0.1\"\n\
+             [[media.interfaces]]\nname = \"ext\"\naddress = \"10.0.1.5\"\n\
+             deny_peers = [\"10.0.0.0/8\", \"127.0.0.1:40000-49999\"]\n",
+        )
+        .unwrap();
+        let lists = own.interface_deny_lists();
+        assert!(lists[0].is_empty(), "an interface on loopback");
         assert_eq!(
-            c.deny_peers,
-            default_deny(false),
-            "no interface on loopback"
+            lists[1].len(),
+            2,
+            "the interface's own list replaces the default"
+        );
+        assert!(
+            Config::from_toml("[[media.interfaces]]\nname = \"a\"\naddress = \"10.0.0.1\"\ndeny_peers = [\"10.0.0.0/8:9-1\"]\n")
+                .unwrap_err()
+                .to_string()
+                .contains("port range 9-1 is empty")
         );
         let err = |toml: &str| Config::from_toml(toml).unwrap_err().to_string();
         assert!(
@@ -174,11 +211,12 @@ mod tests {
             config.interfaces[1].advertised,
             Some("198.51.100.1".parse().unwrap())
         );
-        assert_eq!(
-            config.deny_peers,
-            default_deny(true),
-            "an interface on loopback"
+        let lists = config.interface_deny_lists();
+        assert!(
+            lists[0].is_empty(),
+            "the loopback interface may reach loopback"
         );
+        assert!(!lists[1].is_empty(), "ext/10.0.0.1 never sends to loopback");
         assert_eq!(parse_interface("10.1.2.3").unwrap().name, "default");
         assert!(
             err("[media]\nport_min = 0\nport_max = 3\n").contains("below 1024"),

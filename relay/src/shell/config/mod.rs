@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::core::peers::{IpNet, default_deny};
+use crate::core::peers::{IpNet, PeerDeny, default_deny};
 use crate::core::policy::{
     BestEffortStyle, DeviceProfile, Extension, LegSecurity, PolicyConfig, SecurityOptions,
 };
@@ -41,7 +41,7 @@ pub struct Config {
     /// Sources the ng socket takes commands from.
     pub control_allow: Vec<IpNet>,
     /// Addresses media is never sent to.
-    pub deny_peers: Vec<IpNet>,
+    pub deny_peers: Vec<PeerDeny>,
     /// After `relatch_after_silence`, a plain leg may re-latch to any source (not only one with
     /// the latched IP).
     pub relatch_any_source: bool,
@@ -69,6 +69,8 @@ pub struct Config {
     pub drain: Duration,
     /// Calls at most.
     pub max_calls: usize,
+    /// What the calls may come to in memory, in MiB (SPEC §9), shared evenly by the workers.
+    pub max_memory_mb: u64,
     /// Log level.
     pub log_level: String,
 }
@@ -147,6 +149,7 @@ struct RawInterface {
     advertised: Option<String>,
     port_min: Option<u16>,
     port_max: Option<u16>,
+    deny_peers: Option<Vec<String>>,
 }
 
 impl Default for RawMedia {
@@ -231,13 +234,21 @@ impl Default for RawTimeouts {
 #[serde(deny_unknown_fields, default)]
 struct RawLimits {
     max_calls: usize,
+    max_memory_mb: u64,
 }
 
 impl Default for RawLimits {
     fn default() -> Self {
-        Self { max_calls: 10_000 }
+        Self {
+            max_calls: 10_000,
+            max_memory_mb: DEFAULT_MAX_MEMORY_MB,
+        }
     }
 }
+
+/// `limits.max_memory_mb` by default: three quarters of the shipped unit's `MemoryMax=2G`,
+/// leaving the rest to the process itself (sockets' buffers, caches, the runtime).
+pub const DEFAULT_MAX_MEMORY_MB: u64 = 1536;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -465,6 +476,13 @@ impl Config {
                 format!("{} is not in 1..={MAX_CALLS}", raw.limits.max_calls),
             ));
         }
+        if !(16..=1 << 20).contains(&raw.limits.max_memory_mb) {
+            return Err(fail(
+                "limits",
+                "max_memory_mb",
+                format!("{} is not in 16..=1048576", raw.limits.max_memory_mb),
+            ));
+        }
         // Durations become deadlines (`Instant + Duration`): bounded so that none can overflow.
         let t = &raw.timeouts;
         for (key, value, min) in [
@@ -500,6 +518,11 @@ impl Config {
                 .map(|n| n.parse::<IpNet>().map_err(|e| fail(section, key, e)))
                 .collect::<Result<Vec<_>, _>>()
         };
+        let denies = |section: &str, key: &str, list: &[String]| {
+            list.iter()
+                .map(|n| n.parse::<PeerDeny>().map_err(|e| fail(section, key, e)))
+                .collect::<Result<Vec<_>, _>>()
+        };
         let ip = |key: &str, text: &str| {
             text.parse::<IpAddr>()
                 .map_err(|_| fail("media", key, format!("{text:?} is not an IP address")))
@@ -519,6 +542,7 @@ impl Config {
                 address: ip("address", address.as_deref().unwrap_or("127.0.0.1"))?,
                 advertised: None,
                 ports: None,
+                deny_peers: None,
             }],
             (None, list) => list
                 .iter()
@@ -546,14 +570,18 @@ impl Config {
                             .map(|a| ip("interfaces", a))
                             .transpose()?,
                         ports,
+                        deny_peers: i
+                            .deny_peers
+                            .as_deref()
+                            .map(|l| denies("media", "interfaces", l))
+                            .transpose()?,
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         };
-        let on_loopback = interfaces.iter().any(|i| i.address.is_loopback());
         let deny_peers = match &s.deny_peers {
-            Some(list) => nets("security", "deny_peers", list)?,
-            None => default_deny(on_loopback),
+            Some(list) => denies("security", "deny_peers", list)?,
+            None => default_deny(),
         };
         let config = Self {
             ng_listen: addr("control", &raw.control.listen)?,
@@ -578,6 +606,7 @@ impl Config {
             relatch_after_silence: Duration::from_secs(raw.timeouts.relatch_after_silence),
             drain: Duration::from_secs(raw.timeouts.drain),
             max_calls: raw.limits.max_calls,
+            max_memory_mb: raw.limits.max_memory_mb,
             log_level: raw.log.level.clone(),
         };
         let key = if m.address.is_some() {
