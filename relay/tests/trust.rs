@@ -285,3 +285,69 @@ fn a_plain_leg_re_latches_after_silence_only_to_the_same_ip() {
         "B's media follows A's new port"
     );
 }
+
+/// SPEC §9 replies: the largest call the bounds allow stays answerable (`query`, `delete`), and
+/// an SDP whose rewritten form could not be sent is refused with a clear error, never silence.
+#[test]
+fn the_largest_call_stays_answerable_and_no_reply_is_silently_lost() {
+    let relay = Relay::start(40, &[]);
+    let id = "big";
+    // 16 from-tags (32 parties), 16 m-lines each: one audio line, fifteen on port 0 with long
+    // media names, and 256-byte labels.
+    for from in 0..16 {
+        let mut sdp = sdp_at(5000 + 2 * from);
+        for _ in 0..15 {
+            sdp.push_str(&format!("m={} 0 RTP/AVP 0\r\n", "m".repeat(2000)));
+        }
+        let r = relay.cmd(
+            "offer",
+            &[
+                ("call-id", Value::str(id)),
+                (
+                    "from-tag",
+                    Value::str(&format!("{from}{}", "t".repeat(250))),
+                ),
+                ("label", Value::str(&"l".repeat(256))),
+                ("sdp", Value::str(&sdp)),
+            ],
+        );
+        assert_eq!(result(&r), "ok", "{r:?}");
+    }
+    let q = relay.cmd("query", &[("call-id", Value::str(id))]);
+    assert_eq!(result(&q), "ok", "{q:?}");
+    let d = relay.cmd(
+        "delete",
+        &[
+            ("call-id", Value::str(id)),
+            ("from-tag", Value::str(&format!("0{}", "t".repeat(250)))),
+        ],
+    );
+    assert_eq!(result(&d), "ok", "{d:?}");
+    // An SDP beyond the bound gets an error that says so.
+    let mut huge = sdp_at(5000);
+    while huge.len() < 60_000 {
+        huge.push_str("a=x-padding:0123456789012345678901234567890123456789\r\n");
+    }
+    let r = relay.cmd(
+        "offer",
+        &[
+            ("call-id", Value::str("huge")),
+            ("from-tag", Value::str("a")),
+            ("sdp", Value::str(&huge)),
+        ],
+    );
+    assert_eq!(result(&r), "error");
+    let reason = r.get("error-reason").and_then(Value::as_str).unwrap();
+    assert!(reason.contains("57344 bytes"), "{reason}");
+    // A label beyond 256 bytes likewise.
+    let r = relay.cmd(
+        "offer",
+        &[
+            ("call-id", Value::str("label")),
+            ("from-tag", Value::str("a")),
+            ("label", Value::str(&"l".repeat(257))),
+            ("sdp", Value::str(&sdp_at(5000))),
+        ],
+    );
+    assert_eq!(result(&r), "error", "{r:?}");
+}

@@ -18,12 +18,22 @@ use zeroize::Zeroizing;
 
 type Key = (SocketAddr, Vec<u8>);
 
+/// A cached reply: when it was cached, the call it was for, and the framed reply.
+struct Cached {
+    at: Instant,
+    call_id: String,
+    /// Replies hold the SDP handed out, with the relay's keys: wiped when they go (SPEC §9).
+    reply: Zeroizing<Vec<u8>>,
+}
+
 /// Replies by sender and cookie.
 #[derive(Default)]
 pub struct ReplyCache {
-    /// Replies hold the SDP handed out, with the relay's keys: wiped when they go (SPEC §9).
-    replies: HashMap<Key, Zeroizing<Vec<u8>>>,
-    /// Insertion order (which is also age order) for expiry.
+    replies: HashMap<Key, Cached>,
+    /// The keys of each call's cached replies, so that a deleted call's go at once.
+    by_call: HashMap<String, Vec<Key>>,
+    /// Insertion order (which is also age order) for expiry; an entry whose reply was replaced
+    /// or purged since is skipped.
     order: VecDeque<(Instant, Key)>,
     bytes: usize,
 }
@@ -32,11 +42,12 @@ impl ReplyCache {
     /// The cached reply for `key`, if still fresh.
     pub fn get(&mut self, now: Instant, key: &Key) -> Option<&[u8]> {
         self.expire(now);
-        self.replies.get(key).map(|r| r.as_slice())
+        self.replies.get(key).map(|c| c.reply.as_slice())
     }
 
-    /// Caches `reply`; the oldest entries go when a bound is reached.
-    pub fn insert(&mut self, now: Instant, key: Key, reply: Vec<u8>) {
+    /// Caches `reply` to a command about `call_id` (empty for none); the oldest entries go when
+    /// a bound is reached.
+    pub fn insert(&mut self, now: Instant, key: Key, reply: Vec<u8>, call_id: &str) {
         self.expire(now);
         let size = reply.len() + key.1.len();
         if size > MAX_CACHED_BYTES {
@@ -47,12 +58,31 @@ impl ReplyCache {
                 break;
             }
         }
-        if let Some(old) = self.replies.insert(key.clone(), Zeroizing::new(reply)) {
-            self.bytes -= old.len() + key.1.len();
-            self.order.retain(|(_, k)| *k != key);
-        }
+        self.remove(&key);
+        self.replies.insert(
+            key.clone(),
+            Cached {
+                at: now,
+                call_id: call_id.to_owned(),
+                reply: Zeroizing::new(reply),
+            },
+        );
+        self.by_call
+            .entry(call_id.to_owned())
+            .or_default()
+            .push(key.clone());
         self.bytes += size;
         self.order.push_back((now, key));
+    }
+
+    /// Drops (and wipes) every cached reply about `call_id`: a deleted call's SDP, and the keys
+    /// in it, do not outlive it in the cache.
+    pub fn purge_call(&mut self, call_id: &str) {
+        for key in self.by_call.remove(call_id).unwrap_or_default() {
+            if let Some(c) = self.replies.remove(&key) {
+                self.bytes -= c.reply.len() + key.1.len();
+            }
+        }
     }
 
     /// Entries cached.
@@ -75,12 +105,26 @@ impl ReplyCache {
         }
     }
 
+    fn remove(&mut self, key: &Key) {
+        let Some(c) = self.replies.remove(key) else {
+            return;
+        };
+        self.bytes -= c.reply.len() + key.1.len();
+        if let Some(keys) = self.by_call.get_mut(&c.call_id) {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.by_call.remove(&c.call_id);
+            }
+        }
+    }
+
     fn pop_oldest(&mut self) -> bool {
-        let Some((_, key)) = self.order.pop_front() else {
+        let Some((at, key)) = self.order.pop_front() else {
             return false;
         };
-        if let Some(reply) = self.replies.remove(&key) {
-            self.bytes -= reply.len() + key.1.len();
+        // Only the entry this record was made for (not one cached again under the key since).
+        if self.replies.get(&key).is_some_and(|c| c.at == at) {
+            self.remove(&key);
         }
         true
     }
@@ -97,7 +141,7 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:5060".parse().unwrap();
         let mut cache = ReplyCache::default();
         for i in 0..MAX_CACHED_REPLIES + 100 {
-            cache.insert(t0, (peer, i.to_string().into_bytes()), vec![0; 10]);
+            cache.insert(t0, (peer, i.to_string().into_bytes()), vec![0; 10], "c");
         }
         assert_eq!(cache.len(), MAX_CACHED_REPLIES);
         assert!(
@@ -108,11 +152,32 @@ mod tests {
         // Big replies: the byte bound holds.
         let mut cache = ReplyCache::default();
         for i in 0..100 {
-            cache.insert(t0, (peer, vec![i]), vec![0; 1 << 20]);
+            cache.insert(t0, (peer, vec![i]), vec![0; 1 << 20], "c");
         }
         assert!(cache.bytes <= MAX_CACHED_BYTES && cache.len() < 100);
         // Age.
         assert!(cache.get(t0 + REPLY_CACHE_FOR, &(peer, vec![99])).is_none());
         assert!(cache.is_empty());
+        // A deleted call's replies go at once; other calls' stay.
+        let mut cache = ReplyCache::default();
+        cache.insert(t0, (peer, b"a".to_vec()), vec![1; 10], "gone");
+        cache.insert(t0, (peer, b"b".to_vec()), vec![2; 10], "kept");
+        cache.insert(t0, (peer, b"c".to_vec()), vec![3; 10], "gone");
+        cache.purge_call("gone");
+        assert_eq!(cache.len(), 1);
+        assert!(cache.get(t0, &(peer, b"b".to_vec())).is_some());
+        assert_eq!(cache.bytes, 11);
+        // The same cookie cached again after a purge is not expired by the old record early.
+        cache.insert(
+            t0 + REPLY_CACHE_FOR / 2,
+            (peer, b"a".to_vec()),
+            vec![4; 10],
+            "new",
+        );
+        assert!(
+            cache
+                .get(t0 + REPLY_CACHE_FOR, &(peer, b"a".to_vec()))
+                .is_some()
+        );
     }
 }

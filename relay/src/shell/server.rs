@@ -374,15 +374,20 @@ async fn handle_datagram(
     if let Some(sdp) = reply.get("sdp").and_then(Value::as_str) {
         tracing::debug!(command, sdp = %redact_keys(sdp), "ng sdp out");
     }
-    let (framed, too_big) = ng::frame_to_fit(cookie, command, reply.clone());
+    let (framed, too_big) = ng::frame_to_fit(cookie, command, &reply);
     reply.wipe();
     if let Some(bytes) = too_big {
         control.metrics.reply_too_big(command);
         tracing::warn!(command, call_id = %call_id, bytes, limit = ng::MAX_REPLY_BYTES, "ng reply does not fit in one datagram: trimmed or replaced by an error");
     }
+    // A deleted call's cached replies (its SDP, with keys) go with it; the delete's own reply
+    // (no keys) stays for its retransmissions.
+    if command == "delete" && ok {
+        cache.purge_call(&call_id);
+    }
     // Commands that change state are cached for retransmissions; reads are cheap to repeat.
     if !matches!(command, "ping" | "list" | "query" | "statistics") {
-        cache.insert(now, key, framed.clone());
+        cache.insert(now, key, framed.clone(), &call_id);
     }
     Some(framed)
 }

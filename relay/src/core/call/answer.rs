@@ -410,10 +410,12 @@ impl Call {
             }
             rewrites.push(rw);
         }
-        let out = sdp.rewrite(&Rewrite {
+        let mut rewrite = Rewrite {
             session: session_edit(advertised, options),
             media: rewrites,
-        });
+        };
+        let out = sdp.rewrite(&rewrite);
+        rewrite.wipe();
         let out = version_for(&mut off.sent, out);
 
         let mut plans = Vec::with_capacity(decided.len());

@@ -536,12 +536,14 @@ pub(crate) fn version_for(sent: &mut Option<(u64, u64)>, sdp: String) -> String 
     let mut fields = fields;
     let version = version.to_string();
     fields[2] = &version;
-    format!(
-        "{}{}{}",
-        &sdp[..o_start],
-        fields.join(" "),
-        &sdp[o_start + o_line.len()..]
-    )
+    let mut out = String::with_capacity(sdp.len() + 24);
+    out.push_str(&sdp[..o_start]);
+    out.push_str(&fields.join(" "));
+    out.push_str(&sdp[o_start + o_line.len()..]);
+    // The body carries keys: the copy replaced is wiped (SPEC §9).
+    let mut sdp = sdp;
+    zeroize::Zeroize::zeroize(&mut sdp);
+    out
 }
 #[cfg(test)]
 mod tests {

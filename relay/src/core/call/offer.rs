@@ -491,10 +491,12 @@ impl Call {
             pending.push(pm);
             rewrites.push(rewrite);
         }
-        let out = sdp.rewrite(&Rewrite {
+        let mut rewrite = Rewrite {
             session: session_edit(advertised, cmd.options),
             media: rewrites,
-        });
+        };
+        let out = sdp.rewrite(&rewrite);
+        rewrite.wipe();
         let out = version_for(&mut ans.sent, out);
         ans.incoming = Some(IncomingOffer {
             offerer,
@@ -784,7 +786,9 @@ fn decide(
                     rw.proto = Some(avp.to_owned());
                     rw.add.push(format!("tcap:1 {savp}"));
                     for (n, l) in lines.iter().enumerate() {
-                        rw.add.push(format!("acap:{} {}", n + 1, l.to_attribute()));
+                        let mut attr = l.to_attribute();
+                        attr.insert_str(0, &format!("acap:{} ", n + 1));
+                        rw.add.push(attr);
                     }
                     let alts: Vec<String> = (1..=lines.len()).map(|n| n.to_string()).collect();
                     rw.add.push(format!("pcfg:1 t=1 a={}", alts.join("|")));

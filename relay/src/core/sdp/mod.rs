@@ -444,6 +444,16 @@ pub struct MediaRewrite {
     pub add: Vec<String>,
 }
 
+impl Rewrite {
+    /// Overwrites the attributes it adds (they may carry keys) once the SDP is written.
+    pub fn wipe(&mut self) {
+        use zeroize::Zeroize as _;
+        for m in &mut self.media {
+            m.add.iter_mut().for_each(String::zeroize);
+        }
+    }
+}
+
 /// Edits for a whole body. Sections without an entry in `media` are copied unchanged.
 #[derive(Debug, Clone, Default)]
 pub struct Rewrite {

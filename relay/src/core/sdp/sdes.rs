@@ -151,11 +151,17 @@ impl CryptoAttr {
 
     /// The attribute as written in SDP, without `a=`: `crypto:<tag> <suite> inline:<key> [params]`.
     pub fn to_attribute(&self) -> String {
-        let mut s = format!(
+        use std::fmt::Write as _;
+        // The key's text is wiped once copied, and the line is made big enough never to grow
+        // (a reallocation would leave a copy behind).
+        let b64 = zeroize::Zeroizing::new(STANDARD_NO_PAD.encode(self.key.key_salt()));
+        let mut s = String::with_capacity(192);
+        let _ = write!(
+            s,
             "crypto:{} {} inline:{}",
             self.tag,
             self.suite.as_sdes_name(),
-            STANDARD_NO_PAD.encode(self.key.key_salt())
+            b64.as_str()
         );
         for (on, name) in [
             (self.params.unencrypted_srtp, "UNENCRYPTED_SRTP"),

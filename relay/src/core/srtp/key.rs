@@ -26,9 +26,13 @@ pub enum KeyError {
 }
 
 /// An SRTP master key and master salt for one suite, as carried in SDES `inline:` (key ‖ salt).
+///
+/// The bytes live in a box of their own: moving a key (into a vector that grows, out of a
+/// function) moves a pointer, never the key, so the only copies are the ones `clone` makes, and
+/// each is wiped when dropped.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct MasterKey {
-    key_salt: [u8; MAX_KEY_SALT_LEN],
+    key_salt: Box<[u8; MAX_KEY_SALT_LEN]>,
     #[zeroize(skip)]
     suite: CryptoSuite,
 }
@@ -45,7 +49,7 @@ impl MasterKey {
                 want,
             });
         }
-        let mut buf = [0; MAX_KEY_SALT_LEN];
+        let mut buf = Box::new([0; MAX_KEY_SALT_LEN]);
         buf[..want].copy_from_slice(key_salt);
         Ok(Self {
             key_salt: buf,
@@ -56,7 +60,7 @@ impl MasterKey {
     /// Generates a fresh key and salt for `suite` from the operating system's CSPRNG.
     pub fn generate(suite: CryptoSuite) -> Result<Self, KeyError> {
         let p = suite.params();
-        let mut buf = [0; MAX_KEY_SALT_LEN];
+        let mut buf = Box::new([0; MAX_KEY_SALT_LEN]);
         getrandom::getrandom(&mut buf[..p.master_key_len + p.master_salt_len])
             .map_err(|_| KeyError::Random)?;
         Ok(Self {
@@ -92,7 +96,7 @@ impl PartialEq for MasterKey {
     /// Constant-time: re-offer handling compares keys to tell a re-key from a repeat.
     fn eq(&self, other: &Self) -> bool {
         use subtle::ConstantTimeEq;
-        self.suite == other.suite && bool::from(self.key_salt.ct_eq(&other.key_salt))
+        self.suite == other.suite && bool::from(self.key_salt[..].ct_eq(&other.key_salt[..]))
     }
 }
 
