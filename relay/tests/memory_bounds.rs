@@ -9,6 +9,7 @@ use srtp_relay::core::policy::{MediaSecurity, PolicyConfig};
 use srtp_relay::core::shard::{Shard, ShardConfig, Timeouts};
 use srtp_relay::core::srtp::{CryptoSuite, MasterKey, SrtpContext};
 use std::time::Duration;
+use support::counting_alloc::live_bytes;
 use support::sim::*;
 
 fn shard_with_budget(budget: usize) -> Sim {
@@ -159,5 +160,30 @@ fn the_worst_calls_the_bounds_allow_stop_at_the_budget() {
         shard.memory_bound() < budget + budget / 4,
         "{} counted against a budget of {budget}",
         shard.memory_bound()
+    );
+}
+
+/// What a call's state really takes in the core (heap bytes this thread holds, measured by the
+/// counting allocator, not computed): a one-line plain→SRTP call, offered and answered, stays
+/// well under the 16 KiB a whole call may cost in the daemon (sockets and caches come on top;
+/// `bench/memory` measures the process).
+#[test]
+fn a_one_line_srtp_call_holds_a_few_kib_in_the_core() {
+    let mut shard = shard_with_budget(usize::MAX);
+    let mut ports = Ports::default();
+    // Warm the shard's own tables first.
+    for i in 0..64 {
+        srtp_call(&mut shard, &mut ports, &format!("warm{i}")).unwrap();
+    }
+    let n = 256;
+    let before = live_bytes();
+    for i in 0..n {
+        srtp_call(&mut shard, &mut ports, &format!("c{i}")).unwrap();
+    }
+    let per_call = (live_bytes() - before) / n;
+    assert!(per_call < 8 * 1024, "{per_call} bytes per call");
+    assert!(
+        per_call > 2 * 1024,
+        "{per_call}: the counter must see the calls"
     );
 }

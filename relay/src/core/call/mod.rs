@@ -366,6 +366,8 @@ impl Call {
     }
 
     fn push_party(&mut self, party: Party) -> PartyId {
+        // Most calls have two parties: room for exactly the ones there are.
+        self.parties.reserve_exact(1);
         self.parties.push(Some(party));
         PartyId((self.parties.len() - 1) as u16)
     }

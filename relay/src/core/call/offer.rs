@@ -455,6 +455,9 @@ impl Call {
         let count = sdp.media_count();
         for p in [&mut *off, &mut *ans] {
             if p.streams.len() < count {
+                // Exactly the m-lines there are: growth by doubling would hold room for four
+                // streams per party (SPEC §9: memory grows with use).
+                p.streams.reserve_exact(count - p.streams.len());
                 p.streams.resize_with(count, Default::default);
             }
         }
