@@ -1,4 +1,5 @@
-//! Any text through the SDP parser, the a=crypto and cap-neg parsers (with their bounds), the redactor and whole
+//! Any text through the SDP parser, the a=crypto and cap-neg parsers (with their bounds), the
+//! deny-list entry parser, the redactor and whole
 //! dialogs under every policy pair: an offer, answers from the same and from a new to-tag, a
 //! repeated offer, a re-offer from the callee and a partial delete. Must never panic; an
 //! untouched body must round-trip.
@@ -11,6 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use srtp_relay::core::interfaces::{Interfaces, Local, LocalId};
 use srtp_relay::core::call::{PortGrant, SdpOptions};
 use srtp_relay::core::command::{AnswerCommand, DeleteCommand, OfferCommand};
+use srtp_relay::core::peers::PeerDeny;
 use srtp_relay::core::policy::{LegRequest, LegSecurity, MediaSecurity, PolicyConfig};
 use srtp_relay::core::sdp::capneg::{self, parse_acap, parse_config, parse_tcap};
 use srtp_relay::core::sdp::sdes::CryptoAttr;
@@ -32,6 +34,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(cfg.attributes.iter().all(|a| a.len() <= capneg::MAX_REFS));
     }
     let _ = (parse_acap(body), parse_tcap(body));
+    // Deny-list entries (config text): never a panic, and what parses prints back the same.
+    if let Ok(d) = body.parse::<PeerDeny>() {
+        assert_eq!(d.to_string().parse::<PeerDeny>(), Ok(d));
+    }
     if let Ok(sdp) = Sdp::parse(body) {
         assert_eq!(sdp.rewrite(&Rewrite::default()), body);
     }
@@ -51,6 +57,8 @@ fuzz_target!(|data: &[u8]| {
         relatch_any_source: false,
         peers: Default::default(),
         max_calls: 4,
+        // Small, so that admission by memory is reached and refused within one input.
+        memory_budget: 256 << 10,
     });
     let now = Instant::now();
     let mut next = 30000u16;
