@@ -38,6 +38,7 @@ fn call(key_a: Option<&MasterKey>, b: MediaSecurity, renumber: bool) -> (Shard, 
         relatch_any_source: false,
         peers: Default::default(),
         max_calls: 100,
+        memory_budget: usize::MAX,
     });
     let m = |port, proto, key: Option<&MasterKey>| {
         let crypto = key.map_or(String::new(), |k| {

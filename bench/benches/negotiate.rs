@@ -63,6 +63,7 @@ fn shard() -> Shard {
         relatch_any_source: false,
         peers: Default::default(),
         max_calls: 1_000_000,
+        memory_budget: usize::MAX,
     })
 }
 
