@@ -1,12 +1,11 @@
 //! The `srtp-relay` binary: with no arguments it runs on the embedded defaults (SPEC §6).
 
-use srtp_relay::shell::config::{Cli, Config, DEFAULT_TOML};
+use srtp_relay::shell::config::{Cli, CliError, Config, DEFAULT_TOML};
 use tracing_subscriber::EnvFilter;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (config, path) = match Cli::parse(&args) {
-        Ok(Cli::Version) => return println!("srtp-relay {}", env!("CARGO_PKG_VERSION")),
         Ok(Cli::PrintDefault) => return print!("{DEFAULT_TOML}"),
         Ok(Cli::Check(path)) => match Config::load(&path) {
             Ok(_) => return println!("{}: ok", path.display()),
@@ -16,9 +15,12 @@ fn main() {
             }
         },
         Ok(Cli::Run { config, path }) => (config, path),
+        // --help and --version come here too: clap prints them (to stdout, exit 0), and its
+        // usage errors with a hint (to stderr, exit 2).
+        Err(CliError::Args(e)) => e.exit(),
         Err(e) => {
             eprintln!("srtp-relay: {e}");
-            std::process::exit(2);
+            std::process::exit(e.exit_code());
         }
     };
     // RUST_LOG, when set, overrides the configured level (e.g. RUST_LOG=srtp_relay=debug).

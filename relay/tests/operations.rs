@@ -357,3 +357,51 @@ fn sigterm_drains_running_calls_then_exits_zero() {
     }
     panic!("did not exit after the last call ended");
 }
+
+/// `--help`/`-h` list every flag and exit 0, `--version` prints the version, an unknown flag
+/// prints the usage hint and exits 2 (SPEC §6: as any Unix daemon does).
+#[test]
+fn help_version_and_unknown_flags() {
+    let run = |args: &[&str]| {
+        Command::new(binary())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for help in ["--help", "-h"] {
+        let out = run(&[help]);
+        assert_eq!(out.status.code(), Some(0), "{help}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for flag in [
+            "--config",
+            "--check-config",
+            "--print-default-config",
+            "--ng",
+            "--metrics",
+            "--media-addr",
+            "--interface",
+            "--ports",
+            "--workers",
+            "--media-timeout",
+            "--system-security",
+            "--drain",
+            "--version",
+        ] {
+            assert!(text.contains(flag), "{help} does not list {flag}:\n{text}");
+        }
+    }
+    let out = run(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("srtp-relay {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = run(&["--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--no-such-flag") && err.contains("--help"),
+        "{err}"
+    );
+}

@@ -1,5 +1,6 @@
-//! The command line: `--config`, `--check-config`, `--print-default-config`, and flags that
-//! override the file (SPEC §6).
+//! The command line (clap): `--config`, `--check-config`, `--print-default-config`, `--help`,
+//! `--version`, and flags that override the file. Values are checked here with the same ranges
+//! as the file's keys.
 
 use std::time::Duration;
 
@@ -20,14 +21,15 @@ pub enum Cli {
     PrintDefault,
     /// Validate a file.
     Check(std::path::PathBuf),
-    /// Print the version.
-    Version,
 }
 
 /// A command-line problem.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// Bad flags.
+    /// Bad flags (or `--help`, `--version`: clap says what to print and the exit code).
+    #[error("{0}")]
+    Args(#[from] clap::Error),
+    /// A bad flag value.
     #[error("{0}")]
     Usage(String),
     /// A bad configuration file.
@@ -35,47 +37,104 @@ pub enum CliError {
     Config(#[from] ConfigError),
 }
 
-impl Cli {
-    /// Parses the arguments (without the program name). Flags after `--config` override the
-    /// file: `--ng`, `--metrics`, `--media-addr`, `--ports`, `--workers`, `--media-timeout`,
-    /// `--system-security`, `--drain`.
-    pub fn parse(args: &[String]) -> Result<Self, CliError> {
-        let mut it = args.iter();
-        let mut config = None;
-        let mut path = None;
-        let mut overrides = Vec::new();
-        let mut interfaces = Vec::new();
-        while let Some(flag) = it.next() {
-            let mut value = || {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| CliError::Usage(format!("{flag} needs a value")))
-            };
-            match flag.as_str() {
-                "--version" | "-V" => return Ok(Self::Version),
-                "--print-default-config" => return Ok(Self::PrintDefault),
-                "--check-config" => return Ok(Self::Check(value()?.into())),
-                "--config" => {
-                    let p: std::path::PathBuf = value()?.into();
-                    config = Some(Config::load(&p)?);
-                    path = Some(p);
-                }
-                "--interface" => interfaces.push(value()?),
-                "--ng" | "--metrics" | "--media-addr" | "--ports" | "--workers"
-                | "--media-timeout" | "--system-security" | "--drain" => {
-                    overrides.push((flag.clone(), value()?))
-                }
-                other => {
-                    return Err(CliError::Usage(format!(
-                        "unknown argument {other} (see README.md)"
-                    )));
-                }
-            }
+impl CliError {
+    /// The exit code: 0 for `--help` and `--version`, 2 for anything that keeps the relay from
+    /// starting (the convention of Unix tools for usage errors).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Args(e) => e.exit_code(),
+            Self::Usage(_) | Self::Config(_) => 2,
         }
+    }
+}
+
+/// The flags, as `--help` lists them.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "srtp-relay",
+    version,
+    about = "SRTP media relay driven over rtpengine's ng protocol",
+    long_about = "SRTP media relay driven over rtpengine's ng protocol (Kamailio's and OpenSIPS's \
+                  rtpengine modules). With no arguments it runs on its embedded default \
+                  configuration (--print-default-config shows it): ng on 127.0.0.1:2223/udp, \
+                  metrics on http://127.0.0.1:9477/metrics, media on 127.0.0.1 ports \
+                  30000-39999.",
+    after_help = "The flags override the file given with --config. Signals: SIGTERM drains running \
+                  calls and exits, SIGHUP reloads the file, Ctrl-C exits at once. Documentation: \
+                  README.md and docs/ (in /usr/share/doc/srtp-relay when installed)."
+)]
+struct Args {
+    /// Run with the configuration in FILE (TOML; every key optional, unknown keys are errors)
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Validate FILE and exit: 0 when it loads, 1 with the key and line of the first problem
+    #[arg(long, value_name = "FILE", exclusive = true)]
+    check_config: Option<std::path::PathBuf>,
+    /// Print the embedded default configuration (a commented TOML file) and exit
+    #[arg(long, exclusive = true)]
+    print_default_config: bool,
+    /// ng control socket (UDP) [file: control.listen]
+    #[arg(long, value_name = "ADDR:PORT")]
+    ng: Option<String>,
+    /// Prometheus metrics and /healthz (HTTP) [file: metrics.listen]
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<String>,
+    /// One media interface named "default" on IP [file: media.address]
+    #[arg(long, value_name = "IP")]
+    media_addr: Option<String>,
+    /// Media interface, rtpengine's syntax; repeatable; replaces the file's interfaces
+    /// [file: media.interfaces]
+    #[arg(long, value_name = "[NAME/]ADDR[!ADVERTISED]")]
+    interface: Vec<String>,
+    /// Media port range, LOW even [file: media.port_min, media.port_max]
+    #[arg(long, value_name = "LOW-HIGH")]
+    ports: Option<String>,
+    /// Data-plane worker threads, 0 = one per core [file: media.workers]
+    #[arg(long, value_name = "N")]
+    workers: Option<String>,
+    /// Seconds an answered call may go without media [file: timeouts.media]
+    #[arg(long, value_name = "SECONDS")]
+    media_timeout: Option<String>,
+    /// disabled, best-effort, enforce or prefer-direct [file: security.system]
+    #[arg(long, value_name = "LEVEL")]
+    system_security: Option<String>,
+    /// SIGTERM: seconds to let running calls finish [file: timeouts.drain]
+    #[arg(long, value_name = "SECONDS")]
+    drain: Option<String>,
+}
+
+impl Cli {
+    /// Parses the arguments (without the program name). The flags override the file given
+    /// with `--config`, wherever they stand.
+    pub fn parse(args: &[String]) -> Result<Self, CliError> {
+        let a = <Args as clap::Parser>::try_parse_from(
+            std::iter::once("srtp-relay").chain(args.iter().map(String::as_str)),
+        )?;
+        if a.print_default_config {
+            return Ok(Self::PrintDefault);
+        }
+        if let Some(p) = a.check_config {
+            return Ok(Self::Check(p));
+        }
+        let config = a.config.as_deref().map(Config::load).transpose()?;
+        let path = a.config.clone();
+        let interfaces = a.interface;
+        let overrides = [
+            ("--ng", a.ng),
+            ("--metrics", a.metrics),
+            ("--media-addr", a.media_addr),
+            ("--ports", a.ports),
+            ("--workers", a.workers),
+            ("--media-timeout", a.media_timeout),
+            ("--system-security", a.system_security),
+            ("--drain", a.drain),
+        ]
+        .into_iter()
+        .filter_map(|(flag, v)| Some((flag, v?)));
         let mut c = config.unwrap_or_default();
         for (flag, v) in overrides {
             let bad = |what: &str| CliError::Usage(format!("{flag}: {what}"));
-            match flag.as_str() {
+            match flag {
                 "--ng" => c.ng_listen = v.parse().map_err(|_| bad("expected ADDR:PORT"))?,
                 "--metrics" => {
                     c.metrics_listen = v.parse().map_err(|_| bad("expected ADDR:PORT"))?
