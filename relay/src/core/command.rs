@@ -4,11 +4,20 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::core::call::{PacketStats, SdpOptions, Transform};
+use crate::core::flow::{PacketStats, Transform};
 use crate::core::interfaces::{Family, InterfaceError};
 use crate::core::policy::{LegRequest, PolicyError};
 use crate::core::quality::Quality;
 use crate::core::sdp::SdpError;
+
+/// Options of an offer or answer command that change the SDP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SdpOptions {
+    /// Remove ICE attributes (ng `ICE=remove`).
+    pub ice_remove: bool,
+    /// Rewrite the `o=` address too (ng `replace: origin`).
+    pub replace_origin: bool,
+}
 
 /// m-lines an SDP may have (each usable one takes up to two port pairs).
 pub const MAX_MEDIA_PER_CALL: usize = 16;

@@ -15,6 +15,7 @@
 
 pub mod call;
 pub mod command;
+pub mod flow;
 pub mod forward;
 pub mod interfaces;
 pub mod packet;

@@ -26,7 +26,10 @@ use crate::core::policy::{LegPolicy, PolicyConfig};
 
 pub use answer::{AnswerOutcome, DirectionPlan, KeyUse, MediaPlan};
 pub use offer::{IncomingOffer, OfferOutcome, PreparedOffer};
-pub use stream::{Direction, PacketStats, Stream, StreamKind};
+pub use stream::{Direction, Stream, StreamKind};
+
+pub use crate::core::command::SdpOptions;
+pub use crate::core::flow::{PacketStats, Transform};
 
 /// A party's place in its call (stable for the call's life; a deleted party leaves a hole).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,61 +51,6 @@ impl fmt::Display for PartyId {
             n => write!(f, "P{n}"),
         }
     }
-}
-
-/// What the relay does to packets in one direction of one m-line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transform {
-    /// RTP in, RTP out.
-    PlainToPlain,
-    /// SRTP forwarded untouched (prefer-direct); the sender's key only authenticates.
-    PassThrough,
-    /// SRTP in, RTP out.
-    Decrypt,
-    /// RTP in, SRTP out.
-    Encrypt,
-    /// SRTP in with one key, SRTP out with another.
-    DecryptEncrypt,
-    /// A non-RTP stream (T.38 over UDPTL) forwarded as opaque datagrams.
-    Opaque,
-}
-
-impl Transform {
-    /// Every transform, in counter order (see [`Self::index`]).
-    pub const ALL: [Self; 6] = [
-        Self::PlainToPlain,
-        Self::PassThrough,
-        Self::Decrypt,
-        Self::Encrypt,
-        Self::DecryptEncrypt,
-        Self::Opaque,
-    ];
-
-    /// Name used in plans, logs, `query` and metric labels.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::PlainToPlain => "plain",
-            Self::PassThrough => "pass-through",
-            Self::Decrypt => "decrypt",
-            Self::Encrypt => "encrypt",
-            Self::DecryptEncrypt => "decrypt+encrypt",
-            Self::Opaque => "opaque",
-        }
-    }
-
-    /// Index into per-transform counters.
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Options of an offer or answer command that change the SDP.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SdpOptions {
-    /// Remove ICE attributes (ng `ICE=remove`).
-    pub ice_remove: bool,
-    /// Rewrite the `o=` address too (ng `replace: origin`).
-    pub replace_origin: bool,
 }
 
 /// What a call's commands need from the shard: the policy for new parties, the relay's

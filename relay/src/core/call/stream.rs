@@ -4,8 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use super::Transform;
 use super::keys::KeyHistory;
+use super::{PacketStats, Transform};
 use crate::core::quality::Quality;
 use crate::core::sdp::sdes::CryptoAttr;
 use crate::core::sdp::{MediaEndpoint, MediaLine, Sdp};
@@ -79,26 +79,6 @@ impl Direction {
         } else {
             Self::SendRecv
         }
-    }
-}
-
-/// Packets, bytes and errors of one component (RTP or RTCP) as `query` reports them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PacketStats {
-    /// Packets received from the endpoint and forwarded.
-    pub packets: u64,
-    /// Their bytes, as received.
-    pub bytes: u64,
-    /// Packets from it that were dropped (authentication, replay, source, malformed).
-    pub errors: u64,
-}
-
-impl PacketStats {
-    /// Adds `other` to this.
-    pub fn add(&mut self, other: &Self) {
-        self.packets += other.packets;
-        self.bytes += other.bytes;
-        self.errors += other.errors;
     }
 }
 
