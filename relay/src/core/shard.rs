@@ -9,10 +9,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::core::call::{Call, CallState, Ctx, PartyId, PortGrant, PortsNeeded, PreparedOffer};
+use crate::core::call::{
+    Call, CallState, Ctx, DeleteTargets, PartyId, PortGrant, PortsNeeded, PreparedOffer,
+};
 use crate::core::command::{
     AnswerCommand, CallInfo, CommandError, DeleteCommand, DeleteOutcome, MAX_MEDIA_PER_CALL,
-    MediaInfo, OfferCommand, PartyInfo, StreamInfo,
+    OfferCommand,
 };
 use crate::core::forward::{self, Counters, DropReason, Rules, Verdict};
 use crate::core::interfaces::{Interfaces, LocalId};
@@ -20,7 +22,6 @@ use crate::core::packet::PacketBuf;
 use crate::core::peers::PeerRules;
 use crate::core::policy::PolicyConfig;
 use crate::core::sdp::Sdp;
-use crate::core::srtp::CryptoSuite;
 
 /// How long a call may stay quiet, by state (SPEC §4a).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -375,40 +376,11 @@ impl Shard {
         let info = self.info(now, idx);
         let delay = cmd.delay.unwrap_or(self.config.timeouts.delete_delay);
         let call = &mut self.calls[idx as usize].as_mut().expect("indexed").call;
-        let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
-        let targets: Option<Vec<PartyId>> = match nonempty(&cmd.from_tag) {
-            None => None,
-            Some(from) => {
-                let Some(f) = call.by_tag(&from) else {
-                    return DeleteOutcome::Warning(NOT_FOUND);
-                };
-                let branch = nonempty(&cmd.via_branch).and_then(|b| call.by_branch(&b));
-                let to = nonempty(&cmd.to_tag).and_then(|t| call.by_tag(&t).map(|p| (t, p)));
-                if let Some(p) = branch {
-                    Some(vec![p])
-                } else if nonempty(&cmd.via_branch).is_some() && to.is_none() {
-                    // A branch that is gone, and no to-tag to fall back on.
-                    return DeleteOutcome::Warning(NOT_FOUND);
-                } else if let Some((t, p)) = to {
-                    let party = call.party_mut(p).expect("live");
-                    if party.tags.len() > 1 && party.tag() != Some(t.as_str()) {
-                        // An old alias of a shared answering side (a fork that gave up): only
-                        // the tag goes, the side stays for the fork that answered.
-                        party.tags.retain(|x| *x != t);
-                        return DeleteOutcome::Deleted(info);
-                    }
-                    if call.party(f).is_some_and(|fp| fp.peer == Some(p)) {
-                        // The dialog between them ends (a BYE): the from-tag's party and
-                        // everything it talks to, as without a to-tag.
-                        Some(partners(call, f))
-                    } else {
-                        // A fork that never became the dialog.
-                        Some(vec![p])
-                    }
-                } else {
-                    Some(partners(call, f))
-                }
-            }
+        let targets = match call.delete_targets(cmd) {
+            DeleteTargets::NotFound => return DeleteOutcome::Warning(NOT_FOUND),
+            DeleteTargets::AliasOnly => return DeleteOutcome::Deleted(info),
+            DeleteTargets::Call => None,
+            DeleteTargets::Parties(p) => Some(p),
         };
         match (targets, delay.is_zero()) {
             (None, true) => self.remove_call(idx, grant),
@@ -440,78 +412,9 @@ impl Shard {
     }
 
     fn info(&self, now: Instant, idx: u32) -> CallInfo {
-        let call = self.call(idx).expect("indexed");
-        let age = |t: Instant| now.saturating_duration_since(t);
-        let mut totals = [crate::core::call::PacketStats::default(); 2];
-        let parties = call
-            .live()
-            .map(|(_, p)| {
-                let media = p
-                    .streams
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| {
-                        totals[0].add(&s.stats[0]);
-                        totals[1].add(&s.stats[1]);
-                        let endpoint = |rtcp: bool| {
-                            s.remote.map(|r| {
-                                let port = match (rtcp, r.rtcp_mux) {
-                                    (true, false) => r.rtcp_port,
-                                    _ => r.rtp_port,
-                                };
-                                SocketAddr::new(r.addr, port)
-                            })
-                        };
-                        let local = |rtcp: bool| match (s.rtp_port, rtcp) {
-                            (0, _) => 0,
-                            (p, true) if !s.remote.is_some_and(|r| r.rtcp_mux) => p + 1,
-                            (p, _) => p,
-                        };
-                        MediaInfo {
-                            index: i,
-                            media: s.media.clone(),
-                            protocol: s.proto.clone(),
-                            transform: s.transform,
-                            crypto_suite: s.crypto.remote.as_ref().map(|c| match c.suite {
-                                CryptoSuite::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
-                                CryptoSuite::AesCm128HmacSha1_32 => "AES_CM_128_HMAC_SHA1_32",
-                            }),
-                            streams: [false, true].map(|rtcp| StreamInfo {
-                                local_port: local(rtcp),
-                                endpoint: endpoint(rtcp),
-                                latched: s.latched[usize::from(rtcp)],
-                                stats: s.stats[usize::from(rtcp)],
-                            }),
-                            last_packet: s.last_rx.map(age),
-                            ssrc: s.ssrc,
-                            quality: s.quality,
-                        }
-                    })
-                    .collect();
-                let tag = p.tag().unwrap_or("").to_owned();
-                PartyInfo {
-                    aliases: p.tags.iter().filter(|t| **t != tag).cloned().collect(),
-                    tag,
-                    branch: p.branch.clone(),
-                    label: p.label.clone(),
-                    peer: p
-                        .peer
-                        .and_then(|q| call.party(q))
-                        .map(|q| q.tag().unwrap_or("").to_owned()),
-                    interface: {
-                        let l = self.config.interfaces.get(p.local);
-                        (l.name.clone(), Some(l.bind))
-                    },
-                    media,
-                }
-            })
-            .collect();
-        CallInfo {
-            age: age(call.created),
-            last_signal: age(call.last_signal),
-            parties,
-            totals,
-        }
+        self.call(idx)
+            .expect("indexed")
+            .report(now, &self.config.interfaces)
     }
 
     fn deadline(&self, call: &Call) -> Instant {
@@ -687,26 +590,6 @@ impl Shard {
     pub fn count_drop(&mut self, reason: DropReason) {
         self.counters.drops[reason as usize] += 1;
     }
-}
-
-/// A party and the parties it talks to: its peer, the one that offered to it, and those it
-/// offered to or that send to it.
-fn partners(call: &Call, f: PartyId) -> Vec<PartyId> {
-    let mut set = vec![f];
-    if let Some(fp) = call.party(f) {
-        set.extend(fp.peer);
-        set.extend(fp.incoming.as_ref().map(|o| o.offerer));
-    }
-    set.extend(
-        call.live()
-            .filter(|(_, p)| {
-                p.incoming.as_ref().is_some_and(|o| o.offerer == f) || p.peer == Some(f)
-            })
-            .map(|(id, _)| id),
-    );
-    set.sort();
-    set.dedup();
-    set
 }
 
 /// Points the ports of `party`'s streams at it.

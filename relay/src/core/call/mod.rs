@@ -9,12 +9,16 @@
 //!
 //! - [`offer`]: an offer from one party, the SDP for the other and the pending negotiation;
 //! - [`answer`]: an answer (first, repeated, from a new to-tag) and the media plan it yields;
+//! - [`delete`]: which parties a `delete` ends;
+//! - [`report`]: what `query` and `delete` report;
 //! - [`keys`]: where the plan meets the SRTP contexts: re-keys with grace, parked contexts;
 //! - [`stream`]: one party's one m-line: ports, addresses, crypto, packet state.
 
 pub mod answer;
+pub mod delete;
 pub mod keys;
 pub mod offer;
+pub mod report;
 pub mod security;
 pub mod stream;
 
@@ -25,6 +29,7 @@ use crate::core::interfaces::{Interfaces, LocalId};
 use crate::core::policy::{LegPolicy, PolicyConfig};
 
 pub use answer::{AnswerOutcome, DirectionPlan, KeyUse, MediaPlan};
+pub use delete::DeleteTargets;
 pub use offer::{IncomingOffer, OfferOutcome, PreparedOffer};
 pub use stream::{Direction, Stream, StreamKind};
 
