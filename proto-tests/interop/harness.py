@@ -305,8 +305,8 @@ class Kamailio:
     and one rtpengine set of every relay in `ng_ports`. For "deploy" the runner lays out what
     an operator's /etc/kamailio holds, in <workdir>/kamailio-etc: kamailio.cfg and tls.cfg
     linked to the committed files, a self-signed certificate made now in tls/, and a
-    kamailio-local.cfg with the ports, the SIP trace and `local` (by default the lab routing of
-    kamailio-lab.cfg)."""
+    kamailio-local.cfg with the ports, the SIP trace, the lab's opt-outs (INSECURE_OPEN_REGISTRAR,
+    INSECURE_TLS_NO_VERIFY) and `local` (by default the lab routing of kamailio-lab.cfg)."""
 
     def __init__(self, procs, port, ng_ports, cfg="kamailio.cfg", local=None):
         self.port, self.tls_port = port, None
@@ -336,6 +336,11 @@ class Kamailio:
         with open(os.path.join(etc, "kamailio-local.cfg"), "w") as f:
             f.write("# Written by the interop suite for one scenario.\n"
                     "#!define WITH_SIP_TRACE\n"
+                    # A lab: the phones register without credentials, and the proxy does not
+                    # verify the certificates of the TLS phones it calls (this run's self-signed
+                    # one); the deploy file's defaults do both.
+                    "#!define INSECURE_OPEN_REGISTRAR\n"
+                    "#!define INSECURE_TLS_NO_VERIFY\n"
                     # Two workers, as the suite's own kamailio.cfg has: with more, a reply that
                     # needs no relay (a 180 from one fork) overtakes one that does (another
                     # fork's 183) more often, and baresip stops its early media at a 180 after

@@ -1570,8 +1570,15 @@ def deploy_failover(ctx):
     every new call, those whose hash points at the dead relay included, goes to the survivor
     and carries audio both ways."""
     b = ctx.base
-    relays = [ctx.start_relay(config=FAILOVER_RELAY_CONFIG, name="relay1", ports=(b + 100, b + 149)),
-              ctx.start_relay(base=b + 2, config=FAILOVER_RELAY_CONFIG, name="relay2",
+    # Two relays on one address never feed each other: each denies the other's media range and
+    # ng and metrics ports (the default deny entries repeated, as a list replaces them).
+    def deny_other(lo, hi, base):
+        return (FAILOVER_RELAY_CONFIG + "\n[security]\ndeny_peers = [" + ", ".join(f'"{d}"' for d in [
+            "0.0.0.0/8", "255.255.255.255", "224.0.0.0/4", "169.254.0.0/16", "::", "ff00::/8",
+            "fe80::/10", f"127.0.0.1:{lo}-{hi}", f"127.0.0.1:{base}-{base + 1}"]) + "]\n")
+    relays = [ctx.start_relay(config=deny_other(b + 150, b + 199, b + 2), name="relay1",
+                              ports=(b + 100, b + 149)),
+              ctx.start_relay(base=b + 2, config=deny_other(b + 100, b + 149, b), name="relay2",
                               ports=(b + 150, b + 199))]
     kam = ctx.start_kamailio("deploy", ng_ports=[b, b + 2], local=FAILOVER_KAMAILIO_LOCAL)
     registrar = f"127.0.0.1:{kam.tls_port};transport=tls"
@@ -1895,6 +1902,78 @@ def gstreamer_rtcp_loss(ctx):
             f"{avg_c['MOS'] / 10}; loss-ratio histogram +{int(count)}")
 
 
+# ---------------------------------------------------------------------------------------------
+# 17. deploy/kamailio/kamailio.cfg fails closed: an SDP the relay refuses never reaches the other
+# side, neither in a request nor in a reply, and the call does not go on without the relay.
+
+
+def deploy_refused_media(ctx):
+    """deploy/kamailio/kamailio.cfg with the relay configuration of sipp-real-phone-offers
+    (system best-effort, extension "enforced" under enforce). 1. A plain offer from the SIP user
+    "enforced" (no htable entry: the user name is its relay extension): the relay refuses it,
+    the caller gets 488 and the callee no INVITE. 2. An SRTP offer to a callee under enforce who
+    answers plain RTP: the relay refuses the answer; the caller's 200 OK comes without SDP, the
+    caller's ACK reaches the callee without SDP, Kamailio then sends BYE to both, and the relay
+    keeps no call. Neither side ever gets an SDP naming the other's media port."""
+    relay = ctx.start_relay(config=RELAY_CONFIG)
+    kam = ctx.start_kamailio("deploy")
+    b = ctx.base
+    ctx.free0 = relay.cmd({"command": "statistics"})["free-port-pairs"]
+    uas_port = b + 24
+
+    # 1. The offer refused: 488, nothing to the callee.
+    msgs, _ = sipp_case(ctx, kam, "offer-488", "enforced", f"besteffort-{uas_port}-uas",
+                        PLAIN_OFFER, None, 488, b + 20, uas_port)
+    check(not find(msgs, "out", dst=f"127.0.0.1:{uas_port}", method="INVITE", with_sdp=False),
+          "offer-488: no INVITE to the callee", "one was forwarded")
+    # tm's own 488 does not pass Kamailio's onsend_route; SIPp's trace shows it.
+    trace = open(os.path.join(ctx.workdir, "offer-488", "offer-488-uac-msgs.log")).read()
+    check("SIP/2.0 488 Not Acceptable Here" in trace, "offer-488: the caller to receive 488",
+          [line for line in trace.splitlines() if line.startswith("SIP/2.0")])
+    log = open(relay.proc.logpath).read()
+    want = "media security enforce: m-line 0 (audio): offer has no usable SRTP"
+    check(want in log, f"offer-488: the relay's reason '{want}' (the caller's extension "
+          "\"enforced\", its SIP user name)", [line for line in log.splitlines()
+                                               if 'result="error"' in line])
+
+    # 2. The answer refused: no SDP to the caller, BYE to both at the ACK.
+    caller, callee, at_uac, at_uas = sipp_dialog(
+        ctx, kam, "answer-refused", "enforce",
+        [caller_invite(sdp_audio("caller", b + 40, KEY_A)), sipp_recv("180", optional=True),
+         sipp_recv("200", keep=("To", "callee")), in_dialog("ACK", 1, "caller"),
+         sipp_recv("BYE"), reply("200 OK", "caller")],
+        [CALLEE_INVITED, reply("200 OK", "callee", sdp_audio("callee", b + 42), first=True),
+         sipp_recv("ACK"), sipp_recv("BYE"), reply("200 OK", "callee")], n=1)
+    sipp_done(ctx, "answer-refused", caller, callee)
+    msgs = one_call(kam.messages(), must(find(kam.messages(), "out", dst=at_uas, method="INVITE"),
+                                         "answer-refused: the INVITE to the callee").call_id)
+    offer = find(msgs, "out", dst=at_uas, method="INVITE").sdp()
+    check(offer.media[0]["proto"] == "RTP/SAVP" and KEY_A not in offer.text
+          and offer.media[0]["port"] != b + 40,
+          "answer-refused: the callee offered the relay's SRTP (its port and key)", offer.summary())
+    ok = must(find(msgs, "out", dst=at_uac, status=200, method="INVITE", with_sdp=False),
+              "answer-refused: the 200 OK forwarded to the caller")
+    check(not ok.sdp() and not ok.body.strip(), "answer-refused: the caller's 200 OK without SDP",
+          ok.body)
+    ack = must(find(msgs, "out", dst=at_uas, method="ACK", with_sdp=False),
+               "answer-refused: the caller's ACK forwarded to the callee")
+    check(not ack.sdp(), "answer-refused: the ACK to the callee without SDP", ack.body)
+    leaked = [(d, dst, m.first) for d, dst, m in msgs if d == "out" and m.sdp()
+              and ((dst == at_uac and f"m=audio {b + 42} " in m.body)
+                   or (dst == at_uas and f"m=audio {b + 40} " in m.body))]
+    check(not leaked, "answer-refused: no SDP naming one side's own media port sent to the other",
+          leaked)
+    log = open(relay.proc.logpath).read()
+    want = "media security enforce: m-line 0 (audio): answer has no usable SRTP"
+    check(want in log, f"answer-refused: the relay's reason '{want}'",
+          [line for line in log.splitlines() if 'result="error"' in line])
+    wait_until("no call left at the relay", lambda: relay.cmd({"command": "list"}).get("calls") == [], 5)
+    wait_until("every port pair to be back in the pool",
+               lambda: relay.cmd({"command": "statistics"})["free-port-pairs"] == ctx.free0, 5)
+    return ("a refused offer became 488 with nothing to the callee; a refused answer reached "
+            "the caller without SDP, and the dialog ended with BYE to both at the ACK")
+
+
 ALL = [
     Scenario("kamailio-baresip-srtp", kamailio_baresip, 40),
     Scenario("baresip-srtp-to-plain", baresip_srtp_plain, 40),
@@ -1912,4 +1991,5 @@ ALL = [
     Scenario("deploy-kamailio-relay-failover", deploy_failover, 150),
     Scenario("kamailio-direction-internal-external", kamailio_direction, 60),
     Scenario("gstreamer-rtcp-loss-in-delete", gstreamer_rtcp_loss, 40),
+    Scenario("deploy-kamailio-refused-media", deploy_refused_media, 40),
 ]
