@@ -135,7 +135,7 @@ fn bench(c: &mut Criterion) {
             b
         })
         .collect();
-    // `_verbatim`: the same with renumbering off (SPEC §3b's cost, side by side).
+    // `_verbatim`: the same with renumbering off (docs/behaviour.md §3b's cost, side by side).
     for (name, key, b, ring, renumber) in [
         (
             "plain_to_plain",

@@ -1,5 +1,6 @@
 //! The cost of an offer on the control path: an everyday SDP, and the most expensive SDP the
-//! bounds of SPEC §9 let through (64 KiB of RFC 5939 capability negotiation whose every
+//! bounds of docs/behaviour.md §9 let through (64 KiB of RFC 5939 capability negotiation whose
+//! every
 //! configuration is unusable, so that nothing stops the search early).
 //! `cargo bench -p srtp-relay-bench --bench negotiate`.
 #![allow(clippy::disallowed_methods)] // benches read the clock

@@ -1,6 +1,6 @@
 """Configurations and launchers for the SIP peers: baresip, Linphone (linphonec), SIPp, the
 GStreamer SRTP endpoint (gst_peer.py) and the GStreamer rtpbin endpoint with RTCP
-(gst_rtcp_peer.py). protocol.md §4 has the recipes these follow."""
+(gst_rtcp_peer.py)."""
 import glob
 import json
 import os
@@ -120,7 +120,7 @@ def port_bound(port, addr="127.0.0.1"):
 
 class Linphone:
     """linphonec driven through its stdin. It needs a writable HOME (its database), the SIP port
-    and IPv6 set at run time, and the 'files' sound card (protocol.md §4.4)."""
+    and IPv6 set at run time, and the 'files' sound card."""
 
     def __init__(self, workdir, name, sip_port, rtp_port, keep_srtp_keys=True):
         self.dir = os.path.join(workdir, name)

@@ -177,7 +177,7 @@ def kamailio_baresip(ctx):
     m = relay.metrics()
     fwd = counter(m, "srtp_relay_packets_total", direction="out", transform="decrypt+encrypt")
     check(fwd >= 300, "at least 300 SRTP packets re-encrypted by the relay", fwd)
-    # baresip sends a plain RTCP BYE on its SRTP leg when it hangs up (protocol.md R2): one
+    # baresip sends a plain RTCP BYE on its SRTP leg when it hangs up (a known baresip behaviour): one
     # auth_failed drop per side at most; any more would be real packets refused.
     d = drops(m)
     check(d.get("auth_failed", 0) <= 2 and d.get("replayed", 0) == 0,
@@ -597,7 +597,7 @@ Content-Length: 0
 KEY_A = "MI1fKA4carK9sRbo1RitHcXoYTHf6N76t1B9OEQq"
 KEY_B = "a5IF5WLbh0edJdTwaMCa9Vy51NXJqhFv0kmADn1e"
 
-# protocol.md §5 E10: baresip's OSRTP offer (RTP/AVP with a=crypto).
+# Worked example E10: baresip's OSRTP offer (RTP/AVP with a=crypto).
 OSRTP_OFFER = f"""v=0
 o=- 3811448773 713579517 IN IP4 127.0.0.1
 s=-
@@ -622,7 +622,7 @@ a=rtpmap:0 PCMU/8000
 a=rtpmap:101 telephone-event/8000
 a=sendrecv"""
 
-# protocol.md §5 E8: SRTP audio and plain video in one SDP (a video phone such as Radvision).
+# Worked example E8: SRTP audio and plain video in one SDP (a video phone such as Radvision).
 TWO_MLINE_OFFER = """v=0
 o=alice 5000 1 IN IP4 127.0.0.1
 s=-
@@ -655,7 +655,7 @@ m=video {{port2}} RTP/AVP 96
 a=rtpmap:96 H264/90000
 a=sendrecv"""
 
-# protocol.md §5 E7: a legacy phone's plain offer.
+# Worked example E7: a legacy phone's plain offer.
 PLAIN_OFFER = """v=0
 o=legacy 4000 1 IN IP4 127.0.0.1
 s=-
@@ -1264,7 +1264,8 @@ def sipp_delayed_offer(ctx):
 
 
 # ---------------------------------------------------------------------------------------------
-# 12-13. Stream continuity towards an SRTP phone (SPEC §3b): whatever the source behind the
+# 12-13. Stream continuity towards an SRTP phone (docs/behaviour.md §3b): whatever the source behind
+# the
 # relay does (a capture replayed under the same SSRC, a transfer to a new source, the first
 # source coming back), the phone's one libsrtp receive context takes every packet.
 

@@ -1,7 +1,7 @@
 //! The full matrix: each of the four policies on leg A against offers that are plain, SRTP
 //! (RTP/SAVP), RFC 5939 cap-neg and OSRTP, times each of the four policies on leg B, times an
 //! answer from B that takes SRTP or stays plain. 128 offer/answer exchanges, each checked against
-//! the rules of SPEC §2-§3a written out below (not against recorded output).
+//! the rules of docs/behaviour.md §2-§3a written out below (not against recorded output).
 
 use std::net::IpAddr;
 

@@ -1,5 +1,5 @@
 //! Known answers: RFC 3711 Appendix B.2 (AES-CM keystream) and B.3 (key derivation), and the
-//! whole-packet vectors of `shared/research/protocol.md` §1.3 (V1 is libsrtp's `srtp_validate()`
+//! whole-packet vectors (V1 is libsrtp's `srtp_validate()`
 //! packet; V2, V3 and V5 were checked bit for bit against libsrtp 2.5; V4 comes from an independent
 //! reference implementation).
 

@@ -1,5 +1,5 @@
 //! Cross-check both ways against webrtc-srtp 0.17.2, an independent implementation (test oracle
-//! only; see `shared/research/crates.md` §1.1 for why it is not used in the relay).
+//! only: its SRTCP path does not check the tag before it decrypts, one reason it is not the relay's engine).
 
 mod common;
 
@@ -101,7 +101,7 @@ fn rtcp_is_byte_identical_both_ways() {
     }
 }
 
-/// webrtc-srtp returns an SRTCP packet with E=0 before checking its tag (crates.md §1.1 defect 1);
+/// webrtc-srtp returns an SRTCP packet with E=0 before checking its tag (a known defect of the crate);
 /// RFC 3711 §3.4 makes authentication of every SRTCP packet mandatory, and we check it.
 #[test]
 fn forged_srtcp_with_e_clear_passes_webrtc_srtp_but_not_us() {

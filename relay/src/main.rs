@@ -1,4 +1,5 @@
-//! The `srtp-relay` binary: with no arguments it runs on the embedded defaults (SPEC §6).
+//! The `srtp-relay` binary: with no arguments it runs on the embedded defaults (docs/behaviour.md
+//! §6).
 
 use srtp_relay::shell::config::{Cli, CliError, Config, DEFAULT_TOML};
 use tracing_subscriber::EnvFilter;

@@ -1,4 +1,5 @@
-//! Stream continuity towards an SRTP endpoint (SPEC §3b), with libsrtp as the phone: ONE receive
+//! Stream continuity towards an SRTP endpoint (docs/behaviour.md §3b), with libsrtp as the phone:
+//! ONE receive
 //! context per endpoint, fed everything the endpoint got over the whole call. Whatever the other
 //! side's source does (same-SSRC restarts, jumps, wraps, many SSRCs, RTX beside media, a restart
 //! during a re-key), every packet decrypts, the numbers the relay sent never repeat under a key,

@@ -381,7 +381,7 @@ fn call_timeout_returns_the_ports() {
     relay.offer("c9", &sdp(&a, "RTP/AVP", None), &[]).unwrap();
     let to_a = relay.answer("c9", &sdp(&b, "RTP/AVP", None)).unwrap();
     assert_eq!(relay.stat(&["free-port-pairs"]), 2);
-    // Media flows, then stops (SPEC §5): the call ends after the media timeout.
+    // Media flows, then stops (docs/behaviour.md §5): the call ends after the media timeout.
     send_all(&a, relay_side(&to_a).0, &[rtp(1, 0xa)]);
     assert_eq!(recv_all(&b).len(), 1);
     std::thread::sleep(Duration::from_millis(3000));

@@ -1,4 +1,5 @@
-//! SIP dialogs against the running daemon (SPEC §4a): the command sequences Kamailio's and
+//! SIP dialogs against the running daemon (docs/behaviour.md §4a): the command sequences Kamailio's
+//! and
 //! OpenSIPS's rtpengine modules send for everyday calls, with media after each step. Every SRTP
 //! stream a phone received is decrypted at the end by libsrtp with one receive context, as the
 //! phone would.
@@ -386,7 +387,8 @@ fn timeouts_by_state_ringing_and_hold_outlive_the_media_timeout() {
         b.recv(),
         "media flowed, then stopped"
     );
-    // An answer makes the streams active (SPEC §4a): answered and never any media, it ends too.
+    // An answer makes the streams active (docs/behaviour.md §4a): answered and never any media, it
+    // ends too.
     offer(&relay, "early", "ta", None, None, &a_sdp, &[]).unwrap();
     answer(&relay, "early", "ta", "tb", None, &b_sdp).unwrap();
     std::thread::sleep(Duration::from_millis(3500));

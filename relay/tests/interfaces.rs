@@ -1,4 +1,5 @@
-//! Named media interfaces against the running daemon (SPEC §5a), on loopback only: each side of
+//! Named media interfaces against the running daemon (docs/behaviour.md §5a), on loopback only:
+//! each side of
 //! a call gets the SDP address of the interface facing it (the advertised one where there is
 //! one), the sockets are bound on that interface's address, media flows; IPv6 on `::1`; a call
 //! bridging an IPv4 endpoint to an IPv6 one with SRTP on one side, checked by libsrtp.

@@ -1,4 +1,5 @@
-//! SPEC §9 keys in memory, against the running daemon: a deleted call's keys (the endpoints'
+//! docs/behaviour.md §9 keys in memory, against the running daemon: a deleted call's keys (the
+//! endpoints'
 //! and the relay's, raw and as SDP text) are nowhere in the process's memory, and the process
 //! writes no core file. Also: command-line values are range-checked like the file's.
 //!

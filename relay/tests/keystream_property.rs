@@ -1,4 +1,5 @@
-//! The property behind SPEC §3b: whatever answers, re-offers, holds, forks and ACKs do, the relay
+//! The property behind docs/behaviour.md §3b: whatever answers, re-offers, holds, forks and ACKs
+//! do, the relay
 //! never protects two packets under the same (key, SSRC, index).
 //!
 //! The oracle does not trust the relay's own bookkeeping: for every packet the relay protects,

@@ -1,4 +1,5 @@
-//! SPEC §9 memory: a call is counted at the most it can come to before its next command, and a
+//! docs/behaviour.md §9 memory: a call is counted at the most it can come to before its next
+//! command, and a
 //! shard refuses new calls (and growing calls) once the sum reaches its budget, so the worst
 //! calls the bounds allow cannot run the process out of memory.
 

@@ -1,4 +1,5 @@
-//! Phones behind NAT (SPEC §5a, §3a, §9), in network namespaces this test creates and removes:
+//! Phones behind NAT (docs/behaviour.md §5a, §3a, §9), in network namespaces this test creates and
+//! removes:
 //!
 //! ```text
 //!   phone (192.168.77.2) ── nat (masquerade, random ports) ── relay (10.251.0.1 "external",

@@ -359,7 +359,7 @@ fn sigterm_drains_running_calls_then_exits_zero() {
 }
 
 /// `--help`/`-h` list every flag and exit 0, `--version` prints the version, an unknown flag
-/// prints the usage hint and exits 2 (SPEC §6: as any Unix daemon does).
+/// prints the usage hint and exits 2 (docs/behaviour.md §6: as any Unix daemon does).
 #[test]
 fn help_version_and_unknown_flags() {
     let run = |args: &[&str]| {

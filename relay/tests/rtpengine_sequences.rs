@@ -1,7 +1,8 @@
 //! Command sequences of rtpengine's own test suite (`t/auto-daemon-tests.pl` in
 //! sipwise/rtpengine, titles in the test names), replayed against the running daemon: the same
 //! commands with the same tags and branches, asserting results, ports and keys kept or changed,
-//! and media, by the rules of SPEC §4a (not rtpengine's SDP text, which differs where the relay
+//! and media, by the rules of docs/behaviour.md §4a (not rtpengine's SDP text, which differs where
+//! the relay
 //! differs: SDES suites, codec handling, rtcp-mux options it does not implement).
 
 mod support;

@@ -1,5 +1,6 @@
 //! Simulations (no sockets, injected time) of what signalling may and may not do to a leg
-//! (SPEC §3a): an SDP applies to the party that sent it, a moved endpoint's old IP cannot take
+//! (docs/behaviour.md §3a): an SDP applies to the party that sent it, a moved endpoint's old IP
+//! cannot take
 //! the latch back, a hold address moves no one, and an endpoint's old key brings back no
 //! replays.
 

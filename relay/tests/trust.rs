@@ -1,4 +1,5 @@
-//! Trust boundaries and bounds (SPEC §9) against the running daemon: what an endpoint puts in
+//! Trust boundaries and bounds (docs/behaviour.md §9) against the running daemon: what an endpoint
+//! puts in
 //! its SDP or sends as media never reaches the control plane, another call or a local service;
 //! what the proxy or a scraper sends cannot grow state or eat the descriptors media ports need.
 
@@ -286,7 +287,8 @@ fn a_plain_leg_re_latches_after_silence_only_to_the_same_ip() {
     );
 }
 
-/// SPEC §9 replies: the largest call the bounds allow stays answerable (`query`, `delete`), and
+/// docs/behaviour.md §9 replies: the largest call the bounds allow stays answerable (`query`,
+/// `delete`), and
 /// an SDP whose rewritten form could not be sent is refused with a clear error, never silence.
 #[test]
 fn the_largest_call_stays_answerable_and_no_reply_is_silently_lost() {

@@ -36,7 +36,8 @@ fn ten_thousand_protect_unprotect_pairs_allocate_nothing() {
         let mut buf = PacketBuf::new();
         let mut ok = 0;
 
-        // Per-SSRC state is made when an SSRC first appears (memory grows with use, SPEC §9):
+        // Per-SSRC state is made when an SSRC first appears (memory grows with use,
+        // docs/behaviour.md §9):
         // the steady state starts once both SSRCs were seen.
         let mut before = allocations();
         for i in 0..10_000u32 {

@@ -153,7 +153,7 @@ pub enum CommandError {
     #[error("{0}")]
     Interface(#[from] InterfaceError),
     /// The memory the calls may come to reached `limits.max_memory_mb`: no new call, and no
-    /// call grows by parties or ports (SPEC §9).
+    /// call grows by parties or ports (docs/behaviour.md §9).
     #[error(
         "memory budget reached (limits.max_memory_mb): new calls and growing calls are refused"
     )]

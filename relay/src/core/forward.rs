@@ -1,5 +1,5 @@
 //! The forwarding verdict for one datagram of a known stream: latching, SRTP in and out, and
-//! where it goes (SPEC §3a, §5). Nothing here allocates.
+//! where it goes (docs/behaviour.md §3a, §5). Nothing here allocates.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -119,7 +119,7 @@ pub struct Rules<'a> {
     pub relatch_after_silence: Duration,
     /// ... to any source, not only one with the latched IP (an operator's opt-in).
     pub relatch_any_source: bool,
-    /// Destinations refused (SPEC §9).
+    /// Destinations refused (docs/behaviour.md §9).
     pub peers: &'a PeerRules,
     /// The relay's local addresses: a socket sends only to its own family.
     pub interfaces: &'a Interfaces,
@@ -247,7 +247,8 @@ fn decide(
         let silent_for = me
             .last_rx
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        // SPEC §3a: a new source only after signalling for this leg; after silence only one
+        // docs/behaviour.md §3a: a new source only after signalling for this leg; after silence
+        // only one
         // with the latched IP (a NAT that moved the port), unless the operator opted in to any.
         let silent =
             !rules.relatch_after_silence.is_zero() && silent_for >= rules.relatch_after_silence;
@@ -298,7 +299,7 @@ fn decide(
         }
     }
     // RTCP from an endpoint the relay sends renumbered SRTP to reports in the relay's numbering:
-    // back into the numbering of the source it describes (SPEC §3b).
+    // back into the numbering of the source it describes (docs/behaviour.md §3b).
     if let (true, false, Some(tx)) = (rtcp, transform == Transform::PassThrough, &me.tx) {
         tx.translate_reports(pkt.as_mut_slice());
     }
@@ -354,7 +355,8 @@ fn decide(
             SocketAddr::new(remote.addr, port)
         }
     };
-    // SPEC §9: never the relay's own sockets, never a denied address; a leg whose SDP names one
+    // docs/behaviour.md §9: never the relay's own sockets, never a denied address; a leg whose SDP
+    // names one
     // waits until the endpoint's first packet latches it.
     if !rules.peers.allows_from(other_id, to) {
         return Drop(DropReason::Policy);

@@ -1,4 +1,5 @@
-//! The relay's media interfaces (SPEC §5a): named logical interfaces, each one local address
+//! The relay's media interfaces (docs/behaviour.md §5a): named logical interfaces, each one local
+//! address
 //! per address family, with the address SDP advertises when it differs (a 1:1 NAT). A party of
 //! a call faces one local address; its ports are bound there and its SDP names it.
 //!
@@ -125,7 +126,8 @@ impl Interfaces {
     /// Checks and takes `locals`: 1 to [`MAX_LOCALS`] addresses, names of `[A-Za-z0-9_.-]`, at
     /// most one address per family under a name, no address twice; bind addresses specific
     /// (not a wildcard, which would also receive on every other address of the host and blur
-    /// which sockets are the relay's own, SPEC §9), unicast and not link-local; advertised
+    /// which sockets are the relay's own, docs/behaviour.md §9), unicast and not link-local;
+    /// advertised
     /// addresses unicast and of the bind address's family.
     pub fn new(locals: Vec<Local>) -> Result<Self, String> {
         if locals.is_empty() {
@@ -261,7 +263,8 @@ impl Interfaces {
 
     /// The local address for a side of a call: interface `name` in family `family` when it
     /// has that family. Without a name (no ng `direction`), the first configured interface, or,
-    /// when it lacks `family`, the first interface that has it (SPEC §5a, as rtpengine does).
+    /// when it lacks `family`, the first interface that has it (docs/behaviour.md §5a, as rtpengine
+    /// does).
     /// Without any address of `family`: the interface's first address when `family` was only a
     /// preference (bridging to the family the interface has), an error when it was required
     /// (`why` says by what).

@@ -1,4 +1,5 @@
-//! Who the relay may send media to (SPEC §9): never its own control, metrics or media sockets,
+//! Who the relay may send media to (docs/behaviour.md §9): never its own control, metrics or media
+//! sockets,
 //! never an address in the deny list. Endpoints choose the addresses in their SDP and the sources
 //! they send from, so without this an endpoint could make the relay feed another call's ports,
 //! the ng control socket or any other local service.
@@ -179,7 +180,8 @@ pub fn default_deny() -> Vec<PeerDeny> {
 }
 
 /// The default of an interface's own `deny_peers`: loopback, unless the interface is itself on
-/// loopback (SPEC §9: per interface, so that a co-located PBX on a loopback interface does not
+/// loopback (docs/behaviour.md §9: per interface, so that a co-located PBX on a loopback interface
+/// does not
 /// open loopback to the other interfaces' endpoints).
 pub fn default_interface_deny(bind: IpAddr) -> Vec<PeerDeny> {
     if bind.to_canonical().is_loopback() {

@@ -1,4 +1,5 @@
-//! Media-security policy (SPEC §2): levels, options, device profiles, and how a leg's policy is
+//! Media-security policy (docs/behaviour.md §2): levels, options, device profiles, and how a leg's
+//! policy is
 //! resolved from the command, the extension's entry and the system setting.
 
 use std::collections::BTreeMap;
@@ -60,7 +61,8 @@ impl std::str::FromStr for LegSecurity {
     }
 }
 
-/// The system's media security options (SPEC §2). `authenticate_rtcp` cannot be turned off
+/// The system's media security options (docs/behaviour.md §2). `authenticate_rtcp` cannot be turned
+/// off
 /// (RFC 3711 §3.4), so it is not a field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SecurityOptions {
@@ -110,7 +112,7 @@ pub enum BestEffortStyle {
     Osrtp,
 }
 
-/// Per-device SRTP behaviour (SPEC §2 table).
+/// Per-device SRTP behaviour (docs/behaviour.md §2 table).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceProfile {
     /// Name used in configuration and in `*-device-profile`.
@@ -127,7 +129,7 @@ pub struct DeviceProfile {
     pub secure_video: bool,
     /// Shape of best-effort offers to the device.
     pub best_effort_style: BestEffortStyle,
-    /// The relay renumbers the SRTP it sends to the device (SPEC §3b); false keeps the
+    /// The relay renumbers the SRTP it sends to the device (docs/behaviour.md §3b); false keeps the
     /// sequence numbers verbatim, for a device that needs them so.
     pub renumber: bool,
 }
@@ -154,7 +156,7 @@ impl DeviceProfile {
     }
 }
 
-/// The profiles every installation has (SPEC §2); the configuration may add more.
+/// The profiles every installation has (docs/behaviour.md §2); the configuration may add more.
 pub fn builtin_profiles() -> Vec<DeviceProfile> {
     use CryptoSuite::{AesCm128HmacSha1_32 as S32, AesCm128HmacSha1_80 as S80};
     vec![
@@ -191,7 +193,8 @@ pub struct PolicyConfig {
     pub extensions: BTreeMap<String, Extension>,
     /// Device profiles by name (built-ins plus configured ones).
     pub profiles: BTreeMap<String, DeviceProfile>,
-    /// The relay renumbers the SRTP it sends (SPEC §3b), unless a leg's profile says not to.
+    /// The relay renumbers the SRTP it sends (docs/behaviour.md §3b), unless a leg's profile says
+    /// not to.
     pub renumber: bool,
 }
 
@@ -251,7 +254,7 @@ pub struct LegPolicy {
     pub rekeys_on_reinvite: bool,
     /// Video may be SRTP.
     pub secure_video: bool,
-    /// The SRTP the relay sends to this leg is renumbered (SPEC §3b).
+    /// The SRTP the relay sends to this leg is renumbered (docs/behaviour.md §3b).
     pub renumber: bool,
     /// The device profile's name, if any.
     pub profile: Option<String>,
@@ -322,7 +325,7 @@ impl PolicyConfig {
             {
                 security = MediaSecurity::Enforce;
             }
-            // SPEC §2: a leg whose device re-keys on re-INVITE is always anchored.
+            // docs/behaviour.md §2: a leg whose device re-keys on re-INVITE is always anchored.
             if p.rekeys_on_reinvite && security == MediaSecurity::PreferDirect {
                 security = MediaSecurity::BestEffort;
             }

@@ -1,5 +1,5 @@
 //! The session table of one shard: its calls, the port index the packet path looks datagrams up
-//! in, the commands, and the timers (SPEC §3a, §4a, §5).
+//! in, the commands, and the timers (docs/behaviour.md §3a, §4a, §5).
 //!
 //! Sans-IO: the shell passes time in, hands ports in through a [`PortGrant`] it bound
 //! beforehand (and closes what comes back), and sends what [`Shard::on_datagram`] says to send.
@@ -23,7 +23,7 @@ use crate::core::peers::PeerRules;
 use crate::core::policy::PolicyConfig;
 use crate::core::sdp::Sdp;
 
-/// How long a call may stay quiet, by state (SPEC §4a).
+/// How long a call may stay quiet, by state (docs/behaviour.md §4a).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// Answered with an active stream, no media and no signalling for this long: deleted.
@@ -55,7 +55,7 @@ impl Default for Timeouts {
 pub struct ShardConfig {
     /// Media-security policy, extensions and profiles.
     pub policy: PolicyConfig,
-    /// The relay's local addresses (SPEC §5a).
+    /// The relay's local addresses (docs/behaviour.md §5a).
     pub interfaces: Interfaces,
     /// SRTP replay window (64..=1024).
     pub replay_window: usize,
@@ -68,12 +68,12 @@ pub struct ShardConfig {
     pub relatch_after_silence: Duration,
     /// ... to any source rather than only one with the latched IP.
     pub relatch_any_source: bool,
-    /// Destinations media is never sent to (SPEC §9).
+    /// Destinations media is never sent to (docs/behaviour.md §9).
     pub peers: PeerRules,
     /// Calls this shard holds at most.
     pub max_calls: usize,
     /// Bytes the shard's calls may come to at most ([`Call::memory_bound`]); beyond it, offers
-    /// for new calls, or growing a call by parties or ports, are refused (SPEC §9).
+    /// for new calls, or growing a call by parties or ports, are refused (docs/behaviour.md §9).
     pub memory_budget: usize,
 }
 
@@ -361,7 +361,8 @@ impl Shard {
         Ok(outcome.sdp)
     }
 
-    /// Handles a `delete` (SPEC §4a): the whole call, or a party or branch and what only it
+    /// Handles a `delete` (docs/behaviour.md §4a): the whole call, or a party or branch and what
+    /// only it
     /// used; after the delay, if any. Released ports go to `grant`.
     pub fn delete(
         &mut self,

@@ -21,7 +21,7 @@ pub enum Value {
 
 impl Value {
     /// Overwrites every byte string with zeros (an ng message carries SDP, and SDP carries
-    /// keys: SPEC §9, no key outlives its use in memory).
+    /// keys: docs/behaviour.md §9, no key outlives its use in memory).
     pub fn wipe(&mut self) {
         use zeroize::Zeroize as _;
         match self {

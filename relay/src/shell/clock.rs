@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 /// Now.
-#[allow(clippy::disallowed_methods)] // the single sanctioned clock read (STYLE.md decision 1)
+#[allow(clippy::disallowed_methods)] // the single sanctioned clock read (docs/architecture.md: time enters the core as an argument)
 pub fn now() -> Instant {
     Instant::now()
 }

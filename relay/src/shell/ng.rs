@@ -1,7 +1,8 @@
 //! rtpengine's ng control protocol: `cookie SP bencoded-dict`, translated into typed core
 //! commands. Nothing here knows SRTP; policy keys are passed on as they come.
 //!
-//! Keys are read the way the proxies' modules send them (SPEC §4a): from the dictionary, from
+//! Keys are read the way the proxies' modules send them (docs/behaviour.md §4a): from the
+//! dictionary, from
 //! `key=value` items of `flags`, and from the one-string `rtpp-flags` of Kamailio's two-argument
 //! `rtpengine_*()` form; spellings with spaces or underscores (`delete delay`) are the same key.
 //! Unknown keys are ignored, never an error.
@@ -81,7 +82,7 @@ pub fn split_cookie(datagram: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// The largest ng reply one UDP datagram carries (65,535 minus the IPv4 and UDP headers): a
-/// reply above it is never sent as it is (SPEC §9).
+/// reply above it is never sent as it is (docs/behaviour.md §9).
 pub const MAX_REPLY_BYTES: usize = 65_507;
 
 /// `reply` framed behind `cookie`, made to fit one datagram: a `query` or `delete` report is
@@ -119,7 +120,7 @@ pub fn frame(cookie: &[u8], reply: &Value) -> Vec<u8> {
 }
 
 /// `{"result": "error", "error-reason": reason}`, with anything key-like in the reason redacted:
-/// a reason may quote a malformed crypto line (SPEC §1: no key in a reply or a log).
+/// a reason may quote a malformed crypto line (docs/behaviour.md §1: no key in a reply or a log).
 pub fn error_reply(reason: &str) -> Value {
     dict([
         ("result", Value::str("error")),
@@ -282,7 +283,8 @@ impl<'a> Params<'a> {
     }
 }
 
-/// Where the two sides of an offer or answer face and which addresses it uses (SPEC §5a).
+/// Where the two sides of an offer or answer face and which addresses it uses (docs/behaviour.md
+/// §5a).
 struct Addressing {
     direction: [Option<String>; 2],
     family: Option<Family>,
@@ -488,7 +490,7 @@ mod tests {
         assert_eq!(split_cookie(b"nospace"), None);
     }
 
-    /// SPEC §9: a reply that would not fit in one datagram is never silently lost.
+    /// docs/behaviour.md §9: a reply that would not fit in one datagram is never silently lost.
     #[test]
     fn replies_too_big_for_a_datagram_are_trimmed_or_replaced_by_a_short_error() {
         // A report as `query` makes it, with per-party detail far beyond a datagram.

@@ -1,6 +1,7 @@
 //! The ng reply cache: a command retransmitted with the same cookie from the same sender gets
 //! the reply it got the first time instead of a second execution. Bounded in entries, bytes and
-//! age (SPEC §9), expired oldest first, so neither a flood of cookies nor big replies grow it
+//! age (docs/behaviour.md §9), expired oldest first, so neither a flood of cookies nor big replies
+//! grow it
 //! without limit and no lookup scans it.
 
 use std::collections::{HashMap, VecDeque};
@@ -22,7 +23,8 @@ type Key = (SocketAddr, Vec<u8>);
 struct Cached {
     at: Instant,
     call_id: String,
-    /// Replies hold the SDP handed out, with the relay's keys: wiped when they go (SPEC §9).
+    /// Replies hold the SDP handed out, with the relay's keys: wiped when they go
+    /// (docs/behaviour.md §9).
     reply: Zeroizing<Vec<u8>>,
 }
 

@@ -253,7 +253,8 @@ pub enum Trim {
     Parties,
 }
 
-/// Leaves detail out of a `query`/`delete` report so that it fits in one datagram (SPEC §9), and
+/// Leaves detail out of a `query`/`delete` report so that it fits in one datagram
+/// (docs/behaviour.md §9), and
 /// says so: `truncated` is 1 and `warning` names what is missing.
 pub fn trim(report: &mut BTreeMap<Vec<u8>, Value>, level: Trim) {
     report.remove(b"streams".as_slice());

@@ -75,7 +75,8 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Runs the relay until SIGTERM (then drains) or SIGINT. `path` is the configuration file SIGHUP
 /// reloads. An error means the relay could not start.
 pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
-    // Keys live in this process: a crash must not write them into a core file (SPEC §9).
+    // Keys live in this process: a crash must not write them into a core file (docs/behaviour.md
+    // §9).
     if !super::sys::forbid_core_dumps() {
         tracing::warn!("could not turn core dumps off (RLIMIT_CORE, PR_SET_DUMPABLE)");
     }
@@ -158,7 +159,8 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
         memory_budget: usize::try_from((config.max_memory_mb << 20) / workers as u64)
             .unwrap_or(usize::MAX),
     };
-    // Even ports in random order (SPEC §9: an endpoint cannot predict the next call's ports).
+    // Even ports in random order (docs/behaviour.md §9: an endpoint cannot predict the next call's
+    // ports).
     let pool = std::sync::Arc::new(PortPools::new(&ranges, shuffle));
     let mut senders = Vec::with_capacity(workers);
     for w in 0..workers {
@@ -220,7 +222,8 @@ async fn serve(config: Config, path: Option<PathBuf>, mut control: Control) -> s
             r = sock.recv_from(&mut buf) => {
                 let Ok((n, peer)) = r else { continue };
                 let reply = handle_datagram(&control, &mut cache, peer, &buf[..n]).await;
-                // The command and its reply carry SDP with keys: wiped once used (SPEC §9).
+                // The command and its reply carry SDP with keys: wiped once used (docs/behaviour.md
+                // §9).
                 buf[..n].zeroize();
                 if let Some(reply) = reply.map(Zeroizing::new)
                     && let Err(e) = sock.send_to(&reply, peer).await
@@ -232,7 +235,7 @@ async fn serve(config: Config, path: Option<PathBuf>, mut control: Control) -> s
             accepted = http.accept(), if !http_paused => match accepted {
                 // Its own task, bounded in time and in number: a slow scraper must not hold up
                 // ng commands or the watchdog, and connections must not eat the descriptors
-                // media ports need (SPEC §9).
+                // media ports need (docs/behaviour.md §9).
                 Ok((stream, _)) => {
                     let open = std::sync::Arc::clone(&http_open);
                     if open.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_HTTP_CONNECTIONS {
@@ -322,7 +325,8 @@ async fn handle_datagram(
     peer: std::net::SocketAddr,
     datagram: &[u8],
 ) -> Option<Vec<u8>> {
-    // SPEC §9: only the proxies in control.allow, never the relay's own media sockets (an
+    // docs/behaviour.md §9: only the proxies in control.allow, never the relay's own media sockets
+    // (an
     // endpoint's SDP naming the ng port would otherwise turn media into commands).
     if control.peers.is_own_media(peer) {
         control.metrics.dropped(ControlDrop::FromMedia);
@@ -441,7 +445,7 @@ async fn serve_http(control: &Control, mut stream: tokio::net::TcpStream) {
 }
 
 /// The worker that owns a call: a hash keyed at random per process, so that chosen call-ids
-/// cannot all land on one worker and fill its share of `max_calls` (SPEC §9).
+/// cannot all land on one worker and fill its share of `max_calls` (docs/behaviour.md §9).
 fn owner<'a>(control: &'a Control, call_id: &str) -> &'a mpsc::UnboundedSender<Job> {
     let h = control.hasher.hash_one(call_id);
     &control.workers[(h % control.workers.len() as u64) as usize]

@@ -1,5 +1,5 @@
 //! The relay's only `unsafe`: batched receive and send with `recvmmsg(2)` and `sendmmsg(2)`,
-//! which neither std, tokio nor socket2 offer (`research/crates.md` §4), the open-file limit
+//! which neither std, tokio nor socket2 offer, the open-file limit
 //! (`getrlimit`/`setrlimit`) and the host's addresses (`getifaddrs`). Each block says why it is
 //! sound.
 #![allow(unsafe_code)]
@@ -188,7 +188,8 @@ fn socket_addr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Keeps keys out of core files (SPEC §9): no core file at all (`RLIMIT_CORE` 0, which the
+/// Keeps keys out of core files (docs/behaviour.md §9): no core file at all (`RLIMIT_CORE` 0, which
+/// the
 /// process cannot raise back above its hard limit once lowered) and the process marked
 /// non-dumpable (no core, and no `ptrace` attach or `/proc/PID/mem` read by other users).
 /// Returns false if either call failed.

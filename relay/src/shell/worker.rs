@@ -1,6 +1,6 @@
 //! A data-plane worker: one thread with a current-thread tokio runtime that owns a shard, its
 //! calls and their sockets. Nothing on the packet path is shared with another thread, so nothing
-//! takes a lock (STYLE.md decision 5).
+//! takes a lock (docs/architecture.md, the media path).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -84,7 +84,7 @@ pub type PortPool = Arc<PortPools>;
 
 impl PortPools {
     /// Pools for local addresses `(bind address, first port, last port)`; `order` shuffles each
-    /// pool's even ports (SPEC §9: an endpoint cannot predict the next call's ports).
+    /// pool's even ports (docs/behaviour.md §9: an endpoint cannot predict the next call's ports).
     pub fn new(locals: &[(IpAddr, u16, u16)], order: impl Fn(&mut [u16])) -> Self {
         Self {
             locals: locals
@@ -132,7 +132,8 @@ struct Sockets {
 struct Worker {
     shard: RefCell<Shard>,
     sockets: RefCell<Sockets>,
-    /// The relay's bound media ports (SPEC §9: never a destination, never an ng source).
+    /// The relay's bound media ports (docs/behaviour.md §9: never a destination, never an ng
+    /// source).
     bound: Arc<BoundPorts>,
     /// When the data path last logged a send failure (logs are rate-limited; counters carry the
     /// volume).
@@ -223,7 +224,7 @@ fn handle(worker: &Rc<Worker>, job: Job) {
                 ports.finish(grant);
                 result
             });
-            // The SDP carried the endpoint's key: wiped once applied (SPEC §9).
+            // The SDP carried the endpoint's key: wiped once applied (docs/behaviour.md §9).
             cmd.sdp.zeroize();
             let _ = reply.send(result);
         }
@@ -317,7 +318,7 @@ impl WorkerPorts<'_> {
 
     /// Binds a free pair: `Ok(Some(port))`, or `Ok(None)` when the range is exhausted. A bind
     /// error other than EADDRINUSE (out of file descriptors, ...) is not the port's fault: the
-    /// port goes back to the pool and the error to the command (SPEC §9).
+    /// port goes back to the pool and the error to the command (docs/behaviour.md §9).
     fn open_pair(&self, local: LocalId) -> std::io::Result<Option<u16>> {
         let worker = self.0;
         let mut sockets = worker.sockets.borrow_mut();

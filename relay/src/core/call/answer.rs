@@ -1,5 +1,6 @@
 //! An answer: to which offer it belongs (first answer, repeated answer, answer from a new
-//! to-tag, per via-branch; SPEC §4a), whether the media-security rules accept it (SPEC §2-§3a),
+//! to-tag, per via-branch; docs/behaviour.md §4a), whether the media-security rules accept it
+//! (docs/behaviour.md §2-§3a),
 //! the SDP for the offerer, and the media plan put in place. A refused answer leaves the call as
 //! it was before it.
 
@@ -170,7 +171,8 @@ impl Call {
                 return Ok((f, by_to.expect("set"), None));
             }
             (Some(t), _) => return Ok((t, offerer_of(t).expect("holds an offer"), None)),
-            // SPEC §3a: an SDP applies to the party that sent it. The from-tag's party answers
+            // docs/behaviour.md §3a: an SDP applies to the party that sent it. The from-tag's party
+            // answers
             // only an offer it still has pending; otherwise this is the offerer's own SDP (the
             // caller's ACK of a call that began with an offer) and changes no one's leg.
             (None, Some(f)) if pending(f) => return Ok((f, by_to.expect("set"), None)),
@@ -288,7 +290,8 @@ impl Call {
                             t.tag, t.suite
                         ))));
                     };
-                    // SPEC §3b: a key never starts over (see `keys`): not the relay's key
+                    // docs/behaviour.md §3b: a key never starts over (see `keys`): not the relay's
+                    // key
                     // picked from an older offer after its state was dropped, nor an endpoint
                     // key whose replay state is gone.
                     let stream = party.streams.get(i);

@@ -1,4 +1,5 @@
-//! What a `delete` names in a call (SPEC §4a): the whole call, a branch, a fork that never
+//! What a `delete` names in a call (docs/behaviour.md §4a): the whole call, a branch, a fork that
+//! never
 //! became the dialog, or a dialog and everything its from-tag's party talks to.
 
 use super::{Call, PartyId};

@@ -1,5 +1,5 @@
 //! Where a media plan meets the SRTP contexts: the single place that creates, re-keys, parks
-//! and carries over contexts (SPEC §1, §3).
+//! and carries over contexts (docs/behaviour.md §1, §3).
 //!
 //! # The invariant: a key never starts over
 //!
@@ -132,7 +132,7 @@ fn with_policy(kept: SrtpContext, policy: SrtpPolicy) -> SrtpContext {
 
 /// Sets the contexts of one direction: the sender's receive context (`from.rx`) and the relay's
 /// send context towards the receiver (`to.tx`), which renumbers when the receiver's policy says
-/// so (SPEC §3b). Returns 1 when the receive side was re-keyed.
+/// so (docs/behaviour.md §3b). Returns 1 when the receive side was re-keyed.
 pub fn install(
     ctx: &Ctx<'_>,
     d: &DirectionPlan,
@@ -195,7 +195,8 @@ fn install_rx(ctx: &Ctx<'_>, d: &DirectionPlan, from: &mut Stream) -> u64 {
         return 0;
     }
     // RFC 3711 §3.3.1 re-key: the ROC carries over, the old key stays usable for packets in
-    // flight (SPEC §3); a key the endpoint used before comes back with its replay state.
+    // flight (docs/behaviour.md §3); a key the endpoint used before comes back with its replay
+    // state.
     let displaced = match kept {
         Some(c) => rx.restore(c, ctx.now, ctx.rekey_grace),
         None => rx.rekey(SrtpContext::new(&k.key, policy), ctx.now, ctx.rekey_grace),

@@ -1,4 +1,5 @@
-//! One call as the SIP dialogs around it see it (SPEC §4a): a party per SIP tag (rtpengine's
+//! One call as the SIP dialogs around it see it (docs/behaviour.md §4a): a party per SIP tag
+//! (rtpengine's
 //! "monologue"), each with its media streams and their crypto; offers made by one party towards
 //! another, answers binding a to-tag. Forking, repeated commands and partial deletes all follow
 //! from that model.
@@ -167,7 +168,7 @@ pub struct Party {
     /// The relay's local address facing it (ng `direction`, `address-family`), pinned when the
     /// party was created.
     pub local: LocalId,
-    /// Its policy, pinned when the party was created (SPEC §2).
+    /// Its policy, pinned when the party was created (docs/behaviour.md §2).
     pub policy: LegPolicy,
     /// One per m-line.
     pub streams: Vec<Stream>,
@@ -177,7 +178,8 @@ pub struct Party {
     pub incoming: Option<IncomingOffer>,
     /// A digest of the last SDP the relay handed out for this party (without its `o=` line)
     /// and the `o=` version it carried. Not the SDP itself: it holds the relay's keys and up to
-    /// tens of KiB (SPEC §9: memory grows with use; keys live only where they are needed).
+    /// tens of KiB (docs/behaviour.md §9: memory grows with use; keys live only where they are
+    /// needed).
     sent: Option<(u64, u64)>,
     /// Scheduled removal (a `delete` with a delay naming this party).
     pub delete_at: Option<Instant>,
@@ -227,7 +229,7 @@ impl Party {
     }
 }
 
-/// The state that decides how long a call may stay quiet (SPEC §4a).
+/// The state that decides how long a call may stay quiet (docs/behaviour.md §4a).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallState {
     /// Offered, never answered: `timeouts.ringing`.
@@ -377,7 +379,8 @@ impl Call {
         let answered = self
             .live()
             .any(|(_, p)| p.incoming.as_ref().is_some_and(|o| o.answered) || p.peer.is_some());
-        // An answer (a 183 with SDP as much as a 200) makes the streams active (SPEC §4a): an
+        // An answer (a 183 with SDP as much as a 200) makes the streams active (docs/behaviour.md
+        // §4a): an
         // answered call without media ends after `timeouts.media`.
         if !answered {
             return CallState::Ringing;
@@ -413,7 +416,8 @@ impl Call {
     /// its re-key grace, send), so that answering an admitted offer cannot run memory out.
     pub const CONTEXTS_RESERVED_PER_STREAM: usize = 3;
 
-    /// The most memory this call can come to before its next command (SPEC §9): its parties and
+    /// The most memory this call can come to before its next command (docs/behaviour.md §9): its
+    /// parties and
     /// streams as they are, and each SRTP context held or reserved at its largest
     /// ([`crate::core::srtp::SrtpContext::MAX_BYTES`]), whatever its media does. Admission sums
     /// this per shard.
@@ -495,14 +499,15 @@ pub(crate) fn version_for(sent: &mut Option<(u64, u64)>, sdp: String) -> String 
     out.push_str(&sdp[..o_start]);
     out.push_str(&fields.join(" "));
     out.push_str(&sdp[o_start + o_line.len()..]);
-    // The body carries keys: the copy replaced is wiped (SPEC §9).
+    // The body carries keys: the copy replaced is wiped (docs/behaviour.md §9).
     let mut sdp = sdp;
     zeroize::Zeroize::zeroize(&mut sdp);
     out
 }
 #[cfg(test)]
 mod tests {
-    /// SPEC §9: a call's memory grows with what it uses. Every party has a stream per m-line
+    /// docs/behaviour.md §9: a call's memory grows with what it uses. Every party has a stream per
+    /// m-line
     /// (with or without a port): it must stay small, with SRTP state boxed and made on use.
     #[test]
     fn a_stream_without_srtp_is_small() {

@@ -1,6 +1,8 @@
-//! An offer: which parties it is between (SPEC §4a: first offer, repeated offer, via-branch,
+//! An offer: which parties it is between (docs/behaviour.md §4a: first offer, repeated offer,
+//! via-branch,
 //! re-offer from either side), how the relay answers the offerer and what it offers the
-//! answerer on each m-line (SPEC §2-§3a). Nothing changes until every m-line is decided and the
+//! answerer on each m-line (docs/behaviour.md §2-§3a). Nothing changes until every m-line is
+//! decided and the
 //! ports are there: a refused offer leaves the call as it was.
 
 use super::security::{MAX_PROBLEMS, offered_security};
@@ -278,7 +280,7 @@ impl Call {
     ) -> Result<PreparedOffer<'a>, CommandError> {
         // ng `direction` names the interface facing each side, the offerer's first; the offerer
         // is answered in its own SDP's family, the answering side gets `address-family` if
-        // given, else the same family (SPEC §5a).
+        // given, else the same family (docs/behaviour.md §5a).
         let sdp_family = sdp_family(&sdp);
         let locals = [
             ctx.interfaces.pick(
@@ -456,7 +458,7 @@ impl Call {
         for p in [&mut *off, &mut *ans] {
             if p.streams.len() < count {
                 // Exactly the m-lines there are: growth by doubling would hold room for four
-                // streams per party (SPEC §9: memory grows with use).
+                // streams per party (docs/behaviour.md §9: memory grows with use).
                 p.streams.reserve_exact(count - p.streams.len());
                 p.streams.resize_with(count, Default::default);
             }
@@ -681,7 +683,8 @@ fn decide(
             proto: m.proto.to_owned(),
         },
         Some(c) => {
-            // Keep the relay's key for this leg unless the suite or tag changed (SPEC §3a); a
+            // Keep the relay's key for this leg unless the suite or tag changed (docs/behaviour.md
+            // §3a); a
             // repeated offer before the answer finds it among the keys of the pending offer.
             let local = prior_off
                 .local

@@ -1,6 +1,6 @@
 //! What an offer's m-line says about SRTP: its usable `a=crypto` lines (RTP/SAVP, or OSRTP on
 //! RTP/AVP) and RFC 5939 potential configurations, in the offerer's order, with the problems of
-//! those that are not usable. The work is bounded whatever the SDP holds (SPEC §9).
+//! those that are not usable. The work is bounded whatever the SDP holds (docs/behaviour.md §9).
 
 use crate::core::sdp::capneg::{parse_acap, parse_config, parse_tcap};
 use crate::core::sdp::sdes::{CryptoAttr, crypto_tag};
@@ -77,7 +77,7 @@ pub(crate) fn offered_security(
     }
     // Lookups by number, the first definition winning; the work below is bounded by
     // MAX_CONFIGS x MAX_TRANSPORTS x MAX_ALTERNATIVES x MAX_REFS whatever the SDP holds, and
-    // stops at the first usable configuration (SPEC §9).
+    // stops at the first usable configuration (docs/behaviour.md §9).
     let mut acaps: std::collections::BTreeMap<u32, &str> = std::collections::BTreeMap::new();
     for (n, attr) in sdp
         .session_attributes("acap")

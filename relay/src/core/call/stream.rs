@@ -91,7 +91,7 @@ pub struct Crypto {
     /// endpoint's, which the relay never sends with itself).
     pub local: Option<CryptoAttr>,
     /// Keys the relay generated towards this endpoint, per suite and tag: offered again in
-    /// repeated offers and re-offers, and reused in answers (SPEC §3a).
+    /// repeated offers and re-offers, and reused in answers (docs/behaviour.md §3a).
     pub keys: Vec<CryptoAttr>,
     /// The last answer passed the endpoints' own SRTP through.
     pub pass_through: bool,
@@ -149,7 +149,8 @@ pub struct Stream {
 impl Stream {
     /// Records where the endpoint receives from its SDP's m-line `i` (at `endpoint` instead of
     /// the SDP's address when the proxy says so); a changed address lets a plain leg re-latch.
-    /// A hold address (`c=0.0.0.0`, RFC 2543) names no one and moves no one (SPEC §3a): the
+    /// A hold address (`c=0.0.0.0`, RFC 2543) names no one and moves no one (docs/behaviour.md
+    /// §3a): the
     /// endpoint keeps its address and latch, so what it goes on sending (music on hold) is
     /// relayed and its resume needs no new latch.
     pub fn record_remote(
@@ -213,7 +214,8 @@ impl Stream {
     }
 
     /// True when `src` is the old address of an endpoint that signalling just moved: its IP,
-    /// whatever the port (a NAT or the moved-away party may send from any port), SPEC §3a. Only
+    /// whatever the port (a NAT or the moved-away party may send from any port), docs/behaviour.md
+    /// §3a. Only
     /// the new SDP address itself (its RTP or RTCP port) is not stale when it is on the same IP
     /// (a phone that moved its port, or two endpoints on one host).
     pub fn is_stale(&self, component: usize, src: SocketAddr, now: Instant) -> bool {
@@ -248,7 +250,8 @@ impl Stream {
     }
 }
 
-/// Longest `media` or `proto` token a stream keeps (SPEC §9: what an SDP can make the relay
+/// Longest `media` or `proto` token a stream keeps (docs/behaviour.md §9: what an SDP can make the
+/// relay
 /// store, and report, is bounded); longer ones are cut at a character boundary.
 pub const MAX_TOKEN_LEN: usize = 32;
 

@@ -45,7 +45,7 @@ pub const MAX_REFS: usize = 8;
 
 /// Parses the value of `a=pcfg:` or `a=acfg:`. `t=` and `a=` may come in either order; other
 /// parameters (`m=`, extensions) are skipped; a leading `-` (delete attributes) is ignored.
-/// Lists longer than the bounds above are cut (SPEC §9).
+/// Lists longer than the bounds above are cut (docs/behaviour.md §9).
 pub fn parse_config(value: &str) -> Option<Config> {
     let mut it = value.split_ascii_whitespace();
     let mut cfg = Config {

@@ -254,7 +254,7 @@ mod tests {
             .to_string()
     }
 
-    // protocol.md §5 E9: every malformed form with its message.
+    // Every malformed form of a crypto line with its message.
     #[test]
     fn e9_malformed_lines_are_rejected_precisely() {
         let cases = [

@@ -15,12 +15,14 @@ use crate::core::rtp::{RTCP_HEADER_LEN, RtcpHeader, RtpHeader};
 /// SSRCs one context tracks at once. A new SSRC beyond this replaces the least recently used one,
 /// so a peer cycling SSRCs cannot grow memory (and the slots are allocated with the context).
 const MAX_SSRCS: usize = 16;
-/// SSRCs a context remembers compactly after evicting them from its table (SPEC §9): their ROC
+/// SSRCs a context remembers compactly after evicting them from its table (docs/behaviour.md §9):
+/// their ROC
 /// and the highest indices used, so that a returning SSRC neither replays nor, when sending,
 /// reuses an index under the key. Beyond this the oldest record is forgotten.
 const MAX_RETIRED: usize = 256;
 const FORGOTTEN_WORDS: usize = 512;
-/// New SSRCs one source may start in a sending context (SPEC §9): beyond this, further new
+/// New SSRCs one source may start in a sending context (docs/behaviour.md §9): beyond this, further
+/// new
 /// SSRCs from the same source are refused, so one source cycling SSRCs cannot fill the
 /// forgotten-SSRC filter and make later sources' SSRCs refused. SSRCs taken up again from their
 /// retired record do not count. [`SrtpContext::new_source`] starts a new count (an answer that
@@ -103,7 +105,8 @@ impl SrtpPolicy {
         }
     }
 
-    /// A sending context renumbers each SSRC's sequence (SPEC §3b): restarts, backward jumps and
+    /// A sending context renumbers each SSRC's sequence (docs/behaviour.md §3b): restarts, backward
+    /// jumps and
     /// jumps of 2^15 or more go on from the last number sent, with the marker bit set, so the
     /// receiver's index keeps advancing. Off by default (the packets are protected as they are).
     pub const fn with_renumbering(self, on: bool) -> Self {
@@ -236,7 +239,8 @@ pub struct SrtpContext {
 impl SrtpContext {
     /// The most heap and inline memory one context (boxed) can come to, whatever its SSRCs do:
     /// every SSRC slot, every retired record and the forgotten-SSRC filter in use. Admission
-    /// counts contexts at this size (SPEC §9: memory bounded by what the limits allow).
+    /// counts contexts at this size (docs/behaviour.md §9: memory bounded by what the limits
+    /// allow).
     pub const MAX_BYTES: usize = size_of::<Self>()
         + MAX_SSRCS * size_of::<Stream>()
         + MAX_RETIRED * size_of::<Retired>()
@@ -250,7 +254,8 @@ impl SrtpContext {
             policy,
             rtp: SessionKeys::derive(key, 0),
             rtcp: SessionKeys::derive(key, 3),
-            // Most contexts carry one SSRC: room for more is made when they come (SPEC §9,
+            // Most contexts carry one SSRC: room for more is made when they come (docs/behaviour.md
+            // §9,
             // memory grows with use).
             streams: Vec::with_capacity(1),
             retired: std::collections::VecDeque::new(),
@@ -397,7 +402,8 @@ impl SrtpContext {
             renum,
             ..
         } = &mut self.streams[i];
-        // SPEC §3b: the receiver sees one stream whose numbers keep advancing, whatever the
+        // docs/behaviour.md §3b: the receiver sees one stream whose numbers keep advancing,
+        // whatever the
         // source did. The header is authenticated, not encrypted: rewrite it before both.
         let (seq, marker, renum_before) = match (renumber, renum.as_mut()) {
             (false, _) => (seq, false, None),
@@ -706,7 +712,8 @@ impl SrtpContext {
 
     /// Rewrites, in an RTCP compound packet in the clear, the extended highest sequence number
     /// of every report block about an SSRC this context renumbered, from the numbering the
-    /// receiver saw into the sender's own (SPEC §3b): the sender then reads reports about the
+    /// receiver saw into the sender's own (docs/behaviour.md §3b): the sender then reads reports
+    /// about the
     /// stream it sent. Malformed parts are left alone.
     pub fn translate_reports(&self, rtcp: &mut [u8]) {
         if !self.policy.renumber {

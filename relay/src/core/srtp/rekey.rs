@@ -1,5 +1,5 @@
 //! Receiving across a re-key: the new context takes over at once, the old one stays usable for a
-//! grace period for packets already in flight (SPEC §3).
+//! grace period for packets already in flight (docs/behaviour.md §3).
 
 use std::time::{Duration, Instant};
 

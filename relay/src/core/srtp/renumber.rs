@@ -1,4 +1,5 @@
-//! Renumbering of a sending context's SSRCs (SPEC §3b): whatever the source's sequence numbers
+//! Renumbering of a sending context's SSRCs (docs/behaviour.md §3b): whatever the source's sequence
+//! numbers
 //! do, the receiver sees numbers that keep advancing, and its reports are mapped back.
 
 /// RFC 3550 Appendix A.1's limits: a step forward below `MAX_DROPOUT` is the stream going on

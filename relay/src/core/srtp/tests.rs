@@ -436,7 +436,8 @@ fn a_sender_never_reuses_an_index_or_forgets_an_ssrc() {
         Err(SrtpError::Replayed),
         "same index, same keystream"
     );
-    // Any number of SSRCs (SPEC §9: a bound never becomes an outage): the table keeps 16,
+    // Any number of SSRCs (docs/behaviour.md §9: a bound never becomes an outage): the table keeps
+    // 16,
     // the others are retired with their ROC and highest index.
     for ssrc in 1..40u32 {
         protect(&mut tx, &rtp(1, ssrc));

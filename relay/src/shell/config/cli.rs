@@ -173,7 +173,8 @@ impl Cli {
                     c.timeouts.media = Duration::from_secs(secs);
                 }
                 "--drain" => {
-                    // The same range as `timeouts.drain` in the file (SPEC §9: nothing accepted
+                    // The same range as `timeouts.drain` in the file (docs/behaviour.md §9: nothing
+                    // accepted
                     // here may overflow later).
                     let secs: u64 = v.parse().map_err(|_| bad("expected seconds"))?;
                     if secs > MAX_TIMEOUT_SECS {

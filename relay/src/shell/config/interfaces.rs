@@ -1,4 +1,4 @@
-//! Media interfaces in the configuration (SPEC §5a): `[[media.interfaces]]` and
+//! Media interfaces in the configuration (docs/behaviour.md §5a): `[[media.interfaces]]` and
 //! `--interface [NAME/]ADDR[!ADVERTISED]` become [`InterfaceConfig`]s, checked here and handed
 //! to the core as [`Interfaces`].
 

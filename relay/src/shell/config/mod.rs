@@ -1,4 +1,5 @@
-//! The relay's settings: a TOML file whose every key has a default (SPEC §6), validated into a
+//! The relay's settings: a TOML file whose every key has a default (docs/behaviour.md §6),
+//! validated into a
 //! [`Config`] with errors that name the key and the line. The commented default file is
 //! `deploy/srtp-relay.toml`, embedded in the binary. `cli.rs` reads the command line,
 //! `interfaces.rs` the media interfaces.
@@ -47,7 +48,7 @@ pub struct Config {
     pub relatch_any_source: bool,
     /// Metrics HTTP socket.
     pub metrics_listen: SocketAddr,
-    /// Media interfaces: where sockets bind and what SDP advertises (SPEC §5a).
+    /// Media interfaces: where sockets bind and what SDP advertises (docs/behaviour.md §5a).
     pub interfaces: Vec<InterfaceConfig>,
     /// First port of the media range (even): the range of interfaces without their own.
     pub port_min: u16,
@@ -69,7 +70,8 @@ pub struct Config {
     pub drain: Duration,
     /// Calls at most.
     pub max_calls: usize,
-    /// What the calls may come to in memory, in MiB (SPEC §9), shared evenly by the workers.
+    /// What the calls may come to in memory, in MiB (docs/behaviour.md §9), shared evenly by the
+    /// workers.
     pub max_memory_mb: u64,
     /// Log level.
     pub log_level: String,
