@@ -12,9 +12,11 @@ import sys
 
 import gi
 
+import gst_loop
+
 gi.require_version("Gst", "1.0")
 gi.require_version("Gio", "2.0")
-from gi.repository import Gio, GLib, Gst  # noqa: E402
+from gi.repository import Gio, Gst  # noqa: E402
 
 ap = argparse.ArgumentParser()
 for k in ("port", "remote-port", "tx-ssrc", "rx-ssrc", "freq"):
@@ -43,32 +45,4 @@ pipeline = Gst.parse_launch(
 pipeline.get_by_name("out").set_property("socket", sock)
 pipeline.get_by_name("in").set_property("socket", sock)
 
-loop = GLib.MainLoop()
-status = {"code": 0}
-
-
-def on_message(bus, msg):
-    if msg.type == Gst.MessageType.EOS:
-        loop.quit()
-    elif msg.type == Gst.MessageType.ERROR:
-        err, dbg = msg.parse_error()
-        print(f"gst error: {err.message} ({dbg})", file=sys.stderr)
-        status["code"] = 1
-        loop.quit()
-
-
-def finish():
-    # The sending branch ended by itself (num-buffers); end the receiving one too.
-    pipeline.get_by_name("in").send_event(Gst.Event.new_eos())
-    return False
-
-
-bus = pipeline.get_bus()
-bus.add_signal_watch()
-bus.connect("message", on_message)
-pipeline.set_state(Gst.State.PLAYING)
-GLib.timeout_add(int((a.seconds + 0.7) * 1000), finish)
-GLib.timeout_add(int((a.seconds + 5) * 1000), loop.quit)  # never hang
-loop.run()
-pipeline.set_state(Gst.State.NULL)
-sys.exit(status["code"])
+sys.exit(gst_loop.run(pipeline, a.seconds, ["in"]))

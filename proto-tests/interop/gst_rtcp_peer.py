@@ -17,9 +17,11 @@ import sys
 
 import gi
 
+import gst_loop
+
 gi.require_version("Gst", "1.0")
 gi.require_version("Gio", "2.0")
-from gi.repository import Gio, GLib, Gst  # noqa: E402
+from gi.repository import Gio, Gst  # noqa: E402
 
 ap = argparse.ArgumentParser()
 for k in ("port", "remote-port", "ssrc", "freq"):
@@ -70,34 +72,6 @@ pipeline.get_by_name("rtp_out").get_static_pad("sink").add_probe(Gst.PadProbeTyp
 session = pipeline.get_by_name("rb").emit("get-internal-session", 0)
 session.set_property("rtcp-min-interval", int(a.rtcp_interval * Gst.SECOND))
 
-loop = GLib.MainLoop()
-status = {"code": 0}
-
-
-def on_message(bus, msg):
-    if msg.type == Gst.MessageType.EOS:
-        loop.quit()
-    elif msg.type == Gst.MessageType.ERROR:
-        err, dbg = msg.parse_error()
-        print(f"gst error: {err.message} ({dbg})", file=sys.stderr)
-        status["code"] = 1
-        loop.quit()
-
-
-def finish():
-    # The sending branch ended by itself (num-buffers); end the receiving ones too.
-    for name in ("rtp_in", "rtcp_in"):
-        pipeline.get_by_name(name).send_event(Gst.Event.new_eos())
-    return False
-
-
-bus = pipeline.get_bus()
-bus.add_signal_watch()
-bus.connect("message", on_message)
-pipeline.set_state(Gst.State.PLAYING)
-GLib.timeout_add(int((a.seconds + 0.7) * 1000), finish)
-GLib.timeout_add(int((a.seconds + 5) * 1000), loop.quit)  # never hang
-loop.run()
-pipeline.set_state(Gst.State.NULL)
+code = gst_loop.run(pipeline, a.seconds, ("rtp_in", "rtcp_in"))
 print(f"sent {counts['sent'] - counts['dropped']} dropped {counts['dropped']}", flush=True)
-sys.exit(status["code"])
+sys.exit(code)

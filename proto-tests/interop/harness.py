@@ -1,5 +1,5 @@
 """The interop suite's plumbing: processes, the relay, Kamailio, the SIP peers' configurations,
-SDP and WAV analysis. The scenarios themselves are in `scenarios.py`.
+SDP and WAV analysis. The scenarios themselves are in `scenarios/`.
 
 Every process is started in its own process group and stopped by that group's id (its PID) when
 its scenario ends, whatever the outcome. Everything listens on loopback only (127.0.0.1; the
@@ -286,7 +286,6 @@ class MetricsPoller:
                 if silent > best[0]:
                     best = (silent, t0, t1)
         return best
-
 
 
 # ---------------------------------------------------------------------------------------------

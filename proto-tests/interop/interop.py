@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Runs the interop scenarios (scenarios.py) against the srtp-relay binary given as argument:
+"""Runs the interop scenarios (scenarios/) against the srtp-relay binary given as argument:
 one PASS/FAIL line each, then "N passed, N failed". Run through `proto-tests/interop/run`,
 which installs the peers first. `--only NAME` runs one scenario; `--keep` keeps the work
 directory (logs, WAVs, SIP traces) for a look afterwards.
