@@ -27,18 +27,15 @@ fn call(key_a: Option<&MasterKey>, b: MediaSecurity, renumber: bool) -> (Shard, 
             renumber,
             ..PolicyConfig::default()
         },
-        interfaces: srtp_relay::core::interfaces::Interfaces::single("127.0.0.1".parse().unwrap()),
-        replay_window: 64,
-        rekey_grace: Duration::from_secs(2),
         timeouts: Timeouts {
             media: Duration::from_secs(3600),
             ..Timeouts::default()
         },
-        relatch_after_silence: Duration::ZERO,
-        relatch_any_source: false,
-        peers: Default::default(),
         max_calls: 100,
-        memory_budget: usize::MAX,
+        ..ShardConfig::new(
+            srtp_relay::core::interfaces::Interfaces::single("127.0.0.1".parse().unwrap()),
+            std::sync::Arc::new(srtp_relay::shell::keys::OsRandom),
+        )
     });
     let m = |port, proto, key: Option<&MasterKey>| {
         let crypto = key.map_or(String::new(), |k| {

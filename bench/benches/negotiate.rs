@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use srtp_relay::core::call::{PortGrant, SdpOptions};
 use srtp_relay::core::command::OfferCommand;
-use srtp_relay::core::policy::{LegRequest, LegSecurity, MediaSecurity, PolicyConfig};
+use srtp_relay::core::policy::{LegRequest, LegSecurity, MediaSecurity};
 use srtp_relay::core::sdp::MAX_SDP_BYTES;
-use srtp_relay::core::shard::{Shard, ShardConfig, Timeouts};
+use srtp_relay::core::shard::{Shard, ShardConfig};
 
 const KEY: &str = "UyytleaSuzHYfNiJGSPaXv41w/2c/tfOZse+O6H+";
 const HEAD: &str = "v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n";
@@ -55,16 +55,11 @@ fn hostile() -> String {
 
 fn shard() -> Shard {
     Shard::new(ShardConfig {
-        policy: PolicyConfig::default(),
-        interfaces: srtp_relay::core::interfaces::Interfaces::single("127.0.0.1".parse().unwrap()),
-        replay_window: 64,
-        rekey_grace: Duration::from_secs(2),
-        timeouts: Timeouts::default(),
-        relatch_after_silence: Duration::ZERO,
-        relatch_any_source: false,
-        peers: Default::default(),
         max_calls: 1_000_000,
-        memory_budget: usize::MAX,
+        ..ShardConfig::new(
+            srtp_relay::core::interfaces::Interfaces::single("127.0.0.1".parse().unwrap()),
+            std::sync::Arc::new(srtp_relay::shell::keys::OsRandom),
+        )
     })
 }
 

@@ -6,25 +6,20 @@
 mod support;
 
 use srtp_relay::core::command::{CommandError, OfferCommand};
-use srtp_relay::core::policy::{MediaSecurity, PolicyConfig};
-use srtp_relay::core::shard::{Shard, ShardConfig, Timeouts};
+use srtp_relay::core::policy::MediaSecurity;
+use srtp_relay::core::shard::{Shard, ShardConfig};
 use srtp_relay::core::srtp::{CryptoSuite, MasterKey, SrtpContext};
-use std::time::Duration;
 use support::counting_alloc::live_bytes;
 use support::sim::*;
 
 fn shard_with_budget(budget: usize) -> Sim {
     Sim(Shard::new(ShardConfig {
-        policy: PolicyConfig::default(),
-        interfaces: srtp_relay::core::interfaces::Interfaces::single("127.0.0.1".parse().unwrap()),
-        replay_window: 64,
-        rekey_grace: Duration::from_secs(2),
-        timeouts: Timeouts::default(),
-        relatch_after_silence: Duration::ZERO,
-        relatch_any_source: false,
-        peers: Default::default(),
         max_calls: 100_000,
         memory_budget: budget,
+        ..ShardConfig::new(
+            srtp_relay::core::interfaces::Interfaces::single("127.0.0.1".parse().unwrap()),
+            std::sync::Arc::new(srtp_relay::core::srtp::SeededKeys::new(1)),
+        )
     }))
 }
 

@@ -12,7 +12,7 @@ use srtp_relay::core::policy::{LegRequest, LegSecurity, MediaSecurity, PolicyCon
 use srtp_relay::core::sdp::capneg::{parse_acap, parse_config, parse_tcap};
 use srtp_relay::core::sdp::sdes::CryptoAttr;
 use srtp_relay::core::sdp::{Rewrite, Sdp, redact_keys};
-use srtp_relay::core::shard::{Shard, ShardConfig, Timeouts};
+use srtp_relay::core::shard::{Shard, ShardConfig};
 
 const SEEDS: &[&str] = &[
     "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 41080 RTP/AVP 0 101\r\n\
@@ -132,15 +132,11 @@ fn hostile_sdp_never_panics_and_untouched_bodies_round_trip() {
         };
         let mut shard = Shard::new(ShardConfig {
             policy: config.clone(),
-            interfaces: srtp_relay::core::interfaces::Interfaces::single(addr),
-            replay_window: 64,
-            rekey_grace: std::time::Duration::from_secs(2),
-            timeouts: Timeouts::default(),
-            relatch_after_silence: std::time::Duration::ZERO,
-            relatch_any_source: false,
-            peers: Default::default(),
             max_calls: 10,
-            memory_budget: usize::MAX,
+            ..ShardConfig::new(
+                srtp_relay::core::interfaces::Interfaces::single(addr),
+                std::sync::Arc::new(srtp_relay::core::srtp::SeededKeys::new(1)),
+            )
         });
         let offer = OfferCommand {
             call_id: "c".into(),

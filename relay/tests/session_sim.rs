@@ -309,10 +309,6 @@ fn final_timeout_and_a_delayed_branch_delete_with_injected_time() {
     use std::time::Duration;
     let t0 = epoch();
     let mut sim = Sim(Shard::new(ShardConfig {
-        policy: PolicyConfig::default(),
-        interfaces: srtp_relay::core::interfaces::Interfaces::single("127.0.0.1".parse().unwrap()),
-        replay_window: 64,
-        rekey_grace: Duration::from_secs(2),
         timeouts: Timeouts {
             media: Duration::from_secs(60),
             ringing: Duration::from_secs(100),
@@ -320,11 +316,11 @@ fn final_timeout_and_a_delayed_branch_delete_with_injected_time() {
             final_: Duration::from_secs(300),
             delete_delay: Duration::from_secs(30),
         },
-        relatch_after_silence: Duration::ZERO,
-        relatch_any_source: false,
-        peers: Default::default(),
         max_calls: 10,
-        memory_budget: usize::MAX,
+        ..ShardConfig::new(
+            srtp_relay::core::interfaces::Interfaces::single("127.0.0.1".parse().unwrap()),
+            std::sync::Arc::new(srtp_relay::core::srtp::SeededKeys::new(1)),
+        )
     }));
     let mut ports = Ports::default();
     // Two branches of one call: two answering sides.
@@ -604,4 +600,68 @@ fn a_replaced_relay_key_that_comes_back_goes_on_from_its_own_indices() {
         forwarded >= 5,
         "the stream goes on: {forwarded} of 10 forwarded"
     );
+}
+
+/// The relay's random source failing is the command's error, never a rejected m-line or a
+/// plain leg where SRTP was wanted; nothing is created.
+#[test]
+fn a_failing_key_source_fails_the_offer_and_changes_nothing() {
+    let mut shard = Sim(Shard::new(srtp_relay::core::shard::ShardConfig::new(
+        srtp_relay::core::interfaces::Interfaces::single("127.0.0.1".parse().unwrap()),
+        std::sync::Arc::new(srtp_relay::core::srtp::FailingKeys),
+    )));
+    let mut ports = Ports::default();
+    let r = shard.offer(
+        epoch(),
+        &offer(
+            "rng",
+            sdp(5000, "RTP/AVP", None, 1),
+            Some(MediaSecurity::BestEffort),
+        ),
+        &mut ports,
+    );
+    assert_eq!(
+        r,
+        Err(CommandError::Keys(srtp_relay::core::srtp::KeyError::Random))
+    );
+    assert_eq!(
+        r.unwrap_err().to_string(),
+        "cannot make a key: the OS random number generator failed"
+    );
+    assert_eq!(shard.call_count(), 0);
+    assert!(ports.open.is_empty(), "no port left open");
+}
+
+/// Timers are deadlines: `poll_timeout` says when the next call is due, and follows the call's
+/// state (ringing, then active after the answer); nothing ends before it.
+#[test]
+fn the_next_deadline_follows_the_calls_state() {
+    let now = epoch();
+    let mut shard = shard(PolicyConfig::default());
+    let mut ports = Ports::default();
+    assert_eq!(shard.poll_timeout(), None, "no call, no deadline");
+    shard
+        .offer(
+            now,
+            &offer("t", sdp(5000, "RTP/AVP", None, 1), None),
+            &mut ports,
+        )
+        .unwrap();
+    let ringing = srtp_relay::core::shard::Timeouts::default().ringing;
+    assert_eq!(shard.poll_timeout(), Some(now + ringing));
+    shard
+        .answer(now, &answer("t", sdp(6000, "RTP/AVP", None, 1)))
+        .unwrap();
+    let media = srtp_relay::core::shard::Timeouts::default().media;
+    assert_eq!(
+        shard.poll_timeout(),
+        Some(now + media),
+        "answered: the media timeout"
+    );
+    assert_eq!(shard.handle_timeout(now + media / 2, &mut ports), 0);
+    assert_eq!(shard.call_count(), 1);
+    assert_eq!(shard.handle_timeout(now + media, &mut ports), 1);
+    assert_eq!(shard.call_count(), 0);
+    assert_eq!(shard.poll_timeout(), None);
+    assert!(ports.open.is_empty());
 }

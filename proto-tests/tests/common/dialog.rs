@@ -151,6 +151,7 @@ fn ctx<'a>(policy: &'a PolicyConfig, interfaces: &'a Interfaces) -> Ctx<'a> {
         interfaces,
         replay_window: 64,
         rekey_grace: std::time::Duration::from_secs(2),
+        keys: &srtp_relay::shell::keys::OsRandom,
         now: now(),
     }
 }

@@ -43,22 +43,18 @@ fuzz_target!(|data: &[u8]| {
     }
     let req = |n: u8| LegRequest { security: Some(LegSecurity::Level(LEVELS[usize::from(n % 4)])), ..LegRequest::default() };
     let mut shard = Shard::new(ShardConfig {
-        policy: PolicyConfig::default(),
-        // Two interfaces, IPv4 and IPv6, so that offers cross families when `direction` says so.
-        interfaces: Interfaces::new(vec![
-            Local { name: "a".into(), bind: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5)), advertised: None },
-            Local { name: "b".into(), bind: "2001:db8::5".parse().unwrap(), advertised: None },
-        ])
-        .unwrap(),
-        replay_window: 64,
-        rekey_grace: Duration::from_secs(2),
-        timeouts: Timeouts::default(),
-        relatch_after_silence: Duration::ZERO,
-        relatch_any_source: false,
-        peers: Default::default(),
         max_calls: 4,
         // Small, so that admission by memory is reached and refused within one input.
         memory_budget: 256 << 10,
+        ..ShardConfig::new(
+            // Two interfaces, IPv4 and IPv6, so that offers cross families when `direction` says so.
+            Interfaces::new(vec![
+                Local { name: "a".into(), bind: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5)), advertised: None },
+                Local { name: "b".into(), bind: "2001:db8::5".parse().unwrap(), advertised: None },
+            ])
+            .unwrap(),
+            std::sync::Arc::new(srtp_relay::core::srtp::SeededKeys::new(u64::from(control))),
+        )
     });
     let now = Instant::now();
     let mut next = 30000u16;

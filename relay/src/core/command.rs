@@ -158,6 +158,9 @@ pub enum CommandError {
         "memory budget reached (limits.max_memory_mb): new calls and growing calls are refused"
     )]
     MemoryBudget,
+    /// The relay could not make a key (its random source failed); nothing changed.
+    #[error("cannot make a key: {0}")]
+    Keys(#[from] crate::core::srtp::KeyError),
     /// The relay is draining for shutdown and takes no new calls.
     #[error("relay is shutting down")]
     Draining,

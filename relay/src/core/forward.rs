@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::core::call::{Call, PartyId, StreamKind, Transform};
+use crate::core::call::{Call, PartyId, Stream, StreamKind, Transform};
 use crate::core::interfaces::{Interfaces, LocalId, MAX_LOCALS};
 use crate::core::packet::PacketBuf;
 use crate::core::peers::PeerRules;
@@ -89,23 +89,26 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
+/// Transforms there are (the per-transform counters' width).
+const TRANSFORMS: usize = Transform::ALL.len();
+
 /// Per-shard tallies, summed by the shell at scrape time.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Forwarded packets by the local address they arrived on ([`LocalId::idx`]) and
     /// transform ([`Transform::index`]).
-    pub packets: [[u64; 6]; MAX_LOCALS],
+    pub packets: [[u64; TRANSFORMS]; MAX_LOCALS],
     /// Their bytes as received.
-    pub bytes: [[u64; 6]; MAX_LOCALS],
+    pub bytes: [[u64; TRANSFORMS]; MAX_LOCALS],
     /// Forwarded packets by the local address they left from and transform.
-    pub packets_out: [[u64; 6]; MAX_LOCALS],
+    pub packets_out: [[u64; TRANSFORMS]; MAX_LOCALS],
     /// Their bytes as sent.
-    pub bytes_out: [[u64; 6]; MAX_LOCALS],
+    pub bytes_out: [[u64; TRANSFORMS]; MAX_LOCALS],
     /// Call quality from RTCP report blocks, by the local address they arrived on and the
     /// reporting stream's transform.
-    pub quality: [[QualityCounts; 6]; MAX_LOCALS],
+    pub quality: [[QualityCounts; TRANSFORMS]; MAX_LOCALS],
     /// Drops by reason (index: `DropReason as usize`).
-    pub drops: [u64; 8],
+    pub drops: [u64; DropReason::ALL.len()],
     /// Receive-side re-keys applied.
     pub rekeys: u64,
     /// Packets refused (as [`DropReason::Policy`]) for an SSRC too many in a send context.
@@ -125,47 +128,96 @@ pub struct Rules<'a> {
     pub interfaces: &'a Interfaces,
 }
 
-/// Decides what happens to a datagram that arrived on `local_port` (a port of stream `m` of
-/// `party`) from `src`, transforming `pkt` in place; counts it in the stream.
-#[allow(clippy::too_many_arguments)] // the datagram, where it arrived, and the state it meets
+impl Counters {
+    /// Counts a datagram that was not forwarded.
+    pub fn drop(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+    }
+}
+
+/// A datagram as it reaches one of the relay's ports: when, on which port, from whom.
+#[derive(Clone, Copy, Debug)]
+pub struct Arrival {
+    /// When it arrived.
+    pub now: Instant,
+    /// The relay's port it arrived on (RTP even, RTCP odd).
+    pub local_port: u16,
+    /// Its source.
+    pub src: SocketAddr,
+}
+
+/// The stream a port belongs to: a party's m-line.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamRef {
+    /// The party the port faces.
+    pub party: PartyId,
+    /// The m-line.
+    pub m: usize,
+}
+
+/// Decides what happens to a datagram that arrived on a port of stream `at`, transforming
+/// `pkt` in place, and counts it, forwarded or dropped, in the stream and in `counters`: the
+/// one place the packet path counts.
 pub fn forward(
     rules: Rules<'_>,
     counters: &mut Counters,
-    now: Instant,
     call: &mut Call,
-    party: PartyId,
-    m: usize,
-    local_port: u16,
-    src: SocketAddr,
+    at: StreamRef,
+    arrival: Arrival,
     pkt: &mut PacketBuf,
 ) -> Verdict {
-    let rtcp_port = local_port & 1 == 1;
+    let verdict = forward_to_peer(rules, counters, call, at, arrival, pkt);
+    if let Verdict::Drop(reason) = verdict {
+        counters.drop(reason);
+    }
+    verdict
+}
+
+/// [`forward`] up to the counters of drops: borrows the two streams once, counts what it
+/// forwards.
+fn forward_to_peer(
+    rules: Rules<'_>,
+    counters: &mut Counters,
+    call: &mut Call,
+    at: StreamRef,
+    arrival: Arrival,
+    pkt: &mut PacketBuf,
+) -> Verdict {
+    let Some(party) = call.party(at.party) else {
+        return Verdict::Drop(DropReason::NoSession);
+    };
+    let Some(peer) = party.peer else {
+        return Verdict::Drop(DropReason::Policy);
+    };
+    let Some((me_party, other_party)) = call.pair_mut(at.party, peer) else {
+        return Verdict::Drop(DropReason::NoSession);
+    };
+    let (me_local, other_local) = (me_party.local, other_party.local);
+    let (Some(me), Some(other)) = (
+        me_party.streams.get_mut(at.m),
+        other_party.streams.get_mut(at.m),
+    ) else {
+        return Verdict::Drop(DropReason::NoSession);
+    };
     let received_len = pkt.len() as u64;
-    let component = usize::from(rtcp_port || is_rtcp(pkt.as_slice()));
-    let verdict = decide(rules, counters, now, call, party, m, rtcp_port, src, pkt);
-    let Some(me_party) = call.party_mut(party) else {
-        return verdict;
+    let mut legs = Legs {
+        me,
+        other,
+        me_local,
+        other_local,
     };
-    let l_in = me_party.local.idx();
-    let Some(me) = me_party.streams.get_mut(m) else {
-        return verdict;
-    };
+    let (verdict, component) = legs.decide(rules, counters, arrival, pkt);
+    let Legs { me, .. } = legs;
     match verdict {
         Verdict::Forward { local, .. } => {
-            let l_out = local.idx();
             let t = me.transform.map_or(0, Transform::index);
-            let component = if me.kind == Some(StreamKind::Udptl) {
-                0
-            } else {
-                component
-            };
             me.stats[component].packets += 1;
             me.stats[component].bytes += received_len;
-            counters.packets[l_in][t] += 1;
-            counters.bytes[l_in][t] += received_len;
-            counters.packets_out[l_out][t] += 1;
-            counters.bytes_out[l_out][t] += pkt.len() as u64;
-            call.last_media = Some(now);
+            counters.packets[me_local.idx()][t] += 1;
+            counters.bytes[me_local.idx()][t] += received_len;
+            counters.packets_out[local.idx()][t] += 1;
+            counters.bytes_out[local.idx()][t] += pkt.len() as u64;
+            call.last_media = Some(arrival.now);
         }
         Verdict::Drop(reason) => {
             if !matches!(reason, DropReason::NotRtp | DropReason::Policy) {
@@ -176,80 +228,137 @@ pub fn forward(
     verdict
 }
 
-#[allow(clippy::too_many_arguments)]
-fn decide(
-    rules: Rules<'_>,
-    counters: &mut Counters,
-    now: Instant,
-    call: &mut Call,
-    party: PartyId,
-    m: usize,
-    rtcp_port: bool,
-    src: SocketAddr,
-    pkt: &mut PacketBuf,
-) -> Verdict {
-    use Verdict::Drop;
-    let Some(p) = call.party(party) else {
-        return Drop(DropReason::NoSession);
-    };
-    let Some(peer) = p.peer else {
-        return Drop(DropReason::Policy);
-    };
-    let Some((me_party, other_party)) = call.pair_mut(party, peer) else {
-        return Drop(DropReason::NoSession);
-    };
-    let (me_id, other_id) = (me_party.local, other_party.local);
-    let other_local = rules.interfaces.get(other_id);
-    let (Some(me), Some(other)) = (me_party.streams.get_mut(m), other_party.streams.get_mut(m))
-    else {
-        return Drop(DropReason::NoSession);
-    };
-    let Some(transform) = me.transform else {
-        return Drop(DropReason::Policy);
-    };
-    // The relay's own media sockets never feed a call (a loop another endpoint's SDP set up).
-    if rules.peers.is_own_media(src) {
-        return Drop(DropReason::Policy);
+/// The two ends of one m-line: the stream the datagram came on and the one it goes to.
+struct Legs<'a> {
+    me: &'a mut Stream,
+    other: &'a mut Stream,
+    me_local: LocalId,
+    other_local: LocalId,
+}
+
+/// What kind of datagram it is, once told.
+#[derive(Clone, Copy)]
+struct Kind {
+    /// RTCP (by port or payload type).
+    rtcp: bool,
+    /// A stream relayed as opaque datagrams (T.38 over UDPTL).
+    opaque: bool,
+}
+
+impl Kind {
+    /// The stats slot: RTP (0) or RTCP (1); opaque streams count as RTP.
+    fn component(self) -> usize {
+        usize::from(self.rtcp)
     }
-    let opaque = me.kind == Some(StreamKind::Udptl);
-    if !opaque {
-        // RFC 7983: the first byte tells STUN (0-3) and DTLS (20-63) from RTP/RTCP (128-191).
+}
+
+impl Legs<'_> {
+    /// The verdict, top to bottom: what the datagram is, whether its source may send, unprotect,
+    /// what its RTCP says, latch, protect for the receiver, where it goes. Returns the stats
+    /// component it counts under too.
+    fn decide(
+        &mut self,
+        rules: Rules<'_>,
+        counters: &mut Counters,
+        arrival: Arrival,
+        pkt: &mut PacketBuf,
+    ) -> (Verdict, usize) {
+        let rtcp_port = arrival.local_port & 1 == 1;
+        let fallback = usize::from(rtcp_port || is_rtcp(pkt.as_slice()));
+        let Some(transform) = self.me.transform else {
+            return (Verdict::Drop(DropReason::Policy), fallback);
+        };
+        // The relay's own media sockets never feed a call (a loop another endpoint's SDP set up).
+        if rules.peers.is_own_media(arrival.src) {
+            return (Verdict::Drop(DropReason::Policy), fallback);
+        }
+        let kind = match self.kind(rtcp_port, pkt) {
+            Ok(kind) => kind,
+            Err(reason) => return (Verdict::Drop(reason), fallback),
+        };
+        let verdict = self
+            .pass(rules, counters, arrival, transform, kind, pkt)
+            .unwrap_or_else(Verdict::Drop);
+        (verdict, kind.component())
+    }
+
+    /// Steps after the datagram is told apart; `Err` is why it is dropped.
+    fn pass(
+        &mut self,
+        rules: Rules<'_>,
+        counters: &mut Counters,
+        arrival: Arrival,
+        transform: Transform,
+        kind: Kind,
+        pkt: &mut PacketBuf,
+    ) -> Result<Verdict, DropReason> {
+        let from_stale = self.admit(rules, arrival, kind)?;
+        self.unprotect(arrival.now, transform, kind, pkt)?;
+        self.read_rtcp(&mut counters.quality, arrival.now, transform, kind, pkt);
+        self.latch(arrival, kind, from_stale, pkt);
+        self.protect(counters, transform, kind, pkt)?;
+        self.destination(rules, kind)
+    }
+
+    /// RTP, RTCP or an opaque datagram; STUN, DTLS and short ones are dropped (RFC 7983: the
+    /// first byte tells STUN (0-3) and DTLS (20-63) from RTP/RTCP (128-191)).
+    fn kind(&self, rtcp_port: bool, pkt: &PacketBuf) -> Result<Kind, DropReason> {
+        let opaque = self.me.kind == Some(StreamKind::Udptl);
+        if opaque {
+            // UDPTL has one port; nothing is advertised on the odd one.
+            if rtcp_port || pkt.is_empty() {
+                return Err(DropReason::NotRtp);
+            }
+            return Ok(Kind {
+                rtcp: false,
+                opaque,
+            });
+        }
         match pkt.as_slice().first() {
-            None => return Drop(DropReason::Malformed),
+            None => return Err(DropReason::Malformed),
             Some(128..=191) => {}
-            Some(_) => return Drop(DropReason::NotRtp),
+            Some(_) => return Err(DropReason::NotRtp),
         }
         if pkt.len() < 8 {
-            return Drop(DropReason::Malformed);
+            return Err(DropReason::Malformed);
         }
-    } else if rtcp_port || pkt.is_empty() {
-        // UDPTL has one port; nothing is advertised on the odd one.
-        return Drop(DropReason::NotRtp);
+        Ok(Kind {
+            rtcp: rtcp_port || is_rtcp(pkt.as_slice()),
+            opaque,
+        })
     }
-    let rtcp = !opaque && (rtcp_port || is_rtcp(pkt.as_slice()));
-    let component = usize::from(rtcp);
 
-    // A packet that authenticates proves its origin (SRTCP always, RFC 3711 §3.4; SRTP unless
-    // UNAUTHENTICATED_SRTP) and may latch or re-latch below. Any other is held to the source its
-    // leg latched to (RTP-bleed protection): a new source only after new signalling or after
-    // silence, and a component's first packet only from the host the other component latched to.
-    let authenticated = me
-        .rx
-        .as_ref()
-        .is_some_and(|rx| rtcp || rx.current().rtp_tag_len() > 0);
-    // Just after signalling moved the endpoint: a packet from its old address (its IP).
-    let from_stale = me.is_stale(component, src, now);
-    // ... and one from the IP its new SDP names, which wins over any other source that got
-    // there first.
-    let from_new_sdp_ip =
-        me.just_moved(now) && !me.held_address && me.remote.is_some_and(|r| r.addr == src.ip());
-    if !authenticated {
+    /// Whether this source may send (docs/behaviour.md §3a). A packet that authenticates proves
+    /// its origin (SRTCP always, RFC 3711 §3.4; SRTP unless UNAUTHENTICATED_SRTP) and may latch
+    /// or re-latch later. Any other is held to the source its leg latched to (RTP-bleed
+    /// protection): a new source only after new signalling or after silence, and a component's
+    /// first packet only from the host the other component latched to. Returns whether the
+    /// packet comes from the address signalling just moved the endpoint away from.
+    fn admit(&self, rules: Rules<'_>, arrival: Arrival, kind: Kind) -> Result<bool, DropReason> {
+        let (me, src, now) = (&*self.me, arrival.src, arrival.now);
+        let component = kind.component();
+        let authenticated = me
+            .rx
+            .as_ref()
+            .is_some_and(|rx| kind.rtcp || rx.current().rtp_tag_len() > 0);
+        // Just after signalling moved the endpoint: a packet from its old address (its IP).
+        let from_stale = me.is_stale(component, src, now);
+        if authenticated {
+            return Ok(from_stale);
+        }
+        // Just after signalling moved the endpoint, its old address is not a candidate.
+        if from_stale {
+            return Err(DropReason::SourceMismatch);
+        }
+        // ... and one from the IP its new SDP names wins over any other source that got there
+        // first.
+        let from_new_sdp_ip =
+            me.just_moved(now) && !me.held_address && me.remote.is_some_and(|r| r.addr == src.ip());
         let silent_for = me
             .last_rx
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        // docs/behaviour.md §3a: a new source only after signalling for this leg; after silence
-        // only one
-        // with the latched IP (a NAT that moved the port), unless the operator opted in to any.
+        // A new source only after signalling for this leg; after silence only one with the
+        // latched IP (a NAT that moved the port), unless the operator opted in to any.
         let silent =
             !rules.relatch_after_silence.is_zero() && silent_for >= rules.relatch_after_silence;
         let relatch_ok = |latched: SocketAddr| {
@@ -257,21 +366,30 @@ fn decide(
                 || (from_new_sdp_ip && latched.ip() != src.ip())
                 || (silent && (rules.relatch_any_source || latched.ip() == src.ip()))
         };
-        // Just after signalling moved the endpoint, its old address is not a candidate.
-        if from_stale {
-            return Drop(DropReason::SourceMismatch);
-        }
         let allowed = match (me.latched[component], me.latched[1 - component]) {
             (Some(latched), _) => latched == src || relatch_ok(latched),
             (None, Some(sibling)) => sibling.ip() == src.ip() || relatch_ok(sibling),
             (None, None) => true,
         };
-        if !allowed {
-            return Drop(DropReason::SourceMismatch);
+        if allowed {
+            Ok(false)
+        } else {
+            Err(DropReason::SourceMismatch)
         }
     }
-    if let (false, Some(rx)) = (opaque, &mut me.rx) {
-        let result = match (transform, rtcp) {
+
+    /// Unprotects (or, for pass-through, authenticates) with the sender's key.
+    fn unprotect(
+        &mut self,
+        now: Instant,
+        transform: Transform,
+        kind: Kind,
+        pkt: &mut PacketBuf,
+    ) -> Result<(), DropReason> {
+        let (false, Some(rx)) = (kind.opaque, &mut self.me.rx) else {
+            return Ok(());
+        };
+        let result = match (transform, kind.rtcp) {
             (Transform::PassThrough, false) => rx
                 .authenticate_rtp(now, pkt.as_mut_slice())
                 .map(|()| pkt.len()),
@@ -281,100 +399,139 @@ fn decide(
             (_, false) => rx.unprotect_rtp(now, pkt.as_mut_slice()),
             (_, true) => rx.unprotect_rtcp(now, pkt.as_mut_slice()),
         };
-        match result {
-            Ok(n) => pkt.set_len(n),
-            Err(e) => return Drop(e.into()),
-        }
+        pkt.set_len(result?);
+        Ok(())
     }
-    // RTCP in the clear (the relay holds the keys, or there are none): what the endpoint
-    // reports about the media it receives, read without changing a byte; and the SRs the other
-    // endpoint will answer.
-    if rtcp && transform != Transform::PassThrough {
+
+    /// RTCP in the clear (the relay holds the keys, or there are none): what the endpoint
+    /// reports about the media it receives, read without changing a byte; the SRs the other
+    /// endpoint will answer; and report blocks about SSRCs the relay renumbered towards this
+    /// endpoint, mapped back into the numbering of the source they describe (docs/behaviour.md
+    /// §3b).
+    fn read_rtcp(
+        &mut self,
+        quality: &mut [[QualityCounts; TRANSFORMS]; MAX_LOCALS],
+        now: Instant,
+        transform: Transform,
+        kind: Kind,
+        pkt: &mut PacketBuf,
+    ) {
+        if !kind.rtcp || transform == Transform::PassThrough {
+            return;
+        }
+        let (me, other) = (&mut *self.me, &mut *self.other);
         for b in report_blocks(pkt.as_slice()) {
             let o = me.quality.report(&b, me.clock_rate, other.quality.rtt, now);
-            counters.quality[me_id.idx()][transform.index()].observe(&o);
+            quality[self.me_local.idx()][transform.index()].observe(&o);
         }
         if let Some(ntp) = sender_report_ntp(pkt.as_slice()) {
             other.quality.sr_forwarded(ntp, now);
         }
-    }
-    // RTCP from an endpoint the relay sends renumbered SRTP to reports in the relay's numbering:
-    // back into the numbering of the source it describes (docs/behaviour.md §3b).
-    if let (true, false, Some(tx)) = (rtcp, transform == Transform::PassThrough, &me.tx) {
-        tx.translate_reports(pkt.as_mut_slice());
-    }
-    // An authenticated packet from the old address (in flight when the endpoint moved) is still
-    // forwarded, but only the new source may settle the latch.
-    if !from_stale {
-        me.latched[component] = Some(src);
-        // The first packet accepted after new signalling settles the new source.
-        me.signalled_change[component] = false;
-    }
-    me.last_rx = Some(now);
-    if !rtcp && !opaque {
-        me.ssrc = pkt
-            .as_slice()
-            .get(8..12)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        if let Some(tx) = &me.tx {
+            tx.translate_reports(pkt.as_mut_slice());
+        }
     }
 
-    if let (false, true, Some(tx)) = (opaque, transform != Transform::PassThrough, &mut other.tx) {
+    /// Settles the latch on this source (not an authenticated packet in flight from the old
+    /// address: only the new source may), and notes when and what the endpoint last sent.
+    fn latch(&mut self, arrival: Arrival, kind: Kind, from_stale: bool, pkt: &PacketBuf) {
+        let me = &mut *self.me;
+        let component = kind.component();
+        if !from_stale {
+            me.latched[component] = Some(arrival.src);
+            // The first packet accepted after new signalling settles the new source.
+            me.signalled_change[component] = false;
+        }
+        me.last_rx = Some(arrival.now);
+        if !kind.rtcp && !kind.opaque {
+            me.ssrc = pkt
+                .as_slice()
+                .get(8..12)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        }
+    }
+
+    /// Protects with the relay's key towards the receiver, into the tail room.
+    fn protect(
+        &mut self,
+        counters: &mut Counters,
+        transform: Transform,
+        kind: Kind,
+        pkt: &mut PacketBuf,
+    ) -> Result<(), DropReason> {
+        let (false, true, Some(tx)) = (
+            kind.opaque,
+            transform != Transform::PassThrough,
+            &mut self.other.tx,
+        ) else {
+            return Ok(());
+        };
         let (area, len) = pkt.with_tail_room();
-        let result = if rtcp {
+        let result = if kind.rtcp {
             tx.protect_rtcp(area, len)
         } else {
             tx.protect_rtp(area, len)
         };
         match result {
-            Ok(n) => pkt.set_len(n),
+            Ok(n) => {
+                pkt.set_len(n);
+                Ok(())
+            }
             Err(e) => {
                 if e == SrtpError::TooManySsrcs {
                     counters.ssrcs_refused += 1;
                 }
-                return Drop(e.into());
+                Err(e.into())
             }
         }
     }
-    let Some(remote) = other.remote.filter(|r| r.rtp_port != 0) else {
-        return Drop(DropReason::NoSession);
-    };
-    let mux = remote.rtcp_mux;
-    let to = match other.latched[component] {
-        Some(latched) => latched,
-        // `c=0.0.0.0` (RFC 2543 hold) names no one: nothing goes there until the endpoint
-        // sends and latches.
-        None if remote.addr.is_unspecified() || other.held_address => {
-            return Drop(DropReason::NoSession);
+
+    /// Where it goes: the receiver's latched source, else its SDP address; never the relay's
+    /// own sockets or a denied address (docs/behaviour.md §9), never an address of another
+    /// family than the socket facing it. It leaves from the port advertised to the receiver
+    /// (symmetric RTP).
+    fn destination(&self, rules: Rules<'_>, kind: Kind) -> Result<Verdict, DropReason> {
+        let other = &*self.other;
+        let remote = other
+            .remote
+            .filter(|r| r.rtp_port != 0)
+            .ok_or(DropReason::NoSession)?;
+        let mux = remote.rtcp_mux;
+        let to = match other.latched[kind.component()] {
+            Some(latched) => latched,
+            // `c=0.0.0.0` (RFC 2543 hold) names no one: nothing goes there until the endpoint
+            // sends and latches.
+            None if remote.addr.is_unspecified() || other.held_address => {
+                return Err(DropReason::NoSession);
+            }
+            None => {
+                let port = if kind.rtcp && !mux {
+                    remote.rtcp_port
+                } else {
+                    remote.rtp_port
+                };
+                SocketAddr::new(remote.addr, port)
+            }
+        };
+        // A leg whose SDP names a refused address waits until the endpoint's first packet
+        // latches it.
+        if !rules.peers.allows_from(self.other_local, to) {
+            return Err(DropReason::Policy);
         }
-        None => {
-            let port = if rtcp && !mux {
-                remote.rtcp_port
-            } else {
-                remote.rtp_port
-            };
-            SocketAddr::new(remote.addr, port)
+        // The receiver's address must be of the family of the relay's socket facing it (an IPv6
+        // SDP answered on an IPv4-only interface waits for a packet it can latch to).
+        if !rules.interfaces.get(self.other_local).reaches(to.ip()) {
+            return Err(DropReason::Policy);
         }
-    };
-    // docs/behaviour.md §9: never the relay's own sockets, never a denied address; a leg whose SDP
-    // names one
-    // waits until the endpoint's first packet latches it.
-    if !rules.peers.allows_from(other_id, to) {
-        return Drop(DropReason::Policy);
-    }
-    // The receiver's address must be of the family of the relay's socket facing it (an IPv6
-    // SDP answered on an IPv4-only interface waits for a packet it can latch to).
-    if !other_local.reaches(to.ip()) {
-        return Drop(DropReason::Policy);
-    }
-    // Symmetric RTP: send from the port advertised to the receiver.
-    let via = if rtcp && !mux {
-        other.rtp_port + 1
-    } else {
-        other.rtp_port
-    };
-    Verdict::Forward {
-        local: other_id,
-        via,
-        to,
+        let via = if kind.rtcp && !mux {
+            other.rtp_port + 1
+        } else {
+            other.rtp_port
+        };
+        Ok(Verdict::Forward {
+            local: self.other_local,
+            via,
+            to,
+        })
     }
 }

@@ -5,8 +5,10 @@
 //! beforehand (and closes what comes back), and sends what [`Shard::on_datagram`] says to send.
 //! The packet path allocates nothing and hashes nothing: a port indexes a table directly.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::core::call::{
@@ -16,12 +18,13 @@ use crate::core::command::{
     AnswerCommand, CallInfo, CommandError, DeleteCommand, DeleteOutcome, MAX_MEDIA_PER_CALL,
     OfferCommand,
 };
-use crate::core::forward::{self, Counters, DropReason, Rules, Verdict};
+use crate::core::forward::{self, Arrival, Counters, DropReason, Rules, StreamRef, Verdict};
 use crate::core::interfaces::{Interfaces, LocalId};
 use crate::core::packet::PacketBuf;
 use crate::core::peers::PeerRules;
 use crate::core::policy::PolicyConfig;
 use crate::core::sdp::Sdp;
+use crate::core::srtp::KeySource;
 
 /// How long a call may stay quiet, by state (docs/behaviour.md §4a).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,9 +75,32 @@ pub struct ShardConfig {
     pub peers: PeerRules,
     /// Calls this shard holds at most.
     pub max_calls: usize,
+    /// Where the relay's keys come from (the OS CSPRNG in the daemon, a seed in simulations).
+    pub keys: Arc<dyn KeySource>,
     /// Bytes the shard's calls may come to at most ([`Call::memory_bound`]); beyond it, offers
     /// for new calls, or growing a call by parties or ports, are refused (docs/behaviour.md §9).
     pub memory_budget: usize,
+}
+
+impl ShardConfig {
+    /// The embedded configuration's settings on `interfaces`, with keys from `keys`, no
+    /// relatching after silence, and no limit on calls or memory: a start for simulations,
+    /// tests and benches, which change what they exercise.
+    pub fn new(interfaces: Interfaces, keys: Arc<dyn KeySource>) -> Self {
+        Self {
+            policy: PolicyConfig::default(),
+            interfaces,
+            replay_window: crate::core::srtp::MIN_REPLAY_WINDOW,
+            rekey_grace: Duration::from_secs(2),
+            timeouts: Timeouts::default(),
+            relatch_after_silence: Duration::ZERO,
+            relatch_any_source: false,
+            peers: PeerRules::default(),
+            max_calls: usize::MAX,
+            keys,
+            memory_budget: usize::MAX,
+        }
+    }
 }
 
 /// An offer parsed and decided by [`Shard::prepare_offer`], waiting for its ports.
@@ -108,6 +134,8 @@ struct Entry {
     call: Call,
     /// Its [`Call::memory_bound`] as last counted into [`Shard::memory`].
     accounted: usize,
+    /// Its earliest deadline in [`Shard::timers`] (later entries for it there are stale).
+    scheduled: Option<Instant>,
 }
 
 /// One shard's calls and the state of their media.
@@ -123,6 +151,10 @@ pub struct Shard {
     counters: Counters,
     /// The sum of the calls' memory bounds.
     memory: usize,
+    /// Calls by deadline, earliest first (docs/architecture.md: timers are deadlines, not scans).
+    /// A call's deadline moves later with its media without an entry here changing: when an
+    /// entry comes due, the deadline is computed again and the call rescheduled if it moved.
+    timers: BinaryHeap<Reverse<(Instant, u32)>>,
 }
 
 impl Shard {
@@ -138,6 +170,7 @@ impl Shard {
             by_port,
             counters: Counters::default(),
             memory: 0,
+            timers: BinaryHeap::new(),
         }
     }
 
@@ -209,6 +242,7 @@ impl Shard {
             interfaces: &self.config.interfaces,
             replay_window: self.config.replay_window,
             rekey_grace: self.config.rekey_grace,
+            keys: &*self.config.keys,
             now,
         }
     }
@@ -295,6 +329,7 @@ impl Shard {
                     id: id.clone(),
                     call: Call::new(now),
                     accounted: 0,
+                    scheduled: None,
                 };
                 let i = match self.free.pop() {
                     Some(i) => {
@@ -315,6 +350,7 @@ impl Shard {
             interfaces: &self.config.interfaces,
             replay_window: self.config.replay_window,
             rekey_grace: self.config.rekey_grace,
+            keys: &*self.config.keys,
             now,
         };
         let entry = self.calls[idx as usize].as_mut().expect("indexed");
@@ -349,6 +385,7 @@ impl Shard {
             interfaces: &self.config.interfaces,
             replay_window: self.config.replay_window,
             rekey_grace: self.config.rekey_grace,
+            keys: &*self.config.keys,
             now,
         };
         for name in cmd.direction.iter().flatten() {
@@ -403,6 +440,9 @@ impl Shard {
                 }
             }
         }
+        // A delay sets a deadline; a call that ended leaves one behind.
+        self.schedule(idx);
+        self.drop_stale_timers();
         DeleteOutcome::Deleted(info)
     }
 
@@ -441,39 +481,92 @@ impl Shard {
 
     /// The next time [`Self::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.entries().map(|e| self.deadline(&e.call)).min()
+        self.timers.peek().map(|Reverse((t, _))| *t)
     }
 
     /// Ends calls whose time is up (by state, final, or a delayed delete) and parties whose
-    /// delayed delete is due; returns how many calls ended. Released ports go to `grant`.
+    /// delayed delete is due; returns how many calls ended. Released ports go to `grant`. Only
+    /// calls whose deadline came are looked at.
     pub fn handle_timeout(&mut self, now: Instant, grant: &mut PortGrant) -> usize {
         let mut ended = 0;
-        for idx in 0..self.calls.len() as u32 {
-            let Some(call) = self.call(idx) else { continue };
-            if self.deadline(call) > now {
+        while let Some(&Reverse((t, idx))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(entry) = self.calls.get_mut(idx as usize).and_then(Option::as_mut) else {
                 continue;
+            };
+            if entry.scheduled != Some(t) {
+                continue; // superseded by an earlier deadline, handled then
             }
-            let whole = call.delete_at.is_some_and(|d| d <= now)
-                || call.last_activity() + self.quiet(call) <= now
-                || (!self.config.timeouts.final_.is_zero()
-                    && call.created + self.config.timeouts.final_ <= now);
-            if !whole {
-                let due: Vec<PartyId> = call
-                    .live()
-                    .filter(|(_, p)| p.delete_at.is_some_and(|d| d <= now))
-                    .map(|(id, _)| id)
-                    .collect();
-                for p in due {
-                    self.remove_party(idx, p, grant);
-                }
-                if !self.call(idx).is_some_and(Call::is_finished) {
-                    continue;
-                }
+            entry.scheduled = None;
+            if self.expire(idx, now, grant) {
+                ended += 1;
+            } else {
+                self.schedule(idx);
             }
-            self.remove_call(idx, grant);
-            ended += 1;
         }
+        self.drop_stale_timers();
         ended
+    }
+
+    /// Drops the entries at the head of the timers that no longer stand for a deadline (their
+    /// call ended, or an earlier deadline superseded them), so that [`Self::poll_timeout`] names
+    /// a real one.
+    fn drop_stale_timers(&mut self) {
+        while let Some(&Reverse((t, idx))) = self.timers.peek() {
+            let live = self
+                .calls
+                .get(idx as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|e| e.scheduled == Some(t));
+            if live {
+                return;
+            }
+            self.timers.pop();
+        }
+    }
+
+    /// Ends call `idx` if its time is up, or the parties whose delayed delete is due; true when
+    /// the call ended.
+    fn expire(&mut self, idx: u32, now: Instant, grant: &mut PortGrant) -> bool {
+        let Some(call) = self.call(idx) else {
+            return false;
+        };
+        if self.deadline(call) > now {
+            return false;
+        }
+        let whole = call.delete_at.is_some_and(|d| d <= now)
+            || call.last_activity() + self.quiet(call) <= now
+            || (!self.config.timeouts.final_.is_zero()
+                && call.created + self.config.timeouts.final_ <= now);
+        if !whole {
+            let due: Vec<PartyId> = call
+                .live()
+                .filter(|(_, p)| p.delete_at.is_some_and(|d| d <= now))
+                .map(|(id, _)| id)
+                .collect();
+            for p in due {
+                self.remove_party(idx, p, grant);
+            }
+            if !self.call(idx).is_some_and(Call::is_finished) {
+                return false;
+            }
+        }
+        self.remove_call(idx, grant);
+        true
+    }
+
+    /// Puts call `idx`'s deadline in the timers when it is earlier than the one there.
+    fn schedule(&mut self, idx: u32) {
+        let Some(call) = self.call(idx) else { return };
+        let at = self.deadline(call);
+        let entry = self.calls[idx as usize].as_mut().expect("indexed");
+        if entry.scheduled.is_none_or(|s| at < s) {
+            entry.scheduled = Some(at);
+            self.timers.push(Reverse((at, idx)));
+        }
     }
 
     fn quiet(&self, call: &Call) -> Duration {
@@ -513,7 +606,8 @@ impl Shard {
         self.memory -= entry.accounted;
     }
 
-    /// Counts call `idx`'s memory bound into the shard's again (after a command changed it).
+    /// After a command changed call `idx`: counts its memory bound into the shard's again and
+    /// schedules its deadline.
     fn account(&mut self, idx: u32) {
         let Some(entry) = self.calls.get_mut(idx as usize).and_then(Option::as_mut) else {
             return;
@@ -521,6 +615,8 @@ impl Shard {
         let now = entry.call.memory_bound();
         self.memory = self.memory - entry.accounted + now;
         entry.accounted = now;
+        self.schedule(idx);
+        self.drop_stale_timers();
     }
 
     /// The sum of the calls' memory bounds ([`Call::memory_bound`]), in bytes.
@@ -563,33 +659,40 @@ impl Shard {
                 .and_then(Option::as_mut)
             {
                 None => Verdict::Drop(DropReason::NoSession),
-                Some(entry) => forward::forward(
-                    Rules {
+                Some(entry) => {
+                    let rules = Rules {
                         relatch_after_silence: self.config.relatch_after_silence,
                         relatch_any_source: self.config.relatch_any_source,
                         peers: &self.config.peers,
                         interfaces: &self.config.interfaces,
-                    },
-                    &mut self.counters,
-                    now,
-                    &mut entry.call,
-                    slot.party,
-                    usize::from(slot.m),
-                    local_port,
-                    src,
-                    pkt,
-                ),
+                    };
+                    let at = StreamRef {
+                        party: slot.party,
+                        m: usize::from(slot.m),
+                    };
+                    let arrival = Arrival {
+                        now,
+                        local_port,
+                        src,
+                    };
+                    return forward::forward(
+                        rules,
+                        &mut self.counters,
+                        &mut entry.call,
+                        at,
+                        arrival,
+                        pkt,
+                    );
+                }
             },
         };
-        if let Verdict::Drop(reason) = verdict {
-            self.counters.drops[reason as usize] += 1;
-        }
+        self.counters.drop(DropReason::NoSession);
         verdict
     }
 
     /// Counts a datagram the shell dropped itself (e.g. a full send buffer).
     pub fn count_drop(&mut self, reason: DropReason) {
-        self.counters.drops[reason as usize] += 1;
+        self.counters.drop(reason);
     }
 }
 

@@ -192,6 +192,17 @@ pub fn render(
     free_port_pairs: usize,
 ) -> String {
     let mut registry = Registry::with_prefix("srtp_relay");
+    register_control(&mut registry, control);
+    register_traffic(&mut registry, workers, interfaces);
+    register_quality(&mut registry, workers, interfaces);
+    register_state(&mut registry, workers, free_port_pairs);
+    let mut out = String::new();
+    encode(&mut out, &registry).expect("writing to a String cannot fail");
+    out
+}
+
+/// The build and the control plane: requests, drops, oversized replies, latencies.
+fn register_control(registry: &mut Registry, control: &ControlMetrics) {
     registry.register(
         "build",
         "Build information",
@@ -223,13 +234,16 @@ pub fn render(
         "Time to execute an ng control request",
         control.latency.clone(),
     );
+}
 
+/// Forwarded packets and bytes, by direction, interface and transform.
+fn register_traffic(registry: &mut Registry, workers: &[WorkerStats], interfaces: &[String]) {
     // By interface name (an interface's IPv4 and IPv6 addresses count together).
     let packets = Family::<Labels, Counter>::default();
     let bytes = Family::<Labels, Counter>::default();
     for (i, t) in Transform::ALL.iter().enumerate() {
         for (local, name) in interfaces.iter().enumerate() {
-            let sum = |f: &dyn Fn(&Counters) -> &[[u64; 6]; MAX_LOCALS]| {
+            let sum = |f: &dyn Fn(&Counters) -> &[[u64; Transform::ALL.len()]; MAX_LOCALS]| {
                 workers
                     .iter()
                     .map(|w| f(&w.counters)[local][i])
@@ -260,9 +274,11 @@ pub fn render(
         "Forwarded bytes by direction (in: as received, out: as sent), interface and transform",
         bytes,
     );
+}
 
-    // Call quality from RTCP: one observation per report block, by the interface it arrived on
-    // and the reporting stream's transform (only transforms whose RTCP the relay reads).
+/// Call quality from RTCP: one observation per report block, by the interface it arrived on
+/// and the reporting stream's transform (only transforms whose RTCP the relay reads).
+fn register_quality(registry: &mut Registry, workers: &[WorkerStats], interfaces: &[String]) {
     let mut families: [Prebucketed; 4] =
         std::array::from_fn(|_| Prebucketed { series: Vec::new() });
     for t in [
@@ -316,7 +332,10 @@ pub fn render(
         "MOS estimate (simplified E-model, G.107) per RTCP report block, by interface and transform",
         mos,
     );
+}
 
+/// Drops by reason, re-keys, refused SSRCs, and the gauges of what the relay holds.
+fn register_state(registry: &mut Registry, workers: &[WorkerStats], free_port_pairs: usize) {
     let drops = Family::<Labels, Counter>::default();
     for r in DropReason::ALL {
         let n = workers
@@ -368,7 +387,4 @@ pub fn render(
         g.set(value as i64);
         registry.register(name, help, g);
     }
-    let mut out = String::new();
-    encode(&mut out, &registry).expect("writing to a String cannot fail");
-    out
 }

@@ -32,6 +32,8 @@ struct Cached {
 #[derive(Default)]
 pub struct ReplyCache {
     replies: HashMap<Key, Cached>,
+    /// Commands being executed: a retransmission of one of them waits for its reply.
+    in_flight: std::collections::HashSet<Key>,
     /// The keys of each call's cached replies, so that a deleted call's go at once.
     by_call: HashMap<String, Vec<Key>>,
     /// Insertion order (which is also age order) for expiry; an entry whose reply was replaced
@@ -45,6 +47,17 @@ impl ReplyCache {
     pub fn get(&mut self, now: Instant, key: &Key) -> Option<&[u8]> {
         self.expire(now);
         self.replies.get(key).map(|c| c.reply.as_slice())
+    }
+
+    /// Notes that the command under `key` starts; false when it is running already (a
+    /// retransmission that arrived before the reply).
+    pub fn start(&mut self, key: &Key) -> bool {
+        self.in_flight.len() < MAX_CACHED_REPLIES && self.in_flight.insert(key.clone())
+    }
+
+    /// Notes that the command under `key` is done.
+    pub fn finish(&mut self, key: &Key) {
+        self.in_flight.remove(key);
     }
 
     /// Caches `reply` to a command about `call_id` (empty for none); the oldest entries go when
@@ -169,6 +182,16 @@ mod tests {
         assert_eq!(cache.len(), 1);
         assert!(cache.get(t0, &(peer, b"b".to_vec())).is_some());
         assert_eq!(cache.bytes, 11);
+        // A command in flight: its retransmission is not executed a second time.
+        let key = (peer, b"slow".to_vec());
+        assert!(cache.start(&key));
+        assert!(!cache.start(&key), "a retransmission while it runs");
+        cache.finish(&key);
+        assert!(
+            cache.start(&key),
+            "done: the next command under the cookie runs"
+        );
+        cache.finish(&key);
         // The same cookie cached again after a purge is not expired by the old record early.
         cache.insert(
             t0 + REPLY_CACHE_FOR / 2,

@@ -6,37 +6,144 @@ use std::time::Duration;
 
 use super::bencode::{Value, dict};
 use super::clock;
-use crate::core::call::Transform;
-use crate::core::command::{CallInfo, PartyInfo};
+use std::net::SocketAddr;
+
+use crate::core::call::{PacketStats, Transform};
+use crate::core::command::{CallInfo, MediaInfo, PartyInfo, StreamInfo};
 use crate::core::quality::{Quality, Sample};
 
 /// A call as `query` and `delete` report it: rtpengine's shape (`created`, `last signal`,
 /// `totals`, `tags` with `medias` and `streams`), which Kamailio's `$rtpstat` and monitoring
 /// scripts read, plus the relay's own `from-tag`, `to-tag` and `streams` summary. Never a key.
 pub fn call_info(info: &CallInfo) -> BTreeMap<Vec<u8>, Value> {
-    let unix = clock::unix_now();
-    let at = |age: Duration| unix.saturating_sub(age);
-    let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
-    let stats = |s: &crate::core::call::PacketStats| {
-        dict([
-            ("packets", int(s.packets)),
-            ("bytes", int(s.bytes)),
-            ("errors", int(s.errors)),
-        ])
+    let r = Render {
+        unix: clock::unix_now(),
+        now: clock::now(),
     };
-    let addr = |a: std::net::SocketAddr| {
-        dict([
-            (
-                "family",
-                Value::str(if a.is_ipv4() { "IPv4" } else { "IPv6" }),
-            ),
-            ("address", Value::str(&a.ip().to_string())),
-            ("port", Value::Int(i64::from(a.port()))),
-        ])
+    let mut tags = BTreeMap::new();
+    for (n, p) in info.parties.iter().enumerate() {
+        let key = if p.tag.is_empty() {
+            format!("<untagged {n}>")
+        } else {
+            p.tag.clone()
+        };
+        tags.insert(key.into_bytes(), r.party(p));
+    }
+    // The relay's summary: the first party (A) and the party its media goes to (B).
+    let a = info.parties.first();
+    let b = a
+        .and_then(|a| a.peer.as_ref())
+        .and_then(|t| info.parties.iter().find(|p| p.tag == *t))
+        .or_else(|| info.parties.get(1));
+    let created = r.at(info.age);
+    [
+        (b"SSRC".to_vec(), r.ssrcs(info)),
+        (b"created".to_vec(), int(created.as_secs())),
+        (
+            b"created_us".to_vec(),
+            int(u64::from(created.subsec_micros())),
+        ),
+        (
+            b"last signal".to_vec(),
+            int(r.at(info.last_signal).as_secs()),
+        ),
+        (
+            b"totals".to_vec(),
+            dict([
+                ("RTP", stats(&info.totals[0])),
+                ("RTCP", stats(&info.totals[1])),
+            ]),
+        ),
+        (b"tags".to_vec(), Value::Dict(tags)),
+        (
+            b"from-tag".to_vec(),
+            Value::str(a.map_or("", |p| p.tag.as_str())),
+        ),
+        (
+            b"to-tag".to_vec(),
+            Value::str(b.map_or("", |p| p.tag.as_str())),
+        ),
+        (b"streams".to_vec(), summary(a, b)),
+    ]
+    .into()
+}
+
+fn int(n: u64) -> Value {
+    Value::Int(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+fn stats(s: &PacketStats) -> Value {
+    dict([
+        ("packets", int(s.packets)),
+        ("bytes", int(s.bytes)),
+        ("errors", int(s.errors)),
+    ])
+}
+
+fn addr(a: SocketAddr) -> Value {
+    dict([
+        (
+            "family",
+            Value::str(if a.is_ipv4() { "IPv4" } else { "IPv6" }),
+        ),
+        ("address", Value::str(&a.ip().to_string())),
+        ("port", Value::Int(i64::from(a.port()))),
+    ])
+}
+
+/// Per m-line of the summary: the transform of packets from A and from B and where each is
+/// latched.
+fn summary(a: Option<&PartyInfo>, b: Option<&PartyInfo>) -> Value {
+    fn media(p: Option<&PartyInfo>, i: usize) -> Option<&MediaInfo> {
+        p.and_then(|p| p.media.get(i))
+    }
+    let transform = |p, i| {
+        Value::str(
+            media(p, i)
+                .and_then(|m| m.transform)
+                .map_or("none", Transform::as_str),
+        )
     };
-    // rtpengine's units: MOS ×10, jitter ms, loss %, round trips µs; `reported at` unix seconds.
-    let now = clock::now();
-    let sample = |x: &Sample, samples: Option<u64>| {
+    let latched = |p, i| {
+        Value::str(
+            &media(p, i)
+                .and_then(|m| m.streams[0].latched)
+                .map_or(String::new(), |a| a.to_string()),
+        )
+    };
+    let lines = a
+        .map_or(0, |a| a.media.len())
+        .max(b.map_or(0, |b| b.media.len()));
+    Value::List(
+        (0..lines)
+            .map(|i| {
+                dict([
+                    ("index", Value::Int(i as i64)),
+                    ("from-A", transform(a, i)),
+                    ("from-B", transform(b, i)),
+                    ("latched-A", latched(a, i)),
+                    ("latched-B", latched(b, i)),
+                ])
+            })
+            .collect(),
+    )
+}
+
+/// Renders a report at one moment: ages become unix times.
+struct Render {
+    unix: Duration,
+    now: std::time::Instant,
+}
+
+impl Render {
+    /// The unix time `age` ago.
+    fn at(&self, age: Duration) -> Duration {
+        self.unix.saturating_sub(age)
+    }
+
+    /// One quality sample in rtpengine's units: MOS ×10, jitter ms, loss %, round trips µs;
+    /// `reported at` unix seconds.
+    fn sample(&self, x: &Sample, samples: Option<u64>) -> Value {
         let mut d = BTreeMap::new();
         for (k, v) in [
             ("MOS", x.mos_x10),
@@ -50,15 +157,16 @@ pub fn call_info(info: &CallInfo) -> BTreeMap<Vec<u8>, Value> {
         if let Some(t) = x.at {
             d.insert(
                 b"reported at".to_vec(),
-                int(at(now.saturating_duration_since(t)).as_secs()),
+                int(self.at(self.now.saturating_duration_since(t)).as_secs()),
             );
         }
         if let Some(n) = samples {
             d.insert(b"samples".to_vec(), int(n));
         }
         Value::Dict(d)
-    };
-    let quality = |q: &Quality| -> Option<Value> {
+    }
+
+    fn quality(&self, q: &Quality) -> Option<Value> {
         let (latest, low, high, avg) = (q.latest?, q.lowest?, q.highest?, q.average()?);
         let mut d = BTreeMap::new();
         d.insert(b"reports".to_vec(), int(q.reports));
@@ -67,67 +175,72 @@ pub fn call_info(info: &CallInfo) -> BTreeMap<Vec<u8>, Value> {
             Value::Int(i64::from(q.cumulative_lost)),
         );
         d.insert(b"reported SSRC".to_vec(), int(u64::from(q.reported_ssrc)));
-        d.insert(b"latest".to_vec(), sample(&latest, None));
-        d.insert(b"lowest MOS".to_vec(), sample(&low, None));
-        d.insert(b"highest MOS".to_vec(), sample(&high, None));
-        d.insert(b"average MOS".to_vec(), sample(&avg, Some(q.reports)));
+        d.insert(b"latest".to_vec(), self.sample(&latest, None));
+        d.insert(b"lowest MOS".to_vec(), self.sample(&low, None));
+        d.insert(b"highest MOS".to_vec(), self.sample(&high, None));
+        d.insert(b"average MOS".to_vec(), self.sample(&avg, Some(q.reports)));
         Some(Value::Dict(d))
-    };
-    let party = |p: &PartyInfo| {
-        let medias = p
-            .media
+    }
+
+    /// One component (RTP or RTCP) of an m-line.
+    fn stream(&self, m: &MediaInfo, component: usize, s: &StreamInfo) -> Value {
+        let mut d: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
+        d.insert(b"local port".to_vec(), Value::Int(i64::from(s.local_port)));
+        if let Some(e) = s.endpoint {
+            d.insert(b"endpoint".to_vec(), addr(e));
+            d.insert(b"advertised endpoint".to_vec(), addr(e));
+        }
+        if let Some(l) = s.latched {
+            d.insert(b"latched".to_vec(), addr(l));
+        }
+        d.insert(b"stats".to_vec(), stats(&s.stats));
+        if let Some(c) = m.crypto_suite {
+            d.insert(b"crypto suite".to_vec(), Value::str(c));
+        }
+        if let Some(age) = m.last_packet {
+            d.insert(b"last packet".to_vec(), int(self.at(age).as_secs()));
+        }
+        // Kamailio's rtpengine module reads the first (RTP) stream's SSRC to find its leg in
+        // the call's `SSRC` dictionary.
+        if let (0, Some(ssrc)) = (component, m.ssrc) {
+            d.insert(b"SSRC".to_vec(), int(u64::from(ssrc)));
+        }
+        Value::Dict(d)
+    }
+
+    /// One m-line of a party.
+    fn media(&self, m: &MediaInfo) -> Value {
+        let streams = m
+            .streams
             .iter()
-            .map(|m| {
-                let streams = m
-                    .streams
-                    .iter()
-                    .enumerate()
-                    .map(|(component, s)| {
-                        let mut d: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
-                        d.insert(b"local port".to_vec(), Value::Int(i64::from(s.local_port)));
-                        if let Some(e) = s.endpoint {
-                            d.insert(b"endpoint".to_vec(), addr(e));
-                            d.insert(b"advertised endpoint".to_vec(), addr(e));
-                        }
-                        if let Some(l) = s.latched {
-                            d.insert(b"latched".to_vec(), addr(l));
-                        }
-                        d.insert(b"stats".to_vec(), stats(&s.stats));
-                        if let Some(c) = m.crypto_suite {
-                            d.insert(b"crypto suite".to_vec(), Value::str(c));
-                        }
-                        if let Some(age) = m.last_packet {
-                            d.insert(b"last packet".to_vec(), int(at(age).as_secs()));
-                        }
-                        // Kamailio's rtpengine module reads the first (RTP) stream's SSRC to
-                        // find its leg in the call's `SSRC` dictionary.
-                        if let (0, Some(ssrc)) = (component, m.ssrc) {
-                            d.insert(b"SSRC".to_vec(), int(u64::from(ssrc)));
-                        }
-                        Value::Dict(d)
-                    })
-                    .collect();
-                let mut d = dict([
-                    ("index", Value::Int(m.index as i64 + 1)),
-                    ("type", Value::str(&m.media)),
-                    ("protocol", Value::str(&m.protocol)),
-                    (
-                        "transform",
-                        Value::str(m.transform.map_or("none", Transform::as_str)),
-                    ),
-                    ("streams", Value::List(streams)),
-                ]);
-                if let Value::Dict(d) = &mut d {
-                    if let Some(ssrc) = m.ssrc {
-                        d.insert(b"SSRC".to_vec(), int(u64::from(ssrc)));
-                    }
-                    if let Some(q) = quality(&m.quality) {
-                        d.insert(b"quality".to_vec(), q);
-                    }
-                }
-                d
-            })
+            .enumerate()
+            .map(|(component, s)| self.stream(m, component, s))
             .collect();
+        let mut d = BTreeMap::new();
+        for (k, v) in [
+            ("index", Value::Int(m.index as i64 + 1)),
+            ("type", Value::str(&m.media)),
+            ("protocol", Value::str(&m.protocol)),
+            (
+                "transform",
+                Value::str(m.transform.map_or("none", Transform::as_str)),
+            ),
+            ("streams", Value::List(streams)),
+        ] {
+            d.insert(k.as_bytes().to_vec(), v);
+        }
+        if let Some(ssrc) = m.ssrc {
+            d.insert(b"SSRC".to_vec(), int(u64::from(ssrc)));
+        }
+        if let Some(q) = self.quality(&m.quality) {
+            d.insert(b"quality".to_vec(), q);
+        }
+        Value::Dict(d)
+    }
+
+    /// One party (a tag) with its m-lines.
+    fn party(&self, p: &PartyInfo) -> Value {
+        let medias = p.media.iter().map(|m| self.media(m)).collect();
         let mut d: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
         d.insert(b"tag".to_vec(), Value::str(&p.tag));
         d.insert(b"medias".to_vec(), Value::List(medias));
@@ -151,97 +264,29 @@ pub fn call_info(info: &CallInfo) -> BTreeMap<Vec<u8>, Value> {
             );
         }
         Value::Dict(d)
-    };
-    let mut tags = BTreeMap::new();
-    for (n, p) in info.parties.iter().enumerate() {
-        let key = if p.tag.is_empty() {
-            format!("<untagged {n}>")
-        } else {
-            p.tag.clone()
-        };
-        tags.insert(key.into_bytes(), party(p));
     }
-    // The relay's summary: the first party (A) and the party its media goes to (B), per m-line
-    // the transform of packets from each and where each is latched.
-    let a = info.parties.first();
-    let b = a
-        .and_then(|a| a.peer.as_ref())
-        .and_then(|t| info.parties.iter().find(|p| p.tag == *t))
-        .or_else(|| info.parties.get(1));
-    let transform = |p: Option<&PartyInfo>, i: usize| {
-        Value::str(
-            p.and_then(|p| p.media.get(i))
-                .and_then(|m| m.transform)
-                .map_or("none", Transform::as_str),
-        )
-    };
-    let latched = |p: Option<&PartyInfo>, i: usize| {
-        Value::str(
-            &p.and_then(|p| p.media.get(i))
-                .and_then(|m| m.streams[0].latched)
-                .map_or(String::new(), |a| a.to_string()),
-        )
-    };
-    let lines = a
-        .map_or(0, |a| a.media.len())
-        .max(b.map_or(0, |b| b.media.len()));
-    let streams = (0..lines)
-        .map(|i| {
-            dict([
-                ("index", Value::Int(i as i64)),
-                ("from-A", transform(a, i)),
-                ("from-B", transform(b, i)),
-                ("latched-A", latched(a, i)),
-                ("latched-B", latched(b, i)),
-            ])
-        })
-        .collect();
-    // rtpengine's per-call `SSRC` dictionary, keyed by the reported source (as a decimal
-    // string): what Kamailio's `mos_*` values come from.
-    let mut ssrcs = BTreeMap::new();
-    for m in info.parties.iter().flat_map(|p| &p.media) {
-        let q = &m.quality;
-        let (Some(low), Some(high), Some(avg)) = (q.lowest, q.highest, q.average()) else {
-            continue;
-        };
-        ssrcs.insert(
-            q.reported_ssrc.to_string().into_bytes(),
-            dict([
-                ("cumulative loss", Value::Int(i64::from(q.cumulative_lost))),
-                ("average MOS", sample(&avg, Some(q.reports))),
-                ("lowest MOS", sample(&low, None)),
-                ("highest MOS", sample(&high, None)),
-            ]),
-        );
+
+    /// rtpengine's per-call `SSRC` dictionary, keyed by the reported source (as a decimal
+    /// string): what Kamailio's `mos_*` values come from.
+    fn ssrcs(&self, info: &CallInfo) -> Value {
+        let mut ssrcs = BTreeMap::new();
+        for m in info.parties.iter().flat_map(|p| &p.media) {
+            let q = &m.quality;
+            let (Some(low), Some(high), Some(avg)) = (q.lowest, q.highest, q.average()) else {
+                continue;
+            };
+            ssrcs.insert(
+                q.reported_ssrc.to_string().into_bytes(),
+                dict([
+                    ("cumulative loss", Value::Int(i64::from(q.cumulative_lost))),
+                    ("average MOS", self.sample(&avg, Some(q.reports))),
+                    ("lowest MOS", self.sample(&low, None)),
+                    ("highest MOS", self.sample(&high, None)),
+                ]),
+            );
+        }
+        Value::Dict(ssrcs)
     }
-    let created = at(info.age);
-    [
-        (b"SSRC".to_vec(), Value::Dict(ssrcs)),
-        (b"created".to_vec(), int(created.as_secs())),
-        (
-            b"created_us".to_vec(),
-            int(u64::from(created.subsec_micros())),
-        ),
-        (b"last signal".to_vec(), int(at(info.last_signal).as_secs())),
-        (
-            b"totals".to_vec(),
-            dict([
-                ("RTP", stats(&info.totals[0])),
-                ("RTCP", stats(&info.totals[1])),
-            ]),
-        ),
-        (b"tags".to_vec(), Value::Dict(tags)),
-        (
-            b"from-tag".to_vec(),
-            Value::str(a.map_or("", |p| p.tag.as_str())),
-        ),
-        (
-            b"to-tag".to_vec(),
-            Value::str(b.map_or("", |p| p.tag.as_str())),
-        ),
-        (b"streams".to_vec(), Value::List(streams)),
-    ]
-    .into()
 }
 
 /// How much of a report [`trim`] leaves out.

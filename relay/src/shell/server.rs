@@ -23,7 +23,7 @@ use super::report;
 use super::systemd::Notifier;
 use super::worker::{self, Job, PortPool, PortPools, WorkerStats};
 use crate::core::call::Transform;
-use crate::core::command::DeleteOutcome;
+use crate::core::command::{CommandError, DeleteOutcome};
 use crate::core::forward::DropReason;
 use crate::core::peers::{IpNet, PeerRules};
 use crate::core::sdp::redact_keys;
@@ -156,6 +156,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
         relatch_any_source: config.relatch_any_source,
         peers: peers.clone(),
         max_calls: config.max_calls.div_ceil(workers),
+        keys: std::sync::Arc::new(super::keys::OsRandom),
         memory_budget: usize::try_from((config.max_memory_mb << 20) / workers as u64)
             .unwrap_or(usize::MAX),
     };
@@ -215,22 +216,30 @@ async fn serve(config: Config, path: Option<PathBuf>, mut control: Control) -> s
     }
 
     // Keyed by sender and cookie: two proxies whose cookies collide never get each other's reply.
-    let mut cache = ReplyCache::default();
+    let cache = std::sync::Arc::new(std::sync::Mutex::new(ReplyCache::default()));
+    let sock = std::sync::Arc::new(sock);
     let mut buf = vec![0u8; 65536];
     loop {
         tokio::select! {
             r = sock.recv_from(&mut buf) => {
                 let Ok((n, peer)) = r else { continue };
-                let reply = handle_datagram(&control, &mut cache, peer, &buf[..n]).await;
-                // The command and its reply carry SDP with keys: wiped once used (docs/behaviour.md
-                // §9).
+                // Each command is a task of its own: one waiting for a slow worker holds up
+                // neither other commands, nor metrics, nor the watchdog. Tasks start in arrival
+                // order, and a call's worker takes its commands in that order.
+                let datagram = Zeroizing::new(buf[..n].to_vec());
+                // The command and its reply carry SDP with keys: wiped once used
+                // (docs/behaviour.md §9).
                 buf[..n].zeroize();
-                if let Some(reply) = reply.map(Zeroizing::new)
-                    && let Err(e) = sock.send_to(&reply, peer).await
-                {
-                    control.metrics.reply_send_failed();
-                    tracing::warn!(%peer, bytes = reply.len(), error = %e, "ng reply not sent");
-                }
+                let (control, cache, sock) = (control.clone(), cache.clone(), sock.clone());
+                tokio::spawn(async move {
+                    let reply = handle_datagram(&control, &cache, peer, &datagram).await;
+                    if let Some(reply) = reply.map(Zeroizing::new)
+                        && let Err(e) = sock.send_to(&reply, peer).await
+                    {
+                        control.metrics.reply_send_failed();
+                        tracing::warn!(%peer, bytes = reply.len(), error = %e, "ng reply not sent");
+                    }
+                });
             }
             accepted = http.accept(), if !http_paused => match accepted {
                 // Its own task, bounded in time and in number: a slow scraper must not hold up
@@ -321,7 +330,7 @@ fn reload(control: &Control, path: Option<&std::path::Path>) {
 
 async fn handle_datagram(
     control: &Control,
-    cache: &mut ReplyCache,
+    cache: &std::sync::Mutex<ReplyCache>,
     peer: std::net::SocketAddr,
     datagram: &[u8],
 ) -> Option<Vec<u8>> {
@@ -344,11 +353,20 @@ async fn handle_datagram(
     };
     let now = clock::now();
     let key = (peer, cookie.to_vec());
-    if let Some(reply) = cache.get(now, &key) {
-        return Some(reply.to_vec());
+    {
+        let mut cache = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(reply) = cache.get(now, &key) {
+            return Some(reply.to_vec());
+        }
+        // A retransmission of a command still running gets the reply the command sends.
+        if !cache.start(&key) {
+            return None;
+        }
     }
-    let (command, call_id, mut reply) = match bencode::decode(body) {
-        Err(e) => ("invalid", String::new(), ng::error_reply(&e.to_string())),
+    let (command, call_id, result) = match bencode::decode(body) {
+        Err(e) => ("invalid", String::new(), Err(NgError::Bencode(e))),
         Ok(mut msg) => {
             let parsed = ng::parse_request(&msg);
             if let (Ok(req), Some(sdp)) = (&parsed, msg.get("sdp").and_then(Value::as_str)) {
@@ -356,7 +374,7 @@ async fn handle_datagram(
             }
             msg.wipe();
             match parsed {
-                Err(reason) => ("invalid", String::new(), ng::error_reply(&reason)),
+                Err(reason) => ("invalid", String::new(), Err(NgError::Request(reason))),
                 Ok(req) => {
                     let (name, id) = (req.name(), req.call_id().unwrap_or("").to_owned());
                     (name, id, execute(control, req).await)
@@ -364,17 +382,16 @@ async fn handle_datagram(
             }
         }
     };
-    let ok = matches!(
-        reply.get("result").and_then(Value::as_str),
-        Some("ok" | "pong")
-    );
     let elapsed = clock::now().saturating_duration_since(now);
-    control.metrics.observe(command, ok, elapsed.as_secs_f64());
-    let reason = reply
-        .get("error-reason")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    tracing::info!(command, call_id = %call_id, result = if ok { "ok" } else { "error" }, reason, micros = elapsed.as_micros() as u64, "ng");
+    control
+        .metrics
+        .observe(command, result.is_ok(), elapsed.as_secs_f64());
+    let reason = result.as_ref().err().map(ToString::to_string);
+    tracing::info!(command, call_id = %call_id, result = if reason.is_none() { "ok" } else { "error" }, reason = reason.as_deref().unwrap_or(""), micros = elapsed.as_micros() as u64, "ng");
+    let mut reply = match result {
+        Ok(reply) => reply,
+        Err(_) => ng::error_reply(reason.as_deref().unwrap_or("")),
+    };
     if let Some(sdp) = reply.get("sdp").and_then(Value::as_str) {
         tracing::debug!(command, sdp = %redact_keys(sdp), "ng sdp out");
     }
@@ -384,9 +401,13 @@ async fn handle_datagram(
         control.metrics.reply_too_big(command);
         tracing::warn!(command, call_id = %call_id, bytes, limit = ng::MAX_REPLY_BYTES, "ng reply does not fit in one datagram: trimmed or replaced by an error");
     }
+    let mut cache = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    cache.finish(&key);
     // A deleted call's cached replies (its SDP, with keys) go with it; the delete's own reply
     // (no keys) stays for its retransmissions.
-    if command == "delete" && ok {
+    if command == "delete" && reason.is_none() {
         cache.purge_call(&call_id);
     }
     // Commands that change state are cached for retransmissions; reads are cheap to repeat.
@@ -394,6 +415,26 @@ async fn handle_datagram(
         cache.insert(now, key, framed.clone(), &call_id);
     }
     Some(framed)
+}
+
+/// Why an ng command failed: the reply's `error-reason` is its text.
+#[derive(Debug, thiserror::Error)]
+enum NgError {
+    /// The datagram is not bencode.
+    #[error("{0}")]
+    Bencode(#[from] bencode::BencodeError),
+    /// A bencoded message that is not a command the relay takes.
+    #[error("{0}")]
+    Request(String),
+    /// The call model refused it.
+    #[error("{0}")]
+    Command(#[from] CommandError),
+    /// `query` of a call the relay does not hold.
+    #[error("unknown call-id")]
+    UnknownCall,
+    /// The call's worker did not answer (it stopped).
+    #[error("worker unavailable")]
+    WorkerGone,
 }
 
 /// A minimal HTTP/1.1 responder: `GET /metrics` and `GET /healthz`, one request per connection.
@@ -468,26 +509,25 @@ async fn stats(workers: &[mpsc::UnboundedSender<Job>]) -> Vec<WorkerStats> {
     all
 }
 
-async fn execute(control: &Control, req: Request) -> Value {
+async fn execute(control: &Control, req: Request) -> Result<Value, NgError> {
     let workers = &control.workers;
-    let gone = || ng::error_reply("worker unavailable");
-    let sdp_reply = |r: Option<Result<String, _>>| match r {
+    let sdp_reply = |r: Option<Result<String, CommandError>>| match r {
         Some(Ok(sdp)) => {
             let sdp = Zeroizing::new(sdp);
-            ng::ok_reply([(b"sdp".to_vec(), Value::str(&sdp))].into())
+            Ok(ng::ok_reply([(b"sdp".to_vec(), Value::str(&sdp))].into()))
         }
-        Some(Err(e)) => ng::error_reply(&format!("{e}")),
-        None => gone(),
+        Some(Err(e)) => Err(NgError::Command(e)),
+        None => Err(NgError::WorkerGone),
     };
-    match req {
+    Ok(match req {
         Request::Ping => dict([("result", Value::str("pong"))]),
         Request::Offer(cmd) => {
             let w = owner(control, &cmd.call_id);
-            sdp_reply(ask(w, |tx| Job::Offer(cmd, tx)).await)
+            return sdp_reply(ask(w, |tx| Job::Offer(cmd, tx)).await);
         }
         Request::Answer(cmd) => {
             let w = owner(control, &cmd.call_id);
-            sdp_reply(ask(w, |tx| Job::Answer(cmd, tx)).await)
+            return sdp_reply(ask(w, |tx| Job::Answer(cmd, tx)).await);
         }
         Request::Delete(cmd) => {
             let w = owner(control, &cmd.call_id);
@@ -496,14 +536,14 @@ async fn execute(control: &Control, req: Request) -> Value {
                 Some(DeleteOutcome::Warning(w)) => {
                     ng::ok_reply([(b"warning".to_vec(), Value::str(w))].into())
                 }
-                None => gone(),
+                None => return Err(NgError::WorkerGone),
             }
         }
         Request::Query { call_id } => {
             match ask(owner(control, &call_id), |tx| Job::Query(call_id, tx)).await {
                 Some(Some(info)) => ng::ok_reply(report::call_info(&info)),
-                Some(None) => ng::error_reply("unknown call-id"),
-                None => gone(),
+                Some(None) => return Err(NgError::UnknownCall),
+                None => return Err(NgError::WorkerGone),
             }
         }
         Request::List => {
@@ -576,7 +616,7 @@ async fn execute(control: &Control, req: Request) -> Value {
                 .into(),
             )
         }
-    }
+    })
 }
 
 /// Fisher-Yates with the OS's randomness (the order of the port pool is not a secret worth a

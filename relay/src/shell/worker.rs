@@ -189,14 +189,16 @@ async fn run(config: ShardConfig, pool: PortPool, mut jobs: mpsc::UnboundedRecei
             out: [None; sys::BATCH],
         }),
     });
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
+        // Timers are deadlines: the worker sleeps until the core's next one (or until closed
+        // ports are due back in the pool), never scanning every call on a tick.
+        let wake = next_wake(&worker);
         tokio::select! {
             job = jobs.recv() => match job {
                 Some(job) => handle(&worker, job),
                 None => return,
             },
-            _ = tick.tick() => {
+            () = tokio::time::sleep_until(wake.into()) => {
                 let now = clock::now();
                 let mut grant = PortGrant::default();
                 worker.shard.borrow_mut().handle_timeout(now, &mut grant);
@@ -205,6 +207,29 @@ async fn run(config: ShardConfig, pool: PortPool, mut jobs: mpsc::UnboundedRecei
             }
         }
     }
+}
+
+/// Longest the worker sleeps without a deadline (a backstop; nothing is due by then).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// When the worker has timed work next: the shard's next deadline or the first closed port pair
+/// due back in its pool, whichever comes first.
+fn next_wake(worker: &Worker) -> std::time::Instant {
+    let now = clock::now();
+    let closing = worker
+        .sockets
+        .borrow()
+        .closing
+        .iter()
+        .map(|&(_, _, at)| at + CLOSE_DELAY)
+        .min();
+    let shard = worker.shard.borrow().poll_timeout();
+    [closing, shard]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now + MAX_SLEEP)
+        .min(now + MAX_SLEEP)
 }
 
 fn handle(worker: &Rc<Worker>, job: Job) {

@@ -3,13 +3,13 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine as _;
 use srtp_relay::core::call::{PortGrant, SdpOptions};
 use srtp_relay::core::command::{AnswerCommand, CommandError, OfferCommand};
 use srtp_relay::core::policy::{LegRequest, LegSecurity, MediaSecurity, PolicyConfig};
-use srtp_relay::core::shard::{Shard, ShardConfig, Timeouts};
+use srtp_relay::core::shard::{Shard, ShardConfig};
 use srtp_relay::core::srtp::{CryptoSuite, MasterKey};
 
 #[derive(Default)]
@@ -91,15 +91,11 @@ impl Sim {
 pub fn shard(policy: PolicyConfig) -> Sim {
     Sim(Shard::new(ShardConfig {
         policy,
-        interfaces: srtp_relay::core::interfaces::Interfaces::single("127.0.0.1".parse().unwrap()),
-        replay_window: 64,
-        rekey_grace: Duration::from_secs(2),
-        timeouts: Timeouts::default(),
-        relatch_after_silence: Duration::ZERO,
-        relatch_any_source: false,
-        peers: Default::default(),
         max_calls: 10,
-        memory_budget: usize::MAX,
+        ..ShardConfig::new(
+            srtp_relay::core::interfaces::Interfaces::single("127.0.0.1".parse().unwrap()),
+            std::sync::Arc::new(srtp_relay::core::srtp::SeededKeys::new(1)),
+        )
     }))
 }
 

@@ -6,9 +6,11 @@
 
 use std::fmt;
 
-use super::offer::{CAPNEG_ATTRS, ICE_ATTRS, Offered, OffererAnswer, session_edit};
-use super::stream::Crypto;
-use super::{Call, Ctx, PartyId, Transform, keys, version_for};
+use super::offer::{
+    CAPNEG_ATTRS, ICE_ATTRS, IncomingOffer, Offered, OffererAnswer, PendingMedia, session_edit,
+};
+use super::stream::{Crypto, Stream};
+use super::{Call, Ctx, Party, PartyId, Transform, keys, version_for};
 use crate::core::command::{AnswerCommand, CommandError};
 use crate::core::policy::MediaSecurity;
 use crate::core::sdp::sdes::{CryptoAttr, crypto_tag};
@@ -123,6 +125,15 @@ struct Decided {
     active: bool,
 }
 
+impl Decided {
+    /// An m-line that carries nothing (rejected, port 0, or refused).
+    const INACTIVE: Self = Self {
+        answerer_srtp: None,
+        pass_through: false,
+        active: false,
+    };
+}
+
 impl Call {
     /// Which party answers, which one offered, and a tag to alias onto the answering side.
     fn answer_targets(
@@ -220,7 +231,6 @@ impl Call {
         let (answerer, offerer, alias) = self.answer_targets(cmd)?;
         let party = self.party(answerer).expect("live");
         let pending = party.incoming.as_ref().expect("holds an offer");
-        let policy = &party.policy;
         if sdp.media_count() != pending.media.len() {
             return Err(CommandError::MediaCount {
                 got: sdp.media_count(),
@@ -232,113 +242,16 @@ impl Call {
         let mut first_failure = None;
         let mut survivors = 0;
         for (i, pm) in pending.media.iter().enumerate() {
-            let m = sdp.media_line(i);
-            let inactive = Decided {
-                answerer_srtp: None,
-                pass_through: false,
-                active: false,
-            };
-            if pm.rejected || m.port == 0 {
-                decided.push(inactive);
-                continue;
+            match judge(party, pm, sdp, i)? {
+                Judged::Decided(d) => {
+                    survivors += usize::from(d.active);
+                    decided.push(d);
+                }
+                Judged::Failed(reason) => {
+                    first_failure.get_or_insert(reason);
+                    decided.push(Decided::INACTIVE);
+                }
             }
-            if pm.kind == Some(super::StreamKind::Udptl) {
-                survivors += 1;
-                decided.push(Decided {
-                    active: true,
-                    ..inactive
-                });
-                continue;
-            }
-            let level = policy.for_media(&pm.media);
-            let name =
-                |rule: String| format!("media security {level}: m-line {i} ({}): {rule}", pm.media);
-            let lines: Vec<&str> = sdp.media_attributes(i, "crypto").collect();
-            let theirs = match lines.as_slice() {
-                [] if m.is_savp() => {
-                    return Err(CommandError::MediaSecurity(name(
-                        "RTP/SAVP answer has no a=crypto".into(),
-                    )));
-                }
-                [] => None,
-                [one] => {
-                    let attr = CryptoAttr::parse(one).map_err(|e| {
-                        let tag = crypto_tag(one).map_or_else(|| "?".to_owned(), |t| t.to_string());
-                        CommandError::MediaSecurity(name(format!("answer a=crypto:{tag}: {e}")))
-                    })?;
-                    Some(attr)
-                }
-                more => {
-                    return Err(CommandError::MediaSecurity(name(format!(
-                        "answer has {} a=crypto lines, it must have exactly one",
-                        more.len()
-                    ))));
-                }
-            };
-            let (answerer_srtp, pass_through) = match (&pm.offered, theirs) {
-                (_, None) => (None, false),
-                (Offered::Plain, Some(_)) => {
-                    return Err(CommandError::MediaSecurity(name(
-                        "answer has a=crypto but SRTP was not offered".into(),
-                    )));
-                }
-                (Offered::Srtp(lines) | Offered::PassThrough(lines), Some(t)) => {
-                    let Some(ours) = lines.iter().find(|l| l.tag == t.tag && l.suite == t.suite)
-                    else {
-                        return Err(CommandError::MediaSecurity(name(format!(
-                            "answer a=crypto tag {} ({}) was not offered",
-                            t.tag, t.suite
-                        ))));
-                    };
-                    // docs/behaviour.md §3b: a key never starts over (see `keys`): not the relay's
-                    // key
-                    // picked from an older offer after its state was dropped, nor an endpoint
-                    // key whose replay state is gone.
-                    let stream = party.streams.get(i);
-                    let pass = matches!(pm.offered, Offered::PassThrough(_));
-                    if !pass && stream.is_some_and(|s| !keys::usable_relay_key(s, &ours.key)) {
-                        return Err(CommandError::MediaSecurity(name(format!(
-                            "answer a=crypto tag {} picks a relay key that was retired; a new \
-                             offer is needed",
-                            t.tag
-                        ))));
-                    }
-                    if stream.is_some_and(|s| keys::endpoint_key_gone(s, &t.key)) {
-                        return Err(CommandError::MediaSecurity(name(format!(
-                            "answer a=crypto tag {} brings back a key this endpoint retired; a \
-                             new key is needed",
-                            t.tag
-                        ))));
-                    }
-                    if !policy.options.allows(t.params) {
-                        return Err(CommandError::MediaSecurity(name(format!(
-                            "answer a=crypto tag {} has session parameters the policy forbids",
-                            t.tag
-                        ))));
-                    }
-                    (
-                        Some((
-                            t,
-                            CryptoAttr {
-                                params: ours.params,
-                                ..ours.clone()
-                            },
-                        )),
-                        pass,
-                    )
-                }
-            };
-            if level == MediaSecurity::Enforce && answerer_srtp.is_none() {
-                first_failure.get_or_insert_with(|| name("answer has no usable SRTP".into()));
-                decided.push(inactive);
-                continue;
-            }
-            survivors += 1;
-            decided.push(Decided {
-                answerer_srtp,
-                pass_through,
-                active: true,
-            });
         }
         if let (0, Some(reason)) = (survivors, first_failure) {
             return Err(CommandError::MediaSecurity(reason));
@@ -373,184 +286,346 @@ impl Call {
         off.peer = Some(answerer);
         ans.peer = Some(offerer);
 
-        // The offerer's SDP, naming the address facing it.
-        let advertised = cmd
-            .media_address
-            .unwrap_or_else(|| ctx.interfaces.get(off.local).sdp_addr());
-        let options = pending.options;
-        let mut rewrites = Vec::with_capacity(decided.len());
-        for (i, (pm, d)) in pending.media.iter().zip(&decided).enumerate() {
-            let mut rw = MediaRewrite::default();
-            rw.edit.address = Some(advertised);
-            rw.edit.drop.extend(CAPNEG_ATTRS);
-            if options.ice_remove {
-                rw.edit.drop.extend(ICE_ATTRS);
-            }
-            if d.active {
-                rw.port = off.streams[i].rtp_port;
-                match (&pm.offerer, &d.answerer_srtp) {
-                    (OffererAnswer::Srtp { proto, .. }, Some((theirs, _))) if d.pass_through => {
-                        rw.proto = Some(proto.clone());
-                        rw.add.push(theirs.to_attribute());
-                    }
-                    (
-                        OffererAnswer::Srtp {
-                            proto,
-                            local: ours,
-                            acfg,
-                            ..
-                        },
-                        _,
-                    ) => {
-                        rw.proto = Some(proto.clone());
-                        rw.add.push(ours.to_attribute());
-                        if let Some(acfg) = acfg {
-                            rw.add.push(format!("acfg:{acfg}"));
-                        }
-                    }
-                    (OffererAnswer::Plain { proto }, _) => rw.proto = Some(proto.clone()),
-                }
-            }
-            rewrites.push(rw);
-        }
-        let mut rewrite = Rewrite {
-            session: session_edit(advertised, options),
-            media: rewrites,
-        };
-        let out = sdp.rewrite(&rewrite);
-        rewrite.wipe();
-        let out = version_for(&mut off.sent, out);
+        let out = offerer_sdp(ctx, cmd, off, &pending, &decided, sdp);
 
+        let exchange = Exchange {
+            ctx,
+            ids: [offerer, answerer],
+            renumber: [off.policy.renumber, ans.policy.renumber],
+        };
         let mut plans = Vec::with_capacity(decided.len());
         let mut rekeys = 0;
-        let renumber = [off.policy.renumber, ans.policy.renumber];
         for (i, (pm, d)) in pending.media.into_iter().zip(decided).enumerate() {
             ans.streams[i].record_remote(sdp, i, cmd.endpoint, ctx.now);
-            let (so, sa) = (&mut off.streams[i], &mut ans.streams[i]);
-            // Both directions carry the codec the answer chose (its first format), whatever
-            // the offer listed first: RTCP jitter is in its clock.
-            so.clock_rate = sa.clock_rate;
-            let old = [so.crypto.clone(), sa.crypto.clone()];
-            let mut new = [
-                Crypto {
-                    keys: std::mem::take(&mut so.crypto.keys),
-                    ..Crypto::default()
-                },
-                Crypto {
-                    keys: std::mem::take(&mut sa.crypto.keys),
-                    pass_through: d.pass_through,
-                    ..Crypto::default()
-                },
-            ];
-            new[0].pass_through = d.pass_through;
-            if !d.active {
-                so.crypto = std::mem::take(&mut new[0]);
-                sa.crypto = std::mem::take(&mut new[1]);
-                keys::park(so);
-                keys::park(sa);
-                plans.push(MediaPlan {
-                    index: i,
-                    media: pm.media,
-                    directions: Vec::new(),
-                });
-                continue;
-            }
-            if pm.kind == Some(super::StreamKind::Udptl) {
-                so.crypto = std::mem::take(&mut new[0]);
-                sa.crypto = std::mem::take(&mut new[1]);
-                keys::park(so);
-                keys::park(sa);
-                so.transform = Some(Transform::Opaque);
-                sa.transform = Some(Transform::Opaque);
-                plans.push(MediaPlan {
-                    index: i,
-                    media: pm.media,
-                    directions: [(offerer, answerer), (answerer, offerer)]
-                        .map(|(from, to)| DirectionPlan {
-                            from,
-                            to,
-                            transform: Transform::Opaque,
-                            rx: None,
-                            tx: None,
-                            rekey_rx: false,
-                            rekey_tx: false,
-                        })
-                        .to_vec(),
-                });
-                continue;
-            }
-            match (pm.offerer, d.answerer_srtp) {
-                // Each endpoint decrypts the other's SRTP; the relay only authenticates. The
-                // offerer's key in use is its line with the tag the answerer chose.
-                (OffererAnswer::Srtp { .. }, Some((theirs, offerers))) if d.pass_through => {
-                    new[0].remote = Some(offerers.clone());
-                    new[0].local = Some(theirs.clone());
-                    new[1].remote = Some(theirs);
-                    new[1].local = Some(offerers);
-                }
-                (offerer_answer, answerer_srtp) => {
-                    if let OffererAnswer::Srtp {
-                        remote,
-                        local: ours,
-                        ..
-                    } = offerer_answer
-                    {
-                        new[0].remote = Some(remote);
-                        new[0].local = Some(ours);
-                    }
-                    if let Some((theirs, ours)) = answerer_srtp {
-                        new[1].remote = Some(theirs);
-                        new[1].local = Some(ours);
-                    }
-                }
-            }
-            let mut directions = Vec::with_capacity(2);
-            for (from, to) in [(0, 1), (1, 0)] {
-                let rx = new[from].remote.as_ref();
-                let tx = new[to].local.as_ref();
-                let transform = match (rx, tx) {
-                    _ if d.pass_through => Transform::PassThrough,
-                    (None, None) => Transform::PlainToPlain,
-                    (Some(_), None) => Transform::Decrypt,
-                    (None, Some(_)) => Transform::Encrypt,
-                    (Some(_), Some(_)) => Transform::DecryptEncrypt,
-                };
-                let changed = |a: Option<&CryptoAttr>, b: Option<&CryptoAttr>| match (a, b) {
-                    (Some(a), Some(b)) => a.key != b.key,
-                    _ => false,
-                };
-                let ids = [offerer, answerer];
-                directions.push(DirectionPlan {
-                    from: ids[from],
-                    to: ids[to],
-                    transform,
-                    rx: rx.map(KeyUse::from_attr),
-                    tx: if d.pass_through {
-                        None
-                    } else {
-                        tx.map(KeyUse::from_attr)
-                    },
-                    rekey_rx: changed(old[from].remote.as_ref(), rx),
-                    rekey_tx: changed(old[to].local.as_ref(), tx),
-                });
-            }
-            let [n0, n1] = new;
-            so.crypto = n0;
-            sa.crypto = n1;
-            rekeys += keys::install(ctx, &directions[0], so, sa, renumber[1]);
-            rekeys += keys::install(ctx, &directions[1], sa, so, renumber[0]);
-            // Plans read the same whoever offered: the first party's direction first.
-            directions.sort_by_key(|d| d.from);
-            plans.push(MediaPlan {
-                index: i,
-                media: pm.media,
-                directions,
-            });
+            let (plan, n) = exchange.apply(i, pm, d, &mut off.streams[i], &mut ans.streams[i]);
+            plans.push(plan);
+            rekeys += n;
         }
         Ok(AnswerOutcome {
             sdp: out,
             plans,
             rekeys,
         })
+    }
+}
+
+/// What an answer's m-line comes to.
+enum Judged {
+    /// Decided (active or not).
+    Decided(Decided),
+    /// Refused under enforce: inactive, and the reason if no m-line survives.
+    Failed(String),
+}
+
+/// Judges m-line `i` of `sdp`, an answer from `party` to the offer's m-line `pm`: its crypto
+/// line against what was offered and the party's policy, and whether the keys may be used
+/// (docs/behaviour.md §3, §3b).
+fn judge(
+    party: &Party,
+    pm: &PendingMedia,
+    sdp: &Sdp<'_>,
+    i: usize,
+) -> Result<Judged, CommandError> {
+    let policy = &party.policy;
+    let m = sdp.media_line(i);
+    let inactive = Decided {
+        answerer_srtp: None,
+        pass_through: false,
+        active: false,
+    };
+    if pm.rejected || m.port == 0 {
+        return Ok(Judged::Decided(inactive));
+    }
+    if pm.kind == Some(super::StreamKind::Udptl) {
+        return Ok(Judged::Decided(Decided {
+            active: true,
+            ..inactive
+        }));
+    }
+    let level = policy.for_media(&pm.media);
+    let name = |rule: String| format!("media security {level}: m-line {i} ({}): {rule}", pm.media);
+    let lines: Vec<&str> = sdp.media_attributes(i, "crypto").collect();
+    let theirs = match lines.as_slice() {
+        [] if m.is_savp() => {
+            return Err(CommandError::MediaSecurity(name(
+                "RTP/SAVP answer has no a=crypto".into(),
+            )));
+        }
+        [] => None,
+        [one] => {
+            let attr = CryptoAttr::parse(one).map_err(|e| {
+                let tag = crypto_tag(one).map_or_else(|| "?".to_owned(), |t| t.to_string());
+                CommandError::MediaSecurity(name(format!("answer a=crypto:{tag}: {e}")))
+            })?;
+            Some(attr)
+        }
+        more => {
+            return Err(CommandError::MediaSecurity(name(format!(
+                "answer has {} a=crypto lines, it must have exactly one",
+                more.len()
+            ))));
+        }
+    };
+    let (answerer_srtp, pass_through) = match (&pm.offered, theirs) {
+        (_, None) => (None, false),
+        (Offered::Plain, Some(_)) => {
+            return Err(CommandError::MediaSecurity(name(
+                "answer has a=crypto but SRTP was not offered".into(),
+            )));
+        }
+        (Offered::Srtp(lines) | Offered::PassThrough(lines), Some(t)) => {
+            let Some(ours) = lines.iter().find(|l| l.tag == t.tag && l.suite == t.suite) else {
+                return Err(CommandError::MediaSecurity(name(format!(
+                    "answer a=crypto tag {} ({}) was not offered",
+                    t.tag, t.suite
+                ))));
+            };
+            // docs/behaviour.md §3b: a key never starts over (see `keys`): not the relay's
+            // key
+            // picked from an older offer after its state was dropped, nor an endpoint
+            // key whose replay state is gone.
+            let stream = party.streams.get(i);
+            let pass = matches!(pm.offered, Offered::PassThrough(_));
+            if !pass && stream.is_some_and(|s| !keys::usable_relay_key(s, &ours.key)) {
+                return Err(CommandError::MediaSecurity(name(format!(
+                    "answer a=crypto tag {} picks a relay key that was retired; a new \
+                         offer is needed",
+                    t.tag
+                ))));
+            }
+            if stream.is_some_and(|s| keys::endpoint_key_gone(s, &t.key)) {
+                return Err(CommandError::MediaSecurity(name(format!(
+                    "answer a=crypto tag {} brings back a key this endpoint retired; a \
+                         new key is needed",
+                    t.tag
+                ))));
+            }
+            if !policy.options.allows(t.params) {
+                return Err(CommandError::MediaSecurity(name(format!(
+                    "answer a=crypto tag {} has session parameters the policy forbids",
+                    t.tag
+                ))));
+            }
+            (
+                Some((
+                    t,
+                    CryptoAttr {
+                        params: ours.params,
+                        ..ours.clone()
+                    },
+                )),
+                pass,
+            )
+        }
+    };
+    if level == MediaSecurity::Enforce && answerer_srtp.is_none() {
+        return Ok(Judged::Failed(name("answer has no usable SRTP".into())));
+    }
+    Ok(Judged::Decided(Decided {
+        answerer_srtp,
+        pass_through,
+        active: true,
+    }))
+}
+
+/// The SDP for the offerer: the answer, naming the relay's address and ports facing it and the
+/// relay's crypto towards it (or the answerer's own, passed through).
+fn offerer_sdp(
+    ctx: &Ctx<'_>,
+    cmd: &AnswerCommand,
+    off: &mut Party,
+    pending: &IncomingOffer,
+    decided: &[Decided],
+    sdp: &Sdp<'_>,
+) -> String {
+    // The offerer's SDP, naming the address facing it.
+    let advertised = cmd
+        .media_address
+        .unwrap_or_else(|| ctx.interfaces.get(off.local).sdp_addr());
+    let options = pending.options;
+    let mut rewrites = Vec::with_capacity(decided.len());
+    for (i, (pm, d)) in pending.media.iter().zip(decided).enumerate() {
+        let mut rw = MediaRewrite::default();
+        rw.edit.address = Some(advertised);
+        rw.edit.drop.extend(CAPNEG_ATTRS);
+        if options.ice_remove {
+            rw.edit.drop.extend(ICE_ATTRS);
+        }
+        if d.active {
+            rw.port = off.streams[i].rtp_port;
+            match (&pm.offerer, &d.answerer_srtp) {
+                (OffererAnswer::Srtp { proto, .. }, Some((theirs, _))) if d.pass_through => {
+                    rw.proto = Some(proto.clone());
+                    rw.add.push(theirs.to_attribute());
+                }
+                (
+                    OffererAnswer::Srtp {
+                        proto,
+                        local: ours,
+                        acfg,
+                        ..
+                    },
+                    _,
+                ) => {
+                    rw.proto = Some(proto.clone());
+                    rw.add.push(ours.to_attribute());
+                    if let Some(acfg) = acfg {
+                        rw.add.push(format!("acfg:{acfg}"));
+                    }
+                }
+                (OffererAnswer::Plain { proto }, _) => rw.proto = Some(proto.clone()),
+            }
+        }
+        rewrites.push(rw);
+    }
+    let mut rewrite = Rewrite {
+        session: session_edit(advertised, options),
+        media: rewrites,
+    };
+    let out = sdp.rewrite(&rewrite);
+    rewrite.wipe();
+    version_for(&mut off.sent, out)
+}
+
+/// One offer/answer exchange being applied: the time and settings, the parties (offerer,
+/// answerer) and whether each renumbers what the relay sends it.
+struct Exchange<'a> {
+    ctx: &'a Ctx<'a>,
+    ids: [PartyId; 2],
+    renumber: [bool; 2],
+}
+
+impl Exchange<'_> {
+    /// Applies m-line `i`'s decision to the offerer's and the answerer's streams (`so`, `sa`):
+    /// their crypto and contexts; returns its plan and the receive-side re-keys.
+    fn apply(
+        &self,
+        i: usize,
+        pm: PendingMedia,
+        d: Decided,
+        so: &mut Stream,
+        sa: &mut Stream,
+    ) -> (MediaPlan, u64) {
+        // Both directions carry the codec the answer chose (its first format), whatever
+        // the offer listed first: RTCP jitter is in its clock.
+        so.clock_rate = sa.clock_rate;
+        let old = [so.crypto.clone(), sa.crypto.clone()];
+        let mut new = [
+            Crypto {
+                keys: std::mem::take(&mut so.crypto.keys),
+                ..Crypto::default()
+            },
+            Crypto {
+                keys: std::mem::take(&mut sa.crypto.keys),
+                pass_through: d.pass_through,
+                ..Crypto::default()
+            },
+        ];
+        new[0].pass_through = d.pass_through;
+        if !d.active {
+            so.crypto = std::mem::take(&mut new[0]);
+            sa.crypto = std::mem::take(&mut new[1]);
+            keys::park(so);
+            keys::park(sa);
+            let plan = MediaPlan {
+                index: i,
+                media: pm.media,
+                directions: Vec::new(),
+            };
+            return (plan, 0);
+        }
+        if pm.kind == Some(super::StreamKind::Udptl) {
+            so.crypto = std::mem::take(&mut new[0]);
+            sa.crypto = std::mem::take(&mut new[1]);
+            keys::park(so);
+            keys::park(sa);
+            so.transform = Some(Transform::Opaque);
+            sa.transform = Some(Transform::Opaque);
+            let [offerer, answerer] = self.ids;
+            let plan = MediaPlan {
+                index: i,
+                media: pm.media,
+                directions: [(offerer, answerer), (answerer, offerer)]
+                    .map(|(from, to)| DirectionPlan {
+                        from,
+                        to,
+                        transform: Transform::Opaque,
+                        rx: None,
+                        tx: None,
+                        rekey_rx: false,
+                        rekey_tx: false,
+                    })
+                    .to_vec(),
+            };
+            return (plan, 0);
+        }
+        match (pm.offerer, d.answerer_srtp) {
+            // Each endpoint decrypts the other's SRTP; the relay only authenticates. The
+            // offerer's key in use is its line with the tag the answerer chose.
+            (OffererAnswer::Srtp { .. }, Some((theirs, offerers))) if d.pass_through => {
+                new[0].remote = Some(offerers.clone());
+                new[0].local = Some(theirs.clone());
+                new[1].remote = Some(theirs);
+                new[1].local = Some(offerers);
+            }
+            (offerer_answer, answerer_srtp) => {
+                if let OffererAnswer::Srtp {
+                    remote,
+                    local: ours,
+                    ..
+                } = offerer_answer
+                {
+                    new[0].remote = Some(remote);
+                    new[0].local = Some(ours);
+                }
+                if let Some((theirs, ours)) = answerer_srtp {
+                    new[1].remote = Some(theirs);
+                    new[1].local = Some(ours);
+                }
+            }
+        }
+        let mut directions = Vec::with_capacity(2);
+        for (from, to) in [(0, 1), (1, 0)] {
+            let rx = new[from].remote.as_ref();
+            let tx = new[to].local.as_ref();
+            let transform = match (rx, tx) {
+                _ if d.pass_through => Transform::PassThrough,
+                (None, None) => Transform::PlainToPlain,
+                (Some(_), None) => Transform::Decrypt,
+                (None, Some(_)) => Transform::Encrypt,
+                (Some(_), Some(_)) => Transform::DecryptEncrypt,
+            };
+            let changed = |a: Option<&CryptoAttr>, b: Option<&CryptoAttr>| match (a, b) {
+                (Some(a), Some(b)) => a.key != b.key,
+                _ => false,
+            };
+            let ids = self.ids;
+            directions.push(DirectionPlan {
+                from: ids[from],
+                to: ids[to],
+                transform,
+                rx: rx.map(KeyUse::from_attr),
+                tx: if d.pass_through {
+                    None
+                } else {
+                    tx.map(KeyUse::from_attr)
+                },
+                rekey_rx: changed(old[from].remote.as_ref(), rx),
+                rekey_tx: changed(old[to].local.as_ref(), tx),
+            });
+        }
+        let [n0, n1] = new;
+        so.crypto = n0;
+        sa.crypto = n1;
+        let rekeys = keys::install(self.ctx, &directions[0], so, sa, self.renumber[1])
+            + keys::install(self.ctx, &directions[1], sa, so, self.renumber[0]);
+        // Plans read the same whoever offered: the first party's direction first.
+        directions.sort_by_key(|d| d.from);
+        let plan = MediaPlan {
+            index: i,
+            media: pm.media,
+            directions,
+        };
+        (plan, rekeys)
     }
 }

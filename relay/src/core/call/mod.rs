@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::core::interfaces::{Interfaces, LocalId};
 use crate::core::policy::{LegPolicy, PolicyConfig};
+use crate::core::srtp::KeySource;
 
 pub use answer::{AnswerOutcome, DirectionPlan, KeyUse, MediaPlan};
 pub use delete::DeleteTargets;
@@ -71,6 +72,8 @@ pub struct Ctx<'a> {
     pub replay_window: usize,
     /// How long the old receive context stays usable after a re-key.
     pub rekey_grace: Duration,
+    /// Where the relay's keys come from.
+    pub keys: &'a dyn KeySource,
     /// Now.
     pub now: Instant,
 }

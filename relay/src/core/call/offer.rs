@@ -5,7 +5,7 @@
 //! decided and the
 //! ports are there: a refused offer leaves the call as it was.
 
-use super::security::{MAX_PROBLEMS, offered_security};
+use super::security::{Candidate, MAX_PROBLEMS, offered_security};
 use super::stream::{Crypto, StreamKind};
 use super::{Call, Ctx, Party, PartyId, PortGrant, PortsNeeded, SdpOptions, version_for};
 use crate::core::command::{CommandError, OfferCommand};
@@ -14,7 +14,7 @@ use crate::core::policy::{BestEffortStyle, LegPolicy, MediaSecurity};
 use crate::core::sdp::capneg::write_config;
 use crate::core::sdp::sdes::CryptoAttr;
 use crate::core::sdp::{LevelEdit, MediaLine, MediaRewrite, Rewrite, Sdp};
-use crate::core::srtp::MasterKey;
+use crate::core::srtp::{KeyError, KeySource, MasterKey};
 
 /// Attributes of one leg's SRTP negotiation that never reach the other leg.
 pub(crate) const CAPNEG_ATTRS: [&str; 5] = ["crypto", "tcap", "acap", "pcfg", "acfg"];
@@ -340,19 +340,29 @@ impl Call {
         for i in 0..sdp.media_count() {
             let m = sdp.media_line(i);
             let kind = StreamKind::of(&m).filter(|_| m.port != 0);
+            let off_crypto = crypto_of(&off_t, i);
+            let ans_crypto = crypto_of(&ans_t, i);
             let result = match kind {
                 None => Err(None),
                 Some(StreamKind::Udptl) => Ok(Decided::plain(&m, kind, false)),
-                Some(StreamKind::Rtp) => decide(
-                    &sdp,
-                    i,
-                    &m,
-                    p_off,
-                    p_ans,
-                    crypto_of(&off_t, i),
-                    crypto_of(&ans_t, i),
-                )
-                .map_err(Some),
+                Some(StreamKind::Rtp) => {
+                    let line = MLine {
+                        sdp: &sdp,
+                        i,
+                        m: &m,
+                        p_off,
+                        p_ans,
+                        prior_off: off_crypto,
+                        prior_ans: ans_crypto,
+                        keys: ctx.keys,
+                    };
+                    match line.decide() {
+                        Ok(d) => Ok(d),
+                        Err(Undecided::Refused(reason)) => Err(Some(reason)),
+                        // The relay's own failure is never a rejected m-line.
+                        Err(Undecided::Keys(e)) => return Err(CommandError::Keys(e)),
+                    }
+                }
             };
             // A key the offerer used before and whose replay state is gone would accept its
             // old packets again (see `keys`): the offer needs a new key.
@@ -590,7 +600,8 @@ fn relay_key(
     tag: u32,
     params: crate::core::srtp::SessionParams,
     same_tag: bool,
-) -> Result<MasterKey, String> {
+    source: &dyn KeySource,
+) -> Result<MasterKey, KeyError> {
     let found = known
         .iter()
         .chain(fresh.iter())
@@ -598,7 +609,7 @@ fn relay_key(
     if let Some(k) = found {
         return Ok(k.key.clone());
     }
-    let key = MasterKey::generate(suite).map_err(|e| e.to_string())?;
+    let key = MasterKey::generate_from(suite, source)?;
     fresh.push(CryptoAttr {
         tag,
         suite,
@@ -608,135 +619,176 @@ fn relay_key(
     Ok(key)
 }
 
-/// Decides one RTP m-line of an offer: how to answer the offerer, what to offer the answerer.
-fn decide(
-    sdp: &Sdp<'_>,
-    i: usize,
-    m: &MediaLine<'_>,
-    p_off: &LegPolicy,
-    p_ans: &LegPolicy,
-    prior_off: &Crypto,
-    prior_ans: &Crypto,
-) -> Result<Decided, String> {
-    let level_off = p_off.for_media(m.media);
-    let level_ans = p_ans.for_media(m.media);
-    let usable_attr =
-        |a: &CryptoAttr| p_off.suites.contains(&a.suite) && p_off.options.allows(a.params);
-    let offered = offered_security(sdp, i, m, &usable_attr);
-    let pick = offered
-        .candidates
-        .iter()
-        .find(|c| usable_attr(&c.attr))
-        .cloned();
-    let mut offered = offered;
-    if pick.is_none() && !offered.candidates.is_empty() {
-        offered.problems.push(
-            "no offered crypto suite and session parameters are allowed by the policy".into(),
-        );
+/// Why an m-line of an offer was not decided.
+enum Undecided {
+    /// The policy refuses it (the text names the policy, the m-line and the rule): the m-line
+    /// is rejected, or the offer when no m-line survives.
+    Refused(String),
+    /// The relay could not make a key: the whole command fails.
+    Keys(KeyError),
+}
+
+impl From<String> for Undecided {
+    fn from(reason: String) -> Self {
+        Self::Refused(reason)
     }
-    let what = |rule: &str| {
-        format!(
-            "media security {level_off}: m-line {i} ({}): {rule}",
-            m.media
-        )
-    };
-    let detail = || {
-        if offered.problems.is_empty() {
-            String::new()
-        } else {
-            let shown = offered.problems.len().min(MAX_PROBLEMS);
-            let more = offered.problems.len() - shown;
+}
+
+impl From<KeyError> for Undecided {
+    fn from(e: KeyError) -> Self {
+        Self::Keys(e)
+    }
+}
+
+/// One RTP m-line of an offer being decided, with both parties' policies and what each
+/// negotiated before.
+struct MLine<'a> {
+    sdp: &'a Sdp<'a>,
+    i: usize,
+    m: &'a MediaLine<'a>,
+    p_off: &'a LegPolicy,
+    p_ans: &'a LegPolicy,
+    prior_off: &'a Crypto,
+    prior_ans: &'a Crypto,
+    keys: &'a dyn KeySource,
+}
+
+impl MLine<'_> {
+    /// How to answer the offerer and what to offer the answerer, in three steps: the offerer's
+    /// SRTP line (if its policy takes one), the relay's answer to it, and the answerer's offer.
+    fn decide(&self) -> Result<Decided, Undecided> {
+        let usable = |a: &CryptoAttr| {
+            self.p_off.suites.contains(&a.suite) && self.p_off.options.allows(a.params)
+        };
+        let mut offered = offered_security(self.sdp, self.i, self.m, &usable);
+        let pick = offered.candidates.iter().find(|c| usable(&c.attr)).cloned();
+        if pick.is_none() && !offered.candidates.is_empty() {
+            offered.problems.push(
+                "no offered crypto suite and session parameters are allowed by the policy".into(),
+            );
+        }
+        let srtp_pick = self.offerer_pick(pick, &offered.problems)?;
+        let mut offerer_keys = Vec::new();
+        let offerer = self.offerer_answer(srtp_pick.as_ref(), &mut offerer_keys)?;
+        let mut answerer_keys = Vec::new();
+        let (offered, rewrite) =
+            self.answerer_offer(&offered.candidates, srtp_pick.as_ref(), &mut answerer_keys)?;
+        Ok(Decided {
+            pending: PendingMedia {
+                media: super::stream::bounded(self.m.media),
+                kind: Some(StreamKind::Rtp),
+                rejected: false,
+                offerer,
+                offered,
+            },
+            rewrite,
+            offerer_keys,
+            answerer_keys,
+        })
+    }
+
+    /// The offerer's leg under its policy: the SRTP line it will get, none (plain), or a
+    /// refusal naming the policy, the m-line and the rule, with the problems of unusable lines.
+    fn offerer_pick(
+        &self,
+        pick: Option<Candidate>,
+        problems: &[String],
+    ) -> Result<Option<Candidate>, Undecided> {
+        let level = self.p_off.for_media(self.m.media);
+        let what = |rule: &str| {
+            let (i, media) = (self.i, self.m.media);
+            Undecided::Refused(format!(
+                "media security {level}: m-line {i} ({media}): {rule}"
+            ))
+        };
+        let detail = || {
+            if problems.is_empty() {
+                return String::new();
+            }
+            let shown = problems.len().min(MAX_PROBLEMS);
+            let more = problems.len() - shown;
             let tail = if more > 0 {
                 format!("; and {more} more")
             } else {
                 String::new()
             };
-            format!(" ({}{tail})", offered.problems[..shown].join("; "))
-        }
-    };
-
-    // The offerer's leg.
-    let srtp_pick = match level_off {
-        MediaSecurity::Disabled if m.is_savp() => {
-            return Err(what(
+            format!(" ({}{tail})", problems[..shown].join("; "))
+        };
+        match level {
+            MediaSecurity::Disabled if self.m.is_savp() => Err(what(
                 "offer requires SRTP (RTP/SAVP) and the policy is plain RTP",
-            ));
-        }
-        MediaSecurity::Disabled => None,
-        MediaSecurity::Enforce => {
-            Some(pick.ok_or_else(|| what(&format!("offer has no usable SRTP{}", detail())))?)
-        }
-        MediaSecurity::BestEffort | MediaSecurity::PreferDirect => match pick {
-            Some(p) => Some(p),
-            None if m.is_savp() => {
-                return Err(what(&format!(
+            )),
+            MediaSecurity::Disabled => Ok(None),
+            MediaSecurity::Enforce => pick
+                .map(Some)
+                .ok_or_else(|| what(&format!("offer has no usable SRTP{}", detail()))),
+            MediaSecurity::BestEffort | MediaSecurity::PreferDirect => match pick {
+                None if self.m.is_savp() => Err(what(&format!(
                     "RTP/SAVP offer has no usable SRTP{}",
                     detail()
-                )));
-            }
-            None => None,
-        },
-    };
-    let mut offerer_keys = Vec::new();
-    let offerer_answer = match &srtp_pick {
-        None => OffererAnswer::Plain {
-            proto: m.proto.to_owned(),
-        },
-        Some(c) => {
-            // Keep the relay's key for this leg unless the suite or tag changed (docs/behaviour.md
-            // §3a); a
-            // repeated offer before the answer finds it among the keys of the pending offer.
-            let local = prior_off
-                .local
-                .as_ref()
-                .filter(|_| !prior_off.pass_through)
-                .filter(|l| l.suite == c.attr.suite && l.tag == c.attr.tag)
-                .map(|l| l.key.clone());
-            let key = match local {
-                Some(k) => k,
-                None => relay_key(
-                    &prior_off.keys,
-                    &mut offerer_keys,
-                    c.attr.suite,
-                    c.attr.tag,
-                    c.attr.params,
-                    true,
-                )?,
-            };
-            OffererAnswer::Srtp {
-                proto: c.proto.clone(),
-                remote: c.attr.clone(),
-                local: CryptoAttr {
-                    tag: c.attr.tag,
-                    suite: c.attr.suite,
-                    key,
-                    params: c.attr.params,
-                },
-                acfg: c.capneg.map(|(cfg, t, a)| write_config(cfg, t, &[a])),
-            }
+                ))),
+                pick => Ok(pick),
+            },
         }
-    };
+    }
 
-    // The answerer's leg.
-    let (avp, savp) = profiles_of(m.proto);
-    let mut answerer_keys = Vec::new();
-    let mut relay_lines = || -> Result<Vec<CryptoAttr>, String> {
-        // A leg that already negotiated SRTP gets only its crypto again (keys unchanged).
-        if let Some(l) = prior_ans.local.as_ref().filter(|_| !prior_ans.pass_through) {
+    /// The relay's answer to the offerer: plain, or its line with the relay's key. The relay
+    /// keeps its key for this leg unless the suite or tag changed (docs/behaviour.md §3a); a
+    /// repeated offer before the answer finds it among the keys of the pending offer.
+    fn offerer_answer(
+        &self,
+        pick: Option<&Candidate>,
+        fresh: &mut Vec<CryptoAttr>,
+    ) -> Result<OffererAnswer, KeyError> {
+        let Some(c) = pick else {
+            return Ok(OffererAnswer::Plain {
+                proto: self.m.proto.to_owned(),
+            });
+        };
+        let prior = self.prior_off;
+        let kept = prior
+            .local
+            .as_ref()
+            .filter(|_| !prior.pass_through)
+            .filter(|l| l.suite == c.attr.suite && l.tag == c.attr.tag)
+            .map(|l| l.key.clone());
+        let key = match kept {
+            Some(k) => k,
+            None => relay_key(
+                &prior.keys,
+                fresh,
+                c.attr.suite,
+                c.attr.tag,
+                c.attr.params,
+                true,
+                self.keys,
+            )?,
+        };
+        Ok(OffererAnswer::Srtp {
+            proto: c.proto.clone(),
+            remote: c.attr.clone(),
+            local: CryptoAttr {
+                tag: c.attr.tag,
+                suite: c.attr.suite,
+                key,
+                params: c.attr.params,
+            },
+            acfg: c.capneg.map(|(cfg, t, a)| write_config(cfg, t, &[a])),
+        })
+    }
+
+    /// The relay's crypto lines for the answerer: its negotiated line again when it has one
+    /// (keys unchanged), else one per suite of its policy.
+    fn relay_lines(&self, fresh: &mut Vec<CryptoAttr>) -> Result<Vec<CryptoAttr>, KeyError> {
+        let prior = self.prior_ans;
+        if let Some(l) = prior.local.as_ref().filter(|_| !prior.pass_through) {
             return Ok(vec![l.clone()]);
         }
-        let params = p_ans.options.session_params();
-        let mut lines = Vec::new();
-        for (n, &suite) in p_ans.suites.iter().enumerate() {
+        let params = self.p_ans.options.session_params();
+        let mut lines = Vec::with_capacity(self.p_ans.suites.len());
+        for (n, &suite) in self.p_ans.suites.iter().enumerate() {
             let tag = n as u32 + 1;
-            let key = relay_key(
-                &prior_ans.keys,
-                &mut answerer_keys,
-                suite,
-                tag,
-                params,
-                false,
-            )?;
+            let key = relay_key(&prior.keys, fresh, suite, tag, params, false, self.keys)?;
             lines.push(CryptoAttr {
                 tag,
                 suite,
@@ -745,49 +797,60 @@ fn decide(
             });
         }
         Ok(lines)
-    };
-    // The offerer's lines both sides' policies allow; the offerer's policy vets what goes
-    // through as much as what the relay itself takes.
-    let through: Vec<CryptoAttr> = offered
-        .candidates
-        .iter()
-        .filter(|c| c.capneg.is_none() && p_ans.suites.contains(&c.attr.suite))
-        .filter(|c| p_off.suites.contains(&c.attr.suite) && p_off.options.allows(c.attr.params))
-        .map(|c| c.attr.clone())
-        .collect();
-    let pass_through = level_off == MediaSecurity::PreferDirect
-        && level_ans == MediaSecurity::PreferDirect
-        && !p_off.rekeys_on_reinvite
-        && !p_ans.rekeys_on_reinvite
-        && srtp_pick.as_ref().is_some_and(|c| c.capneg.is_none())
-        && !through.is_empty();
-    let mut rw = MediaRewrite::default();
-    let offered = if pass_through {
-        let lines = through;
-        rw.proto = Some(m.proto.to_owned());
-        rw.add = lines.iter().map(CryptoAttr::to_attribute).collect();
-        Offered::PassThrough(lines)
-    } else {
-        match level_ans {
+    }
+
+    /// What the answerer is offered and how its m-line is rewritten: the offerer's own lines
+    /// (prefer-direct on both sides, neither re-keying), plain, SRTP, or SRTP as cap-neg or
+    /// OSRTP (best-effort).
+    fn answerer_offer(
+        &self,
+        candidates: &[Candidate],
+        srtp_pick: Option<&Candidate>,
+        fresh: &mut Vec<CryptoAttr>,
+    ) -> Result<(Offered, MediaRewrite), KeyError> {
+        let (p_off, p_ans) = (self.p_off, self.p_ans);
+        let (avp, savp) = profiles_of(self.m.proto);
+        // The offerer's lines both sides' policies allow; the offerer's policy vets what goes
+        // through as much as what the relay itself takes.
+        let through: Vec<CryptoAttr> = candidates
+            .iter()
+            .filter(|c| c.capneg.is_none() && p_ans.suites.contains(&c.attr.suite))
+            .filter(|c| p_off.suites.contains(&c.attr.suite) && p_off.options.allows(c.attr.params))
+            .map(|c| c.attr.clone())
+            .collect();
+        let level_ans = p_ans.for_media(self.m.media);
+        let pass_through = p_off.for_media(self.m.media) == MediaSecurity::PreferDirect
+            && level_ans == MediaSecurity::PreferDirect
+            && !p_off.rekeys_on_reinvite
+            && !p_ans.rekeys_on_reinvite
+            && srtp_pick.is_some_and(|c| c.capneg.is_none())
+            && !through.is_empty();
+        let mut rw = MediaRewrite::default();
+        let actual = |rw: &mut MediaRewrite, proto: &str, lines: &[CryptoAttr]| {
+            rw.proto = Some(proto.to_owned());
+            rw.add = lines.iter().map(CryptoAttr::to_attribute).collect();
+        };
+        if pass_through {
+            actual(&mut rw, self.m.proto, &through);
+            return Ok((Offered::PassThrough(through), rw));
+        }
+        let offered = match level_ans {
             MediaSecurity::Disabled => {
                 rw.proto = Some(avp.to_owned());
                 Offered::Plain
             }
             MediaSecurity::Enforce => {
-                let lines = relay_lines()?;
-                rw.proto = Some(savp.to_owned());
-                rw.add = lines.iter().map(CryptoAttr::to_attribute).collect();
+                let lines = self.relay_lines(fresh)?;
+                actual(&mut rw, savp, &lines);
                 Offered::Srtp(lines)
             }
             MediaSecurity::BestEffort | MediaSecurity::PreferDirect => {
-                let lines = relay_lines()?;
-                if prior_ans.local.is_some() && !prior_ans.pass_through {
+                let lines = self.relay_lines(fresh)?;
+                if self.prior_ans.local.is_some() && !self.prior_ans.pass_through {
                     // RFC 5939 §3.6.2: after cap-neg chose SRTP, re-offers carry it as actual.
-                    rw.proto = Some(savp.to_owned());
-                    rw.add = lines.iter().map(CryptoAttr::to_attribute).collect();
+                    actual(&mut rw, savp, &lines);
                 } else if p_ans.best_effort_style == BestEffortStyle::Osrtp {
-                    rw.proto = Some(avp.to_owned());
-                    rw.add = lines.iter().map(CryptoAttr::to_attribute).collect();
+                    actual(&mut rw, avp, &lines);
                 } else {
                     rw.proto = Some(avp.to_owned());
                     rw.add.push(format!("tcap:1 {savp}"));
@@ -801,18 +864,7 @@ fn decide(
                 }
                 Offered::Srtp(lines)
             }
-        }
-    };
-    Ok(Decided {
-        pending: PendingMedia {
-            media: super::stream::bounded(m.media),
-            kind: Some(StreamKind::Rtp),
-            rejected: false,
-            offerer: offerer_answer,
-            offered,
-        },
-        rewrite: rw,
-        offerer_keys,
-        answerer_keys,
-    })
+        };
+        Ok((offered, rw))
+    }
 }

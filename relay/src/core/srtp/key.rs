@@ -1,4 +1,5 @@
-//! Master key material: redacted in `Debug`, wiped on drop, generated from the OS CSPRNG.
+//! Master key material: redacted in `Debug`, wiped on drop, made from a [`KeySource`] (the OS
+//! CSPRNG in the daemon; the core never reads a random source itself).
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -20,9 +21,58 @@ pub enum KeyError {
         /// Bytes the suite needs.
         want: usize,
     },
-    /// The operating system's random number generator failed.
+    /// The source of key material failed (the OS random number generator).
     #[error("the OS random number generator failed")]
     Random,
+}
+
+/// Where the relay's keys come from. The daemon uses the operating system's CSPRNG
+/// (`shell::keys::OsRandom`); tests and simulations use [`SeededKeys`], so that a run can be
+/// repeated. Implementations fill the whole buffer or fail.
+pub trait KeySource: Send + Sync + std::fmt::Debug {
+    /// Fills `buf` with key material.
+    fn fill(&self, buf: &mut [u8]) -> Result<(), KeyError>;
+}
+
+/// Deterministic key material from a seed (splitmix64): for tests and simulations only, never
+/// for a relay that carries calls (anyone who knows the seed knows every key).
+#[derive(Debug)]
+pub struct SeededKeys {
+    state: std::sync::Mutex<u64>,
+}
+
+impl SeededKeys {
+    /// A sequence starting from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            state: std::sync::Mutex::new(seed),
+        }
+    }
+}
+
+impl KeySource for SeededKeys {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), KeyError> {
+        let mut state = self.state.lock().map_err(|_| KeyError::Random)?;
+        for chunk in buf.chunks_mut(8) {
+            *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = *state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+/// A source that always fails: what the relay does when its random source does.
+#[derive(Debug)]
+pub struct FailingKeys;
+
+impl KeySource for FailingKeys {
+    fn fill(&self, _: &mut [u8]) -> Result<(), KeyError> {
+        Err(KeyError::Random)
+    }
 }
 
 /// An SRTP master key and master salt for one suite, as carried in SDES `inline:` (key ‖ salt).
@@ -57,12 +107,11 @@ impl MasterKey {
         })
     }
 
-    /// Generates a fresh key and salt for `suite` from the operating system's CSPRNG.
-    pub fn generate(suite: CryptoSuite) -> Result<Self, KeyError> {
+    /// A fresh key and salt for `suite` from `source`.
+    pub fn generate_from(suite: CryptoSuite, source: &dyn KeySource) -> Result<Self, KeyError> {
         let p = suite.params();
         let mut buf = Box::new([0; MAX_KEY_SALT_LEN]);
-        getrandom::getrandom(&mut buf[..p.master_key_len + p.master_salt_len])
-            .map_err(|_| KeyError::Random)?;
+        source.fill(&mut buf[..p.master_key_len + p.master_salt_len])?;
         Ok(Self {
             key_salt: buf,
             suite,
@@ -130,12 +179,19 @@ mod tests {
     }
 
     #[test]
-    fn generated_keys_differ_and_have_the_suite_length() {
-        let a = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
-        let b = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+    fn generated_keys_differ_have_the_suite_length_and_repeat_from_a_seed() {
+        let source = SeededKeys::new(7);
+        let a = MasterKey::generate_from(CryptoSuite::AesCm128HmacSha1_80, &source).unwrap();
+        let b = MasterKey::generate_from(CryptoSuite::AesCm128HmacSha1_80, &source).unwrap();
         assert_eq!(a.key_salt().len(), 30);
         assert_ne!(a, b);
         assert_eq!(a, a.clone());
+        let again = MasterKey::generate_from(CryptoSuite::AesCm128HmacSha1_80, &SeededKeys::new(7));
+        assert_eq!(again.unwrap(), a, "the same seed gives the same keys");
+        assert_eq!(
+            MasterKey::generate_from(CryptoSuite::AesCm128HmacSha1_80, &FailingKeys),
+            Err(KeyError::Random)
+        );
     }
 
     #[test]

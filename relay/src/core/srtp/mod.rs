@@ -16,7 +16,7 @@ mod suite;
 pub use context::{
     MAX_NEW_SSRCS_PER_SOURCE, ReplayWindowError, SessionParams, SrtpContext, SrtpError, SrtpPolicy,
 };
-pub use key::{KeyError, MasterKey};
+pub use key::{FailingKeys, KeyError, KeySource, MasterKey, SeededKeys};
 pub use primitives::{AesCm, HmacSha1, derive_session_key};
 pub use rekey::RxSrtp;
 pub use replay::{MAX_REPLAY_WINDOW, MIN_REPLAY_WINDOW, ReplayWindow};

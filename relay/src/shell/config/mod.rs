@@ -314,58 +314,161 @@ impl Default for Config {
 impl Config {
     /// Parses and validates a configuration file's text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let raw: Raw = toml::from_str(text)
-            .map_err(|e| ConfigError {
-                line: e.span().map(|s| line_at(text, s.start)),
-                key: String::new(),
-                message: e.message().to_owned(),
-            })
-            .map_err(|mut e| {
-                // toml's message names the field; say it as a key.
-                e.key = "config".into();
-                e
-            })?;
-        let fail = |section: &str, key: &str, message: String| ConfigError {
-            line: line_of(text, section, key),
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError {
+            line: e.span().map(|s| line_at(text, s.start)),
+            // toml's message names the field; say it as a key.
+            key: "config".into(),
+            message: e.message().to_owned(),
+        })?;
+        let r = Reader { text };
+        let policy = r.policy(&raw)?;
+        r.check_limits(&raw)?;
+        let interfaces = r.interfaces(&raw.media)?;
+        let (s, m, t) = (&raw.security, &raw.media, &raw.timeouts);
+        let deny_peers = match &s.deny_peers {
+            Some(list) => r.denies("security", "deny_peers", list)?,
+            None => default_deny(),
+        };
+        let secs = Duration::from_secs;
+        let config = Self {
+            ng_listen: r.addr("control", &raw.control.listen)?,
+            control_allow: r.nets("control", "allow", &raw.control.allow)?,
+            deny_peers,
+            relatch_any_source: s.relatch_any_source,
+            metrics_listen: r.addr("metrics", &raw.metrics.listen)?,
+            interfaces,
+            port_min: m.port_min,
+            port_max: m.port_max,
+            workers: m.workers,
+            policy,
+            replay_window: s.replay_window,
+            rekey_grace: secs(t.rekey_grace),
+            timeouts: Timeouts {
+                media: secs(t.media),
+                ringing: secs(t.ringing),
+                hold: secs(t.hold),
+                final_: secs(t.final_),
+                delete_delay: secs(t.delete_delay),
+            },
+            relatch_after_silence: secs(t.relatch_after_silence),
+            drain: secs(t.drain),
+            max_calls: raw.limits.max_calls,
+            max_memory_mb: raw.limits.max_memory_mb,
+            log_level: raw.log.level.clone(),
+        };
+        let key = if m.address.is_some() {
+            "address"
+        } else {
+            "interfaces"
+        };
+        config
+            .check_interfaces()
+            .map_err(|e| r.fail("media", key, e))?;
+        Ok(config)
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            line: None,
+            key: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::from_toml(&text)
+    }
+}
+
+/// Reads the parts of a parsed file, naming the key and line of each problem.
+struct Reader<'a> {
+    text: &'a str,
+}
+
+impl Reader<'_> {
+    /// A problem with `section.key`, at its line in the file.
+    fn fail(&self, section: &str, key: &str, message: String) -> ConfigError {
+        ConfigError {
+            line: line_of(self.text, section, key),
             key: if section.is_empty() {
                 key.to_owned()
             } else {
                 format!("{section}.{key}")
             },
             message,
-        };
-        let addr = |section: &str, v: &str| {
-            v.parse::<SocketAddr>()
-                .map_err(|_| fail(section, "listen", format!("{v:?} is not ADDRESS:PORT")))
-        };
-        let level = |section: &str, key: &str, v: &str| match v.parse::<LegSecurity>() {
-            Ok(l) => Ok(l),
-            Err(e) => Err(fail(section, key, e.to_string())),
-        };
-        let suites = |section: &str, names: &[String]| {
-            names
-                .iter()
-                .map(|n| {
-                    CryptoSuite::from_sdes_name(n)
-                        .ok_or_else(|| fail(section, "suites", format!("unknown crypto suite {n:?} (AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32)")))
+        }
+    }
+
+    fn addr(&self, section: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+        v.parse::<SocketAddr>()
+            .map_err(|_| self.fail(section, "listen", format!("{v:?} is not ADDRESS:PORT")))
+    }
+
+    fn level(&self, section: &str, key: &str, v: &str) -> Result<LegSecurity, ConfigError> {
+        v.parse::<LegSecurity>()
+            .map_err(|e| self.fail(section, key, e.to_string()))
+    }
+
+    fn suites(&self, section: &str, names: &[String]) -> Result<Vec<CryptoSuite>, ConfigError> {
+        names
+            .iter()
+            .map(|n| {
+                CryptoSuite::from_sdes_name(n).ok_or_else(|| {
+                    self.fail(
+                        section,
+                        "suites",
+                        format!(
+                            "unknown crypto suite {n:?} (AES_CM_128_HMAC_SHA1_80, \
+                             AES_CM_128_HMAC_SHA1_32)"
+                        ),
+                    )
                 })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let style = |section: &str, v: &str| match v {
+            })
+            .collect()
+    }
+
+    fn style(&self, section: &str, v: &str) -> Result<BestEffortStyle, ConfigError> {
+        match v {
             "capneg" => Ok(BestEffortStyle::CapNeg),
             "osrtp" => Ok(BestEffortStyle::Osrtp),
-            _ => Err(fail(
+            _ => Err(self.fail(
                 section,
                 "best_effort_style",
                 format!("{v:?} is neither \"capneg\" nor \"osrtp\""),
             )),
-        };
+        }
+    }
 
+    fn nets(&self, section: &str, key: &str, list: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+        list.iter()
+            .map(|n| n.parse::<IpNet>().map_err(|e| self.fail(section, key, e)))
+            .collect()
+    }
+
+    fn denies(
+        &self,
+        section: &str,
+        key: &str,
+        list: &[String],
+    ) -> Result<Vec<PeerDeny>, ConfigError> {
+        list.iter()
+            .map(|n| {
+                n.parse::<PeerDeny>()
+                    .map_err(|e| self.fail(section, key, e))
+            })
+            .collect()
+    }
+
+    fn ip(&self, key: &str, text: &str) -> Result<IpAddr, ConfigError> {
+        text.parse::<IpAddr>()
+            .map_err(|_| self.fail("media", key, format!("{text:?} is not an IP address")))
+    }
+
+    /// `[security]`, `[profiles]` and `[extensions]`: the media-security policy.
+    fn policy(&self, raw: &Raw) -> Result<PolicyConfig, ConfigError> {
         let s = &raw.security;
-        let system = match level("security", "system", &s.system)? {
+        let system = match self.level("security", "system", &s.system)? {
             LegSecurity::Level(l) => l,
             LegSecurity::SameAsSystem => {
-                return Err(fail(
+                return Err(self.fail(
                     "security",
                     "system",
                     "the system level cannot be same-as-system".into(),
@@ -373,14 +476,14 @@ impl Config {
             }
         };
         if !s.authenticate_rtcp {
-            return Err(fail(
+            return Err(self.fail(
                 "security",
                 "authenticate_rtcp",
                 "cannot be turned off: RFC 3711 §3.4 requires SRTCP authentication".into(),
             ));
         }
         if !(MIN_REPLAY_WINDOW..=MAX_REPLAY_WINDOW).contains(&s.replay_window) {
-            return Err(fail(
+            return Err(self.fail(
                 "security",
                 "replay_window",
                 format!(
@@ -389,13 +492,9 @@ impl Config {
                 ),
             ));
         }
-        let system_suites = suites("security", &s.suites)?;
+        let system_suites = self.suites("security", &s.suites)?;
         if system_suites.is_empty() {
-            return Err(fail(
-                "security",
-                "suites",
-                "at least one suite is needed".into(),
-            ));
+            return Err(self.fail("security", "suites", "at least one suite is needed".into()));
         }
         let mut policy = PolicyConfig {
             system,
@@ -405,7 +504,7 @@ impl Config {
                 encrypt_rtcp: s.encrypt_rtcp,
             },
             suites: system_suites,
-            best_effort_style: style("security", &s.best_effort_style)?,
+            best_effort_style: self.style("security", &s.best_effort_style)?,
             renumber: s.renumber,
             ..PolicyConfig::default()
         };
@@ -413,12 +512,12 @@ impl Config {
             let section = format!("profiles.{name}");
             let profile = DeviceProfile {
                 name: name.clone(),
-                suites: suites(&section, &p.suites)?,
+                suites: self.suites(&section, &p.suites)?,
                 best_effort: p.best_effort,
                 rekeys_on_reinvite: p.rekeys_on_reinvite,
                 extension_policy: p.extension_policy,
                 secure_video: p.secure_video,
-                best_effort_style: style(&section, &p.best_effort_style)?,
+                best_effort_style: self.style(&section, &p.best_effort_style)?,
                 renumber: p.renumber,
             };
             policy.profiles.insert(name.clone(), profile);
@@ -430,13 +529,13 @@ impl Config {
                 .as_ref()
                 .filter(|p| !policy.profiles.contains_key(*p))
             {
-                return Err(fail(
+                return Err(self.fail(
                     &section,
                     "profile",
                     format!("unknown device profile {p:?}"),
                 ));
             }
-            let security = level(&section, "security", &e.security)?;
+            let security = self.level(&section, "security", &e.security)?;
             policy.extensions.insert(
                 name.clone(),
                 Extension {
@@ -445,24 +544,29 @@ impl Config {
                 },
             );
         }
+        Ok(policy)
+    }
 
+    /// The ranges of every count and duration (docs/behaviour.md §9: nothing accepted here may
+    /// overflow later), the port range's shape and the log level.
+    fn check_limits(&self, raw: &Raw) -> Result<(), ConfigError> {
         let m = &raw.media;
         if !m.port_min.is_multiple_of(2) {
-            return Err(fail(
+            return Err(self.fail(
                 "media",
                 "port_min",
                 format!("{} must be even (RTP on even ports)", m.port_min),
             ));
         }
         if m.port_max < m.port_min.saturating_add(3) {
-            return Err(fail(
+            return Err(self.fail(
                 "media",
                 "port_max",
                 "the range must hold at least two port pairs".into(),
             ));
         }
         if m.workers > MAX_WORKERS {
-            return Err(fail(
+            return Err(self.fail(
                 "media",
                 "workers",
                 format!(
@@ -472,14 +576,14 @@ impl Config {
             ));
         }
         if !(1..=MAX_CALLS).contains(&raw.limits.max_calls) {
-            return Err(fail(
+            return Err(self.fail(
                 "limits",
                 "max_calls",
                 format!("{} is not in 1..={MAX_CALLS}", raw.limits.max_calls),
             ));
         }
         if !(16..=1 << 20).contains(&raw.limits.max_memory_mb) {
-            return Err(fail(
+            return Err(self.fail(
                 "limits",
                 "max_memory_mb",
                 format!("{} is not in 16..=1048576", raw.limits.max_memory_mb),
@@ -498,7 +602,7 @@ impl Config {
             ("delete_delay", t.delete_delay, 0),
         ] {
             if !(min..=MAX_TIMEOUT_SECS).contains(&value) {
-                return Err(fail(
+                return Err(self.fail(
                     "timeouts",
                     key,
                     format!("{value} is not in {min}..={MAX_TIMEOUT_SECS} seconds"),
@@ -506,7 +610,7 @@ impl Config {
             }
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&raw.log.level.as_str()) {
-            return Err(fail(
+            return Err(self.fail(
                 "log",
                 "level",
                 format!(
@@ -515,121 +619,61 @@ impl Config {
                 ),
             ));
         }
-        let nets = |section: &str, key: &str, list: &[String]| {
-            list.iter()
-                .map(|n| n.parse::<IpNet>().map_err(|e| fail(section, key, e)))
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let denies = |section: &str, key: &str, list: &[String]| {
-            list.iter()
-                .map(|n| n.parse::<PeerDeny>().map_err(|e| fail(section, key, e)))
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let ip = |key: &str, text: &str| {
-            text.parse::<IpAddr>()
-                .map_err(|_| fail("media", key, format!("{text:?} is not an IP address")))
-        };
-        let interfaces = match (&m.address, m.interfaces.as_slice()) {
-            (Some(_), [_, ..]) => {
-                return Err(fail(
-                    "media",
-                    "address",
-                    "media.address is the one-interface shorthand: with [[media.interfaces]] \
-                     name every address there instead"
-                        .into(),
-                ));
-            }
-            (address, []) => vec![InterfaceConfig {
+        Ok(())
+    }
+
+    /// `media.address` or `[[media.interfaces]]` (not both).
+    fn interfaces(&self, m: &RawMedia) -> Result<Vec<InterfaceConfig>, ConfigError> {
+        match (&m.address, m.interfaces.as_slice()) {
+            (Some(_), [_, ..]) => Err(self.fail(
+                "media",
+                "address",
+                "media.address is the one-interface shorthand: with [[media.interfaces]] name \
+                 every address there instead"
+                    .into(),
+            )),
+            (address, []) => Ok(vec![InterfaceConfig {
                 name: "default".into(),
-                address: ip("address", address.as_deref().unwrap_or("127.0.0.1"))?,
+                address: self.ip("address", address.as_deref().unwrap_or("127.0.0.1"))?,
                 advertised: None,
                 ports: None,
                 deny_peers: None,
-            }],
-            (None, list) => list
-                .iter()
-                .map(|i| {
-                    let ports = match (i.port_min, i.port_max) {
-                        (None, None) => None,
-                        (Some(lo), Some(hi)) => Some((lo, hi)),
-                        _ => {
-                            return Err(fail(
-                                "media",
-                                "interfaces",
-                                format!(
-                                    "interface {:?}: give both port_min and port_max, or neither",
-                                    i.name
-                                ),
-                            ));
-                        }
-                    };
-                    Ok(InterfaceConfig {
-                        name: i.name.clone(),
-                        address: ip("interfaces", &i.address)?,
-                        advertised: i
-                            .advertised
-                            .as_deref()
-                            .map(|a| ip("interfaces", a))
-                            .transpose()?,
-                        ports,
-                        deny_peers: i
-                            .deny_peers
-                            .as_deref()
-                            .map(|l| denies("media", "interfaces", l))
-                            .transpose()?,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        };
-        let deny_peers = match &s.deny_peers {
-            Some(list) => denies("security", "deny_peers", list)?,
-            None => default_deny(),
-        };
-        let config = Self {
-            ng_listen: addr("control", &raw.control.listen)?,
-            control_allow: nets("control", "allow", &raw.control.allow)?,
-            deny_peers,
-            relatch_any_source: s.relatch_any_source,
-            metrics_listen: addr("metrics", &raw.metrics.listen)?,
-            interfaces,
-            port_min: m.port_min,
-            port_max: m.port_max,
-            workers: m.workers,
-            policy,
-            replay_window: s.replay_window,
-            rekey_grace: Duration::from_secs(raw.timeouts.rekey_grace),
-            timeouts: Timeouts {
-                media: Duration::from_secs(t.media),
-                ringing: Duration::from_secs(t.ringing),
-                hold: Duration::from_secs(t.hold),
-                final_: Duration::from_secs(t.final_),
-                delete_delay: Duration::from_secs(t.delete_delay),
-            },
-            relatch_after_silence: Duration::from_secs(raw.timeouts.relatch_after_silence),
-            drain: Duration::from_secs(raw.timeouts.drain),
-            max_calls: raw.limits.max_calls,
-            max_memory_mb: raw.limits.max_memory_mb,
-            log_level: raw.log.level.clone(),
-        };
-        let key = if m.address.is_some() {
-            "address"
-        } else {
-            "interfaces"
-        };
-        config
-            .check_interfaces()
-            .map_err(|e| fail("media", key, e))?;
-        Ok(config)
+            }]),
+            (None, list) => list.iter().map(|i| self.interface(i)).collect(),
+        }
     }
 
-    /// Reads and validates a configuration file.
-    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            line: None,
-            key: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        Self::from_toml(&text)
+    /// One `[[media.interfaces]]` entry.
+    fn interface(&self, i: &RawInterface) -> Result<InterfaceConfig, ConfigError> {
+        let ports = match (i.port_min, i.port_max) {
+            (None, None) => None,
+            (Some(lo), Some(hi)) => Some((lo, hi)),
+            _ => {
+                return Err(self.fail(
+                    "media",
+                    "interfaces",
+                    format!(
+                        "interface {:?}: give both port_min and port_max, or neither",
+                        i.name
+                    ),
+                ));
+            }
+        };
+        Ok(InterfaceConfig {
+            name: i.name.clone(),
+            address: self.ip("interfaces", &i.address)?,
+            advertised: i
+                .advertised
+                .as_deref()
+                .map(|a| self.ip("interfaces", a))
+                .transpose()?,
+            ports,
+            deny_peers: i
+                .deny_peers
+                .as_deref()
+                .map(|l| self.denies("media", "interfaces", l))
+                .transpose()?,
+        })
     }
 }
 
