@@ -7,7 +7,6 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
@@ -437,20 +436,42 @@ enum NgError {
     WorkerGone,
 }
 
-/// A minimal HTTP/1.1 responder: `GET /metrics` and `GET /healthz`, one request per connection.
-async fn serve_http(control: &Control, mut stream: tokio::net::TcpStream) {
-    // Read until the end of the request head (clients may send it in pieces).
-    let mut req = [0u8; 2048];
-    let mut n = 0;
-    while n < req.len() && !req[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut req[n..]).await {
-            Ok(0) | Err(_) => break,
-            Ok(got) => n += got,
-        }
+/// The metrics endpoint over hyper's HTTP/1.1: `GET /metrics` and `GET /healthz`, one request per
+/// connection (the caller bounds connections in number and time).
+async fn serve_http(control: &Control, stream: tokio::net::TcpStream) {
+    let service =
+        hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+            let (status, kind, body) = respond(control, req.method(), req.uri().path()).await;
+            let response = hyper::Response::builder()
+                .status(status)
+                .header(hyper::header::CONTENT_TYPE, kind)
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)));
+            response.map_err(|e| std::io::Error::other(e.to_string()))
+        });
+    // One request per connection (scrapers and health checks), bounded in time by the caller.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .max_buf_size(8192)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
+}
+
+/// The answer to `method path`: `/metrics` (OpenMetrics text), `/healthz` (`ok` or `draining`),
+/// else 404 (405 for anything but GET).
+async fn respond(
+    control: &Control,
+    method: &hyper::Method,
+    path: &str,
+) -> (hyper::StatusCode, &'static str, String) {
+    use hyper::StatusCode;
+    if method != hyper::Method::GET {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET\n".to_owned(),
+        );
     }
-    let line = String::from_utf8_lossy(&req[..n]);
-    let path = line.split_whitespace().nth(1).unwrap_or("");
-    let (status, kind, body) = match path {
+    match path {
         "/metrics" => {
             let free = control.pool.free_pairs();
             let text = metrics::render(
@@ -460,13 +481,13 @@ async fn serve_http(control: &Control, mut stream: tokio::net::TcpStream) {
                 free,
             );
             (
-                "200 OK",
+                StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 text,
             )
         }
         "/healthz" => (
-            "200 OK",
+            StatusCode::OK,
             "text/plain",
             if control.draining {
                 "draining\n"
@@ -475,14 +496,12 @@ async fn serve_http(control: &Control, mut stream: tokio::net::TcpStream) {
             }
             .to_owned(),
         ),
-        _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body.as_bytes()).await;
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+    }
 }
 
 /// The worker that owns a call: a hash keyed at random per process, so that chosen call-ids
