@@ -559,37 +559,37 @@ impl Exchange<'_> {
             };
             return (plan, 0);
         }
-        match (pm.offerer, d.answerer_srtp) {
-            // Each endpoint decrypts the other's SRTP; the relay only authenticates. The
-            // offerer's key in use is its line with the tag the answerer chose.
-            (OffererAnswer::Srtp { .. }, Some((theirs, offerers))) if d.pass_through => {
-                new[0].remote = Some(offerers.clone());
-                new[0].local = Some(theirs.clone());
-                new[1].remote = Some(theirs);
-                new[1].local = Some(offerers);
-            }
-            (offerer_answer, answerer_srtp) => {
-                if let OffererAnswer::Srtp {
-                    remote,
-                    local: ours,
-                    ..
-                } = offerer_answer
-                {
-                    new[0].remote = Some(remote);
-                    new[0].local = Some(ours);
-                }
-                if let Some((theirs, ours)) = answerer_srtp {
-                    new[1].remote = Some(theirs);
-                    new[1].local = Some(ours);
-                }
-            }
-        }
+        negotiated(&mut new, pm.offerer, d.answerer_srtp, d.pass_through);
+        let mut directions = self.directions(&old, &new, d.pass_through);
+        let [n0, n1] = new;
+        so.crypto = n0;
+        sa.crypto = n1;
+        let rekeys = keys::install(self.ctx, &directions[0], so, sa, self.renumber[1])
+            + keys::install(self.ctx, &directions[1], sa, so, self.renumber[0]);
+        // Plans read the same whoever offered: the first party's direction first.
+        directions.sort_by_key(|d| d.from);
+        let plan = MediaPlan {
+            index: i,
+            media: pm.media,
+            directions,
+        };
+        (plan, rekeys)
+    }
+
+    /// Both directions of an m-line from what each side negotiated before (`old`) and now
+    /// (`new`, offerer's first): transform, keys, and whether either key changed.
+    fn directions(
+        &self,
+        old: &[Crypto; 2],
+        new: &[Crypto; 2],
+        pass_through: bool,
+    ) -> Vec<DirectionPlan> {
         let mut directions = Vec::with_capacity(2);
         for (from, to) in [(0, 1), (1, 0)] {
             let rx = new[from].remote.as_ref();
             let tx = new[to].local.as_ref();
             let transform = match (rx, tx) {
-                _ if d.pass_through => Transform::PassThrough,
+                _ if pass_through => Transform::PassThrough,
                 (None, None) => Transform::PlainToPlain,
                 (Some(_), None) => Transform::Decrypt,
                 (None, Some(_)) => Transform::Encrypt,
@@ -605,7 +605,7 @@ impl Exchange<'_> {
                 to: ids[to],
                 transform,
                 rx: rx.map(KeyUse::from_attr),
-                tx: if d.pass_through {
+                tx: if pass_through {
                     None
                 } else {
                     tx.map(KeyUse::from_attr)
@@ -614,18 +614,41 @@ impl Exchange<'_> {
                 rekey_tx: changed(old[to].local.as_ref(), tx),
             });
         }
-        let [n0, n1] = new;
-        so.crypto = n0;
-        sa.crypto = n1;
-        let rekeys = keys::install(self.ctx, &directions[0], so, sa, self.renumber[1])
-            + keys::install(self.ctx, &directions[1], sa, so, self.renumber[0]);
-        // Plans read the same whoever offered: the first party's direction first.
-        directions.sort_by_key(|d| d.from);
-        let plan = MediaPlan {
-            index: i,
-            media: pm.media,
-            directions,
-        };
-        (plan, rekeys)
+        directions
+    }
+}
+
+/// The crypto each side holds after the answer (`new`, the offerer's first): each side's key and
+/// the relay's towards it, or, for pass-through, each endpoint's key as the other's.
+fn negotiated(
+    new: &mut [Crypto; 2],
+    offerer: OffererAnswer,
+    answerer_srtp: Option<(CryptoAttr, CryptoAttr)>,
+    pass_through: bool,
+) {
+    match (offerer, answerer_srtp) {
+        // Each endpoint decrypts the other's SRTP; the relay only authenticates. The
+        // offerer's key in use is its line with the tag the answerer chose.
+        (OffererAnswer::Srtp { .. }, Some((theirs, offerers))) if pass_through => {
+            new[0].remote = Some(offerers.clone());
+            new[0].local = Some(theirs.clone());
+            new[1].remote = Some(theirs);
+            new[1].local = Some(offerers);
+        }
+        (offerer_answer, answerer_srtp) => {
+            if let OffererAnswer::Srtp {
+                remote,
+                local: ours,
+                ..
+            } = offerer_answer
+            {
+                new[0].remote = Some(remote);
+                new[0].local = Some(ours);
+            }
+            if let Some((theirs, ours)) = answerer_srtp {
+                new[1].remote = Some(theirs);
+                new[1].local = Some(ours);
+            }
+        }
     }
 }

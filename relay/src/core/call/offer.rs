@@ -6,7 +6,7 @@
 //! ports are there: a refused offer leaves the call as it was.
 
 use super::security::{Candidate, MAX_PROBLEMS, offered_security};
-use super::stream::{Crypto, StreamKind};
+use super::stream::{Crypto, Stream, StreamKind};
 use super::{Call, Ctx, Party, PartyId, PortGrant, PortsNeeded, SdpOptions, version_for};
 use crate::core::command::{CommandError, OfferCommand};
 use crate::core::interfaces::{Family, LocalId};
@@ -278,22 +278,7 @@ impl Call {
         cmd: &'a OfferCommand,
         sdp: Sdp<'a>,
     ) -> Result<PreparedOffer<'a>, CommandError> {
-        // ng `direction` names the interface facing each side, the offerer's first; the offerer
-        // is answered in its own SDP's family, the answering side gets `address-family` if
-        // given, else the same family (docs/behaviour.md §5a).
-        let sdp_family = sdp_family(&sdp);
-        let locals = [
-            ctx.interfaces.pick(
-                cmd.direction[0].as_deref(),
-                sdp_family,
-                Some("the offer's SDP is of that family"),
-            )?,
-            ctx.interfaces.pick(
-                cmd.direction[1].as_deref(),
-                cmd.family.or(sdp_family),
-                cmd.family.map(|_| "address-family"),
-            )?,
-        ];
+        let locals = pick_locals(ctx, cmd, &sdp)?;
         let (off_t, ans_t, alias) = self.offer_targets(ctx, cmd, locals)?;
         let new_parties = [&off_t, &ans_t]
             .iter()
@@ -303,40 +288,15 @@ impl Call {
             return Err(CommandError::TooManyParties);
         }
         let empty = Crypto::default();
-        fn policy_of<'a>(call: &'a Call, t: &'a Target) -> &'a LegPolicy {
-            match t {
-                Target::Existing(id) => &call.party(*id).expect("live").policy,
-                Target::New { policy, .. } => policy,
-            }
-        }
-        let crypto_of = |t: &Target, i: usize| match t {
-            Target::Existing(id) => self
-                .party(*id)
-                .expect("live")
-                .streams
-                .get(i)
-                .map_or(&empty, |s| &s.crypto),
-            Target::New { .. } => &empty,
-        };
-        let has_port = |t: &Target, i: usize| match t {
-            Target::Existing(id) => self
-                .party(*id)
-                .expect("live")
-                .streams
-                .get(i)
-                .is_some_and(|s| s.rtp_port != 0),
-            Target::New { .. } => false,
-        };
-        let (p_off, p_ans) = (policy_of(self, &off_t), policy_of(self, &ans_t));
-        let local_of = |t: &Target| match t {
-            Target::Existing(id) => self.party(*id).expect("live").local,
-            Target::New { local, .. } => *local,
-        };
+        let crypto_of = |t: &Target, i: usize| self.stream_of(t, i).map_or(&empty, |s| &s.crypto);
+        let has_port = |t: &Target, i: usize| self.stream_of(t, i).is_some_and(|s| s.rtp_port != 0);
+        let (p_off, p_ans) = (self.policy_of(&off_t), self.policy_of(&ans_t));
 
         let mut decided = Vec::with_capacity(sdp.media_count());
         let mut first_failure = None;
         let mut survivors = 0;
-        let mut ports_needed = PortsNeeded([(local_of(&off_t), 0), (local_of(&ans_t), 0)]);
+        let mut ports_needed =
+            PortsNeeded([(self.local_of(&off_t), 0), (self.local_of(&ans_t), 0)]);
         for i in 0..sdp.media_count() {
             let m = sdp.media_line(i);
             let kind = StreamKind::of(&m).filter(|_| m.port != 0);
@@ -364,26 +324,12 @@ impl Call {
                     }
                 }
             };
-            // A key the offerer used before and whose replay state is gone would accept its
-            // old packets again (see `keys`): the offer needs a new key.
-            let gone_key = |d: &Decided| match (&d.pending.offerer, &off_t) {
-                (OffererAnswer::Srtp { remote, .. }, Target::Existing(id)) => self
-                    .party(*id)
-                    .and_then(|p| p.streams.get(i))
-                    .is_some_and(|s| super::keys::endpoint_key_gone(s, &remote.key)),
-                _ => false,
-            };
-            if let Some(d) = result.as_ref().ok().filter(|d| gone_key(d)) {
-                let tag = match &d.pending.offerer {
-                    OffererAnswer::Srtp { remote, .. } => remote.tag,
-                    OffererAnswer::Plain { .. } => 0,
-                };
-                return Err(CommandError::MediaSecurity(format!(
-                    "media security {}: m-line {i} ({}): offer a=crypto tag {tag} brings back a \
-                     key this endpoint retired; a new key is needed",
-                    p_off.for_media(m.media),
-                    m.media
-                )));
+            if let Some(refusal) = result
+                .as_ref()
+                .ok()
+                .and_then(|d| self.gone_key_refusal(&off_t, i, &m, p_off, d))
+            {
+                return Err(refusal);
             }
             let d = match result {
                 Ok(d) => {
@@ -412,6 +358,58 @@ impl Call {
             alias,
             decided,
             ports_needed,
+        })
+    }
+
+    /// The policy of an offer's party, existing or to be made.
+    fn policy_of<'t>(&'t self, t: &'t Target) -> &'t LegPolicy {
+        match t {
+            Target::Existing(id) => &self.party(*id).expect("live").policy,
+            Target::New { policy, .. } => policy,
+        }
+    }
+
+    /// The stream of an offer's party on m-line `i`, if it has one already.
+    fn stream_of(&self, t: &Target, i: usize) -> Option<&Stream> {
+        match t {
+            Target::Existing(id) => self.party(*id).expect("live").streams.get(i),
+            Target::New { .. } => None,
+        }
+    }
+
+    /// The local address an offer's party faces.
+    fn local_of(&self, t: &Target) -> LocalId {
+        match t {
+            Target::Existing(id) => self.party(*id).expect("live").local,
+            Target::New { local, .. } => *local,
+        }
+    }
+
+    /// A refusal when m-line `i` of an offer brings back a key the offerer used before and
+    /// whose replay state is gone: a receive context for it would accept its old packets again
+    /// (see `keys`), so the offer needs a new key.
+    fn gone_key_refusal(
+        &self,
+        off_t: &Target,
+        i: usize,
+        m: &MediaLine<'_>,
+        p_off: &LegPolicy,
+        d: &Decided,
+    ) -> Option<CommandError> {
+        let OffererAnswer::Srtp { remote, .. } = &d.pending.offerer else {
+            return None;
+        };
+        let gone = self
+            .stream_of(off_t, i)
+            .is_some_and(|s| super::keys::endpoint_key_gone(s, &remote.key));
+        gone.then(|| {
+            CommandError::MediaSecurity(format!(
+                "media security {}: m-line {i} ({}): offer a=crypto tag {} brings back a key \
+                 this endpoint retired; a new key is needed",
+                p_off.for_media(m.media),
+                m.media,
+                remote.tag
+            ))
         })
     }
 
@@ -525,6 +523,29 @@ impl Call {
             answerer,
         })
     }
+}
+
+/// The local address each side of an offer faces: ng `direction` names the interface, the
+/// offerer's first; the offerer is answered in its own SDP's family, the answering side gets
+/// `address-family` if given, else the same family (docs/behaviour.md §5a).
+fn pick_locals(
+    ctx: &Ctx<'_>,
+    cmd: &OfferCommand,
+    sdp: &Sdp<'_>,
+) -> Result<[LocalId; 2], CommandError> {
+    let sdp_family = sdp_family(sdp);
+    Ok([
+        ctx.interfaces.pick(
+            cmd.direction[0].as_deref(),
+            sdp_family,
+            Some("the offer's SDP is of that family"),
+        )?,
+        ctx.interfaces.pick(
+            cmd.direction[1].as_deref(),
+            cmd.family.or(sdp_family),
+            cmd.family.map(|_| "address-family"),
+        )?,
+    ])
 }
 
 /// The family of the addresses an SDP names (its first media or session `c=` that is not a
