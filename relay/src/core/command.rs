@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::core::flow::{PacketStats, Transform};
 use crate::core::interfaces::{Family, InterfaceError};
-use crate::core::policy::{LegRequest, PolicyError};
+use crate::core::policy::{LegRequest, MediaSecurity, PolicyError};
 use crate::core::quality::Quality;
 use crate::core::sdp::SdpError;
 
@@ -103,6 +103,98 @@ pub struct DeleteCommand {
     pub delay: Option<Duration>,
 }
 
+/// A refusal under the media-security policy (docs/behaviour.md §3a): the policy, the m-line
+/// and the rule. Its text is the reply's `error-reason`, e.g.
+/// `media security enforce: m-line 0 (audio): answer has no usable SRTP`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("media security {level}: m-line {m_line} ({media}): {rule}")]
+pub struct Refusal {
+    /// The policy of the leg that refused.
+    pub level: MediaSecurity,
+    /// The m-line's index.
+    pub m_line: usize,
+    /// Its media (`audio`, `video`, ...).
+    pub media: String,
+    /// Why.
+    pub rule: Rule,
+}
+
+/// The rule an offer's or an answer's m-line broke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rule {
+    /// An RTP/SAVP offer towards a leg whose policy is plain RTP.
+    #[error("offer requires SRTP (RTP/SAVP) and the policy is plain RTP")]
+    OfferRequiresSrtp,
+    /// An offer under enforce without a usable crypto line; `detail` names the unusable ones.
+    #[error("offer has no usable SRTP{detail}")]
+    OfferHasNoUsableSrtp {
+        /// ` (problem; problem; and N more)`, or empty.
+        detail: String,
+    },
+    /// An RTP/SAVP offer without a usable crypto line.
+    #[error("RTP/SAVP offer has no usable SRTP{detail}")]
+    SavpOfferHasNoUsableSrtp {
+        /// ` (problem; problem; and N more)`, or empty.
+        detail: String,
+    },
+    /// An offer bringing back a key its sender used before, whose replay state is gone.
+    #[error(
+        "offer a=crypto tag {tag} brings back a key this endpoint retired; a new key is needed"
+    )]
+    OfferKeyRetired {
+        /// The crypto line's tag.
+        tag: u32,
+    },
+    /// An RTP/SAVP answer without a crypto line.
+    #[error("RTP/SAVP answer has no a=crypto")]
+    SavpAnswerWithoutCrypto,
+    /// An answer's crypto line that does not parse.
+    #[error("answer a=crypto:{tag}: {error}")]
+    AnswerCryptoInvalid {
+        /// The line's tag as written (`?` when there is none).
+        tag: String,
+        /// What is wrong with it (never key material).
+        error: crate::core::sdp::sdes::CryptoError,
+    },
+    /// An answer with several crypto lines.
+    #[error("answer has {0} a=crypto lines, it must have exactly one")]
+    AnswerHasManyCryptoLines(usize),
+    /// An answer with a crypto line to a plain offer.
+    #[error("answer has a=crypto but SRTP was not offered")]
+    AnswerCryptoNotOffered,
+    /// An answer picking a tag or suite that was not offered.
+    #[error("answer a=crypto tag {tag} ({suite}) was not offered")]
+    AnswerTagNotOffered {
+        /// The tag.
+        tag: u32,
+        /// The suite.
+        suite: crate::core::srtp::CryptoSuite,
+    },
+    /// An answer picking a relay key whose state was dropped (docs/behaviour.md §3b).
+    #[error("answer a=crypto tag {tag} picks a relay key that was retired; a new offer is needed")]
+    RelayKeyRetired {
+        /// The tag.
+        tag: u32,
+    },
+    /// An answer bringing back a key its sender used before, whose replay state is gone.
+    #[error(
+        "answer a=crypto tag {tag} brings back a key this endpoint retired; a new key is needed"
+    )]
+    AnswerKeyRetired {
+        /// The tag.
+        tag: u32,
+    },
+    /// An answer whose session parameters the policy does not allow.
+    #[error("answer a=crypto tag {tag} has session parameters the policy forbids")]
+    ParamsForbidden {
+        /// The tag.
+        tag: u32,
+    },
+    /// An answer under enforce without SRTP.
+    #[error("answer has no usable SRTP")]
+    AnswerHasNoUsableSrtp,
+}
+
 /// A command failed; the call is as it was.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
@@ -115,9 +207,9 @@ pub enum CommandError {
     /// A party's policy could not be resolved.
     #[error("{0}")]
     Policy(#[from] PolicyError),
-    /// The media-security rules refused it; the text names the policy and the m-line.
+    /// The media-security rules refused it: which policy, which m-line, which rule.
     #[error("{0}")]
-    MediaSecurity(String),
+    MediaSecurity(Refusal),
     /// An answer arrived with no offer to it.
     #[error("answer without a pending offer")]
     NoPendingOffer,

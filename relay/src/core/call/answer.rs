@@ -11,7 +11,7 @@ use super::offer::{
 };
 use super::stream::{Crypto, Stream};
 use super::{Call, Ctx, Party, PartyId, Transform, keys, version_for};
-use crate::core::command::{AnswerCommand, CommandError};
+use crate::core::command::{AnswerCommand, CommandError, Refusal, Rule};
 use crate::core::policy::MediaSecurity;
 use crate::core::sdp::sdes::{CryptoAttr, crypto_tag};
 use crate::core::sdp::{MediaRewrite, Rewrite, Sdp};
@@ -314,7 +314,7 @@ enum Judged {
     /// Decided (active or not).
     Decided(Decided),
     /// Refused under enforce: inactive, and the reason if no m-line survives.
-    Failed(String),
+    Failed(Refusal),
 }
 
 /// Judges m-line `i` of `sdp`, an answer from `party` to the offer's m-line `pm`: its crypto
@@ -343,42 +343,48 @@ fn judge(
         }));
     }
     let level = policy.for_media(&pm.media);
-    let name = |rule: String| format!("media security {level}: m-line {i} ({}): {rule}", pm.media);
+    let name = |rule: Rule| Refusal {
+        level,
+        m_line: i,
+        media: pm.media.clone(),
+        rule,
+    };
     let lines: Vec<&str> = sdp.media_attributes(i, "crypto").collect();
     let theirs = match lines.as_slice() {
         [] if m.is_savp() => {
             return Err(CommandError::MediaSecurity(name(
-                "RTP/SAVP answer has no a=crypto".into(),
+                Rule::SavpAnswerWithoutCrypto,
             )));
         }
         [] => None,
         [one] => {
             let attr = CryptoAttr::parse(one).map_err(|e| {
                 let tag = crypto_tag(one).map_or_else(|| "?".to_owned(), |t| t.to_string());
-                CommandError::MediaSecurity(name(format!("answer a=crypto:{tag}: {e}")))
+                CommandError::MediaSecurity(name(Rule::AnswerCryptoInvalid { tag, error: e }))
             })?;
             Some(attr)
         }
         more => {
-            return Err(CommandError::MediaSecurity(name(format!(
-                "answer has {} a=crypto lines, it must have exactly one",
-                more.len()
-            ))));
+            return Err(CommandError::MediaSecurity(name(
+                Rule::AnswerHasManyCryptoLines(more.len()),
+            )));
         }
     };
     let (answerer_srtp, pass_through) = match (&pm.offered, theirs) {
         (_, None) => (None, false),
         (Offered::Plain, Some(_)) => {
             return Err(CommandError::MediaSecurity(name(
-                "answer has a=crypto but SRTP was not offered".into(),
+                Rule::AnswerCryptoNotOffered,
             )));
         }
         (Offered::Srtp(lines) | Offered::PassThrough(lines), Some(t)) => {
             let Some(ours) = lines.iter().find(|l| l.tag == t.tag && l.suite == t.suite) else {
-                return Err(CommandError::MediaSecurity(name(format!(
-                    "answer a=crypto tag {} ({}) was not offered",
-                    t.tag, t.suite
-                ))));
+                return Err(CommandError::MediaSecurity(name(
+                    Rule::AnswerTagNotOffered {
+                        tag: t.tag,
+                        suite: t.suite,
+                    },
+                )));
             };
             // docs/behaviour.md §3b: a key never starts over (see `keys`): not the relay's
             // key
@@ -387,24 +393,19 @@ fn judge(
             let stream = party.streams.get(i);
             let pass = matches!(pm.offered, Offered::PassThrough(_));
             if !pass && stream.is_some_and(|s| !keys::usable_relay_key(s, &ours.key)) {
-                return Err(CommandError::MediaSecurity(name(format!(
-                    "answer a=crypto tag {} picks a relay key that was retired; a new \
-                         offer is needed",
-                    t.tag
-                ))));
+                return Err(CommandError::MediaSecurity(name(Rule::RelayKeyRetired {
+                    tag: t.tag,
+                })));
             }
             if stream.is_some_and(|s| keys::endpoint_key_gone(s, &t.key)) {
-                return Err(CommandError::MediaSecurity(name(format!(
-                    "answer a=crypto tag {} brings back a key this endpoint retired; a \
-                         new key is needed",
-                    t.tag
-                ))));
+                return Err(CommandError::MediaSecurity(name(Rule::AnswerKeyRetired {
+                    tag: t.tag,
+                })));
             }
             if !policy.options.allows(t.params) {
-                return Err(CommandError::MediaSecurity(name(format!(
-                    "answer a=crypto tag {} has session parameters the policy forbids",
-                    t.tag
-                ))));
+                return Err(CommandError::MediaSecurity(name(Rule::ParamsForbidden {
+                    tag: t.tag,
+                })));
             }
             (
                 Some((
@@ -419,7 +420,7 @@ fn judge(
         }
     };
     if level == MediaSecurity::Enforce && answerer_srtp.is_none() {
-        return Ok(Judged::Failed(name("answer has no usable SRTP".into())));
+        return Ok(Judged::Failed(name(Rule::AnswerHasNoUsableSrtp)));
     }
     Ok(Judged::Decided(Decided {
         answerer_srtp,

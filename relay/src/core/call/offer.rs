@@ -8,7 +8,7 @@
 use super::security::{Candidate, MAX_PROBLEMS, offered_security};
 use super::stream::{Crypto, Stream, StreamKind};
 use super::{Call, Ctx, Party, PartyId, PortGrant, PortsNeeded, SdpOptions, version_for};
-use crate::core::command::{CommandError, OfferCommand};
+use crate::core::command::{CommandError, OfferCommand, Refusal, Rule};
 use crate::core::interfaces::{Family, LocalId};
 use crate::core::policy::{BestEffortStyle, LegPolicy, MediaSecurity};
 use crate::core::sdp::capneg::write_config;
@@ -403,13 +403,12 @@ impl Call {
             .stream_of(off_t, i)
             .is_some_and(|s| super::keys::endpoint_key_gone(s, &remote.key));
         gone.then(|| {
-            CommandError::MediaSecurity(format!(
-                "media security {}: m-line {i} ({}): offer a=crypto tag {} brings back a key \
-                 this endpoint retired; a new key is needed",
-                p_off.for_media(m.media),
-                m.media,
-                remote.tag
-            ))
+            CommandError::MediaSecurity(Refusal {
+                level: p_off.for_media(m.media),
+                m_line: i,
+                media: m.media.to_owned(),
+                rule: Rule::OfferKeyRetired { tag: remote.tag },
+            })
         })
     }
 
@@ -642,17 +641,10 @@ fn relay_key(
 
 /// Why an m-line of an offer was not decided.
 enum Undecided {
-    /// The policy refuses it (the text names the policy, the m-line and the rule): the m-line
-    /// is rejected, or the offer when no m-line survives.
-    Refused(String),
+    /// The policy refuses it: the m-line is rejected, or the offer when no m-line survives.
+    Refused(Refusal),
     /// The relay could not make a key: the whole command fails.
     Keys(KeyError),
-}
-
-impl From<String> for Undecided {
-    fn from(reason: String) -> Self {
-        Self::Refused(reason)
-    }
 }
 
 impl From<KeyError> for Undecided {
@@ -716,11 +708,13 @@ impl MLine<'_> {
         problems: &[String],
     ) -> Result<Option<Candidate>, Undecided> {
         let level = self.p_off.for_media(self.m.media);
-        let what = |rule: &str| {
-            let (i, media) = (self.i, self.m.media);
-            Undecided::Refused(format!(
-                "media security {level}: m-line {i} ({media}): {rule}"
-            ))
+        let what = |rule: Rule| {
+            Undecided::Refused(Refusal {
+                level,
+                m_line: self.i,
+                media: self.m.media.to_owned(),
+                rule,
+            })
         };
         let detail = || {
             if problems.is_empty() {
@@ -736,18 +730,15 @@ impl MLine<'_> {
             format!(" ({}{tail})", problems[..shown].join("; "))
         };
         match level {
-            MediaSecurity::Disabled if self.m.is_savp() => Err(what(
-                "offer requires SRTP (RTP/SAVP) and the policy is plain RTP",
-            )),
+            MediaSecurity::Disabled if self.m.is_savp() => Err(what(Rule::OfferRequiresSrtp)),
             MediaSecurity::Disabled => Ok(None),
             MediaSecurity::Enforce => pick
                 .map(Some)
-                .ok_or_else(|| what(&format!("offer has no usable SRTP{}", detail()))),
+                .ok_or_else(|| what(Rule::OfferHasNoUsableSrtp { detail: detail() })),
             MediaSecurity::BestEffort | MediaSecurity::PreferDirect => match pick {
-                None if self.m.is_savp() => Err(what(&format!(
-                    "RTP/SAVP offer has no usable SRTP{}",
-                    detail()
-                ))),
+                None if self.m.is_savp() => {
+                    Err(what(Rule::SavpOfferHasNoUsableSrtp { detail: detail() }))
+                }
                 pick => Ok(pick),
             },
         }
