@@ -15,7 +15,7 @@ use super::bencode::{Value, dict};
 use crate::core::call::SdpOptions;
 use crate::core::command::{AnswerCommand, DeleteCommand, OfferCommand};
 use crate::core::interfaces::Family;
-use crate::core::policy::{LegRequest, LegSecurity, MediaSecurity};
+use crate::core::policy::{LegRequest, LegSecurity, MediaSecurity, PolicyError};
 
 /// Longest cookie accepted (rtpengine's modules send a few dozen bytes); a longer one is dropped.
 pub const MAX_COOKIE_LEN: usize = 128;
@@ -137,6 +137,52 @@ pub fn ok_reply(mut more: BTreeMap<Vec<u8>, Value>) -> Value {
     Value::Dict(more)
 }
 
+/// Why an ng message is not a command the relay takes; its text is the reply's
+/// `error-reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The message is not a bencoded dictionary.
+    #[error("message is not a dictionary")]
+    NotADictionary,
+    /// A required key is missing or not text.
+    #[error("missing or invalid key '{0}'")]
+    Missing(String),
+    /// An identifier longer than [`MAX_ID_LEN`].
+    #[error("'{0}' is longer than {MAX_ID_LEN} bytes")]
+    TooLong(String),
+    /// A `from-`/`to-media-security` value that is not a level.
+    #[error("{side}-media-security: {error}")]
+    Security {
+        /// `from` or `to`.
+        side: String,
+        /// Why.
+        error: PolicyError,
+    },
+    /// More than two interface names in `direction`.
+    #[error("direction: {0} interface names; an offer has two sides")]
+    TooManyDirections(usize),
+    /// An interface name longer than [`MAX_ID_LEN`].
+    #[error("direction: {0} bytes; at most {MAX_ID_LEN}")]
+    DirectionTooLong(usize),
+    /// `address-family` other than `IP4` or `IP6`.
+    #[error("address-family: {0:?} is not IP4 or IP6")]
+    Family(String),
+    /// `media-address` or `received-from` that is not an address.
+    #[error("{key}: {text:?} is not an IP address")]
+    NotAnAddress {
+        /// The key.
+        key: &'static str,
+        /// Its value.
+        text: String,
+    },
+    /// `SIP-source-address` without the address to use.
+    #[error("SIP-source-address needs received-from (the SIP source)")]
+    NoReceivedFrom,
+    /// A command the relay does not know.
+    #[error("unknown command '{0}'")]
+    UnknownCommand(String),
+}
+
 /// A request's keys as the proxies send them, wherever they put them.
 struct Params<'a> {
     dict: &'a BTreeMap<Vec<u8>, Value>,
@@ -212,20 +258,20 @@ impl<'a> Params<'a> {
     }
 
     /// A required string key.
-    fn required(&self, key: &str) -> Result<String, String> {
+    fn required(&self, key: &str) -> Result<String, RequestError> {
         self.text(key)
             .map(str::to_owned)
-            .ok_or_else(|| format!("missing or invalid key '{key}'"))
+            .ok_or_else(|| RequestError::Missing(key.to_owned()))
     }
 
     /// A required identifier (call-id, tag), bounded in length.
-    fn id(&self, key: &str) -> Result<String, String> {
+    fn id(&self, key: &str) -> Result<String, RequestError> {
         let v = self.required(key)?;
         bounded(key, v)
     }
 
     /// An optional identifier, bounded in length.
-    fn opt_id(&self, key: &str) -> Result<Option<String>, String> {
+    fn opt_id(&self, key: &str) -> Result<Option<String>, RequestError> {
         self.nonempty(key).map(|v| bounded(key, v)).transpose()
     }
 
@@ -257,11 +303,14 @@ impl<'a> Params<'a> {
         self.flags.iter().any(|f| f == name)
     }
 
-    fn leg(&self, side: &str) -> Result<LegRequest, String> {
+    fn leg(&self, side: &str) -> Result<LegRequest, RequestError> {
         let security = match self.text(&format!("{side}-media-security")) {
             Some(v) => Some(
                 v.parse::<LegSecurity>()
-                    .map_err(|e| format!("{side}-media-security: {e}"))?,
+                    .map_err(|error| RequestError::Security {
+                        side: side.to_owned(),
+                        error,
+                    })?,
             ),
             None => None,
         };
@@ -298,7 +347,7 @@ impl Params<'_> {
     /// side each), `address-family`, `media-address`, and `received-from` when the proxy asks
     /// for the SIP source (`SIP-source-address`) rather than the SDP's address (the default,
     /// `trust-address`).
-    fn addressing(&self) -> Result<Addressing, String> {
+    fn addressing(&self) -> Result<Addressing, RequestError> {
         let mut names: Vec<&str> = self.list("direction");
         names.extend(
             self.flags
@@ -307,10 +356,7 @@ impl Params<'_> {
                 .map(String::as_str),
         );
         if names.len() > 2 {
-            return Err(format!(
-                "direction: {} interface names; an offer has two sides",
-                names.len()
-            ));
+            return Err(RequestError::TooManyDirections(names.len()));
         }
         let mut direction = [0, 1].map(|i| names.get(i).map(|n| (*n).to_owned()));
         for (i, key) in ["from-interface", "to-interface"].into_iter().enumerate() {
@@ -319,22 +365,17 @@ impl Params<'_> {
             }
         }
         if let Some(long) = direction.iter().flatten().find(|n| n.len() > MAX_ID_LEN) {
-            return Err(format!(
-                "direction: {} bytes; at most {MAX_ID_LEN}",
-                long.len()
-            ));
+            return Err(RequestError::DirectionTooLong(long.len()));
         }
         let family = match self.nonempty("address-family") {
-            Some(f) => Some(
-                Family::parse(&f)
-                    .ok_or_else(|| format!("address-family: {f:?} is not IP4 or IP6"))?,
-            ),
+            Some(f) => Some(Family::parse(&f).ok_or_else(|| RequestError::Family(f.clone()))?),
             None => None,
         };
-        let ip = |key: &str, text: &str| -> Result<IpAddr, String> {
-            text.trim()
-                .parse()
-                .map_err(|_| format!("{key}: {text:?} is not an IP address"))
+        let ip = |key: &'static str, text: &str| -> Result<IpAddr, RequestError> {
+            text.trim().parse().map_err(|_| RequestError::NotAnAddress {
+                key,
+                text: text.to_owned(),
+            })
         };
         let media_address = match self.nonempty("media-address") {
             Some(a) => Some(ip("media-address", &a)?),
@@ -352,7 +393,7 @@ impl Params<'_> {
             match from {
                 Some(a) => Some(ip("received-from", a)?),
                 None => {
-                    return Err("SIP-source-address needs received-from (the SIP source)".into());
+                    return Err(RequestError::NoReceivedFrom);
                 }
             }
         } else {
@@ -367,17 +408,17 @@ impl Params<'_> {
     }
 }
 
-fn bounded(key: &str, v: String) -> Result<String, String> {
+fn bounded(key: &str, v: String) -> Result<String, RequestError> {
     if v.len() > MAX_ID_LEN {
-        return Err(format!("'{key}' is longer than {MAX_ID_LEN} bytes"));
+        return Err(RequestError::TooLong(key.to_owned()));
     }
     Ok(v)
 }
 
-/// Parses an ng message into a request; the error is the `error-reason` to send back.
-pub fn parse_request(msg: &Value) -> Result<Request, String> {
+/// Parses an ng message into a request; the error's text is the `error-reason` to send back.
+pub fn parse_request(msg: &Value) -> Result<Request, RequestError> {
     let Value::Dict(d) = msg else {
-        return Err("message is not a dictionary".into());
+        return Err(RequestError::NotADictionary);
     };
     let p = Params::new(d);
     let command = p.required("command")?;
@@ -444,7 +485,7 @@ pub fn parse_request(msg: &Value) -> Result<Request, String> {
                 endpoint: a.endpoint,
             })
         }
-        other => return Err(format!("unknown command '{other}'")),
+        other => return Err(RequestError::UnknownCommand(other.to_owned())),
     })
 }
 
@@ -475,12 +516,12 @@ mod tests {
         assert!(o.options.ice_remove);
         let msg = decode(b"d7:call-id1:c7:command5:offer8:from-tag1:a19:from-media-security9:mandatory3:sdp3:v=0e").unwrap();
         assert_eq!(
-            parse_request(&msg).unwrap_err(),
+            parse_request(&msg).unwrap_err().to_string(),
             "from-media-security: unknown media security level \"mandatory\" (same-as-system, disabled, best-effort, enforce, prefer-direct)"
         );
         let msg = decode(b"d7:command5:offere").unwrap();
         assert_eq!(
-            parse_request(&msg).unwrap_err(),
+            parse_request(&msg).unwrap_err().to_string(),
             "missing or invalid key 'call-id'"
         );
         assert_eq!(

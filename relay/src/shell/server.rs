@@ -424,7 +424,7 @@ enum NgError {
     Bencode(#[from] bencode::BencodeError),
     /// A bencoded message that is not a command the relay takes.
     #[error("{0}")]
-    Request(String),
+    Request(#[from] ng::RequestError),
     /// The call model refused it.
     #[error("{0}")]
     Command(#[from] CommandError),
