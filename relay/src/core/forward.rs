@@ -264,7 +264,8 @@ impl Legs<'_> {
         pkt: &mut PacketBuf,
     ) -> (Verdict, usize) {
         let rtcp_port = arrival.local_port & 1 == 1;
-        let fallback = usize::from(rtcp_port || is_rtcp(pkt.as_slice()));
+        let rtcp = rtcp_port || is_rtcp(pkt.as_slice());
+        let fallback = usize::from(rtcp);
         let Some(transform) = self.me.transform else {
             return (Verdict::Drop(DropReason::Policy), fallback);
         };
@@ -272,7 +273,7 @@ impl Legs<'_> {
         if rules.peers.is_own_media(arrival.src) {
             return (Verdict::Drop(DropReason::Policy), fallback);
         }
-        let kind = match self.kind(rtcp_port, pkt) {
+        let kind = match self.kind(rtcp_port, rtcp, pkt) {
             Ok(kind) => kind,
             Err(reason) => return (Verdict::Drop(reason), fallback),
         };
@@ -302,7 +303,8 @@ impl Legs<'_> {
 
     /// RTP, RTCP or an opaque datagram; STUN, DTLS and short ones are dropped (RFC 7983: the
     /// first byte tells STUN (0-3) and DTLS (20-63) from RTP/RTCP (128-191)).
-    fn kind(&self, rtcp_port: bool, pkt: &PacketBuf) -> Result<Kind, DropReason> {
+    /// `rtcp`: the port is an RTCP port or the payload type says RTCP (RFC 5761).
+    fn kind(&self, rtcp_port: bool, rtcp: bool, pkt: &PacketBuf) -> Result<Kind, DropReason> {
         let opaque = self.me.kind == Some(StreamKind::Udptl);
         if opaque {
             // UDPTL has one port; nothing is advertised on the odd one.
@@ -322,10 +324,7 @@ impl Legs<'_> {
         if pkt.len() < 8 {
             return Err(DropReason::Malformed);
         }
-        Ok(Kind {
-            rtcp: rtcp_port || is_rtcp(pkt.as_slice()),
-            opaque,
-        })
+        Ok(Kind { rtcp, opaque })
     }
 
     /// Whether this source may send (docs/behaviour.md §3a). A packet that authenticates proves

@@ -12,12 +12,14 @@
 //! - [`answer`]: an answer (first, repeated, from a new to-tag) and the media plan it yields;
 //! - [`delete`]: which parties a `delete` ends;
 //! - [`report`]: what `query` and `delete` report;
+//! - `negotiate`: one RTP m-line of an offer, decided under both parties' policies;
 //! - [`keys`]: where the plan meets the SRTP contexts: re-keys with grace, parked contexts;
 //! - [`stream`]: one party's one m-line: ports, addresses, crypto, packet state.
 
 pub mod answer;
 pub mod delete;
 pub mod keys;
+mod negotiate;
 pub mod offer;
 pub mod report;
 pub mod security;

@@ -5,20 +5,19 @@
 //! `interfaces.rs` the media interfaces.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::core::peers::{IpNet, PeerDeny, default_deny};
-use crate::core::policy::{
-    BestEffortStyle, DeviceProfile, Extension, LegSecurity, PolicyConfig, SecurityOptions,
-};
+use crate::core::policy::PolicyConfig;
 use crate::core::shard::Timeouts;
-use crate::core::srtp::{CryptoSuite, MAX_REPLAY_WINDOW, MIN_REPLAY_WINDOW};
+use crate::core::srtp::{CryptoSuite, MIN_REPLAY_WINDOW};
 
 mod cli;
 mod interfaces;
+mod reader;
 
 pub use cli::{Cli, CliError};
 pub use interfaces::{InterfaceConfig, parse_interface};
@@ -320,7 +319,7 @@ impl Config {
             key: "config".into(),
             message: e.message().to_owned(),
         })?;
-        let r = Reader { text };
+        let r = reader::Reader { text };
         let policy = r.policy(&raw)?;
         r.check_limits(&raw)?;
         let interfaces = r.interfaces(&raw.media)?;
@@ -378,305 +377,6 @@ impl Config {
     }
 }
 
-/// Reads the parts of a parsed file, naming the key and line of each problem.
-struct Reader<'a> {
-    text: &'a str,
-}
-
-impl Reader<'_> {
-    /// A problem with `section.key`, at its line in the file.
-    fn fail(&self, section: &str, key: &str, message: String) -> ConfigError {
-        ConfigError {
-            line: line_of(self.text, section, key),
-            key: if section.is_empty() {
-                key.to_owned()
-            } else {
-                format!("{section}.{key}")
-            },
-            message,
-        }
-    }
-
-    fn addr(&self, section: &str, v: &str) -> Result<SocketAddr, ConfigError> {
-        v.parse::<SocketAddr>()
-            .map_err(|_| self.fail(section, "listen", format!("{v:?} is not ADDRESS:PORT")))
-    }
-
-    fn level(&self, section: &str, key: &str, v: &str) -> Result<LegSecurity, ConfigError> {
-        v.parse::<LegSecurity>()
-            .map_err(|e| self.fail(section, key, e.to_string()))
-    }
-
-    fn suites(&self, section: &str, names: &[String]) -> Result<Vec<CryptoSuite>, ConfigError> {
-        names
-            .iter()
-            .map(|n| {
-                CryptoSuite::from_sdes_name(n).ok_or_else(|| {
-                    self.fail(
-                        section,
-                        "suites",
-                        format!(
-                            "unknown crypto suite {n:?} (AES_CM_128_HMAC_SHA1_80, \
-                             AES_CM_128_HMAC_SHA1_32)"
-                        ),
-                    )
-                })
-            })
-            .collect()
-    }
-
-    fn style(&self, section: &str, v: &str) -> Result<BestEffortStyle, ConfigError> {
-        match v {
-            "capneg" => Ok(BestEffortStyle::CapNeg),
-            "osrtp" => Ok(BestEffortStyle::Osrtp),
-            _ => Err(self.fail(
-                section,
-                "best_effort_style",
-                format!("{v:?} is neither \"capneg\" nor \"osrtp\""),
-            )),
-        }
-    }
-
-    fn nets(&self, section: &str, key: &str, list: &[String]) -> Result<Vec<IpNet>, ConfigError> {
-        list.iter()
-            .map(|n| n.parse::<IpNet>().map_err(|e| self.fail(section, key, e)))
-            .collect()
-    }
-
-    fn denies(
-        &self,
-        section: &str,
-        key: &str,
-        list: &[String],
-    ) -> Result<Vec<PeerDeny>, ConfigError> {
-        list.iter()
-            .map(|n| {
-                n.parse::<PeerDeny>()
-                    .map_err(|e| self.fail(section, key, e))
-            })
-            .collect()
-    }
-
-    fn ip(&self, key: &str, text: &str) -> Result<IpAddr, ConfigError> {
-        text.parse::<IpAddr>()
-            .map_err(|_| self.fail("media", key, format!("{text:?} is not an IP address")))
-    }
-
-    /// `[security]`, `[profiles]` and `[extensions]`: the media-security policy.
-    fn policy(&self, raw: &Raw) -> Result<PolicyConfig, ConfigError> {
-        let s = &raw.security;
-        let system = match self.level("security", "system", &s.system)? {
-            LegSecurity::Level(l) => l,
-            LegSecurity::SameAsSystem => {
-                return Err(self.fail(
-                    "security",
-                    "system",
-                    "the system level cannot be same-as-system".into(),
-                ));
-            }
-        };
-        if !s.authenticate_rtcp {
-            return Err(self.fail(
-                "security",
-                "authenticate_rtcp",
-                "cannot be turned off: RFC 3711 §3.4 requires SRTCP authentication".into(),
-            ));
-        }
-        if !(MIN_REPLAY_WINDOW..=MAX_REPLAY_WINDOW).contains(&s.replay_window) {
-            return Err(self.fail(
-                "security",
-                "replay_window",
-                format!(
-                    "{} is outside {MIN_REPLAY_WINDOW}..={MAX_REPLAY_WINDOW}",
-                    s.replay_window
-                ),
-            ));
-        }
-        let system_suites = self.suites("security", &s.suites)?;
-        if system_suites.is_empty() {
-            return Err(self.fail("security", "suites", "at least one suite is needed".into()));
-        }
-        let mut policy = PolicyConfig {
-            system,
-            options: SecurityOptions {
-                encrypt_rtp: s.encrypt_rtp,
-                authenticate_rtp: s.authenticate_rtp,
-                encrypt_rtcp: s.encrypt_rtcp,
-            },
-            suites: system_suites,
-            best_effort_style: self.style("security", &s.best_effort_style)?,
-            renumber: s.renumber,
-            ..PolicyConfig::default()
-        };
-        for (name, p) in &raw.profiles {
-            let section = format!("profiles.{name}");
-            let profile = DeviceProfile {
-                name: name.clone(),
-                suites: self.suites(&section, &p.suites)?,
-                best_effort: p.best_effort,
-                rekeys_on_reinvite: p.rekeys_on_reinvite,
-                extension_policy: p.extension_policy,
-                secure_video: p.secure_video,
-                best_effort_style: self.style(&section, &p.best_effort_style)?,
-                renumber: p.renumber,
-            };
-            policy.profiles.insert(name.clone(), profile);
-        }
-        for (name, e) in &raw.extensions {
-            let section = format!("extensions.\"{name}\"");
-            if let Some(p) = e
-                .profile
-                .as_ref()
-                .filter(|p| !policy.profiles.contains_key(*p))
-            {
-                return Err(self.fail(
-                    &section,
-                    "profile",
-                    format!("unknown device profile {p:?}"),
-                ));
-            }
-            let security = self.level(&section, "security", &e.security)?;
-            policy.extensions.insert(
-                name.clone(),
-                Extension {
-                    security,
-                    profile: e.profile.clone(),
-                },
-            );
-        }
-        Ok(policy)
-    }
-
-    /// The ranges of every count and duration (docs/behaviour.md §9: nothing accepted here may
-    /// overflow later), the port range's shape and the log level.
-    fn check_limits(&self, raw: &Raw) -> Result<(), ConfigError> {
-        let m = &raw.media;
-        if !m.port_min.is_multiple_of(2) {
-            return Err(self.fail(
-                "media",
-                "port_min",
-                format!("{} must be even (RTP on even ports)", m.port_min),
-            ));
-        }
-        if m.port_max < m.port_min.saturating_add(3) {
-            return Err(self.fail(
-                "media",
-                "port_max",
-                "the range must hold at least two port pairs".into(),
-            ));
-        }
-        if m.workers > MAX_WORKERS {
-            return Err(self.fail(
-                "media",
-                "workers",
-                format!(
-                    "{} is more than {MAX_WORKERS} (0 means one per core)",
-                    m.workers
-                ),
-            ));
-        }
-        if !(1..=MAX_CALLS).contains(&raw.limits.max_calls) {
-            return Err(self.fail(
-                "limits",
-                "max_calls",
-                format!("{} is not in 1..={MAX_CALLS}", raw.limits.max_calls),
-            ));
-        }
-        if !(16..=1 << 20).contains(&raw.limits.max_memory_mb) {
-            return Err(self.fail(
-                "limits",
-                "max_memory_mb",
-                format!("{} is not in 16..=1048576", raw.limits.max_memory_mb),
-            ));
-        }
-        // Durations become deadlines (`Instant + Duration`): bounded so that none can overflow.
-        let t = &raw.timeouts;
-        for (key, value, min) in [
-            ("rekey_grace", t.rekey_grace, 0),
-            ("relatch_after_silence", t.relatch_after_silence, 0),
-            ("drain", t.drain, 0),
-            ("media", t.media, 1),
-            ("ringing", t.ringing, 1),
-            ("hold", t.hold, 1),
-            ("final", t.final_, 0),
-            ("delete_delay", t.delete_delay, 0),
-        ] {
-            if !(min..=MAX_TIMEOUT_SECS).contains(&value) {
-                return Err(self.fail(
-                    "timeouts",
-                    key,
-                    format!("{value} is not in {min}..={MAX_TIMEOUT_SECS} seconds"),
-                ));
-            }
-        }
-        if !["error", "warn", "info", "debug", "trace"].contains(&raw.log.level.as_str()) {
-            return Err(self.fail(
-                "log",
-                "level",
-                format!(
-                    "{:?} is not one of error, warn, info, debug, trace",
-                    raw.log.level
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// `media.address` or `[[media.interfaces]]` (not both).
-    fn interfaces(&self, m: &RawMedia) -> Result<Vec<InterfaceConfig>, ConfigError> {
-        match (&m.address, m.interfaces.as_slice()) {
-            (Some(_), [_, ..]) => Err(self.fail(
-                "media",
-                "address",
-                "media.address is the one-interface shorthand: with [[media.interfaces]] name \
-                 every address there instead"
-                    .into(),
-            )),
-            (address, []) => Ok(vec![InterfaceConfig {
-                name: "default".into(),
-                address: self.ip("address", address.as_deref().unwrap_or("127.0.0.1"))?,
-                advertised: None,
-                ports: None,
-                deny_peers: None,
-            }]),
-            (None, list) => list.iter().map(|i| self.interface(i)).collect(),
-        }
-    }
-
-    /// One `[[media.interfaces]]` entry.
-    fn interface(&self, i: &RawInterface) -> Result<InterfaceConfig, ConfigError> {
-        let ports = match (i.port_min, i.port_max) {
-            (None, None) => None,
-            (Some(lo), Some(hi)) => Some((lo, hi)),
-            _ => {
-                return Err(self.fail(
-                    "media",
-                    "interfaces",
-                    format!(
-                        "interface {:?}: give both port_min and port_max, or neither",
-                        i.name
-                    ),
-                ));
-            }
-        };
-        Ok(InterfaceConfig {
-            name: i.name.clone(),
-            address: self.ip("interfaces", &i.address)?,
-            advertised: i
-                .advertised
-                .as_deref()
-                .map(|a| self.ip("interfaces", a))
-                .transpose()?,
-            ports,
-            deny_peers: i
-                .deny_peers
-                .as_deref()
-                .map(|l| self.denies("media", "interfaces", l))
-                .transpose()?,
-        })
-    }
-}
-
 /// The 1-based line of byte offset `at`.
 fn line_at(text: &str, at: usize) -> usize {
     text[..at.min(text.len())].matches('\n').count() + 1
@@ -699,7 +399,7 @@ fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::policy::MediaSecurity;
+    use crate::core::policy::{LegSecurity, MediaSecurity};
 
     #[test]
     fn the_commented_default_file_is_exactly_the_built_in_defaults() {
