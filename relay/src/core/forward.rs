@@ -32,11 +32,14 @@ pub enum DropReason {
     NotRtp,
     /// The shell could not keep up (send buffer full).
     Overload,
+    /// HA: the index is beyond what the store reserved so far (docs/ha.md); the stream goes
+    /// on once the next block is granted.
+    NotReserved,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::AuthFailed,
         Self::Replayed,
         Self::Malformed,
@@ -45,6 +48,7 @@ impl DropReason {
         Self::Policy,
         Self::NotRtp,
         Self::Overload,
+        Self::NotReserved,
     ];
 
     /// The metric label.
@@ -58,6 +62,7 @@ impl DropReason {
             Self::Policy => "policy",
             Self::NotRtp => "not_rtp",
             Self::Overload => "overload",
+            Self::NotReserved => "not_reserved",
         }
     }
 }
@@ -69,6 +74,7 @@ impl From<SrtpError> for DropReason {
             SrtpError::Replayed => Self::Replayed,
             SrtpError::Malformed | SrtpError::NoRoom => Self::Malformed,
             SrtpError::KeyExhausted | SrtpError::TooManySsrcs => Self::Policy,
+            SrtpError::NotReserved => Self::NotReserved,
         }
     }
 }

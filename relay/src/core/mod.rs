@@ -17,6 +17,7 @@ pub mod call;
 pub mod command;
 pub mod flow;
 pub mod forward;
+pub mod ha;
 pub mod interfaces;
 pub mod packet;
 pub mod peers;

@@ -24,7 +24,8 @@ use crate::core::packet::PacketBuf;
 use crate::core::peers::PeerRules;
 use crate::core::policy::PolicyConfig;
 use crate::core::sdp::Sdp;
-use crate::core::srtp::KeySource;
+use crate::core::ha::{ContextAt, Way};
+use crate::core::srtp::{KeySource, SrtpContext};
 
 /// How long a call may stay quiet, by state (docs/behaviour.md §4a).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +122,23 @@ impl ShardOffer<'_> {
     }
 }
 
+/// Visits every SRTP context of `call` with where it sits.
+fn visit_contexts(call: &mut Call, f: &mut dyn FnMut(ContextAt, &mut SrtpContext)) {
+    for (p, party) in call.parties.iter_mut().enumerate() {
+        let Some(party) = party else { continue };
+        for (m, stream) in party.streams.iter_mut().enumerate() {
+            stream.contexts_mut(|sending, ctx| {
+                let at = ContextAt {
+                    party: PartyId(p as u16),
+                    m: m as u16,
+                    way: if sending { Way::Sending } else { Way::Receiving },
+                };
+                f(at, ctx);
+            });
+        }
+    }
+}
+
 /// Where a port's datagrams go: a call, a party, an m-line.
 #[derive(Clone, Copy, Debug)]
 struct PortSlot {
@@ -155,6 +173,9 @@ pub struct Shard {
     /// A call's deadline moves later with its media without an entry here changing: when an
     /// entry comes due, the deadline is computed again and the call rescheduled if it moved.
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// Call-ids removed, for [`Self::take_removed`] (only when HA asked for them).
+    removed: Vec<String>,
+    track_removed: bool,
 }
 
 impl Shard {
@@ -171,7 +192,14 @@ impl Shard {
             counters: Counters::default(),
             memory: 0,
             timers: BinaryHeap::new(),
+            removed: Vec::new(),
+            track_removed: false,
         }
+    }
+
+    /// Keeps the call-ids of removed calls for [`Self::take_removed`] (HA on).
+    pub fn track_removed(&mut self) {
+        self.track_removed = true;
     }
 
     /// The tallies so far.
@@ -591,6 +619,36 @@ impl Shard {
         self.account(idx);
     }
 
+    /// Visits every SRTP context of call `call_id` with where it sits (docs/ha.md); false when
+    /// the shard does not hold the call.
+    pub fn contexts_of(
+        &mut self,
+        call_id: &str,
+        mut f: impl FnMut(ContextAt, &mut SrtpContext),
+    ) -> bool {
+        let Some(&idx) = self.ids.get(call_id) else {
+            return false;
+        };
+        if let Some(entry) = self.calls[idx as usize].as_mut() {
+            visit_contexts(&mut entry.call, &mut f);
+        }
+        true
+    }
+
+    /// Visits every SRTP context of every call with its call-id and where it sits.
+    pub fn contexts(&mut self, mut f: impl FnMut(&str, ContextAt, &mut SrtpContext)) {
+        for entry in self.calls.iter_mut().flatten() {
+            let id = entry.id.as_str();
+            visit_contexts(&mut entry.call, &mut |c, ctx| f(id, c, ctx));
+        }
+    }
+
+    /// Call-ids removed since the last call (deleted, timed out, delete delay over): the HA
+    /// layer removes their records.
+    pub fn take_removed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.removed)
+    }
+
     fn remove_call(&mut self, idx: u32, grant: &mut PortGrant) {
         let Some(mut entry) = self.calls.get_mut(idx as usize).and_then(Option::take) else {
             return;
@@ -602,6 +660,9 @@ impl Shard {
         }
         entry.call.remove_all(grant);
         self.ids.remove(&entry.id);
+        if self.track_removed {
+            self.removed.push(std::mem::take(&mut entry.id));
+        }
         self.free.push(idx);
         self.memory -= entry.accounted;
     }

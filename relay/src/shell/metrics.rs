@@ -33,6 +33,8 @@ pub struct ControlMetrics {
     dropped: Family<Labels, Counter>,
     replies_too_big: Family<Labels, Counter>,
     reply_send_failures: Counter,
+    /// HA (docs/ha.md).
+    pub ha: super::ha::HaMetrics,
 }
 
 /// The ng commands, for series that exist before the first request.
@@ -76,6 +78,7 @@ impl Default for ControlMetrics {
             dropped,
             replies_too_big,
             reply_send_failures: Counter::default(),
+            ha: super::ha::HaMetrics::default(),
         }
     }
 }
@@ -233,6 +236,42 @@ fn register_control(registry: &mut Registry, control: &ControlMetrics) {
         "control_request_duration_seconds",
         "Time to execute an ng control request",
         control.latency.clone(),
+    );
+    let ha = &control.ha;
+    registry.register(
+        "ha_active",
+        "1 while this process holds its identity's lease and serves (HA), else 0",
+        ha.active.clone(),
+    );
+    registry.register(
+        "ha_takeovers",
+        "Times this process took its identity's lease (a restart counts)",
+        ha.takeovers.clone(),
+    );
+    registry.register(
+        "ha_restored_calls",
+        "Calls restored from the store at takeovers",
+        ha.restored_calls.clone(),
+    );
+    registry.register(
+        "ha_restore_failures",
+        "Calls whose record could not be restored at a takeover",
+        ha.restore_failures.clone(),
+    );
+    registry.register(
+        "ha_store_errors",
+        "Failed or timed-out store requests, and replies sent before their record was durable",
+        ha.store_errors.clone(),
+    );
+    registry.register(
+        "ha_store_latency_seconds",
+        "Round trip of store writes",
+        ha.store_latency.clone(),
+    );
+    registry.register(
+        "ha_fenced",
+        "Times this process found its identity's lease taken over (it stops)",
+        ha.fenced.clone(),
     );
 }
 

@@ -3,6 +3,7 @@
 pub mod bencode;
 pub mod clock;
 pub mod config;
+pub mod ha;
 pub mod keys;
 pub mod metrics;
 pub mod ng;

@@ -20,7 +20,8 @@ use super::ng::{self, Request};
 use super::replies::ReplyCache;
 use super::report;
 use super::systemd::Notifier;
-use super::worker::{self, Job, PortPool, PortPools, WorkerStats};
+use super::ha::{self, Ha, Shared};
+use super::worker::{self, Done, Job, PortPool, PortPools, WorkerStats};
 use crate::core::call::Transform;
 use crate::core::command::{CommandError, DeleteOutcome};
 use crate::core::forward::DropReason;
@@ -44,6 +45,8 @@ struct Control {
     fixed: Fixed,
     metrics: ControlMetrics,
     draining: bool,
+    /// HA (docs/ha.md): where records go, and how long a reply waits for its record.
+    ha: Option<(Ha, Duration)>,
 }
 
 /// The settings SIGHUP does not apply (sockets are bound, workers and pools built).
@@ -162,30 +165,228 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
     // Even ports in random order (docs/behaviour.md §9: an endpoint cannot predict the next call's
     // ports).
     let pool = std::sync::Arc::new(PortPools::new(&ranges, shuffle));
-    let mut senders = Vec::with_capacity(workers);
-    for w in 0..workers {
-        senders.push(worker::spawn(w, shard.clone(), pool.clone())?);
-    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let control = Control {
-        workers: senders,
-        peers,
-        allow: config.control_allow.clone(),
-        hasher: std::collections::hash_map::RandomState::new(),
-        pool,
-        interface_names: config.interfaces.iter().map(|i| i.name.clone()).collect(),
-        fixed: Fixed::of(&config),
-        metrics: ControlMetrics::default(),
-        draining: false,
-    };
-    rt.block_on(serve(config, path, control))
+    rt.block_on(async move {
+        let http = TcpListener::bind(config.metrics_listen).await?;
+        let metrics = ControlMetrics::default();
+        let interface_names: Vec<String> =
+            config.interfaces.iter().map(|i| i.name.clone()).collect();
+        // With HA a process is a standby until it holds its identity's lease: it binds nothing
+        // but the metrics endpoint (docs/ha.md).
+        let ha = match &config.ha {
+            None => None,
+            Some(h) => match standby(h, &http, &metrics, &interface_names).await? {
+                Some(ha) => Some(ha),
+                None => return Ok(()),
+            },
+        };
+        let mut senders = Vec::with_capacity(workers);
+        for w in 0..workers {
+            senders.push(worker::spawn(
+                w,
+                shard.clone(),
+                pool.clone(),
+                ha.as_ref().map(|(_, ha)| ha.clone()),
+            )?);
+        }
+        let control = Control {
+            workers: senders,
+            peers,
+            allow: config.control_allow.clone(),
+            hasher: std::collections::hash_map::RandomState::new(),
+            pool,
+            interface_names,
+            fixed: Fixed::of(&config),
+            metrics,
+            draining: false,
+            ha: ha.as_ref().zip(config.ha.as_ref()).map(|((_, ha), h)| (ha.clone(), h.write_timeout)),
+        };
+        if let Some((shared, _)) = &ha {
+            restore_all(&control, shared).await?;
+            shared.metrics.active.set(1);
+        }
+        serve(config, path, control, http, ha.map(|(s, _)| s)).await
+    })
 }
 
-async fn serve(config: Config, path: Option<PathBuf>, mut control: Control) -> std::io::Result<()> {
+/// A standby: serves `/healthz` (503 `standby`) and `/metrics` and polls the lease until it is
+/// free, then takes it. `None` when SIGTERM or SIGINT came first.
+async fn standby(
+    h: &super::config::HaConfig,
+    http: &TcpListener,
+    metrics: &ControlMetrics,
+    interface_names: &[String],
+) -> std::io::Result<Option<(std::sync::Arc<Shared>, Ha)>> {
+    let keyring = ha::seal::Keyring::load(&h.kek_file, &h.kek_old_files)
+        .map_err(|e| std::io::Error::other(format!("ha.kek_file: {e}")))?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tracing::info!(identity = %h.identity, store = %redact_store(&h.store), kek = %keyring.current_id(),
+        "HA: connecting to the store; serving only /healthz and /metrics until this process holds the identity");
+    let poll = (h.lease / 20).clamp(Duration::from_millis(50), Duration::from_millis(250));
+    let connect = {
+        let (store_url, identity, lease, timeout) =
+            (h.store.clone(), h.identity.clone(), h.lease, h.write_timeout);
+        let ha_metrics = metrics.ha.clone();
+        tokio::spawn(async move {
+            loop {
+                match ha::store::Store::connect(&store_url, &identity, lease, timeout).await {
+                    Ok(store) => return store,
+                    Err(e) => {
+                        ha_metrics.store_errors.inc();
+                        tracing::warn!(error = %e, "store unavailable; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        })
+    };
+    let store = tokio::select! {
+        s = connect => s.map_err(std::io::Error::other)?,
+        _ = term.recv() => return Ok(None),
+        _ = int.recv() => return Ok(None),
+    };
+    let shared = std::sync::Arc::new(Shared {
+        store,
+        keyring,
+        identity: h.identity.clone(),
+        metrics: metrics.ha.clone(),
+        fenced: tokio::sync::Notify::new(),
+    });
+    let acquire = {
+        let shared = std::sync::Arc::clone(&shared);
+        tokio::spawn(async move { ha::acquire(&shared, poll).await })
+    };
+    tokio::pin!(acquire);
+    loop {
+        tokio::select! {
+            a = &mut acquire => {
+                let acquired = a.map_err(std::io::Error::other)?;
+                tracing::info!(identity = %h.identity, epoch = acquired.epoch, clean = acquired.clean,
+                    "HA: holding the identity; restoring its calls");
+                let handle = ha::start(std::sync::Arc::clone(&shared), acquired, h.lease);
+                return Ok(Some((shared, handle)));
+            }
+            accepted = http.accept() => if let Ok((stream, _)) = accepted {
+                let (metrics, names) = (metrics.clone(), interface_names.to_vec());
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(HTTP_TIMEOUT, serve_standby_http(&metrics, &names, stream)).await;
+                });
+            },
+            _ = term.recv() => return Ok(None),
+            _ = int.recv() => return Ok(None),
+        }
+    }
+}
+
+/// The store URL without a password, for logs.
+fn redact_store(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// A standby's metrics endpoint: `/healthz` says 503 `standby`; `/metrics` has the HA series.
+async fn serve_standby_http(
+    metrics: &ControlMetrics,
+    names: &[String],
+    stream: tokio::net::TcpStream,
+) {
+    let service =
+        hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+            use hyper::StatusCode;
+            let (status, kind, body) = match (req.method() == hyper::Method::GET, req.uri().path()) {
+                (false, _) => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n".to_owned()),
+                (true, "/healthz") => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "standby\n".to_owned()),
+                (true, "/metrics") => (
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    metrics::render(metrics, &[], names, 0),
+                ),
+                (true, _) => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+            };
+            hyper::Response::builder()
+                .status(status)
+                .header(hyper::header::CONTENT_TYPE, kind)
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .max_buf_size(8192)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
+}
+
+/// A takeover: reads every call of the identity and has its worker rebuild it.
+async fn restore_all(control: &Control, shared: &Shared) -> std::io::Result<()> {
+    let started = clock::now();
+    let calls = loop {
+        match ha::load(shared).await {
+            Ok(calls) => break calls,
+            Err(e) => {
+                shared.metrics.store_errors.inc();
+                tracing::warn!(error = %e, "reading the identity's calls failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let total = calls.len();
+    let mut waiting = Vec::with_capacity(total);
+    for call in calls {
+        let w = owner(control, &call.call_id);
+        let (tx, rx) = oneshot::channel();
+        if w.send(Job::Restore(Box::new(call), tx)).is_ok() {
+            waiting.push(rx);
+        }
+    }
+    let mut restored = 0u64;
+    for rx in waiting {
+        if rx.await.unwrap_or(false) {
+            restored += 1;
+        }
+    }
+    shared.metrics.restored_calls.inc_by(restored);
+    shared.metrics.restore_failures.inc_by(total as u64 - restored);
+    tracing::info!(calls = restored, failed = total as u64 - restored,
+        millis = clock::now().saturating_duration_since(started).as_millis() as u64,
+        "HA: calls restored");
+    Ok(())
+}
+
+/// A planned handover (SIGTERM with HA): every worker stops at what it sent, the exact counters
+/// are written, and the lease is released as clean; the successor goes on with a jump of 1.
+async fn hand_over(control: &Control, shared: &Shared) {
+    let Some((ha, _)) = &control.ha else { return };
+    let mut writes = Vec::new();
+    for w in &control.workers {
+        writes.extend(ask(w, Job::Freeze).await.unwrap_or_default());
+    }
+    let flushed = tokio::time::timeout(Duration::from_millis(600), ha.submit(writes)).await;
+    if !matches!(flushed, Ok(Ok(true))) {
+        tracing::error!("handover: the exact counters were not written in time; the successor resumes above the reservations");
+        return;
+    }
+    match tokio::time::timeout(Duration::from_millis(300), shared.store.release(ha.epoch)).await {
+        Ok(Ok(ha::store::Written::Done)) => {
+            shared.metrics.active.set(0);
+            tracing::info!("handover: counters flushed, lease released");
+        }
+        _ => tracing::error!("handover: the lease was not released; the successor takes over when it expires"),
+    }
+}
+
+async fn serve(
+    config: Config,
+    path: Option<PathBuf>,
+    mut control: Control,
+    http: TcpListener,
+    ha: Option<std::sync::Arc<Shared>>,
+) -> std::io::Result<()> {
     let sock = UdpSocket::bind(config.ng_listen).await?;
-    let http = TcpListener::bind(config.metrics_listen).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -275,7 +476,16 @@ async fn serve(config: Config, path: Option<PathBuf>, mut control: Control) -> s
                 }
             }
             _ = hup.recv() => reload(&control, path.as_deref()),
+            () = async { match &ha { Some(s) => s.fenced.notified().await, None => std::future::pending().await } } => {
+                return Err(std::io::Error::other("fenced: another process holds this identity's lease now"));
+            }
             _ = term.recv(), if !control.draining => {
+                if let Some(shared) = &ha {
+                    tracing::info!("SIGTERM with HA: handing over (flushing exact counters, releasing the lease)");
+                    notifier.notify("STOPPING=1");
+                    hand_over(&control, shared).await;
+                    return Ok(());
+                }
                 tracing::info!(drain_secs = config.drain.as_secs(), "SIGTERM: taking no new calls, draining");
                 notifier.notify("STOPPING=1");
                 control.draining = true;
@@ -376,7 +586,8 @@ async fn handle_datagram(
                 Err(reason) => ("invalid", String::new(), Err(NgError::Request(reason))),
                 Ok(req) => {
                     let (name, id) = (req.name(), req.call_id().unwrap_or("").to_owned());
-                    (name, id, execute(control, req).await)
+                    let raw = control.ha.is_some().then(|| Zeroizing::new(body.to_vec()));
+                    (name, id, execute(control, req, raw).await)
                 }
             }
         }
@@ -528,7 +739,30 @@ async fn stats(workers: &[mpsc::UnboundedSender<Job>]) -> Vec<WorkerStats> {
     all
 }
 
-async fn execute(control: &Control, req: Request) -> Result<Value, NgError> {
+/// Under HA: waits (up to `ha.write_timeout_ms`) for the command's record to be durable before
+/// its reply goes. A store that does not answer in time never stalls signalling: the reply goes,
+/// the call is counted as not durable, and the write goes on until the store takes it.
+async fn durable<T>(control: &Control, call_id: &str, done: Option<Done<T>>) -> Option<T> {
+    let done = done?;
+    if let (Some(rx), Some((ha, timeout))) = (done.durable, &control.ha) {
+        let started = clock::now();
+        match tokio::time::timeout(*timeout, rx).await {
+            Ok(Ok(true)) => {}
+            _ => {
+                ha.metrics.store_errors.inc();
+                tracing::warn!(call_id, waited_ms = clock::now().saturating_duration_since(started).as_millis() as u64,
+                    "reply sent before the call's record was durable (the store is slow or down); it is written when the store answers");
+            }
+        }
+    }
+    Some(done.result)
+}
+
+async fn execute(
+    control: &Control,
+    req: Request,
+    raw: worker::Raw,
+) -> Result<Value, NgError> {
     let workers = &control.workers;
     let sdp_reply = |r: Option<Result<String, CommandError>>| match r {
         Some(Ok(sdp)) => {
@@ -541,16 +775,19 @@ async fn execute(control: &Control, req: Request) -> Result<Value, NgError> {
     Ok(match req {
         Request::Ping => dict([("result", Value::str("pong"))]),
         Request::Offer(cmd) => {
-            let w = owner(control, &cmd.call_id);
-            return sdp_reply(ask(w, |tx| Job::Offer(cmd, tx)).await);
+            let (w, id) = (owner(control, &cmd.call_id), cmd.call_id.clone());
+            let done = ask(w, |tx| Job::Offer(cmd, raw, tx)).await;
+            return sdp_reply(durable(control, &id, done).await);
         }
         Request::Answer(cmd) => {
-            let w = owner(control, &cmd.call_id);
-            return sdp_reply(ask(w, |tx| Job::Answer(cmd, tx)).await);
+            let (w, id) = (owner(control, &cmd.call_id), cmd.call_id.clone());
+            let done = ask(w, |tx| Job::Answer(cmd, raw, tx)).await;
+            return sdp_reply(durable(control, &id, done).await);
         }
         Request::Delete(cmd) => {
-            let w = owner(control, &cmd.call_id);
-            match ask(w, |tx| Job::Delete(cmd, tx)).await {
+            let (w, id) = (owner(control, &cmd.call_id), cmd.call_id.clone());
+            let done = ask(w, |tx| Job::Delete(cmd, raw, tx)).await;
+            match durable(control, &id, done).await {
                 Some(DeleteOutcome::Deleted(info)) => ng::ok_reply(report::call_info(&info)),
                 Some(DeleteOutcome::Warning(w)) => {
                     ng::ok_reply([(b"warning".to_vec(), Value::str(w))].into())

@@ -24,21 +24,47 @@ use crate::core::packet::PacketBuf;
 use crate::core::peers::BoundPorts;
 use crate::core::policy::PolicyConfig;
 use crate::core::shard::{Shard, ShardConfig};
-use zeroize::Zeroize as _;
+use zeroize::{Zeroize as _, Zeroizing};
+
+use super::ha::{Ha, RestoreCall, Write as HaWrite};
+use super::keys::RecordingKeys;
+use crate::core::ha::{
+    ContextId, Counter, Entry, FIRST_WINDOW, MAX_ENTRIES, Way, counter_field, next_window,
+    parse_field, plan_reservation, resume_point,
+};
+use crate::core::srtp::{ReceivedState, SentState};
 
 /// How long a closed pair waits before going back to the pool (its receive tasks must have been
 /// dropped, which happens when the runtime next polls them).
 const CLOSE_DELAY: Duration = Duration::from_millis(200);
 
+/// The request as the proxy sent it (bencode), kept for the call's record under HA.
+pub type Raw = Option<Zeroizing<Vec<u8>>>;
+
+/// A command's outcome, and under HA the acknowledgement that its record is durable (the reply
+/// waits for it, up to `ha.write_timeout_ms`).
+#[derive(Debug)]
+pub struct Done<T> {
+    /// The outcome.
+    pub result: T,
+    /// `Some` when the command changed a call whose record is written.
+    pub durable: Option<oneshot::Receiver<bool>>,
+}
+
 /// A request from the control plane to a worker.
 #[derive(Debug)]
 pub enum Job {
     /// ng `offer`.
-    Offer(OfferCommand, oneshot::Sender<Result<String, CommandError>>),
+    Offer(OfferCommand, Raw, oneshot::Sender<Done<Result<String, CommandError>>>),
     /// ng `answer`.
-    Answer(AnswerCommand, oneshot::Sender<Result<String, CommandError>>),
+    Answer(AnswerCommand, Raw, oneshot::Sender<Done<Result<String, CommandError>>>),
     /// ng `delete`.
-    Delete(DeleteCommand, oneshot::Sender<DeleteOutcome>),
+    Delete(DeleteCommand, Raw, oneshot::Sender<Done<DeleteOutcome>>),
+    /// HA: rebuild a call from its record (a takeover); says whether it came back.
+    Restore(Box<RestoreCall>, oneshot::Sender<bool>),
+    /// HA, a planned handover: stop sending beyond what was sent and return the exact counters
+    /// of every call.
+    Freeze(oneshot::Sender<Vec<HaWrite>>),
     /// ng `query`.
     Query(String, oneshot::Sender<Option<CallInfo>>),
     /// ng `statistics` and `/metrics`.
@@ -141,7 +167,34 @@ struct Worker {
     /// Receive buffers shared by all of the worker's sockets: tasks of a current-thread runtime
     /// run one at a time, and a batch is processed before its task awaits again.
     batch: RefCell<Batch>,
+    /// HA (docs/ha.md): where records go, and each call's place in its record.
+    ha: Option<WorkerHa>,
 }
+
+/// A worker's HA state.
+struct WorkerHa {
+    ha: Ha,
+    keys: Arc<RecordingKeys>,
+    calls: RefCell<HashMap<String, HaCall>>,
+    /// Sweeps since the start (receive checkpoints go every [`CHECKPOINT_EVERY`]th).
+    sweeps: std::cell::Cell<u64>,
+    /// Set by a planned handover: nothing more is reserved or granted.
+    frozen: std::cell::Cell<bool>,
+}
+
+/// A call's place in its record.
+#[derive(Clone, Copy, Debug)]
+struct HaCall {
+    /// The next entry's number.
+    next: u32,
+    /// The window new SSRCs start in; `None` until a successor's window is durable.
+    window: Option<(u16, u16)>,
+}
+
+/// How often a worker looks for streams short of reserved indices.
+const SWEEP: Duration = Duration::from_millis(200);
+/// Receive checkpoints go every this many sweeps (1 s).
+const CHECKPOINT_EVERY: u64 = 5;
 
 /// Where a forwarded datagram goes: (the socket it leaves from, receiver).
 type Outgoing = Option<(PairAt, SocketAddr)>;
@@ -153,12 +206,25 @@ struct Batch {
     out: [Outgoing; sys::BATCH],
 }
 
-/// Starts a worker thread that takes its ports from `pool` and returns the channel to it.
+/// Starts a worker thread that takes its ports from `pool` and returns the channel to it. With
+/// `ha`, the shard's keys come from the recording source and every call is written.
 pub fn spawn(
     index: usize,
-    config: ShardConfig,
+    mut config: ShardConfig,
     pool: PortPool,
+    ha: Option<Ha>,
 ) -> std::io::Result<mpsc::UnboundedSender<Job>> {
+    let ha = ha.map(|ha| {
+        let keys = Arc::new(RecordingKeys::default());
+        config.keys = Arc::clone(&keys) as _;
+        WorkerHa {
+            ha,
+            keys,
+            calls: RefCell::default(),
+            sweeps: std::cell::Cell::new(0),
+            frozen: std::cell::Cell::new(false),
+        }
+    });
     let (tx, rx) = mpsc::unbounded_channel();
     std::thread::Builder::new()
         .name(format!("srtp-relay-worker-{index}"))
@@ -168,15 +234,29 @@ pub fn spawn(
                 .build()
                 .expect("tokio runtime");
             let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, run(config, pool, rx));
+            local.block_on(&rt, run(config, pool, rx, ha));
         })?;
     Ok(tx)
 }
 
-async fn run(config: ShardConfig, pool: PortPool, mut jobs: mpsc::UnboundedReceiver<Job>) {
+async fn run(
+    config: ShardConfig,
+    pool: PortPool,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    ha: Option<WorkerHa>,
+) {
+    let mut sweep = tokio::time::interval(SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let with_ha = ha.is_some();
+    let bound = Arc::clone(&config.peers.bound);
+    let mut shard = Shard::new(config);
+    if with_ha {
+        shard.track_removed();
+    }
     let worker = Rc::new(Worker {
-        bound: Arc::clone(&config.peers.bound),
-        shard: RefCell::new(Shard::new(config)),
+        ha,
+        bound,
+        shard: RefCell::new(shard),
         sockets: RefCell::new(Sockets {
             pool,
             open: HashMap::new(),
@@ -204,7 +284,9 @@ async fn run(config: ShardConfig, pool: PortPool, mut jobs: mpsc::UnboundedRecei
                 worker.shard.borrow_mut().handle_timeout(now, &mut grant);
                 WorkerPorts(&worker).finish(grant);
                 release_closed(&worker, now);
+                forget_removed(&worker, None);
             }
+            _ = sweep.tick(), if with_ha => sweep_reservations(&worker),
         }
     }
 }
@@ -237,32 +319,53 @@ fn handle(worker: &Rc<Worker>, job: Job) {
     release_closed(worker, now);
     let ports = WorkerPorts(worker);
     match job {
-        Job::Offer(mut cmd, reply) => {
-            let mut shard = worker.shard.borrow_mut();
-            // The core decides first and says how many ports it needs; the shell binds them, the
-            // core takes them, and what is left over is closed again.
-            let result = shard.prepare_offer(now, &cmd).and_then(|prepared| {
-                let mut grant = ports
-                    .grant(prepared.ports_needed())
-                    .map_err(|e| CommandError::PortsUnavailable(e.to_string()))?;
-                let result = shard.commit_offer(now, prepared, &mut grant);
-                ports.finish(grant);
-                result
-            });
+        Job::Offer(mut cmd, raw, reply) => {
+            if let Some(ha) = &worker.ha {
+                ha.keys.record();
+            }
+            let result = offer(worker, now, &cmd, None);
             // The SDP carried the endpoint's key: wiped once applied (docs/behaviour.md §9).
             cmd.sdp.zeroize();
-            let _ = reply.send(result);
+            let durable = match &result {
+                Ok((_, taken)) => recorded(worker, &cmd.call_id, raw, taken.clone()),
+                Err(_) => None,
+            };
+            let _ = reply.send(Done {
+                result: result.map(|(sdp, _)| sdp),
+                durable,
+            });
         }
-        Job::Answer(mut cmd, reply) => {
+        Job::Answer(mut cmd, raw, reply) => {
+            if let Some(ha) = &worker.ha {
+                ha.keys.record();
+            }
             let result = worker.shard.borrow_mut().answer(now, &cmd);
             cmd.sdp.zeroize();
-            let _ = reply.send(result);
+            let durable = result
+                .as_ref()
+                .ok()
+                .and_then(|_| recorded(worker, &cmd.call_id, raw, Vec::new()));
+            let _ = reply.send(Done { result, durable });
         }
-        Job::Delete(cmd, reply) => {
+        Job::Delete(cmd, raw, reply) => {
             let mut grant = PortGrant::default();
             let outcome = worker.shard.borrow_mut().delete(now, &cmd, &mut grant);
             ports.finish(grant);
-            let _ = reply.send(outcome);
+            let durable = match &outcome {
+                DeleteOutcome::Deleted(_) => forget_removed(worker, Some(&cmd.call_id))
+                    .or_else(|| recorded(worker, &cmd.call_id, raw, Vec::new())),
+                DeleteOutcome::Warning(_) => None,
+            };
+            let _ = reply.send(Done {
+                result: outcome,
+                durable,
+            });
+        }
+        Job::Restore(call, reply) => {
+            let _ = reply.send(restore(worker, now, *call));
+        }
+        Job::Freeze(reply) => {
+            let _ = reply.send(freeze(worker));
         }
         Job::Query(id, reply) => {
             let _ = reply.send(worker.shard.borrow().query(now, &id));
@@ -331,6 +434,66 @@ impl WorkerPorts<'_> {
             }
         }
         Ok(PortGrant::on(pairs))
+    }
+
+    /// Binds exactly these pairs (a successor replaying a command takes the ports it took),
+    /// taking them out of their pools.
+    fn grant_exact(&self, pairs: &[PairAt]) -> std::io::Result<PortGrant> {
+        let mut bound = Vec::with_capacity(pairs.len());
+        for &(local, port) in pairs {
+            let result = self.open_exact(local, port);
+            if let Err(e) = result {
+                for (l, p) in bound {
+                    self.close_pair(l, p);
+                }
+                return Err(e);
+            }
+            bound.push((local, port));
+        }
+        Ok(PortGrant::on(bound))
+    }
+
+    fn open_exact(&self, local: LocalId, port: u16) -> std::io::Result<()> {
+        let worker = self.0;
+        let mut sockets = worker.sockets.borrow_mut();
+        let pools = Arc::clone(&sockets.pool);
+        if local.idx() >= pools.locals.len() {
+            return Err(std::io::Error::other(format!(
+                "no local address {} (the interfaces differ from the record's)",
+                local.idx()
+            )));
+        }
+        let (pool, bind_addr) = (pools.pool(local), pools.bind_addr(local));
+        {
+            let mut free = pool
+                .lock()
+                .map_err(|_| std::io::Error::other("port pool poisoned"))?;
+            let Some(at) = free.iter().position(|&p| p == port) else {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("port {port} is not free in the pool"),
+                ));
+            };
+            free.swap_remove(at);
+        }
+        let (rtp, rtcp) = match (bind(bind_addr, port), bind(bind_addr, port + 1)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (a, b) => {
+                if let Ok(mut free) = pool.lock() {
+                    free.insert(0, port);
+                }
+                return Err([a.err(), b.err()].into_iter().flatten().next().expect("one failed"));
+            }
+        };
+        worker.bound.set(port, true);
+        worker.bound.set(port + 1, true);
+        for (p, sock) in [(port, rtp), (port + 1, rtcp)] {
+            let sock = Rc::new(sock);
+            let task =
+                tokio::task::spawn_local(receive(Rc::clone(worker), local, p, Rc::clone(&sock)));
+            sockets.open.insert((local, p), (sock, task));
+        }
+        Ok(())
     }
 
     /// Closes what a command left unused and what it released.
@@ -532,4 +695,420 @@ fn warn_send_failed(worker: &Worker, now: std::time::Instant, via: u16) {
              next warning in a minute at the earliest"
         );
     }
+}
+
+// ---- HA (docs/ha.md): records, reservations, restore, handover ----
+
+/// Reservations a write carries, per call: applied when the store acknowledged them.
+type Grants = Vec<(String, Vec<(ContextId, SentState)>)>;
+
+/// An offer: the core decides first and says how many ports it needs; the shell binds them
+/// (exactly `exact` when a successor replays the offer), the core takes them, and what is left
+/// over is closed again. Returns the SDP and the pairs the offer took, in order.
+fn offer(
+    worker: &Rc<Worker>,
+    now: std::time::Instant,
+    cmd: &OfferCommand,
+    exact: Option<&[PairAt]>,
+) -> Result<(String, Vec<PairAt>), CommandError> {
+    let ports = WorkerPorts(worker);
+    let mut shard = worker.shard.borrow_mut();
+    let prepared = shard.prepare_offer(now, cmd)?;
+    let mut grant = match exact {
+        Some(pairs) => ports.grant_exact(pairs),
+        None => ports.grant(prepared.ports_needed()),
+    }
+    .map_err(|e| CommandError::PortsUnavailable(e.to_string()))?;
+    let offered: Vec<PairAt> = grant.pending().collect();
+    let result = shard.commit_offer(now, prepared, &mut grant);
+    let unused: Vec<PairAt> = grant.pending().collect();
+    ports.finish(grant);
+    let taken = offered.into_iter().filter(|p| !unused.contains(p)).collect();
+    result.map(|sdp| (sdp, taken))
+}
+
+/// Under HA, after a command changed call `call_id`: appends the command to the call's record
+/// with the first reservations of its new contexts, and returns the acknowledgement the reply
+/// waits for.
+fn recorded(
+    worker: &Rc<Worker>,
+    call_id: &str,
+    raw: Raw,
+    ports: Vec<PairAt>,
+) -> Option<oneshot::Receiver<bool>> {
+    let wha = worker.ha.as_ref()?;
+    let random = wha.keys.take_recorded();
+    let raw = raw?;
+    let (n, window) = {
+        let mut calls = wha.calls.borrow_mut();
+        let call = calls.entry(call_id.to_owned()).or_insert(HaCall {
+            next: 0,
+            window: Some(FIRST_WINDOW),
+        });
+        if call.next as usize >= MAX_ENTRIES {
+            wha.ha.metrics.store_errors.inc();
+            tracing::warn!(call_id, entries = MAX_ENTRIES,
+                "the call's record is full: this command is served but not written");
+            return None;
+        }
+        call.next += 1;
+        (call.next - 1, call.window)
+    };
+    let entry = Entry {
+        epoch: wha.ha.epoch,
+        request: raw.to_vec(),
+        ports: ports.iter().map(|&(l, p)| (l.0, p)).collect(),
+        random: random.to_vec(),
+    };
+    let mut wants = Vec::new();
+    let mut tmp = Vec::new();
+    worker.shard.borrow_mut().contexts_of(call_id, |at, ctx| {
+        if at.way == Way::Sending {
+            ctx.hold_for_reservations(window);
+            ctx.wanted_reservations(plan_reservation, &mut tmp);
+            if !tmp.is_empty() {
+                let id = at.id(ctx.key());
+                wants.extend(tmp.drain(..).map(|st| (id, st)));
+            }
+        }
+    });
+    let counters = sent_fields(&wants);
+    let ack = wha.ha.submit(vec![HaWrite::Put {
+        call_id: call_id.to_owned(),
+        entry: Some((n, entry)),
+        counters,
+    }]);
+    Some(after_ack(worker, vec![(call_id.to_owned(), wants)], None, ack))
+}
+
+fn sent_fields(wants: &[(ContextId, SentState)]) -> Vec<(String, String)> {
+    wants
+        .iter()
+        .map(|(id, st)| (counter_field(*id, st.ssrc), Counter::sent(st).encode()))
+        .collect()
+}
+
+/// Applies `grants` (and opens a successor's `window`) once `ack` says they are durable, and
+/// passes the acknowledgement on.
+fn after_ack(
+    worker: &Rc<Worker>,
+    grants: Grants,
+    window: Option<(String, (u16, u16))>,
+    ack: oneshot::Receiver<bool>,
+) -> oneshot::Receiver<bool> {
+    let (tx, rx) = oneshot::channel();
+    let worker = Rc::clone(worker);
+    tokio::task::spawn_local(async move {
+        let ok = ack.await.unwrap_or(false);
+        apply_grants(&worker, &grants, window, ok);
+        let _ = tx.send(ok);
+    });
+    rx
+}
+
+fn apply_grants(
+    worker: &Worker,
+    grants: &Grants,
+    window: Option<(String, (u16, u16))>,
+    ok: bool,
+) {
+    let Some(wha) = worker.ha.as_ref().filter(|w| !w.frozen.get()) else {
+        return;
+    };
+    let mut shard = worker.shard.borrow_mut();
+    if let (true, Some((call_id, w))) = (ok, window) {
+        if let Some(c) = wha.calls.borrow_mut().get_mut(&call_id) {
+            c.window = Some(w);
+        }
+        shard.contexts_of(&call_id, |at, ctx| {
+            if at.way == Way::Sending {
+                ctx.open_window(w);
+            }
+        });
+    }
+    for (call_id, list) in grants {
+        if list.is_empty() {
+            continue;
+        }
+        shard.contexts_of(call_id, |at, ctx| {
+            if at.way != Way::Sending || !ctx.holds_for_reservations() {
+                return;
+            }
+            let id = at.id(ctx.key());
+            for (_, st) in list.iter().filter(|(g, _)| *g == id) {
+                ctx.grant(st.ssrc, st.rtp_limit, st.rtcp_limit, ok);
+            }
+        });
+    }
+}
+
+/// Under HA: removes the records of calls the shard removed. Returns the acknowledgement when
+/// `call_id` was among them (a `delete` waits for it).
+fn forget_removed(worker: &Worker, call_id: Option<&str>) -> Option<oneshot::Receiver<bool>> {
+    let wha = worker.ha.as_ref()?;
+    let removed = worker.shard.borrow_mut().take_removed();
+    if removed.is_empty() {
+        return None;
+    }
+    {
+        let mut calls = wha.calls.borrow_mut();
+        for id in &removed {
+            calls.remove(id);
+        }
+    }
+    let awaited = call_id.is_some_and(|c| removed.iter().any(|r| r == c));
+    let writes = removed
+        .into_iter()
+        .map(|call_id| HaWrite::Forget { call_id })
+        .collect();
+    if awaited {
+        Some(wha.ha.submit(writes))
+    } else {
+        wha.ha.submit_quietly(writes);
+        None
+    }
+}
+
+/// Under HA, every [`SWEEP`]: asks for the next block of every sending SSRC short of runway,
+/// and every second checkpoints the receive tops that moved. Off the packet path: the grants
+/// come back as an acknowledgement and are applied then.
+fn sweep_reservations(worker: &Rc<Worker>) {
+    let Some(wha) = worker.ha.as_ref().filter(|w| !w.frozen.get()) else {
+        return;
+    };
+    let n = wha.sweeps.get() + 1;
+    wha.sweeps.set(n);
+    let checkpoint = n.is_multiple_of(CHECKPOINT_EVERY);
+    let mut grants: Grants = Vec::new();
+    let mut writes: Vec<HaWrite> = Vec::new();
+    let (mut sent, mut received) = (Vec::new(), Vec::<ReceivedState>::new());
+    let mut put = |call: &str, field: String, value: String| match writes.last_mut() {
+        Some(HaWrite::Put {
+            call_id, counters, ..
+        }) if call_id == call => counters.push((field, value)),
+        _ => writes.push(HaWrite::Put {
+            call_id: call.to_owned(),
+            entry: None,
+            counters: vec![(field, value)],
+        }),
+    };
+    worker.shard.borrow_mut().contexts(|call, at, ctx| match at.way {
+        Way::Sending if ctx.holds_for_reservations() => {
+            ctx.wanted_reservations(plan_reservation, &mut sent);
+            if sent.is_empty() {
+                return;
+            }
+            let id = at.id(ctx.key());
+            if grants.last().is_none_or(|(c, _)| c != call) {
+                grants.push((call.to_owned(), Vec::new()));
+            }
+            let list = &mut grants.last_mut().expect("pushed").1;
+            for st in sent.drain(..) {
+                put(call, counter_field(id, st.ssrc), Counter::sent(&st).encode());
+                list.push((id, st));
+            }
+        }
+        Way::Receiving if checkpoint => {
+            ctx.checkpoints(&mut received);
+            if received.is_empty() {
+                return;
+            }
+            let id = at.id(ctx.key());
+            for st in received.drain(..) {
+                put(call, counter_field(id, st.ssrc), Counter::received(&st).encode());
+            }
+        }
+        _ => {}
+    });
+    if writes.is_empty() {
+        return;
+    }
+    let ack = wha.ha.submit(writes);
+    drop(after_ack(worker, grants, None, ack));
+}
+
+/// A successor rebuilds a call from its record: replays its commands with the ports and key
+/// material they had, then takes up every SSRC its predecessors sent or received under the
+/// call's keys (docs/ha.md). False (logged) when the record does not replay: the call is left
+/// out.
+fn restore(worker: &Rc<Worker>, now: std::time::Instant, call: RestoreCall) -> bool {
+    let Some(wha) = &worker.ha else { return false };
+    let call_id = call.call_id.clone();
+    for (n, entry) in &call.entries {
+        wha.keys.replay(&entry.random);
+        let replayed = replay(worker, now, entry);
+        let exact = wha.keys.end_replay();
+        let why = match (replayed, exact) {
+            (Ok(()), true) => continue,
+            (Err(e), _) => e,
+            (Ok(()), false) => "it drew other key material than recorded".to_owned(),
+        };
+        tracing::error!(call_id = %call_id, entry = n, reason = %why, "call not restored");
+        abandon(worker, now, &call_id);
+        return false;
+    }
+    forget_removed(worker, None);
+    let clean = wha.ha.clean;
+    let window = next_window(call.window_top, clean);
+    let counters: Vec<(ContextId, u32, Counter)> = call
+        .counters
+        .iter()
+        .filter_map(|(f, v)| {
+            let (id, ssrc) = parse_field(f)?;
+            Some((id, ssrc, Counter::decode(v)?))
+        })
+        .collect();
+    let mut wants = Vec::new();
+    let mut tmp = Vec::new();
+    let held = worker.shard.borrow_mut().contexts_of(&call_id, |at, ctx| {
+        let id = at.id(ctx.key());
+        if at.way == Way::Sending {
+            ctx.hold_for_reservations(None);
+        }
+        for (_, ssrc, c) in counters.iter().filter(|(cid, ..)| *cid == id) {
+            match *c {
+                Counter::Sent { rtp, rtcp } => {
+                    let (next_rtp, next_rtcp) = resume_point(rtp, rtcp, clean);
+                    ctx.restore_sent(*ssrc, next_rtp, next_rtcp, next_rtp, next_rtcp);
+                }
+                Counter::Received { rtp, rtcp } => ctx.restore_received(*ssrc, rtp, rtcp),
+            }
+        }
+        if at.way == Way::Sending {
+            ctx.wanted_reservations(plan_reservation, &mut tmp);
+            wants.extend(tmp.drain(..).map(|st| (id, st)));
+        }
+    });
+    if !held {
+        // Its history ends with a delete: nothing to serve, and the record goes.
+        wha.ha.submit_quietly(vec![HaWrite::Forget { call_id }]);
+        return true;
+    }
+    wha.calls.borrow_mut().insert(
+        call_id.clone(),
+        HaCall {
+            next: call.entries.len() as u32,
+            window: None,
+        },
+    );
+    let mut fields = sent_fields(&wants);
+    if let Some((_, hi)) = window {
+        fields.push((crate::core::ha::WINDOW_FIELD.to_owned(), hi.to_string()));
+    }
+    let mut writes = vec![HaWrite::Put {
+        call_id: call_id.clone(),
+        entry: None,
+        counters: fields,
+    }];
+    // Entries sealed under an older KEK are sealed again under the current one.
+    for (n, entry) in call.entries.iter().filter(|(n, _)| call.rewrap.contains(n)) {
+        writes.push(HaWrite::Put {
+            call_id: call_id.clone(),
+            entry: Some((*n, entry.clone())),
+            counters: Vec::new(),
+        });
+    }
+    let ack = wha.ha.submit(writes);
+    drop(after_ack(
+        worker,
+        vec![(call_id.clone(), wants)],
+        window.map(|w| (call_id, w)),
+        ack,
+    ));
+    true
+}
+
+/// Replays one recorded command.
+fn replay(worker: &Rc<Worker>, now: std::time::Instant, entry: &Entry) -> Result<(), String> {
+    let mut msg = super::bencode::decode(&entry.request).map_err(|e| e.to_string())?;
+    let parsed = super::ng::parse_request(&msg);
+    msg.wipe();
+    let result = match parsed.map_err(|e| e.to_string())? {
+        super::ng::Request::Offer(mut cmd) => {
+            let pairs: Vec<PairAt> = entry.ports.iter().map(|&(l, p)| (LocalId(l), p)).collect();
+            let r = offer(worker, now, &cmd, Some(&pairs)).map(drop);
+            cmd.sdp.zeroize();
+            r.map_err(|e| e.to_string())
+        }
+        super::ng::Request::Answer(mut cmd) => {
+            let r = worker.shard.borrow_mut().answer(now, &cmd).map(drop);
+            cmd.sdp.zeroize();
+            r.map_err(|e| e.to_string())
+        }
+        super::ng::Request::Delete(cmd) => {
+            let mut grant = PortGrant::default();
+            let _ = worker.shard.borrow_mut().delete(now, &cmd, &mut grant);
+            WorkerPorts(worker).finish(grant);
+            Ok(())
+        }
+        _ => Err("not a command a record holds".to_owned()),
+    };
+    result
+}
+
+/// Drops a call that could not be restored whole.
+fn abandon(worker: &Rc<Worker>, now: std::time::Instant, call_id: &str) {
+    let cmd = DeleteCommand {
+        call_id: call_id.to_owned(),
+        from_tag: None,
+        to_tag: None,
+        via_branch: None,
+        delay: Some(Duration::ZERO),
+    };
+    let mut grant = PortGrant::default();
+    let _ = worker.shard.borrow_mut().delete(now, &cmd, &mut grant);
+    WorkerPorts(worker).finish(grant);
+    let _ = worker.shard.borrow_mut().take_removed();
+    if let Some(wha) = &worker.ha {
+        wha.calls.borrow_mut().remove(call_id);
+    }
+}
+
+/// A planned handover: every sending SSRC stops at what it sent, and the exact counters (and
+/// receive tops) are returned for the store; no reservation is asked for afterwards.
+fn freeze(worker: &Worker) -> Vec<HaWrite> {
+    let Some(wha) = &worker.ha else {
+        return Vec::new();
+    };
+    // From now on nothing more is reserved or granted.
+    wha.frozen.set(true);
+    let mut writes: Vec<HaWrite> = Vec::new();
+    let (mut sent, mut received) = (Vec::new(), Vec::new());
+    worker.shard.borrow_mut().contexts(|call, at, ctx| {
+        let mut fields = Vec::new();
+        match at.way {
+            Way::Sending if ctx.holds_for_reservations() => {
+                ctx.freeze(&mut sent);
+                let id = at.id(ctx.key());
+                fields.extend(
+                    sent.drain(..)
+                        .map(|st| (counter_field(id, st.ssrc), Counter::sent(&st).encode())),
+                );
+            }
+            Way::Receiving => {
+                ctx.checkpoints(&mut received);
+                let id = at.id(ctx.key());
+                fields.extend(
+                    received
+                        .drain(..)
+                        .map(|st| (counter_field(id, st.ssrc), Counter::received(&st).encode())),
+                );
+            }
+            Way::Sending => {}
+        }
+        if fields.is_empty() {
+            return;
+        }
+        match writes.last_mut() {
+            Some(HaWrite::Put {
+                call_id, counters, ..
+            }) if call_id == call => counters.extend(fields),
+            _ => writes.push(HaWrite::Put {
+                call_id: call.to_owned(),
+                entry: None,
+                counters: fields,
+            }),
+        }
+    });
+    writes
 }

@@ -59,6 +59,16 @@ impl KeyHistory {
         self.len() == 0
     }
 
+    /// Visits every kept context: sending ones with `true`.
+    pub fn contexts_mut(&mut self, mut f: impl FnMut(bool, &mut SrtpContext)) {
+        for c in &mut self.tx {
+            f(true, c);
+        }
+        for c in &mut self.rx {
+            f(false, c);
+        }
+    }
+
     fn take_rx(&mut self, key: &MasterKey) -> Option<SrtpContext> {
         let i = self.rx.iter().position(|c| c.key() == key)?;
         Some(*self.rx.remove(i))

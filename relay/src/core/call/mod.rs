@@ -107,6 +107,11 @@ impl PortGrant {
         }
     }
 
+    /// The pairs still unused, in the order they are handed out.
+    pub fn pending(&self) -> impl Iterator<Item = PairAt> + '_ {
+        self.pairs.iter().copied()
+    }
+
     /// Pairs still unused, on any address.
     pub fn available(&self) -> usize {
         self.pairs.len()

@@ -147,6 +147,18 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Visits every SRTP context of the stream, current and kept: sending ones (relay keys)
+    /// with `true`, receiving ones (the endpoint's keys) with `false`.
+    pub fn contexts_mut(&mut self, mut f: impl FnMut(bool, &mut SrtpContext)) {
+        if let Some(tx) = &mut self.tx {
+            f(true, tx);
+        }
+        if let Some(rx) = &mut self.rx {
+            rx.contexts_mut(|c| f(false, c));
+        }
+        self.history.contexts_mut(f);
+    }
+
     /// Records where the endpoint receives from its SDP's m-line `i` (at `endpoint` instead of
     /// the SDP's address when the proxy says so); a changed address lets a plain leg re-latch.
     /// A hold address (`c=0.0.0.0`, RFC 2543) names no one and moves no one (docs/behaviour.md

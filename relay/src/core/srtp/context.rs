@@ -55,6 +55,10 @@ pub enum SrtpError {
     /// would reuse its keystream.
     #[error("too many SSRCs for one key")]
     TooManySsrcs,
+    /// Protect refused: with HA on, the index is beyond what the store has reserved for this
+    /// SSRC (docs/ha.md, reservations); it goes out once the next block is granted.
+    #[error("index not reserved in the store yet")]
+    NotReserved,
 }
 
 impl SrtpError {
@@ -65,6 +69,7 @@ impl SrtpError {
             Self::AuthFailed => "auth_failed",
             Self::Replayed => "replayed",
             Self::KeyExhausted | Self::TooManySsrcs => "policy",
+            Self::NotReserved => "not_reserved",
         }
     }
 }
@@ -201,6 +206,64 @@ struct Stream {
     rtcp_floor: Option<u64>,
     /// Sending with renumbering: the mapping of the incoming numbering to the outgoing one.
     renum: Option<Renumber>,
+    /// Sending under HA: what may be sent and what was last asked of the store.
+    limits: Limits,
+}
+
+/// Sending under HA (docs/ha.md): RTP indices below `rtp` and SRTCP indices below `rtcp` are
+/// reserved in the store and may be used; nothing else. Without HA both are unlimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Limits {
+    rtp: u64,
+    rtcp: u32,
+    /// The limits last reported as wanted ([`SrtpContext::wanted_reservations`]): not asked
+    /// again until granted or failed.
+    asked: (u64, u32),
+    /// The next packet starts a new run at the index after the restored floor (a successor's
+    /// first packet of an SSRC its predecessor sent).
+    resume: bool,
+    /// Receive tops last checkpointed (receiving contexts).
+    checkpointed: (u64, u64),
+}
+
+impl Limits {
+    const NONE: Self = Self {
+        rtp: u64::MAX,
+        rtcp: u32::MAX,
+        asked: (0, 0),
+        resume: false,
+        checkpointed: (0, 0),
+    };
+
+    fn held() -> Self {
+        Self {
+            rtp: 0,
+            rtcp: 0,
+            ..Self::NONE
+        }
+    }
+}
+
+/// Pushes to `out` the limits `plan` wants for `state` unless they were asked for already.
+fn ask(
+    plan: &impl Fn(SentState) -> Option<(u64, u32)>,
+    state: SentState,
+    limits: &mut Limits,
+    out: &mut Vec<SentState>,
+) {
+    let Some((rtp, rtcp)) = plan(state) else {
+        return;
+    };
+    let (asked_rtp, asked_rtcp) = limits.asked;
+    if rtp <= asked_rtp && rtcp <= asked_rtcp {
+        return;
+    }
+    limits.asked = (rtp.max(asked_rtp), rtcp.max(asked_rtcp));
+    out.push(SentState {
+        rtp_limit: rtp,
+        rtcp_limit: rtcp,
+        ..state
+    });
 }
 
 /// What a context keeps of an evicted SSRC.
@@ -212,6 +275,35 @@ struct Retired {
     rtcp_top: Option<u64>,
     srtcp_tx_index: u32,
     renum: Option<Renumber>,
+    limits: Limits,
+}
+
+/// One SSRC of a sending context as the HA layer sees it (docs/ha.md): the next indices it
+/// would use and the limits the store granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SentState {
+    /// The SSRC.
+    pub ssrc: u32,
+    /// The next RTP index (48 bits) it would use.
+    pub next_rtp: u64,
+    /// The next SRTCP index it would use.
+    pub next_rtcp: u32,
+    /// RTP indices below this are reserved.
+    pub rtp_limit: u64,
+    /// SRTCP indices below this are reserved.
+    pub rtcp_limit: u32,
+}
+
+/// One SSRC of a receiving context as a checkpoint records it: the highest RTP index and
+/// SRTCP index accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceivedState {
+    /// The SSRC.
+    pub ssrc: u32,
+    /// Highest RTP index accepted (48 bits), if any.
+    pub rtp_top: Option<u64>,
+    /// Highest SRTCP index accepted, if any.
+    pub rtcp_top: Option<u64>,
 }
 
 /// The SRTP and SRTCP crypto context of one direction of one leg (RFC 3711 §3.2), for every SSRC
@@ -234,6 +326,10 @@ pub struct SrtpContext {
     tick: u64,
     /// New SSRCs started since [`Self::new_source`] (sending only).
     new_ssrcs: u16,
+    /// Sending under HA (docs/ha.md): `Some(window)` once the HA layer took the context in. A
+    /// new SSRC then starts at the window's first number (renumbering) with the window as its
+    /// limit, or, without a window, waits for a reservation of its own.
+    ha: Option<Option<(u16, u16)>>,
 }
 
 impl SrtpContext {
@@ -262,6 +358,7 @@ impl SrtpContext {
             forgotten: None,
             tick: 0,
             new_ssrcs: 0,
+            ha: None,
         }
     }
 
@@ -324,6 +421,9 @@ impl SrtpContext {
             new.srtcp_tx_index = s.srtcp_tx_index;
             // The receiver's numbering goes on across the relay's re-key.
             new.renum = s.renum;
+            if self.ha.is_some() {
+                new.limits = Limits::held();
+            }
         }
         self.tick = old.tick;
     }
@@ -336,6 +436,7 @@ impl SrtpContext {
         self.forgotten.clone_from(&old.forgotten);
         self.tick = old.tick;
         self.new_ssrcs = old.new_ssrcs;
+        self.ha = old.ha;
     }
 
     /// Sends under this context's key again after `newer` (another key) sent in its place: the
@@ -382,6 +483,221 @@ impl SrtpContext {
         self.tick = self.tick.max(newer.tick);
     }
 
+    /// Takes the context in for HA (docs/ha.md): from now on it sends only indices the store
+    /// has reserved. A new SSRC starts at the first number of `window` (`lo..=hi`, `lo` ≥ 1)
+    /// with the window as its limit when the context renumbers, else waits for a reservation;
+    /// SSRCs the context already carries wait for one. A context taken in once keeps its
+    /// window.
+    pub fn hold_for_reservations(&mut self, window: Option<(u16, u16)>) {
+        if self.ha.is_some() {
+            return;
+        }
+        self.ha = Some(window.filter(|&(lo, hi)| lo >= 1 && lo <= hi));
+        for s in &mut self.streams {
+            s.limits = Limits::held();
+        }
+        for r in &mut self.retired {
+            r.limits = Limits::held();
+        }
+    }
+
+    /// Gives a context taken in without a window (a successor's, until its window was
+    /// durable) the window new SSRCs start in.
+    pub fn open_window(&mut self, window: (u16, u16)) {
+        if self.ha == Some(None) && window.0 >= 1 && window.0 <= window.1 {
+            self.ha = Some(Some(window));
+        }
+    }
+
+    /// True once [`Self::hold_for_reservations`] took the context in.
+    pub fn holds_for_reservations(&self) -> bool {
+        self.ha.is_some()
+    }
+
+    /// Every SSRC this context sends (live ones, then retired ones) with its next indices and
+    /// limits.
+    pub fn sent_states(&self) -> impl Iterator<Item = SentState> + '_ {
+        let window = self.ha.flatten().filter(|_| self.policy.renumber);
+        let next_rtp = move |rtp: Option<IndexState>| match rtp {
+            Some(st) => st.index() + 1,
+            None => window.map_or(0, |(lo, _)| u64::from(lo)),
+        };
+        let live = self.streams.iter().map(move |s| SentState {
+            ssrc: s.ssrc,
+            next_rtp: next_rtp(s.rtp),
+            next_rtcp: s.srtcp_tx_index + 1,
+            rtp_limit: s.limits.rtp,
+            rtcp_limit: s.limits.rtcp,
+        });
+        let retired = self.retired.iter().map(move |r| SentState {
+            ssrc: r.ssrc,
+            next_rtp: next_rtp(r.rtp),
+            next_rtcp: r.srtcp_tx_index + 1,
+            rtp_limit: r.limits.rtp,
+            rtcp_limit: r.limits.rtcp,
+        });
+        live.chain(retired)
+    }
+
+    /// The live SSRCs whose limits `plan` wants raised and that were not asked for those
+    /// limits yet: each is marked as asked and pushed to `out` with the limits wanted.
+    pub fn wanted_reservations(
+        &mut self,
+        plan: impl Fn(SentState) -> Option<(u64, u32)>,
+        out: &mut Vec<SentState>,
+    ) {
+        let window = self.ha.flatten().filter(|_| self.policy.renumber);
+        for s in &mut self.streams {
+            let state = SentState {
+                ssrc: s.ssrc,
+                next_rtp: s
+                    .rtp
+                    .map_or(window.map_or(0, |(lo, _)| u64::from(lo)), |st| st.index() + 1),
+                next_rtcp: s.srtcp_tx_index + 1,
+                rtp_limit: s.limits.rtp,
+                rtcp_limit: s.limits.rtcp,
+            };
+            ask(&plan, state, &mut s.limits, out);
+        }
+        // SSRCs a successor restored: their first block is asked for before they come back.
+        for r in self.retired.iter_mut().filter(|r| r.limits.resume) {
+            let state = SentState {
+                ssrc: r.ssrc,
+                next_rtp: r.rtp.map_or(0, |st| st.index() + 1),
+                next_rtcp: r.srtcp_tx_index + 1,
+                rtp_limit: r.limits.rtp,
+                rtcp_limit: r.limits.rtcp,
+            };
+            ask(&plan, state, &mut r.limits, out);
+        }
+    }
+
+    /// The store reserved indices below these limits for `ssrc` (`ok`), or the request failed
+    /// and may be asked again (`!ok`). Limits only grow.
+    pub fn grant(&mut self, ssrc: u32, rtp: u64, rtcp: u32, ok: bool) {
+        let limits = match self.find(ssrc) {
+            Some(i) => &mut self.streams[i].limits,
+            None => match self.retired.iter_mut().find(|r| r.ssrc == ssrc) {
+                Some(r) => &mut r.limits,
+                None => return,
+            },
+        };
+        if ok {
+            limits.rtp = limits.rtp.max(rtp);
+            limits.rtcp = limits.rtcp.max(rtcp);
+        } else {
+            limits.asked = (0, 0);
+        }
+    }
+
+    /// Stops sending beyond what was sent (a planned handover): every SSRC's limits become its
+    /// next indices, which are returned in `out` as the exact state for the successor.
+    pub fn freeze(&mut self, out: &mut Vec<SentState>) {
+        let start = out.len();
+        out.extend(self.sent_states());
+        for st in &mut out[start..] {
+            st.rtp_limit = st.rtp_limit.min(st.next_rtp);
+            st.rtcp_limit = st.rtcp_limit.min(st.next_rtcp);
+        }
+        for st in &out[start..] {
+            self.grant_exact(st.ssrc, st.rtp_limit, st.rtcp_limit);
+        }
+    }
+
+    fn grant_exact(&mut self, ssrc: u32, rtp: u64, rtcp: u32) {
+        if let Some(i) = self.find(ssrc) {
+            (self.streams[i].limits.rtp, self.streams[i].limits.rtcp) = (rtp, rtcp);
+        } else if let Some(r) = self.retired.iter_mut().find(|r| r.ssrc == ssrc) {
+            (r.limits.rtp, r.limits.rtcp) = (rtp, rtcp);
+        }
+    }
+
+    /// A successor takes up an SSRC its predecessors sent under this key (docs/ha.md): the
+    /// next packet goes out at RTP index `next_rtp` (a new run, marker bit set, when
+    /// renumbering) and SRTCP index `next_rtcp`; nothing at or below the indices before them
+    /// is ever sent again. The store reserved indices below `rtp_limit` and `rtcp_limit`. A
+    /// context that already holds as many records as it may refuses the SSRC instead.
+    pub fn restore_sent(
+        &mut self,
+        ssrc: u32,
+        next_rtp: u64,
+        next_rtcp: u32,
+        rtp_limit: u64,
+        rtcp_limit: u32,
+    ) {
+        let last = next_rtp.checked_sub(1);
+        self.install_record(Retired {
+            ssrc,
+            rtp: last.map(IndexState::at),
+            rtp_top: last,
+            rtcp_top: None,
+            srtcp_tx_index: next_rtcp.saturating_sub(1),
+            renum: last.map(|l| Renumber {
+                last_in: 0,
+                offset: l as u16,
+            }),
+            limits: Limits {
+                rtp: rtp_limit,
+                rtcp: rtcp_limit,
+                resume: true,
+                ..Limits::NONE
+            },
+        });
+    }
+
+    /// A successor takes up an SSRC its predecessors received under this key from their last
+    /// checkpoint: its index estimate goes on from `rtp_top`, and packets at or below the tops
+    /// are replays.
+    pub fn restore_received(&mut self, ssrc: u32, rtp_top: Option<u64>, rtcp_top: Option<u64>) {
+        self.install_record(Retired {
+            ssrc,
+            rtp: rtp_top.map(IndexState::at),
+            rtp_top,
+            rtcp_top,
+            srtcp_tx_index: 0,
+            renum: None,
+            limits: Limits {
+                checkpointed: (rtp_top.unwrap_or(0), rtcp_top.unwrap_or(0)),
+                ..Limits::NONE
+            },
+        });
+    }
+
+    fn install_record(&mut self, record: Retired) {
+        let ssrc = record.ssrc;
+        if self.find(ssrc).is_some() || self.retired_of(ssrc).is_some() {
+            return;
+        }
+        if self.retired.len() >= MAX_RETIRED {
+            let (w, b) = forgotten_bit(ssrc);
+            self.forgotten
+                .get_or_insert_with(|| Box::new([0; FORGOTTEN_WORDS]))[w] |= b;
+            return;
+        }
+        self.retired.push_back(record);
+    }
+
+    /// The live SSRCs this context received from whose tops moved since their last
+    /// checkpoint: each is pushed to `out` and marked as checkpointed.
+    pub fn checkpoints(&mut self, out: &mut Vec<ReceivedState>) {
+        for s in &mut self.streams {
+            let tops = (
+                s.rtp.map_or(0, |st| st.index()),
+                s.rtcp_replay.top().unwrap_or(0),
+            );
+            if tops == s.limits.checkpointed || s.rtp.is_none() && s.rtcp_replay.top().is_none()
+            {
+                continue;
+            }
+            s.limits.checkpointed = tops;
+            out.push(ReceivedState {
+                ssrc: s.ssrc,
+                rtp_top: s.rtp.map(|st| st.index()),
+                rtcp_top: s.rtcp_replay.top(),
+            });
+        }
+    }
+
     /// Protects the RTP packet in `buf[..len]` in place: encrypts the payload and appends the tag
     /// into `buf[len..]`. Returns the SRTP packet's length.
     pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
@@ -395,11 +711,13 @@ impl SrtpContext {
         let (ssrc, seq) = (hdr.ssrc.0, hdr.seq.0);
         let i = self.send_slot(ssrc)?;
         let renumber = self.policy.renumber;
+        let window = self.ha.flatten();
         let Stream {
             rtp,
             rtp_replay: sent,
             rtp_floor,
             renum,
+            limits,
             ..
         } = &mut self.streams[i];
         // docs/behaviour.md §3b: the receiver sees one stream whose numbers keep advancing,
@@ -408,11 +726,19 @@ impl SrtpContext {
         let (seq, marker, renum_before) = match (renumber, renum.as_mut()) {
             (false, _) => (seq, false, None),
             (true, None) => {
+                // Under HA a new SSRC starts at the process's window (docs/ha.md).
+                let first = window.map_or(seq, |(lo, _)| lo);
                 *renum = Some(Renumber {
                     last_in: seq,
-                    offset: 0,
+                    offset: first.wrapping_sub(seq),
                 });
-                (seq, false, None)
+                (first, false, None)
+            }
+            (true, Some(r)) if limits.resume => {
+                // A successor's first packet of this SSRC: right after the restored floor.
+                let before = *r;
+                let (out, marker) = r.restart(before, seq);
+                (out, marker, Some(before))
             }
             (true, Some(r)) => {
                 let before = *r;
@@ -450,6 +776,13 @@ impl SrtpContext {
             return Err(SrtpError::Replayed);
         }
         let index = state.estimate(seq).expect("checked");
+        if index >= limits.rtp {
+            if let (Some(before), Some(r)) = (renum_before, renum.as_mut()) {
+                *r = before;
+            }
+            return Err(SrtpError::NotReserved);
+        }
+        limits.resume = false;
         sent.commit(index);
         state.commit(index);
         if renumber {
@@ -579,6 +912,9 @@ impl SrtpContext {
         if index > MAX_SRTCP_INDEX {
             return Err(SrtpError::KeyExhausted);
         }
+        if index >= self.streams[i].limits.rtcp {
+            return Err(SrtpError::NotReserved);
+        }
         self.streams[i].srtcp_tx_index = index;
 
         let encrypt = !self.policy.params.unencrypted_srtcp;
@@ -706,6 +1042,20 @@ impl SrtpContext {
             s.rtcp_floor = r.rtcp_top;
             s.srtcp_tx_index = r.srtcp_tx_index;
             s.renum = r.renum;
+            s.limits = r.limits;
+        } else if let Some(window) = self.ha {
+            // A new SSRC under HA: its window (renumbering) or nothing until reserved.
+            s.limits = match window {
+                Some((lo, hi)) if self.policy.renumber => {
+                    s.srtcp_tx_index = u32::from(lo) - 1;
+                    Limits {
+                        rtp: u64::from(hi) + 1,
+                        rtcp: u32::from(hi) + 1,
+                        ..Limits::NONE
+                    }
+                }
+                _ => Limits::held(),
+            };
         }
         s
     }
@@ -790,6 +1140,7 @@ impl SrtpContext {
                     rtcp_top: max(old.rtcp_floor, old.rtcp_replay.top()),
                     srtcp_tx_index: old.srtcp_tx_index,
                     renum: old.renum,
+                    limits: old.limits,
                 };
                 if let Some(gone) = (self.retired.len() >= MAX_RETIRED)
                     .then(|| self.retired.pop_front())
@@ -829,6 +1180,7 @@ impl Stream {
             rtp_floor: None,
             rtcp_floor: None,
             renum: None,
+            limits: Limits::NONE,
         }
     }
 }

@@ -13,6 +13,14 @@ impl IndexState {
         Self { roc: 0, s_l: seq }
     }
 
+    /// The state after a stream whose highest index was `index` (a checkpoint restored).
+    pub(super) fn at(index: u64) -> Self {
+        Self {
+            roc: (index >> 16) as u32,
+            s_l: index as u16,
+        }
+    }
+
     /// Estimates the 48-bit index of `seq`: of `ROC - 1`, `ROC` and `ROC + 1`, the guess that puts
     /// `seq` closest to `s_l` (Appendix A). `None` when the guess is `ROC - 1` with `ROC` at 0 (a
     /// packet from before the stream began) or when the ROC would overflow (key exhausted).

@@ -78,6 +78,14 @@ impl RxSrtp {
         None
     }
 
+    /// Visits the current context and the replaced one, if any.
+    pub fn contexts_mut(&mut self, mut f: impl FnMut(&mut SrtpContext)) {
+        f(&mut self.current);
+        if let Some((c, _)) = &mut self.previous {
+            f(c);
+        }
+    }
+
     /// The current context and the replaced one, if any.
     pub fn into_contexts(self) -> (SrtpContext, Option<SrtpContext>) {
         (self.current, self.previous.map(|(c, _)| *c))

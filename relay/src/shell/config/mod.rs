@@ -74,6 +74,26 @@ pub struct Config {
     pub max_memory_mb: u64,
     /// Log level.
     pub log_level: String,
+    /// Calls that outlive the process (docs/ha.md); `None`: off, no store.
+    pub ha: Option<HaConfig>,
+}
+
+/// The `[ha]` section (docs/ha.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HaConfig {
+    /// The store: `redis://HOST:PORT/DB`, `rediss://...` or `unix:///PATH`.
+    pub store: String,
+    /// What this process serves (its ng address, media interfaces and ports): the name its
+    /// records and lease are kept under.
+    pub identity: String,
+    /// The key-encryption key: a file of exactly 32 random bytes.
+    pub kek_file: std::path::PathBuf,
+    /// Older KEKs, read while records sealed under them remain (a rotation).
+    pub kek_old_files: Vec<std::path::PathBuf>,
+    /// How long the lease lasts without renewal.
+    pub lease: Duration,
+    /// How long an ng reply waits for its record to be durable.
+    pub write_timeout: Duration,
 }
 
 /// A configuration problem, with where it is.
@@ -100,6 +120,29 @@ struct Raw {
     log: RawLog,
     extensions: BTreeMap<String, RawExtension>,
     profiles: BTreeMap<String, RawProfile>,
+    ha: Option<RawHa>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHa {
+    store: String,
+    identity: String,
+    kek_file: String,
+    #[serde(default)]
+    kek_old_files: Vec<String>,
+    #[serde(default = "default_lease_ms")]
+    lease_ms: u64,
+    #[serde(default = "default_write_timeout_ms")]
+    write_timeout_ms: u64,
+}
+
+fn default_lease_ms() -> u64 {
+    2000
+}
+
+fn default_write_timeout_ms() -> u64 {
+    100
 }
 
 #[derive(Deserialize)]
@@ -354,6 +397,7 @@ impl Config {
             max_calls: raw.limits.max_calls,
             max_memory_mb: raw.limits.max_memory_mb,
             log_level: raw.log.level.clone(),
+            ha: raw.ha.as_ref().map(|h| r.ha(h)).transpose()?,
         };
         let key = if m.address.is_some() {
             "address"

@@ -315,4 +315,58 @@ impl Reader<'_> {
                 .transpose()?,
         })
     }
+
+    /// The `[ha]` section, checked: a store URL of a known scheme, an identity that names a
+    /// store key safely, KEK files named, and the lease and write timeout in range.
+    pub(super) fn ha(&self, h: &super::RawHa) -> Result<super::HaConfig, ConfigError> {
+        let fail = |key: &str, message: String| self.fail("ha", key, message);
+        if !["redis://", "rediss://", "unix://"]
+            .iter()
+            .any(|s| h.store.starts_with(s))
+        {
+            return Err(fail(
+                "store",
+                format!(
+                    "{:?} is not redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:///PATH",
+                    h.store
+                ),
+            ));
+        }
+        let id_ok = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+        if h.identity.is_empty() || h.identity.len() > 64 || !h.identity.chars().all(id_ok) {
+            return Err(fail(
+                "identity",
+                format!(
+                    "{:?} is not 1 to 64 of A-Z, a-z, 0-9, '.', '_', '-'",
+                    h.identity
+                ),
+            ));
+        }
+        if h.kek_file.is_empty() {
+            return Err(fail("kek_file", "names no file".into()));
+        }
+        if !(500..=60_000).contains(&h.lease_ms) {
+            return Err(fail(
+                "lease_ms",
+                format!("{} is not in 500..=60000", h.lease_ms),
+            ));
+        }
+        if !(10..=10_000).contains(&h.write_timeout_ms) || h.write_timeout_ms >= h.lease_ms {
+            return Err(fail(
+                "write_timeout_ms",
+                format!(
+                    "{} is not in 10..=10000 and below lease_ms ({})",
+                    h.write_timeout_ms, h.lease_ms
+                ),
+            ));
+        }
+        Ok(super::HaConfig {
+            store: h.store.clone(),
+            identity: h.identity.clone(),
+            kek_file: h.kek_file.clone().into(),
+            kek_old_files: h.kek_old_files.iter().map(Into::into).collect(),
+            lease: std::time::Duration::from_millis(h.lease_ms),
+            write_timeout: std::time::Duration::from_millis(h.write_timeout_ms),
+        })
+    }
 }

@@ -1,0 +1,353 @@
+//! Calls that outlive the process (docs/ha.md), the I/O half: the store client, the lease and
+//! its fencing epoch, the writer that seals and batches what the workers send, and loading an
+//! identity's calls at a takeover. What a record holds and how indices are reserved is
+//! `core::ha`.
+//!
+//! Threads: everything here runs as tasks on the control runtime. Workers hand their writes
+//! over a channel and get an acknowledgement back on a oneshot; the packet path never waits for
+//! the store (a stream whose reservation runs out holds until the next block is granted).
+
+pub mod seal;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use self::seal::{Keyring, Place};
+use self::store::{Op, Store, StoredCall, Written};
+use crate::core::ha::{Entry, WINDOW_FIELD};
+
+/// The metrics of docs/ha.md (`srtp_relay_ha_*`), shared by the tasks that count.
+#[derive(Clone, Debug)]
+pub struct HaMetrics {
+    /// 1 while this process holds its identity's lease and serves.
+    pub active: Gauge,
+    /// Takeovers of the identity by this process (a restart counts too).
+    pub takeovers: Counter,
+    /// Calls restored at takeovers.
+    pub restored_calls: Counter,
+    /// Calls a takeover could not restore (a record that does not open or replay).
+    pub restore_failures: Counter,
+    /// Failed or timed-out store requests, and replies sent before their record was durable.
+    pub store_errors: Counter,
+    /// Round trip of store writes.
+    pub store_latency: Histogram,
+    /// Times this process found its lease taken over (it stops serving).
+    pub fenced: Counter,
+}
+
+impl Default for HaMetrics {
+    fn default() -> Self {
+        Self {
+            active: Gauge::default(),
+            takeovers: Counter::default(),
+            restored_calls: Counter::default(),
+            restore_failures: Counter::default(),
+            store_errors: Counter::default(),
+            // 100 µs to about 1.6 s.
+            store_latency: Histogram::new(exponential_buckets(0.000_1, 2.0, 15)),
+            fenced: Counter::default(),
+        }
+    }
+}
+
+/// A write a worker hands over: the entry is sealed here, not in the worker.
+#[derive(Debug)]
+pub enum Write {
+    /// An entry (if any) and counters of a call.
+    Put {
+        /// The call.
+        call_id: String,
+        /// `(number, entry)`.
+        entry: Option<(u32, Entry)>,
+        /// Counter fields and values.
+        counters: Vec<(String, String)>,
+    },
+    /// The call is over: its record goes.
+    Forget {
+        /// The call.
+        call_id: String,
+    },
+}
+
+struct Request {
+    writes: Vec<Write>,
+    ack: Option<oneshot::Sender<bool>>,
+}
+
+/// What the workers and the server hold of HA: where to send writes, the epoch, the metrics.
+#[derive(Clone, Debug)]
+pub struct Ha {
+    tx: mpsc::UnboundedSender<Request>,
+    /// The lease epoch this process holds.
+    pub epoch: u64,
+    /// The previous holder flushed exact counters (a planned handover).
+    pub clean: bool,
+    /// The metrics.
+    pub metrics: HaMetrics,
+}
+
+impl Ha {
+    /// Queues writes; the receiver says `true` once they are durable (it waits across a store
+    /// outage: writes are retried until the store takes them).
+    pub fn submit(&self, writes: Vec<Write>) -> oneshot::Receiver<bool> {
+        let (ack, rx) = oneshot::channel();
+        let _ = self.tx.send(Request {
+            writes,
+            ack: Some(ack),
+        });
+        rx
+    }
+
+    /// Queues writes nobody waits for.
+    pub fn submit_quietly(&self, writes: Vec<Write>) {
+        let _ = self.tx.send(Request { writes, ack: None });
+    }
+}
+
+/// The identity, the store and the KEKs: what the tasks need.
+pub struct Shared {
+    /// The store.
+    pub store: Store,
+    /// The KEKs.
+    pub keyring: Keyring,
+    /// The identity.
+    pub identity: String,
+    /// The metrics.
+    pub metrics: HaMetrics,
+    /// Notified when the lease was taken over: the process must stop at once.
+    pub fenced: Notify,
+}
+
+/// Waits until this process holds the identity's lease (a standby until then: it polls, and
+/// binds nothing).
+pub async fn acquire(shared: &Shared, poll: Duration) -> store::Acquired {
+    let mut logged = false;
+    loop {
+        match shared.store.acquire().await {
+            Ok(Some(a)) => {
+                shared.metrics.takeovers.inc();
+                return a;
+            }
+            Ok(None) => {
+                if !logged {
+                    tracing::info!(identity = %shared.identity,
+                        "standby: another process holds the identity's lease; waiting to take over");
+                    logged = true;
+                }
+            }
+            Err(e) => {
+                shared.metrics.store_errors.inc();
+                tracing::warn!(identity = %shared.identity, error = %e, "store unavailable; retrying");
+            }
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Starts the writer and the lease renewal for `epoch`; returns the handle workers write
+/// through.
+pub fn start(shared: Arc<Shared>, acquired: store::Acquired, lease: Duration) -> Ha {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(writer(Arc::clone(&shared), acquired.epoch, rx));
+    tokio::spawn(renew(Arc::clone(&shared), acquired.epoch, lease));
+    Ha {
+        tx,
+        epoch: acquired.epoch,
+        clean: acquired.clean,
+        metrics: shared.metrics.clone(),
+    }
+}
+
+/// Seals and writes what the workers queue, in order, batching whatever queued up during the
+/// previous round trip into one script call. A failed batch is retried (after a pause) until
+/// the store takes it; later writes wait behind it, so a call's entries stay in order.
+async fn writer(shared: Arc<Shared>, epoch: u64, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut pending: Vec<Request> = Vec::new();
+    loop {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(r) => pending.push(r),
+                None => return,
+            }
+        }
+        while let Ok(r) = rx.try_recv() {
+            pending.push(r);
+            if pending.len() >= 512 {
+                break;
+            }
+        }
+        let ops: Vec<Op> = pending
+            .iter()
+            .flat_map(|r| r.writes.iter())
+            .map(|w| seal_write(&shared, w))
+            .collect();
+        let started = std::time::Instant::now();
+        match shared.store.write(epoch, &ops).await {
+            Ok(Written::Done) => {
+                shared
+                    .metrics
+                    .store_latency
+                    .observe(started.elapsed().as_secs_f64());
+                for r in pending.drain(..) {
+                    if let Some(ack) = r.ack {
+                        let _ = ack.send(true);
+                    }
+                }
+            }
+            Ok(Written::Fenced) => {
+                fenced(&shared);
+                return;
+            }
+            Err(e) => {
+                shared.metrics.store_errors.inc();
+                tracing::warn!(error = %e, queued = pending.len(), "store write failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+fn seal_write(shared: &Shared, w: &Write) -> Op {
+    match w {
+        Write::Forget { call_id } => Op::Forget {
+            call_id: call_id.clone(),
+        },
+        Write::Put {
+            call_id,
+            entry,
+            counters,
+        } => Op::Put {
+            call_id: call_id.clone(),
+            entry: entry.as_ref().map(|(n, e)| {
+                let place = Place {
+                    identity: &shared.identity,
+                    call_id,
+                    entry: *n,
+                };
+                let plain = zeroize::Zeroizing::new(e.encode());
+                (*n, shared.keyring.seal(&place, &plain))
+            }),
+            counters: counters.clone(),
+        },
+    }
+}
+
+fn fenced(shared: &Shared) {
+    shared.metrics.fenced.inc();
+    shared.metrics.active.set(0);
+    tracing::error!(identity = %shared.identity,
+        "the identity's lease was taken over by another process: stopping at once");
+    shared.fenced.notify_one();
+}
+
+/// Renews the lease four times per lease period. A store that does not answer is retried (no
+/// other process can take the lease without it either); a lease another process took fences
+/// this one.
+async fn renew(shared: Arc<Shared>, epoch: u64, lease: Duration) {
+    let mut every = tokio::time::interval(lease / 4);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match shared.store.renew(epoch).await {
+            Ok(Written::Done) => {}
+            Ok(Written::Fenced) => {
+                fenced(&shared);
+                return;
+            }
+            Err(e) => {
+                shared.metrics.store_errors.inc();
+                tracing::warn!(error = %e, "lease renewal failed; retrying");
+            }
+        }
+    }
+}
+
+/// One call to restore, opened: its entries in order and its counters.
+#[derive(Debug)]
+pub struct RestoreCall {
+    /// The call.
+    pub call_id: String,
+    /// `(number, entry)` in order.
+    pub entries: Vec<(u32, Entry)>,
+    /// Counter fields and values (the window field apart).
+    pub counters: Vec<(String, String)>,
+    /// The top of the windows earlier processes used (`None`: only the first).
+    pub window_top: Option<u16>,
+    /// Entries sealed under an older KEK: sealed again under the current one once restored.
+    pub rewrap: Vec<u32>,
+}
+
+/// Reads and opens every call of the identity. A call whose record does not open (altered,
+/// moved from another call, sealed under an unknown KEK, an unknown version) is left out,
+/// logged and counted; the others are restored.
+pub async fn load(shared: &Shared) -> Result<Vec<RestoreCall>, store::StoreError> {
+    let stored = shared.store.load().await?;
+    let mut out = Vec::with_capacity(stored.len());
+    for call in stored {
+        match open_call(shared, call) {
+            Ok(c) => out.push(c),
+            Err((call_id, why)) => {
+                shared.metrics.restore_failures.inc();
+                tracing::error!(call_id = %call_id, reason = %why, "call record not restored");
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn open_call(shared: &Shared, call: StoredCall) -> Result<RestoreCall, (String, String)> {
+    let StoredCall {
+        call_id,
+        entries,
+        counters,
+    } = call;
+    let mut opened = Vec::with_capacity(entries.len());
+    let mut rewrap = Vec::new();
+    for (n, sealed) in entries {
+        let place = Place {
+            identity: &shared.identity,
+            call_id: &call_id,
+            entry: n,
+        };
+        let (plain, old) = match shared.keyring.open(&place, &sealed) {
+            Ok(p) => p,
+            Err(e) => return Err((call_id, format!("entry {n}: {e}"))),
+        };
+        let entry = match Entry::decode(&plain) {
+            Ok(e) => e,
+            Err(e) => return Err((call_id, format!("entry {n}: {e}"))),
+        };
+        if old {
+            rewrap.push(n);
+        }
+        opened.push((n, entry));
+    }
+    if opened.is_empty() || opened.iter().enumerate().any(|(i, (n, _))| *n as usize != i) {
+        return Err((call_id, "entries are missing from its history".into()));
+    }
+    let mut window_top = None;
+    let counters = counters
+        .into_iter()
+        .filter(|(f, v)| {
+            if f == WINDOW_FIELD {
+                window_top = v.parse().ok();
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    Ok(RestoreCall {
+        call_id,
+        entries: opened,
+        counters,
+        window_top,
+        rewrap,
+    })
+}
