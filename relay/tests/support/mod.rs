@@ -3,5 +3,6 @@
 
 pub mod counting_alloc;
 pub mod dialog;
+pub mod ha;
 pub mod relay;
 pub mod sim;

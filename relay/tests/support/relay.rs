@@ -361,13 +361,12 @@ pub fn libsrtp_kind(
         .stdout(Stdio::piped())
         .spawn()
         .expect("/usr/bin/python3 with pylibsrtp (run .ci/test)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
+    // Written from a thread: with many packets the oracle's output fills its pipe before
+    // the input is all written.
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
     let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
     assert!(out.status.success(), "oracle failed");
     String::from_utf8(out.stdout)
         .unwrap()
