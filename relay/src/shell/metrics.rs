@@ -239,6 +239,12 @@ fn register_control(registry: &mut Registry, control: &ControlMetrics) {
     );
     let ha = &control.ha;
     registry.register(
+        "ha_role",
+        "What this process is for its identity (HA): active, standby, fenced, handed-over, or \
+         off without [ha]",
+        ha.role.clone(),
+    );
+    registry.register(
         "ha_active",
         "1 while this process holds its identity's lease and serves (HA), else 0",
         ha.active.clone(),

@@ -205,7 +205,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
         };
         if let Some((shared, _)) = &ha {
             restore_all(&control, shared).await?;
-            shared.metrics.active.set(1);
+            shared.metrics.set_role(&shared.identity, "active");
         }
         serve(config, path, control, http, ha.map(|(s, _)| s)).await
     })
@@ -223,6 +223,7 @@ async fn standby(
         .map_err(|e| std::io::Error::other(format!("ha.kek_file: {e}")))?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    metrics.ha.set_role(&h.identity, "standby");
     tracing::info!(identity = %h.identity, store = %redact_store(&h.store), kek = %keyring.current_id(),
         "HA: connecting to the store; serving only /healthz and /metrics until this process holds the identity");
     let poll = (h.lease / 20).clamp(Duration::from_millis(50), Duration::from_millis(250));
@@ -372,7 +373,7 @@ async fn hand_over(control: &Control, shared: &Shared) {
     }
     match tokio::time::timeout(Duration::from_millis(300), shared.store.release(ha.epoch)).await {
         Ok(Ok(ha::store::Written::Done)) => {
-            shared.metrics.active.set(0);
+            shared.metrics.set_role(&shared.identity, "handed-over");
             tracing::info!("handover: counters flushed, lease released");
         }
         _ => tracing::error!("handover: the lease was not released; the successor takes over when it expires"),

@@ -464,6 +464,27 @@ impl Call {
         }
     }
 
+    /// Keeps both endpoints sending, `gap` apart, until `done` says so (checked every 5
+    /// packets) or `limit` passes; how many packets each way and how long.
+    pub fn pump_until(
+        &mut self,
+        gap: Duration,
+        limit: Duration,
+        mut done: impl FnMut() -> bool,
+    ) -> (usize, Duration) {
+        let start = Instant::now();
+        let mut n = 0;
+        while start.elapsed() < limit {
+            self.step();
+            n += 1;
+            std::thread::sleep(gap);
+            if n % 5 == 0 && done() {
+                break;
+            }
+        }
+        (n, start.elapsed())
+    }
+
     /// Waits until the inboxes are quiet.
     pub fn settle(&self) {
         std::thread::sleep(Duration::from_millis(150));

@@ -25,6 +25,8 @@ use crate::core::ha::{Entry, WINDOW_FIELD};
 /// The metrics of docs/ha.md (`srtp_relay_ha_*`), shared by the tasks that count.
 #[derive(Clone, Debug)]
 pub struct HaMetrics {
+    /// `{identity, role}` = 1: `active`, `standby`, or `off` (no `[ha]`; identity empty).
+    pub role: prometheus_client::metrics::family::Family<Vec<(&'static str, String)>, Gauge>,
     /// 1 while this process holds its identity's lease and serves.
     pub active: Gauge,
     /// Takeovers of the identity by this process (a restart counts too).
@@ -41,9 +43,25 @@ pub struct HaMetrics {
     pub fenced: Counter,
 }
 
+impl HaMetrics {
+    /// Says what this process is for `identity`: `standby` or `active` (the other series of
+    /// the identity, and `off`, are removed).
+    pub fn set_role(&self, identity: &str, role: &str) {
+        self.role.clear();
+        self.role
+            .get_or_create(&vec![("identity", identity.to_owned()), ("role", role.to_owned())])
+            .set(1);
+        self.active.set(i64::from(role == "active"));
+    }
+}
+
 impl Default for HaMetrics {
     fn default() -> Self {
+        let role = prometheus_client::metrics::family::Family::<Vec<(&str, String)>, Gauge>::default();
+        role.get_or_create(&vec![("identity", String::new()), ("role", "off".to_owned())])
+            .set(1);
         Self {
+            role,
             active: Gauge::default(),
             takeovers: Counter::default(),
             restored_calls: Counter::default(),
@@ -240,7 +258,7 @@ fn seal_write(shared: &Shared, w: &Write) -> Op {
 
 fn fenced(shared: &Shared) {
     shared.metrics.fenced.inc();
-    shared.metrics.active.set(0);
+    shared.metrics.set_role(&shared.identity, "fenced");
     tracing::error!(identity = %shared.identity,
         "the identity's lease was taken over by another process: stopping at once");
     shared.fenced.notify_one();
