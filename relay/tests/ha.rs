@@ -150,3 +150,144 @@ fn sigterm_hands_over_to_the_standby_with_a_jump_of_one() {
     assert_eq!(jump, 1, "after a handover the numbering goes on with a jump of 1");
     assert!(n + 5 >= 250 + during, "at most a few packets lost in a handover: {n} of {}", 250 + during);
 }
+
+/// T6: no key or salt, raw or base64, is in any store value; an entry moved to another call
+/// does not open (that call alone is not restored, and counted); a KEK rotation rewraps every
+/// entry at the next takeover, after which the old KEK is not needed.
+#[test]
+fn keys_are_sealed_at_rest_bound_to_their_call_and_rewrapped_on_rotation() {
+    let store = TempDir::new("ha-t6");
+    let redis = Redis::start(&store);
+    let id = Identity::new(&redis, "t6", "");
+    let mut a = id.spawn(&[]);
+    a.wait_active(Duration::from_secs(5));
+    let mut ng = id.ng();
+    let mut calls: Vec<Call> = ["t6-a", "t6-b", "t6-c"]
+        .iter()
+        .map(|c| Call::setup(&mut ng, c))
+        .collect();
+    for c in &mut calls {
+        c.pump(60, Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+
+    let dump = redis.dump_all();
+    assert!(dump.iter().any(|(k, _)| k.contains("log:t6-a")), "{:?}", dump.iter().map(|(k, _)| k).collect::<Vec<_>>());
+    for c in &calls {
+        for key in [&c.relay_key, &c.y_key] {
+            let raw = key.key_salt();
+            let b64 = support::relay::base64_encode(raw);
+            let hex = srtp_relay_hex(raw);
+            for (k, v) in &dump {
+                assert!(!v.windows(raw.len()).any(|w| w == raw), "raw key in {k}");
+                for text in [&b64, &b64[..b64.len() - 2].to_owned(), &hex] {
+                    assert!(!v.windows(text.len()).any(|w| w == text.as_bytes()), "key text in {k}");
+                }
+            }
+        }
+    }
+
+    // Move call a's first entry into call b: both fail to open (b's entry 0 is a's; a keeps
+    // b's), c comes back.
+    let mut con = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    let get = |con: &mut redis::Connection, call: &str| -> Vec<u8> {
+        redis::cmd("HGET").arg(format!("srtp-relay:{{t6}}:log:{call}")).arg("0").query(con).unwrap()
+    };
+    let (ea, eb) = (get(&mut con, "t6-a"), get(&mut con, "t6-b"));
+    let set = |con: &mut redis::Connection, call: &str, v: &[u8]| {
+        let _: () = redis::cmd("HSET").arg(format!("srtp-relay:{{t6}}:log:{call}")).arg("0").arg(v).query(con).unwrap();
+    };
+    set(&mut con, "t6-a", &eb);
+    set(&mut con, "t6-b", &ea);
+
+    // Rotation: a new KEK, the old one read during the rotation.
+    let old_kek = id.dir.0.join("kek.old");
+    std::fs::copy(&id.kek, &old_kek).unwrap();
+    let mut fresh = [0u8; 32];
+    getrandom::getrandom(&mut fresh).unwrap();
+    std::fs::write(&id.kek, fresh).unwrap();
+    let text = std::fs::read_to_string(&id.config).unwrap();
+    std::fs::write(
+        &id.config,
+        text.replace("lease_ms", &format!("kek_old_files = [\"{}\"]\nlease_ms", old_kek.display())),
+    )
+    .unwrap();
+
+    a.signal("KILL");
+    a.wait_exit(Duration::from_secs(2));
+    let b = id.spawn(&[]);
+    b.wait_active(Duration::from_secs(5));
+    assert_eq!(b.metric("srtp_relay_ha_restored_calls_total"), 1.0, "{}", b.log());
+    assert_eq!(b.metric("srtp_relay_ha_restore_failures_total"), 2.0);
+    assert!(b.log().contains("does not open"), "{}", b.log());
+    let c = &mut calls[2];
+    c.pump(50, TICK);
+    c.settle();
+    let (n, jump, _) = c.check_y(2048);
+    assert!(n >= 100, "the untouched call goes on: {n}");
+    assert!(jump <= 2048);
+
+    // Every entry of the restored call is sealed under the new KEK now (its id leads the
+    // entry): the old KEK can go.
+    std::thread::sleep(Duration::from_millis(300));
+    let kid_of = |v: &[u8]| v[..4].to_vec();
+    let entries: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+        .arg("srtp-relay:{t6}:log:t6-c")
+        .query(&mut con)
+        .unwrap();
+    assert!(!entries.is_empty());
+    let new_kid = kid_of(&entries[0].1);
+    assert!(entries.iter().all(|(_, v)| kid_of(v) == new_kid));
+    assert_ne!(kid_of(&get(&mut con, "t6-a")), new_kid, "the moved entries were not rewrapped");
+    std::fs::write(&id.config, text).unwrap();
+    drop(b);
+    let b2 = id.spawn(&[]);
+    b2.wait_active(Duration::from_secs(5));
+    assert_eq!(b2.metric("srtp_relay_ha_restored_calls_total"), 1.0, "{}", b2.log());
+}
+
+fn srtp_relay_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// T2: the store stalls (SIGSTOP) while the relay forwards fast enough to use up its
+/// reservation: the stream holds at its limit (counted, never sent beyond), an offer is still
+/// answered within the write timeout, and the record is written once the store is back; a
+/// takeover afterwards is clean and restores the call set up during the stall.
+#[test]
+fn a_stalled_store_never_lets_the_relay_send_beyond_its_reservation() {
+    let store = TempDir::new("ha-t2");
+    let redis = Redis::start(&store);
+    let id = Identity::new(&redis, "t2", "");
+    let mut a = id.spawn(&[]);
+    a.wait_active(Duration::from_secs(5));
+    let mut ng = id.ng();
+    let mut call = Call::setup(&mut ng, "t2-call");
+    call.pump(50, TICK);
+    redis.signal("STOP");
+    // 2,500 packets in about a second: more than one block.
+    call.pump(2500, Duration::from_micros(300));
+    let started = std::time::Instant::now();
+    let late = Call::setup(&mut ng, "t2-late");
+    let answered = started.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    let held = a.metric("srtp_relay_drops_total{reason=\"not_reserved\"}");
+    let errors = a.metric("srtp_relay_ha_store_errors_total");
+    redis.signal("CONT");
+    call.pump(100, TICK);
+    call.settle();
+    println!("during the stall: {held} packets held, offer+answer in {answered:?}, {errors} store errors");
+    assert!(held > 0.0, "the stream held at its reservation");
+    assert!(errors >= 2.0, "the offer and answer were counted as not durable");
+    assert!(answered < Duration::from_millis(1000), "signalling did not stall: {answered:?}");
+    let b = id.spawn(&[]);
+    a.signal("KILL");
+    a.wait_exit(Duration::from_secs(2));
+    b.wait_active(Duration::from_secs(5));
+    call.pump(100, TICK);
+    call.settle();
+    let (n, jump, _) = call.check_y(2048);
+    println!("Y got {n}, largest jump {jump}");
+    assert_eq!(b.metric("srtp_relay_ha_restored_calls_total"), 2.0, "{}", b.log());
+    drop(late);
+}
