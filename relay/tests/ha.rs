@@ -291,3 +291,93 @@ fn a_stalled_store_never_lets_the_relay_send_beyond_its_reservation() {
     assert_eq!(b.metric("srtp_relay_ha_restored_calls_total"), 2.0, "{}", b.log());
     drop(late);
 }
+
+/// Fencing: once another process took the identity (a new epoch), the old epoch's writes and
+/// renewals are refused by the store itself.
+#[test]
+fn writes_of_a_stale_epoch_are_refused() {
+    use srtp_relay::shell::ha::store::{Op, Store, Written};
+    let dir = TempDir::new("ha-fence");
+    let redis = Redis::start(&dir);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = Store::connect(&redis.url(), "f", LEASE, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let first = store.acquire().await.unwrap().expect("a free lease");
+        assert_eq!(store.acquire().await.unwrap(), None, "held: nobody else takes it");
+        let put = |n: u32| Op::Put {
+            call_id: "c".into(),
+            entry: Some((n, vec![1, 2, 3])),
+            counters: vec![("x".into(), "s:1,1".into())],
+        };
+        assert_eq!(store.write(first.epoch, &[put(0)]).await.unwrap(), Written::Done);
+        // The holder stalls past its lease; another process takes over.
+        tokio::time::sleep(LEASE + Duration::from_millis(100)).await;
+        let second = store.acquire().await.unwrap().expect("an expired lease is free");
+        assert_eq!(second.epoch, first.epoch + 1);
+        assert!(!second.clean, "the first holder did not hand over");
+        assert_eq!(store.write(first.epoch, &[put(1)]).await.unwrap(), Written::Fenced);
+        assert_eq!(store.renew(first.epoch).await.unwrap(), Written::Fenced);
+        assert_eq!(store.release(first.epoch).await.unwrap(), Written::Fenced);
+        assert_eq!(store.write(second.epoch, &[put(1)]).await.unwrap(), Written::Done);
+        let calls = store.load().await.unwrap();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].entries.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [0, 1]);
+        // A clean release marks the next takeover as clean.
+        assert_eq!(store.release(second.epoch).await.unwrap(), Written::Done);
+        let third = store.acquire().await.unwrap().unwrap();
+        assert!(third.clean);
+    });
+}
+
+/// T4 on one host: the holder stalls (SIGSTOP) past its lease and another process takes the
+/// identity; when the old holder runs again it finds itself fenced and stops at once.
+#[test]
+fn a_holder_that_stalled_past_its_lease_is_fenced_and_stops() {
+    let dir = TempDir::new("ha-t4");
+    let redis = Redis::start(&dir);
+    let id = Identity::new(&redis, "t4", "");
+    let mut a = id.spawn(&[]);
+    a.wait_active(Duration::from_secs(5));
+    let mut ng = id.ng();
+    let mut call = Call::setup(&mut ng, "t4-call");
+    call.pump(50, TICK);
+    a.signal("STOP");
+    std::thread::sleep(LEASE + Duration::from_millis(200));
+    // Another process takes the identity (as a standby on another host would).
+    let taken = redis.cli(&[
+        "EVAL",
+        "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end \
+         local e = redis.call('INCR', KEYS[2]) redis.call('SET', KEYS[1], e, 'PX', 5000) return e",
+        "2",
+        "srtp-relay:{t4}:lease",
+        "srtp-relay:{t4}:epoch",
+    ]);
+    assert_eq!(taken.trim(), "2");
+    a.signal("CONT");
+    // The endpoints go on sending; the old holder notices at its next renewal.
+    let mut code = None;
+    let (_, stopped) = call.pump_until(TICK, Duration::from_secs(2), || {
+        code = a.child.try_wait().ok().flatten().map(|s| s.code());
+        code.is_some()
+    });
+    let exited_at = std::time::Instant::now();
+    assert!(code.is_some_and(|c| c != Some(0)), "the fenced process stops: {code:?}");
+    assert!(stopped <= Duration::from_millis(500), "fenced within {stopped:?}");
+    assert!(a.log().contains("taken over"), "{}", a.log());
+    call.pump(20, TICK);
+    call.settle();
+    let late = call
+        .to_y
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| *t > exited_at)
+        .count();
+    assert_eq!(late, 0, "nothing goes out once fenced");
+    call.check_y(2048);
+}
