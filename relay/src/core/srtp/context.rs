@@ -206,8 +206,10 @@ struct Stream {
     rtcp_floor: Option<u64>,
     /// Sending with renumbering: the mapping of the incoming numbering to the outgoing one.
     renum: Option<Renumber>,
-    /// Sending under HA: what may be sent and what was last asked of the store.
+    /// Sending under HA: what may be sent and whether more was asked of the store.
     limits: Limits,
+    /// Receiving under HA: the tops last checkpointed.
+    checkpointed: (u64, u64),
 }
 
 /// Sending under HA (docs/ha.md): RTP indices below `rtp` and SRTCP indices below `rtcp` are
@@ -216,23 +218,20 @@ struct Stream {
 struct Limits {
     rtp: u64,
     rtcp: u32,
-    /// The limits last reported as wanted ([`SrtpContext::wanted_reservations`]): not asked
-    /// again until granted or failed.
-    asked: (u64, u32),
+    /// More was asked for ([`SrtpContext::wanted_reservations`]): not asked again until
+    /// granted or failed.
+    asked: bool,
     /// The next packet starts a new run at the index after the restored floor (a successor's
     /// first packet of an SSRC its predecessor sent).
     resume: bool,
-    /// Receive tops last checkpointed (receiving contexts).
-    checkpointed: (u64, u64),
 }
 
 impl Limits {
     const NONE: Self = Self {
         rtp: u64::MAX,
         rtcp: u32::MAX,
-        asked: (0, 0),
+        asked: false,
         resume: false,
-        checkpointed: (0, 0),
     };
 
     fn held() -> Self {
@@ -251,14 +250,13 @@ fn ask(
     limits: &mut Limits,
     out: &mut Vec<SentState>,
 ) {
+    if limits.asked {
+        return;
+    }
     let Some((rtp, rtcp)) = plan(state) else {
         return;
     };
-    let (asked_rtp, asked_rtcp) = limits.asked;
-    if rtp <= asked_rtp && rtcp <= asked_rtcp {
-        return;
-    }
-    limits.asked = (rtp.max(asked_rtp), rtcp.max(asked_rtcp));
+    limits.asked = true;
     out.push(SentState {
         rtp_limit: rtp,
         rtcp_limit: rtcp,
@@ -585,9 +583,8 @@ impl SrtpContext {
         if ok {
             limits.rtp = limits.rtp.max(rtp);
             limits.rtcp = limits.rtcp.max(rtcp);
-        } else {
-            limits.asked = (0, 0);
         }
+        limits.asked = false;
     }
 
     /// Stops sending beyond what was sent (a planned handover): every SSRC's limits become its
@@ -656,10 +653,7 @@ impl SrtpContext {
             rtcp_top,
             srtcp_tx_index: 0,
             renum: None,
-            limits: Limits {
-                checkpointed: (rtp_top.unwrap_or(0), rtcp_top.unwrap_or(0)),
-                ..Limits::NONE
-            },
+            limits: Limits::NONE,
         });
     }
 
@@ -685,11 +679,10 @@ impl SrtpContext {
                 s.rtp.map_or(0, |st| st.index()),
                 s.rtcp_replay.top().unwrap_or(0),
             );
-            if tops == s.limits.checkpointed || s.rtp.is_none() && s.rtcp_replay.top().is_none()
-            {
+            if tops == s.checkpointed || s.rtp.is_none() && s.rtcp_replay.top().is_none() {
                 continue;
             }
-            s.limits.checkpointed = tops;
+            s.checkpointed = tops;
             out.push(ReceivedState {
                 ssrc: s.ssrc,
                 rtp_top: s.rtp.map(|st| st.index()),
@@ -1181,6 +1174,7 @@ impl Stream {
             rtcp_floor: None,
             renum: None,
             limits: Limits::NONE,
+            checkpointed: (0, 0),
         }
     }
 }
