@@ -15,6 +15,7 @@ import struct
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 import wave
 
@@ -138,14 +139,17 @@ def bdecode(data, i=0):
 
 
 class Relay:
-    """One srtp-relay for one scenario: ng on `base`, metrics on `base+1`, media ports `ports`
-    (default `base+100 ..= base+199`), its log (debug: every ng command, SDP redacted) in
-    `<name>.log`. `args`: more command-line arguments, after the others (`--interface ...`
-    replaces the media address 127.0.0.1)."""
+    """One srtp-relay for one scenario: ng on `base`, metrics on `metrics_port` (default
+    `base+1`), media ports `ports` (default `base+100 ..= base+199`), its log (debug: every ng
+    command, SDP redacted) in `<name>.log`. `args`: more command-line arguments, after the
+    others (`--interface ...` replaces the media address 127.0.0.1). `standby`: a process of an
+    HA identity whose lease another process holds: it binds no ng or media socket, so the
+    runner waits for its /healthz to answer instead of for a ping."""
 
     def __init__(self, procs, binary, base, system="best-effort", config=None, name="relay",
-                 ports=None, args=()):
-        self.name, self.base, self.ng_port, self.metrics_port = name, base, base, base + 1
+                 ports=None, args=(), metrics_port=None, standby=False):
+        self.name, self.base, self.ng_port = name, base, base
+        self.metrics_port = metrics_port or base + 1
         lo, hi = ports or (base + 100, base + 199)
         argv = [binary]
         if config:
@@ -153,7 +157,7 @@ class Relay:
             with open(path, "w") as f:
                 f.write(config)
             argv += ["--config", path]
-        argv += ["--ng", f"127.0.0.1:{base}", "--metrics", f"127.0.0.1:{base + 1}",
+        argv += ["--ng", f"127.0.0.1:{base}", "--metrics", f"127.0.0.1:{self.metrics_port}",
                  "--media-addr", "127.0.0.1", "--ports", f"{lo}-{hi}",
                  "--workers", "1", "--system-security", system, *args]
         self.proc = procs.start(name, argv, env={"RUST_LOG": "srtp_relay=debug"})
@@ -161,7 +165,10 @@ class Relay:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.3)
         self.seq = 0
-        wait_until("the relay to answer ping", lambda: self.try_cmd({"command": "ping"}), 10, 0.1)
+        if standby:
+            wait_until(f"{name} to answer /healthz", self.healthz, 10, 0.1)
+        else:
+            wait_until("the relay to answer ping", lambda: self.try_cmd({"command": "ping"}), 10, 0.1)
 
     def try_cmd(self, msg):
         self.seq += 1
@@ -195,6 +202,18 @@ class Relay:
                 except ValueError:
                     pass
         return out
+
+    def healthz(self):
+        """(status, body) of /healthz: 200 "ok" when it serves, 503 "standby" while another
+        process holds its HA identity; None while nothing answers."""
+        url = f"http://127.0.0.1:{self.metrics_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.status, r.read().decode().strip()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode().strip()
+        except OSError:
+            return None
 
     def log_for(self, call_ids):
         """The relay's log lines of these calls: each ng line naming one, with the (redacted) SDP

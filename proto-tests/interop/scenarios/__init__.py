@@ -9,6 +9,7 @@ from .continuity import sipp_pcap_twice, sipp_transfer
 from .deploy import deploy_failover, deploy_refused_media
 from .dialogs import manage_forking, sipp_delayed_offer, sipp_early_media, sipp_long_ringing, sipp_t38
 from .gstreamer import gstreamer_rtcp_loss, gstreamer_srtp
+from .ha import ha_takeover
 from .interfaces import kamailio_direction
 from .linphone import linphone_capneg, linphone_rekey
 from .offers import sipp_offers
@@ -34,4 +35,5 @@ ALL = [
     Scenario("kamailio-direction-internal-external", kamailio_direction, 60),
     Scenario("gstreamer-rtcp-loss-in-delete", gstreamer_rtcp_loss, 40),
     Scenario("deploy-kamailio-refused-media", deploy_refused_media, 40),
+    Scenario("kamailio-baresip-ha-takeover", ha_takeover, 60),
 ]
