@@ -325,9 +325,12 @@ async fn serve_standby_http(
 /// A takeover: reads every call of the identity and has its worker rebuild it.
 async fn restore_all(control: &Control, shared: &Shared) -> std::io::Result<()> {
     let started = clock::now();
-    let calls = loop {
-        match ha::load(shared).await {
-            Ok(calls) => break calls,
+    let Some((ha, _)) = &control.ha else {
+        return Ok(());
+    };
+    let (calls, writes) = loop {
+        match ha::load(shared, ha.clean).await {
+            Ok(loaded) => break loaded,
             Err(e) => {
                 shared.metrics.store_errors.inc();
                 tracing::warn!(error = %e, "reading the identity's calls failed; retrying");
@@ -335,6 +338,13 @@ async fn restore_all(control: &Control, shared: &Shared) -> std::io::Result<()> 
             }
         }
     };
+    // Every call's first reservations and window are durable before any of its media flows:
+    // the streams go on at once, with no hold at the takeover.
+    if !writes.is_empty() && !ha.submit(writes).await.unwrap_or(false) {
+        return Err(std::io::Error::other(
+            "fenced while restoring: another process holds this identity's lease now",
+        ));
+    }
     let total = calls.len();
     let mut waiting = Vec::with_capacity(total);
     for call in calls {

@@ -26,11 +26,10 @@ use crate::core::policy::PolicyConfig;
 use crate::core::shard::{Shard, ShardConfig};
 use zeroize::{Zeroize as _, Zeroizing};
 
-use super::ha::{Ha, RestoreCall, Write as HaWrite};
+use super::ha::{Ha, RestoreCall, Restored, Write as HaWrite};
 use super::keys::RecordingKeys;
 use crate::core::ha::{
-    ContextId, Counter, Entry, FIRST_WINDOW, MAX_ENTRIES, Way, counter_field, next_window,
-    parse_field, plan_reservation, resume_point,
+    ContextId, Counter, Entry, FIRST_WINDOW, MAX_ENTRIES, Way, counter_field, plan_reservation,
 };
 use crate::core::srtp::{ReceivedState, SentState};
 
@@ -948,35 +947,21 @@ fn restore(worker: &Rc<Worker>, now: std::time::Instant, call: RestoreCall) -> b
         return false;
     }
     forget_removed(worker, None);
-    let clean = wha.ha.clean;
-    let window = next_window(call.window_top, clean);
-    let counters: Vec<(ContextId, u32, Counter)> = call
-        .counters
-        .iter()
-        .filter_map(|(f, v)| {
-            let (id, ssrc) = parse_field(f)?;
-            Some((id, ssrc, Counter::decode(v)?))
-        })
-        .collect();
-    let mut wants = Vec::new();
-    let mut tmp = Vec::new();
     let held = worker.shard.borrow_mut().contexts_of(&call_id, |at, ctx| {
+        if at.way == Way::Sending {
+            ctx.hold_for_reservations(call.window);
+        }
         let id = at.id(ctx.key());
-        if at.way == Way::Sending {
-            ctx.hold_for_reservations(None);
-        }
-        for (_, ssrc, c) in counters.iter().filter(|(cid, ..)| *cid == id) {
-            match *c {
-                Counter::Sent { rtp, rtcp } => {
-                    let (next_rtp, next_rtcp) = resume_point(rtp, rtcp, clean);
-                    ctx.restore_sent(*ssrc, next_rtp, next_rtcp, next_rtp, next_rtcp);
-                }
-                Counter::Received { rtp, rtcp } => ctx.restore_received(*ssrc, rtp, rtcp),
+        for (_, ssrc, r) in call.restored.iter().filter(|(cid, ..)| *cid == id) {
+            match *r {
+                Restored::Sent {
+                    next_rtp,
+                    next_rtcp,
+                    rtp_limit,
+                    rtcp_limit,
+                } => ctx.restore_sent(*ssrc, next_rtp, next_rtcp, rtp_limit, rtcp_limit),
+                Restored::Received { rtp, rtcp } => ctx.restore_received(*ssrc, rtp, rtcp),
             }
-        }
-        if at.way == Way::Sending {
-            ctx.wanted_reservations(plan_reservation, &mut tmp);
-            wants.extend(tmp.drain(..).map(|st| (id, st)));
         }
     });
     if !held {
@@ -988,33 +973,23 @@ fn restore(worker: &Rc<Worker>, now: std::time::Instant, call: RestoreCall) -> b
         call_id.clone(),
         HaCall {
             next: call.entries.len() as u32,
-            window: None,
+            window: call.window,
         },
     );
-    let mut fields = sent_fields(&wants);
-    if let Some((_, hi)) = window {
-        fields.push((crate::core::ha::WINDOW_FIELD.to_owned(), hi.to_string()));
-    }
-    let mut writes = vec![HaWrite::Put {
-        call_id: call_id.clone(),
-        entry: None,
-        counters: fields,
-    }];
     // Entries sealed under an older KEK are sealed again under the current one.
-    for (n, entry) in call.entries.iter().filter(|(n, _)| call.rewrap.contains(n)) {
-        writes.push(HaWrite::Put {
+    let rewrap: Vec<HaWrite> = call
+        .entries
+        .iter()
+        .filter(|(n, _)| call.rewrap.contains(n))
+        .map(|(n, entry)| HaWrite::Put {
             call_id: call_id.clone(),
             entry: Some((*n, entry.clone())),
             counters: Vec::new(),
-        });
+        })
+        .collect();
+    if !rewrap.is_empty() {
+        wha.ha.submit_quietly(rewrap);
     }
-    let ack = wha.ha.submit(writes);
-    drop(after_ack(
-        worker,
-        vec![(call_id.clone(), wants)],
-        window.map(|w| (call_id, w)),
-        ack,
-    ));
     true
 }
 

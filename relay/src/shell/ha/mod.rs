@@ -20,7 +20,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use self::seal::{Keyring, Place};
 use self::store::{Op, Store, StoredCall, Written};
-use crate::core::ha::{Entry, WINDOW_FIELD};
+use crate::core::ha::{
+    BLOCK, ContextId, Counter as Field, Entry, RTCP_BLOCK, WINDOW_FIELD, counter_field, next_window,
+    parse_field, resume_point,
+};
 
 /// The metrics of docs/ha.md (`srtp_relay_ha_*`), shared by the tasks that count.
 #[derive(Clone, Debug)]
@@ -286,40 +289,78 @@ async fn renew(shared: Arc<Shared>, epoch: u64, lease: Duration) {
     }
 }
 
-/// One call to restore, opened: its entries in order and its counters.
+/// What a successor takes up of one SSRC under one of a call's keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restored {
+    /// Sent by a predecessor: go on at these indices, with this much already reserved (durable
+    /// before the call is handed to its worker).
+    Sent {
+        /// Next RTP index.
+        next_rtp: u64,
+        /// Next SRTCP index.
+        next_rtcp: u32,
+        /// RTP indices below this are reserved.
+        rtp_limit: u64,
+        /// SRTCP indices below this are reserved.
+        rtcp_limit: u32,
+    },
+    /// Received by a predecessor, up to these tops at its last checkpoint.
+    Received {
+        /// RTP top.
+        rtp: Option<u64>,
+        /// SRTCP top.
+        rtcp: Option<u64>,
+    },
+}
+
+/// One call to restore, opened and planned.
 #[derive(Debug)]
 pub struct RestoreCall {
     /// The call.
     pub call_id: String,
     /// `(number, entry)` in order.
     pub entries: Vec<(u32, Entry)>,
-    /// Counter fields and values (the window field apart).
-    pub counters: Vec<(String, String)>,
-    /// The top of the windows earlier processes used (`None`: only the first).
-    pub window_top: Option<u16>,
+    /// Every SSRC its predecessors sent or received, by context.
+    pub restored: Vec<(ContextId, u32, Restored)>,
+    /// The window this process starts new SSRCs in (durable before use), if any is left.
+    pub window: Option<(u16, u16)>,
     /// Entries sealed under an older KEK: sealed again under the current one once restored.
     pub rewrap: Vec<u32>,
 }
 
-/// Reads and opens every call of the identity. A call whose record does not open (altered,
-/// moved from another call, sealed under an unknown KEK, an unknown version) is left out,
-/// logged and counted; the others are restored.
-pub async fn load(shared: &Shared) -> Result<Vec<RestoreCall>, store::StoreError> {
+/// Reads and opens every call of the identity, and plans where each SSRC goes on (`clean`: the
+/// previous holder handed over with exact counters). Returns the calls and the writes that
+/// must be durable before any of them sends: the first reservations above the resume points
+/// and the new windows. A call whose record does not open (altered, moved from another call,
+/// sealed under an unknown KEK, an unknown version) is left out, logged and counted; the
+/// others are restored.
+pub async fn load(
+    shared: &Shared,
+    clean: bool,
+) -> Result<(Vec<RestoreCall>, Vec<Write>), store::StoreError> {
     let stored = shared.store.load().await?;
     let mut out = Vec::with_capacity(stored.len());
+    let mut writes = Vec::with_capacity(stored.len());
     for call in stored {
-        match open_call(shared, call) {
-            Ok(c) => out.push(c),
+        match open_call(shared, call, clean) {
+            Ok((c, w)) => {
+                out.push(c);
+                writes.push(w);
+            }
             Err((call_id, why)) => {
                 shared.metrics.restore_failures.inc();
                 tracing::error!(call_id = %call_id, reason = %why, "call record not restored");
             }
         }
     }
-    Ok(out)
+    Ok((out, writes))
 }
 
-fn open_call(shared: &Shared, call: StoredCall) -> Result<RestoreCall, (String, String)> {
+fn open_call(
+    shared: &Shared,
+    call: StoredCall,
+    clean: bool,
+) -> Result<(RestoreCall, Write), (String, String)> {
     let StoredCall {
         call_id,
         entries,
@@ -350,22 +391,61 @@ fn open_call(shared: &Shared, call: StoredCall) -> Result<RestoreCall, (String, 
         return Err((call_id, "entries are missing from its history".into()));
     }
     let mut window_top = None;
-    let counters = counters
-        .into_iter()
-        .filter(|(f, v)| {
-            if f == WINDOW_FIELD {
-                window_top = v.parse().ok();
-                false
-            } else {
-                true
-            }
-        })
-        .collect();
-    Ok(RestoreCall {
-        call_id,
-        entries: opened,
-        counters,
-        window_top,
-        rewrap,
-    })
+    let mut restored = Vec::with_capacity(counters.len());
+    let mut fields = Vec::new();
+    for (f, v) in &counters {
+        if f == WINDOW_FIELD {
+            window_top = v.parse().ok();
+            continue;
+        }
+        let (Some((id, ssrc)), Some(c)) = (parse_field(f), Field::decode(v)) else {
+            tracing::warn!(call_id = %call_id, field = %f, "unreadable counter ignored");
+            continue;
+        };
+        restored.push((
+            id,
+            ssrc,
+            match c {
+                Field::Sent { rtp, rtcp } => {
+                    let (next_rtp, next_rtcp) = resume_point(rtp, rtcp, clean);
+                    let (rtp_limit, rtcp_limit) =
+                        (next_rtp + BLOCK, next_rtcp.saturating_add(RTCP_BLOCK));
+                    fields.push((
+                        counter_field(id, ssrc),
+                        Field::Sent {
+                            rtp: rtp_limit,
+                            rtcp: rtcp_limit,
+                        }
+                        .encode(),
+                    ));
+                    Restored::Sent {
+                        next_rtp,
+                        next_rtcp,
+                        rtp_limit,
+                        rtcp_limit,
+                    }
+                }
+                Field::Received { rtp, rtcp } => Restored::Received { rtp, rtcp },
+            },
+        ));
+    }
+    let window = next_window(window_top, clean);
+    if let Some((_, hi)) = window {
+        fields.push((WINDOW_FIELD.to_owned(), hi.to_string()));
+    }
+    let write = Write::Put {
+        call_id: call_id.clone(),
+        entry: None,
+        counters: fields,
+    };
+    Ok((
+        RestoreCall {
+            call_id,
+            entries: opened,
+            restored,
+            window,
+            rewrap,
+        },
+        write,
+    ))
 }
