@@ -5,6 +5,9 @@
 //! only go up, by at most 2,048 at a takeover (so no (key, SSRC, index) was sent twice,
 //! whichever process sent it), and that the plain endpoint gets every payload decrypted once.
 
+// Black-box timing: takeovers, exits and media gaps are measured by the wall clock.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 use std::time::Duration;
@@ -54,11 +57,16 @@ fn a_standby_takes_over_a_killed_relay_and_the_call_goes_on() {
     let sent = 250 + during;
     let (n, jump, gap) = call.check_y(2048);
     let (nx, gap_x) = call.check_x();
-    println!("sent {sent} each way; Y got {n}, largest jump {jump}, gap {gap:?}; X got {nx}, gap {gap_x:?}; took over in {took:?}");
+    println!(
+        "sent {sent} each way; Y got {n}, largest jump {jump}, gap {gap:?}; X got {nx}, gap {gap_x:?}; took over in {took:?}"
+    );
     assert!(n + during + 5 >= sent, "Y got {n} of {sent}");
     assert!(nx + during + 5 >= sent, "X got {nx} of {sent}");
     assert!(gap <= LEASE + Duration::from_secs(1), "media gap {gap:?}");
-    assert!(jump > 1, "a crash is followed by a jump above the reservation");
+    assert!(
+        jump > 1,
+        "a crash is followed by a jump above the reservation"
+    );
     assert_eq!(b.metric("srtp_relay_ha_active"), 1.0);
     assert_eq!(b.metric("srtp_relay_ha_restored_calls_total"), 1.0);
     assert_eq!(b.metric("srtp_relay_ha_takeovers_total"), 1.0);
@@ -74,14 +82,21 @@ fn a_standby_takes_over_a_killed_relay_and_the_call_goes_on() {
             ("delete-delay", Value::Int(0)),
         ],
     );
-    assert_eq!(del.get("result").and_then(Value::as_str), Some("ok"), "{del:?}");
+    assert_eq!(
+        del.get("result").and_then(Value::as_str),
+        Some("ok"),
+        "{del:?}"
+    );
     let left: Vec<String> = redis
         .cli(&["--scan"])
         .lines()
         .filter(|k| k.contains("t1-call"))
         .map(str::to_owned)
         .collect();
-    assert!(left.is_empty(), "the deleted call's record is gone: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the deleted call's record is gone: {left:?}"
+    );
     assert_eq!(redis.cli(&["SCARD", "srtp-relay:{t1}:calls"]).trim(), "0");
 }
 
@@ -107,7 +122,9 @@ fn a_restarted_relay_restores_its_calls() {
     let sent = 250 + during;
     let (n, jump, _) = call.check_y(2048);
     let (nx, _) = call.check_x();
-    println!("restart: sent {sent}; Y got {n} (jump {jump}), X got {nx}; serving again after {took:?}");
+    println!(
+        "restart: sent {sent}; Y got {n} (jump {jump}), X got {nx}; serving again after {took:?}"
+    );
     assert!(n + during + 5 >= sent && nx + during + 5 >= sent);
     assert!(took <= LEASE + Duration::from_secs(1), "{took:?}");
     assert_eq!(a2.metric("srtp_relay_ha_restored_calls_total"), 1.0);
@@ -139,16 +156,34 @@ fn sigterm_hands_over_to_the_standby_with_a_jump_of_one() {
     });
     call.pump(100, TICK);
     call.settle();
-    let exited = exited.or_else(|| a.wait_exit(Duration::from_secs(1)).map(|c| (Some(c), started.elapsed())));
+    let exited = exited.or_else(|| {
+        a.wait_exit(Duration::from_secs(1))
+            .map(|c| (Some(c), started.elapsed()))
+    });
     let (code, exit_after) = exited.expect("the old holder exits");
     assert_eq!(code, Some(0), "{}", a.log());
-    assert!(exit_after <= Duration::from_secs(1), "exited after {exit_after:?}");
-    assert!(took <= Duration::from_millis(500) + exit_after, "took over after {took:?}");
+    assert!(
+        exit_after <= Duration::from_secs(1),
+        "exited after {exit_after:?}"
+    );
+    assert!(
+        took <= Duration::from_millis(500) + exit_after,
+        "took over after {took:?}"
+    );
     let (n, jump, gap) = call.check_y(2048);
     let (nx, _) = call.check_x();
-    println!("handover: exit after {exit_after:?}, standby serving after {took:?}; Y got {n} (largest jump {jump}, gap {gap:?}), X got {nx}");
-    assert_eq!(jump, 1, "after a handover the numbering goes on with a jump of 1");
-    assert!(n + 5 >= 250 + during, "at most a few packets lost in a handover: {n} of {}", 250 + during);
+    println!(
+        "handover: exit after {exit_after:?}, standby serving after {took:?}; Y got {n} (largest jump {jump}, gap {gap:?}), X got {nx}"
+    );
+    assert_eq!(
+        jump, 1,
+        "after a handover the numbering goes on with a jump of 1"
+    );
+    assert!(
+        n + 5 >= 250 + during,
+        "at most a few packets lost in a handover: {n} of {}",
+        250 + during
+    );
 }
 
 /// T6: no key or salt, raw or base64, is in any store value; an entry moved to another call
@@ -172,7 +207,11 @@ fn keys_are_sealed_at_rest_bound_to_their_call_and_rewrapped_on_rotation() {
     std::thread::sleep(Duration::from_millis(1200));
 
     let dump = redis.dump_all();
-    assert!(dump.iter().any(|(k, _)| k.contains("log:t6-a")), "{:?}", dump.iter().map(|(k, _)| k).collect::<Vec<_>>());
+    assert!(
+        dump.iter().any(|(k, _)| k.contains("log:t6-a")),
+        "{:?}",
+        dump.iter().map(|(k, _)| k).collect::<Vec<_>>()
+    );
     for c in &calls {
         for key in [&c.relay_key, &c.y_key] {
             let raw = key.key_salt();
@@ -181,7 +220,10 @@ fn keys_are_sealed_at_rest_bound_to_their_call_and_rewrapped_on_rotation() {
             for (k, v) in &dump {
                 assert!(!v.windows(raw.len()).any(|w| w == raw), "raw key in {k}");
                 for text in [&b64, &b64[..b64.len() - 2].to_owned(), &hex] {
-                    assert!(!v.windows(text.len()).any(|w| w == text.as_bytes()), "key text in {k}");
+                    assert!(
+                        !v.windows(text.len()).any(|w| w == text.as_bytes()),
+                        "key text in {k}"
+                    );
                 }
             }
         }
@@ -189,13 +231,25 @@ fn keys_are_sealed_at_rest_bound_to_their_call_and_rewrapped_on_rotation() {
 
     // Move call a's first entry into call b: both fail to open (b's entry 0 is a's; a keeps
     // b's), c comes back.
-    let mut con = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     let get = |con: &mut redis::Connection, call: &str| -> Vec<u8> {
-        redis::cmd("HGET").arg(format!("srtp-relay:{{t6}}:log:{call}")).arg("0").query(con).unwrap()
+        redis::cmd("HGET")
+            .arg(format!("srtp-relay:{{t6}}:log:{call}"))
+            .arg("0")
+            .query(con)
+            .unwrap()
     };
     let (ea, eb) = (get(&mut con, "t6-a"), get(&mut con, "t6-b"));
     let set = |con: &mut redis::Connection, call: &str, v: &[u8]| {
-        let _: () = redis::cmd("HSET").arg(format!("srtp-relay:{{t6}}:log:{call}")).arg("0").arg(v).query(con).unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg(format!("srtp-relay:{{t6}}:log:{call}"))
+            .arg("0")
+            .arg(v)
+            .query(con)
+            .unwrap();
     };
     set(&mut con, "t6-a", &eb);
     set(&mut con, "t6-b", &ea);
@@ -209,7 +263,10 @@ fn keys_are_sealed_at_rest_bound_to_their_call_and_rewrapped_on_rotation() {
     let text = std::fs::read_to_string(&id.config).unwrap();
     std::fs::write(
         &id.config,
-        text.replace("lease_ms", &format!("kek_old_files = [\"{}\"]\nlease_ms", old_kek.display())),
+        text.replace(
+            "lease_ms",
+            &format!("kek_old_files = [\"{}\"]\nlease_ms", old_kek.display()),
+        ),
     )
     .unwrap();
 
@@ -217,7 +274,12 @@ fn keys_are_sealed_at_rest_bound_to_their_call_and_rewrapped_on_rotation() {
     a.wait_exit(Duration::from_secs(2));
     let b = id.spawn(&[]);
     b.wait_active(Duration::from_secs(5));
-    assert_eq!(b.metric("srtp_relay_ha_restored_calls_total"), 1.0, "{}", b.log());
+    assert_eq!(
+        b.metric("srtp_relay_ha_restored_calls_total"),
+        1.0,
+        "{}",
+        b.log()
+    );
     assert_eq!(b.metric("srtp_relay_ha_restore_failures_total"), 2.0);
     assert!(b.log().contains("does not open"), "{}", b.log());
     let c = &mut calls[2];
@@ -238,12 +300,21 @@ fn keys_are_sealed_at_rest_bound_to_their_call_and_rewrapped_on_rotation() {
     assert!(!entries.is_empty());
     let new_kid = kid_of(&entries[0].1);
     assert!(entries.iter().all(|(_, v)| kid_of(v) == new_kid));
-    assert_ne!(kid_of(&get(&mut con, "t6-a")), new_kid, "the moved entries were not rewrapped");
+    assert_ne!(
+        kid_of(&get(&mut con, "t6-a")),
+        new_kid,
+        "the moved entries were not rewrapped"
+    );
     std::fs::write(&id.config, text).unwrap();
     drop(b);
     let b2 = id.spawn(&[]);
     b2.wait_active(Duration::from_secs(5));
-    assert_eq!(b2.metric("srtp_relay_ha_restored_calls_total"), 1.0, "{}", b2.log());
+    assert_eq!(
+        b2.metric("srtp_relay_ha_restored_calls_total"),
+        1.0,
+        "{}",
+        b2.log()
+    );
 }
 
 fn srtp_relay_hex(bytes: &[u8]) -> String {
@@ -276,10 +347,18 @@ fn a_stalled_store_never_lets_the_relay_send_beyond_its_reservation() {
     redis.signal("CONT");
     call.pump(100, TICK);
     call.settle();
-    println!("during the stall: {held} packets held, offer+answer in {answered:?}, {errors} store errors");
+    println!(
+        "during the stall: {held} packets held, offer+answer in {answered:?}, {errors} store errors"
+    );
     assert!(held > 0.0, "the stream held at its reservation");
-    assert!(errors >= 2.0, "the offer and answer were counted as not durable");
-    assert!(answered < Duration::from_millis(1000), "signalling did not stall: {answered:?}");
+    assert!(
+        errors >= 2.0,
+        "the offer and answer were counted as not durable"
+    );
+    assert!(
+        answered < Duration::from_millis(1000),
+        "signalling did not stall: {answered:?}"
+    );
     let b = id.spawn(&[]);
     a.signal("KILL");
     a.wait_exit(Duration::from_secs(2));
@@ -288,7 +367,12 @@ fn a_stalled_store_never_lets_the_relay_send_beyond_its_reservation() {
     call.settle();
     let (n, jump, _) = call.check_y(2048);
     println!("Y got {n}, largest jump {jump}");
-    assert_eq!(b.metric("srtp_relay_ha_restored_calls_total"), 2.0, "{}", b.log());
+    assert_eq!(
+        b.metric("srtp_relay_ha_restored_calls_total"),
+        2.0,
+        "{}",
+        b.log()
+    );
     drop(late);
 }
 
@@ -308,25 +392,45 @@ fn writes_of_a_stale_epoch_are_refused() {
             .await
             .unwrap();
         let first = store.acquire().await.unwrap().expect("a free lease");
-        assert_eq!(store.acquire().await.unwrap(), None, "held: nobody else takes it");
+        assert_eq!(
+            store.acquire().await.unwrap(),
+            None,
+            "held: nobody else takes it"
+        );
         let put = |n: u32| Op::Put {
             call_id: "c".into(),
             entry: Some((n, vec![1, 2, 3])),
             counters: vec![("x".into(), "s:1,1".into())],
         };
-        assert_eq!(store.write(first.epoch, &[put(0)]).await.unwrap(), Written::Done);
+        assert_eq!(
+            store.write(first.epoch, &[put(0)]).await.unwrap(),
+            Written::Done
+        );
         // The holder stalls past its lease; another process takes over.
         tokio::time::sleep(LEASE + Duration::from_millis(100)).await;
-        let second = store.acquire().await.unwrap().expect("an expired lease is free");
+        let second = store
+            .acquire()
+            .await
+            .unwrap()
+            .expect("an expired lease is free");
         assert_eq!(second.epoch, first.epoch + 1);
         assert!(!second.clean, "the first holder did not hand over");
-        assert_eq!(store.write(first.epoch, &[put(1)]).await.unwrap(), Written::Fenced);
+        assert_eq!(
+            store.write(first.epoch, &[put(1)]).await.unwrap(),
+            Written::Fenced
+        );
         assert_eq!(store.renew(first.epoch).await.unwrap(), Written::Fenced);
         assert_eq!(store.release(first.epoch).await.unwrap(), Written::Fenced);
-        assert_eq!(store.write(second.epoch, &[put(1)]).await.unwrap(), Written::Done);
+        assert_eq!(
+            store.write(second.epoch, &[put(1)]).await.unwrap(),
+            Written::Done
+        );
         let calls = store.load().await.unwrap();
         assert_eq!(calls.len(), 1);
-        assert_eq!(calls[0].entries.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(
+            calls[0].entries.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            [0, 1]
+        );
         // A clean release marks the next takeover as clean.
         assert_eq!(store.release(second.epoch).await.unwrap(), Written::Done);
         let third = store.acquire().await.unwrap().unwrap();
@@ -366,8 +470,14 @@ fn a_holder_that_stalled_past_its_lease_is_fenced_and_stops() {
         code.is_some()
     });
     let exited_at = std::time::Instant::now();
-    assert!(code.is_some_and(|c| c != Some(0)), "the fenced process stops: {code:?}");
-    assert!(stopped <= Duration::from_millis(500), "fenced within {stopped:?}");
+    assert!(
+        code.is_some_and(|c| c != Some(0)),
+        "the fenced process stops: {code:?}"
+    );
+    assert!(
+        stopped <= Duration::from_millis(500),
+        "fenced within {stopped:?}"
+    );
     assert!(a.log().contains("taken over"), "{}", a.log());
     call.pump(20, TICK);
     call.settle();

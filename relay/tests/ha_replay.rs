@@ -43,7 +43,11 @@ fn sdp(rng: &mut StdRng, port: u16, srtp: Option<(u32, &MasterKey)>) -> String {
     for m in 0..lines {
         let hold = rng.gen_range(0..10);
         let p = if hold == 0 { 0 } else { port + 2 * m };
-        let proto = if srtp.is_some() { "RTP/SAVP" } else { "RTP/AVP" };
+        let proto = if srtp.is_some() {
+            "RTP/SAVP"
+        } else {
+            "RTP/AVP"
+        };
         s.push_str(&format!("m=audio {p} {proto} 0 8\r\n"));
         if let Some((tag, key)) = srtp {
             let b64 = base64::engine::general_purpose::STANDARD.encode(key.key_salt());
@@ -91,7 +95,10 @@ fn request(rng: &mut StdRng, keys: &mut [[MasterKey; 2]; 3]) -> Vec<u8> {
                 put("to-media-security", Value::str("enforce"));
             }
             if rng.gen_bool(0.2) {
-                put("via-branch", Value::str(&format!("z9{}", rng.gen_range(0..2))));
+                put(
+                    "via-branch",
+                    Value::str(&format!("z9{}", rng.gen_range(0..2))),
+                );
             }
         }
         4..=7 => {
@@ -102,7 +109,10 @@ fn request(rng: &mut StdRng, keys: &mut [[MasterKey; 2]; 3]) -> Vec<u8> {
             let s = sdp(rng, 6000 + 10 * b as u16, Some((pick as u32 + 1, k)));
             put("sdp", Value::str(&s));
             if rng.gen_bool(0.2) {
-                put("via-branch", Value::str(&format!("z9{}", rng.gen_range(0..2))));
+                put(
+                    "via-branch",
+                    Value::str(&format!("z9{}", rng.gen_range(0..2))),
+                );
             }
         }
         8 => {
@@ -167,7 +177,10 @@ fn run(
                 .collect();
             (r.map_err(|e| e.to_string()), taken)
         }
-        Request::Answer(cmd) => (shard.answer(now, &cmd).map_err(|e| e.to_string()), Vec::new()),
+        Request::Answer(cmd) => (
+            shard.answer(now, &cmd).map_err(|e| e.to_string()),
+            Vec::new(),
+        ),
         Request::Delete(cmd) => {
             let mut grant = PortGrant::default();
             let r = shard.delete(now, &cmd, &mut grant);
@@ -180,11 +193,14 @@ fn run(
 
 fn contexts(shard: &mut Shard) -> Vec<(ContextId, bool)> {
     let mut out = Vec::new();
-    shard.contexts_of(CALL, |at, ctx| out.push((at.id(ctx.key()), at.way == Way::Sending)));
+    shard.contexts_of(CALL, |at, ctx| {
+        out.push((at.id(ctx.key()), at.way == Way::Sending))
+    });
     out.sort();
     out
 }
 
+#[allow(clippy::disallowed_methods)] // the runs' time origin
 fn one_run(seed: u64) -> usize {
     let mut rng = StdRng::seed_from_u64(seed);
     let now = Instant::now();
@@ -226,7 +242,11 @@ fn one_run(seed: u64) -> usize {
         };
         let sealed = ring.seal(&place, &entry.encode());
         let (opened, _) = ring.open(&place, &sealed).unwrap();
-        assert_eq!(Entry::decode(&opened).unwrap(), entry, "seed {seed} step {step}");
+        assert_eq!(
+            Entry::decode(&opened).unwrap(),
+            entry,
+            "seed {seed} step {step}"
+        );
         record.push((sealed, reply));
     }
     // The successor.
@@ -238,8 +258,17 @@ fn one_run(seed: u64) -> usize {
         };
         let entry = Entry::decode(&ring.open(&place, sealed).unwrap().0).unwrap();
         keys_b.replay(&entry.random);
-        let (again, _) = run(&mut b, &mut ports_b, now, &entry.request, Some(&entry.ports));
-        assert!(keys_b.end_replay(), "seed {seed} entry {n}: drew other key material");
+        let (again, _) = run(
+            &mut b,
+            &mut ports_b,
+            now,
+            &entry.request,
+            Some(&entry.ports),
+        );
+        assert!(
+            keys_b.end_replay(),
+            "seed {seed} entry {n}: drew other key material"
+        );
         assert_eq!(&again, reply, "seed {seed} entry {n}: another reply");
     }
     assert_eq!(
@@ -247,7 +276,11 @@ fn one_run(seed: u64) -> usize {
         format!("{:?}", b.query(now, CALL)),
         "seed {seed}: another call"
     );
-    assert_eq!(contexts(&mut a), contexts(&mut b), "seed {seed}: other SRTP contexts");
+    assert_eq!(
+        contexts(&mut a),
+        contexts(&mut b),
+        "seed {seed}: other SRTP contexts"
+    );
     assert_eq!(ports_a.open, ports_b.open, "seed {seed}: other ports");
     record.len()
 }

@@ -37,7 +37,6 @@ use zeroize::Zeroize;
 use crate::core::call::PartyId;
 use crate::core::srtp::{MasterKey, ReceivedState, SentState};
 
-
 /// The version of the record format: entries and counter fields. A successor refuses records
 /// of a version it does not know (and says which).
 pub const RECORD_VERSION: u8 = 1;
@@ -104,7 +103,7 @@ pub fn next_window(used_top: Option<u16>, clean: bool) -> Option<(u16, u16)> {
     let top = u32::from(used_top.unwrap_or(WINDOW));
     let lo = top + 1 + if clean { 0 } else { MARGIN as u32 };
     let hi = lo + u32::from(WINDOW) - 1;
-    (hi <= u32::from(u16::MAX)).then(|| (lo as u16, hi as u16))
+    (hi <= u32::from(u16::MAX)).then_some((lo as u16, hi as u16))
 }
 
 /// The first window, used by the process that creates a call.
@@ -272,12 +271,7 @@ pub fn parse_field(field: &str) -> Option<(ContextId, u32)> {
         return None;
     }
     Some((
-        ContextId {
-            party,
-            m,
-            way,
-            key,
-        },
+        ContextId { party, m, way, key },
         u32::from_str_radix(ssrc, 16).ok()?,
     ))
 }

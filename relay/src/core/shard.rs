@@ -19,12 +19,12 @@ use crate::core::command::{
     OfferCommand,
 };
 use crate::core::forward::{self, Arrival, Counters, DropReason, Rules, StreamRef, Verdict};
+use crate::core::ha::{ContextAt, Way};
 use crate::core::interfaces::{Interfaces, LocalId};
 use crate::core::packet::PacketBuf;
 use crate::core::peers::PeerRules;
 use crate::core::policy::PolicyConfig;
 use crate::core::sdp::Sdp;
-use crate::core::ha::{ContextAt, Way};
 use crate::core::srtp::{KeySource, SrtpContext};
 
 /// How long a call may stay quiet, by state (docs/behaviour.md §4a).
@@ -131,7 +131,11 @@ fn visit_contexts(call: &mut Call, f: &mut dyn FnMut(ContextAt, &mut SrtpContext
                 let at = ContextAt {
                     party: PartyId(p as u16),
                     m: m as u16,
-                    way: if sending { Way::Sending } else { Way::Receiving },
+                    way: if sending {
+                        Way::Sending
+                    } else {
+                        Way::Receiving
+                    },
                 };
                 f(at, ctx);
             });

@@ -15,12 +15,12 @@ use zeroize::{Zeroize as _, Zeroizing};
 use super::bencode::{self, Value, dict};
 use super::clock;
 use super::config::Config;
+use super::ha::{self, Ha, Shared};
 use super::metrics::{self, ControlDrop, ControlMetrics};
 use super::ng::{self, Request};
 use super::replies::ReplyCache;
 use super::report;
 use super::systemd::Notifier;
-use super::ha::{self, Ha, Shared};
 use super::worker::{self, Done, Job, PortPool, PortPools, WorkerStats};
 use crate::core::call::Transform;
 use crate::core::command::{CommandError, DeleteOutcome};
@@ -201,7 +201,10 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
             fixed: Fixed::of(&config),
             metrics,
             draining: false,
-            ha: ha.as_ref().zip(config.ha.as_ref()).map(|((_, ha), h)| (ha.clone(), h.write_timeout)),
+            ha: ha
+                .as_ref()
+                .zip(config.ha.as_ref())
+                .map(|((_, ha), h)| (ha.clone(), h.write_timeout)),
         };
         if let Some((shared, _)) = &ha {
             restore_all(&control, shared).await?;
@@ -228,8 +231,12 @@ async fn standby(
         "HA: connecting to the store; serving only /healthz and /metrics until this process holds the identity");
     let poll = (h.lease / 20).clamp(Duration::from_millis(50), Duration::from_millis(250));
     let connect = {
-        let (store_url, identity, lease, timeout) =
-            (h.store.clone(), h.identity.clone(), h.lease, h.write_timeout);
+        let (store_url, identity, lease, timeout) = (
+            h.store.clone(),
+            h.identity.clone(),
+            h.lease,
+            h.write_timeout,
+        );
         let ha_metrics = metrics.ha.clone();
         tokio::spawn(async move {
             loop {
@@ -299,15 +306,28 @@ async fn serve_standby_http(
     let service =
         hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
             use hyper::StatusCode;
-            let (status, kind, body) = match (req.method() == hyper::Method::GET, req.uri().path()) {
-                (false, _) => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n".to_owned()),
-                (true, "/healthz") => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "standby\n".to_owned()),
+            let (status, kind, body) = match (req.method() == hyper::Method::GET, req.uri().path())
+            {
+                (false, _) => (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "text/plain",
+                    "only GET\n".to_owned(),
+                ),
+                (true, "/healthz") => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "standby\n".to_owned(),
+                ),
                 (true, "/metrics") => (
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     metrics::render(metrics, &[], names, 0),
                 ),
-                (true, _) => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+                (true, _) => (
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "not found\n".to_owned(),
+                ),
             };
             hyper::Response::builder()
                 .status(status)
@@ -361,10 +381,16 @@ async fn restore_all(control: &Control, shared: &Shared) -> std::io::Result<()> 
         }
     }
     shared.metrics.restored_calls.inc_by(restored);
-    shared.metrics.restore_failures.inc_by(total as u64 - restored);
-    tracing::info!(calls = restored, failed = total as u64 - restored,
+    shared
+        .metrics
+        .restore_failures
+        .inc_by(total as u64 - restored);
+    tracing::info!(
+        calls = restored,
+        failed = total as u64 - restored,
         millis = clock::now().saturating_duration_since(started).as_millis() as u64,
-        "HA: calls restored");
+        "HA: calls restored"
+    );
     Ok(())
 }
 
@@ -378,7 +404,9 @@ async fn hand_over(control: &Control, shared: &Shared) {
     }
     let flushed = tokio::time::timeout(Duration::from_millis(600), ha.submit(writes)).await;
     if !matches!(flushed, Ok(Ok(true))) {
-        tracing::error!("handover: the exact counters were not written in time; the successor resumes above the reservations");
+        tracing::error!(
+            "handover: the exact counters were not written in time; the successor resumes above the reservations"
+        );
         return;
     }
     match tokio::time::timeout(Duration::from_millis(300), shared.store.release(ha.epoch)).await {
@@ -386,7 +414,9 @@ async fn hand_over(control: &Control, shared: &Shared) {
             shared.metrics.set_role(&shared.identity, "handed-over");
             tracing::info!("handover: counters flushed, lease released");
         }
-        _ => tracing::error!("handover: the lease was not released; the successor takes over when it expires"),
+        _ => tracing::error!(
+            "handover: the lease was not released; the successor takes over when it expires"
+        ),
     }
 }
 
@@ -761,19 +791,18 @@ async fn durable<T>(control: &Control, call_id: &str, done: Option<Done<T>>) -> 
             Ok(Ok(true)) => {}
             _ => {
                 ha.metrics.store_errors.inc();
-                tracing::warn!(call_id, waited_ms = clock::now().saturating_duration_since(started).as_millis() as u64,
-                    "reply sent before the call's record was durable (the store is slow or down); it is written when the store answers");
+                tracing::warn!(
+                    call_id,
+                    waited_ms = clock::now().saturating_duration_since(started).as_millis() as u64,
+                    "reply sent before the call's record was durable (the store is slow or down); it is written when the store answers"
+                );
             }
         }
     }
     Some(done.result)
 }
 
-async fn execute(
-    control: &Control,
-    req: Request,
-    raw: worker::Raw,
-) -> Result<Value, NgError> {
+async fn execute(control: &Control, req: Request, raw: worker::Raw) -> Result<Value, NgError> {
     let workers = &control.workers;
     let sdp_reply = |r: Option<Result<String, CommandError>>| match r {
         Some(Ok(sdp)) => {

@@ -54,9 +54,17 @@ pub struct Done<T> {
 #[derive(Debug)]
 pub enum Job {
     /// ng `offer`.
-    Offer(OfferCommand, Raw, oneshot::Sender<Done<Result<String, CommandError>>>),
+    Offer(
+        OfferCommand,
+        Raw,
+        oneshot::Sender<Done<Result<String, CommandError>>>,
+    ),
     /// ng `answer`.
-    Answer(AnswerCommand, Raw, oneshot::Sender<Done<Result<String, CommandError>>>),
+    Answer(
+        AnswerCommand,
+        Raw,
+        oneshot::Sender<Done<Result<String, CommandError>>>,
+    ),
     /// ng `delete`.
     Delete(DeleteCommand, Raw, oneshot::Sender<Done<DeleteOutcome>>),
     /// HA: rebuild a call from its record (a takeover); says whether it came back.
@@ -481,7 +489,11 @@ impl WorkerPorts<'_> {
                 if let Ok(mut free) = pool.lock() {
                     free.insert(0, port);
                 }
-                return Err([a.err(), b.err()].into_iter().flatten().next().expect("one failed"));
+                return Err([a.err(), b.err()]
+                    .into_iter()
+                    .flatten()
+                    .next()
+                    .expect("one failed"));
             }
         };
         worker.bound.set(port, true);
@@ -722,7 +734,10 @@ fn offer(
     let result = shard.commit_offer(now, prepared, &mut grant);
     let unused: Vec<PairAt> = grant.pending().collect();
     ports.finish(grant);
-    let taken = offered.into_iter().filter(|p| !unused.contains(p)).collect();
+    let taken = offered
+        .into_iter()
+        .filter(|p| !unused.contains(p))
+        .collect();
     result.map(|sdp| (sdp, taken))
 }
 
@@ -746,8 +761,11 @@ fn recorded(
         });
         if call.next as usize >= MAX_ENTRIES {
             wha.ha.metrics.store_errors.inc();
-            tracing::warn!(call_id, entries = MAX_ENTRIES,
-                "the call's record is full: this command is served but not written");
+            tracing::warn!(
+                call_id,
+                entries = MAX_ENTRIES,
+                "the call's record is full: this command is served but not written"
+            );
             return None;
         }
         call.next += 1;
@@ -777,7 +795,12 @@ fn recorded(
         entry: Some((n, entry)),
         counters,
     }]);
-    Some(after_ack(worker, vec![(call_id.to_owned(), wants)], None, ack))
+    Some(after_ack(
+        worker,
+        vec![(call_id.to_owned(), wants)],
+        None,
+        ack,
+    ))
 }
 
 fn sent_fields(wants: &[(ContextId, SentState)]) -> Vec<(String, String)> {
@@ -805,12 +828,7 @@ fn after_ack(
     rx
 }
 
-fn apply_grants(
-    worker: &Worker,
-    grants: &Grants,
-    window: Option<(String, (u16, u16))>,
-    ok: bool,
-) {
+fn apply_grants(worker: &Worker, grants: &Grants, window: Option<(String, (u16, u16))>, ok: bool) {
     let Some(wha) = worker.ha.as_ref().filter(|w| !w.frozen.get()) else {
         return;
     };
@@ -891,34 +909,45 @@ fn sweep_reservations(worker: &Rc<Worker>) {
             counters: vec![(field, value)],
         }),
     };
-    worker.shard.borrow_mut().contexts(|call, at, ctx| match at.way {
-        Way::Sending if ctx.holds_for_reservations() => {
-            ctx.wanted_reservations(plan_reservation, &mut sent);
-            if sent.is_empty() {
-                return;
+    worker
+        .shard
+        .borrow_mut()
+        .contexts(|call, at, ctx| match at.way {
+            Way::Sending if ctx.holds_for_reservations() => {
+                ctx.wanted_reservations(plan_reservation, &mut sent);
+                if sent.is_empty() {
+                    return;
+                }
+                let id = at.id(ctx.key());
+                if grants.last().is_none_or(|(c, _)| c != call) {
+                    grants.push((call.to_owned(), Vec::new()));
+                }
+                let list = &mut grants.last_mut().expect("pushed").1;
+                for st in sent.drain(..) {
+                    put(
+                        call,
+                        counter_field(id, st.ssrc),
+                        Counter::sent(&st).encode(),
+                    );
+                    list.push((id, st));
+                }
             }
-            let id = at.id(ctx.key());
-            if grants.last().is_none_or(|(c, _)| c != call) {
-                grants.push((call.to_owned(), Vec::new()));
+            Way::Receiving if checkpoint => {
+                ctx.checkpoints(&mut received);
+                if received.is_empty() {
+                    return;
+                }
+                let id = at.id(ctx.key());
+                for st in received.drain(..) {
+                    put(
+                        call,
+                        counter_field(id, st.ssrc),
+                        Counter::received(&st).encode(),
+                    );
+                }
             }
-            let list = &mut grants.last_mut().expect("pushed").1;
-            for st in sent.drain(..) {
-                put(call, counter_field(id, st.ssrc), Counter::sent(&st).encode());
-                list.push((id, st));
-            }
-        }
-        Way::Receiving if checkpoint => {
-            ctx.checkpoints(&mut received);
-            if received.is_empty() {
-                return;
-            }
-            let id = at.id(ctx.key());
-            for st in received.drain(..) {
-                put(call, counter_field(id, st.ssrc), Counter::received(&st).encode());
-            }
-        }
-        _ => {}
-    });
+            _ => {}
+        });
     if writes.is_empty() {
         return;
     }
@@ -998,7 +1027,7 @@ fn replay(worker: &Rc<Worker>, now: std::time::Instant, entry: &Entry) -> Result
     let mut msg = super::bencode::decode(&entry.request).map_err(|e| e.to_string())?;
     let parsed = super::ng::parse_request(&msg);
     msg.wipe();
-    let result = match parsed.map_err(|e| e.to_string())? {
+    match parsed.map_err(|e| e.to_string())? {
         super::ng::Request::Offer(mut cmd) => {
             let pairs: Vec<PairAt> = entry.ports.iter().map(|&(l, p)| (LocalId(l), p)).collect();
             let r = offer(worker, now, &cmd, Some(&pairs)).map(drop);
@@ -1017,8 +1046,7 @@ fn replay(worker: &Rc<Worker>, now: std::time::Instant, entry: &Entry) -> Result
             Ok(())
         }
         _ => Err("not a command a record holds".to_owned()),
-    };
-    result
+    }
 }
 
 /// Drops a call that could not be restored whole.

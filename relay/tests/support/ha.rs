@@ -2,6 +2,8 @@
 //! `redis-server`, on a unix socket in a temp dir, appendfsync always), relays sharing one
 //! identity, and a call whose endpoints keep sending while relays die and take over.
 #![allow(dead_code, unreachable_pub)]
+// Black-box timing: these helpers measure takeovers and media gaps by the wall clock.
+#![allow(clippy::disallowed_methods)]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -360,7 +362,10 @@ fn listen(sock: UdpSocket) -> Inbox {
         let mut buf = [0u8; 2048];
         loop {
             match sock.recv(&mut buf) {
-                Ok(n) => keep.lock().unwrap().push((Instant::now(), buf[..n].to_vec())),
+                Ok(n) => keep
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), buf[..n].to_vec())),
                 Err(_) if Arc::strong_count(&keep) == 1 => return,
                 Err(_) => {}
             }
@@ -502,7 +507,13 @@ impl Call {
             .enumerate()
             .filter(|(_, r)| r.is_err())
             .collect();
-        assert!(bad.is_empty(), "libsrtp refused {} of {}: {:?}", bad.len(), packets.len(), &bad[..bad.len().min(5)]);
+        assert!(
+            bad.is_empty(),
+            "libsrtp refused {} of {}: {:?}",
+            bad.len(),
+            packets.len(),
+            &bad[..bad.len().min(5)]
+        );
         // Indices as a receiver derives them (RFC 3711 §3.3.1), from the sequence numbers.
         let (mut roc, mut last): (u64, Option<u16>) = (0, None);
         let mut prev_index: Option<u64> = None;
@@ -536,7 +547,11 @@ impl Call {
             .collect();
         for (_, p) in &got {
             let seq = u16::from_be_bytes([p[2], p[3]]);
-            assert_eq!(p[12..], rtp(seq, 0)[12..], "X got Y's payload of {seq} decrypted");
+            assert_eq!(
+                p[12..],
+                rtp(seq, 0)[12..],
+                "X got Y's payload of {seq} decrypted"
+            );
         }
         let n = seqs.len();
         seqs.sort_unstable();

@@ -548,9 +548,10 @@ impl SrtpContext {
         for s in &mut self.streams {
             let state = SentState {
                 ssrc: s.ssrc,
-                next_rtp: s
-                    .rtp
-                    .map_or(window.map_or(0, |(lo, _)| u64::from(lo)), |st| st.index() + 1),
+                next_rtp: s.rtp.map_or_else(
+                    || window.map_or(0, |(lo, _)| u64::from(lo)),
+                    |st| st.index() + 1,
+                ),
                 next_rtcp: s.srtcp_tx_index + 1,
                 rtp_limit: s.limits.rtp,
                 rtcp_limit: s.limits.rtcp,

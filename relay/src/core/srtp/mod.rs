@@ -14,8 +14,8 @@ mod replay;
 mod suite;
 
 pub use context::{
-    MAX_NEW_SSRCS_PER_SOURCE, ReceivedState, ReplayWindowError, SentState, SessionParams, SrtpContext,
-    SrtpError, SrtpPolicy,
+    MAX_NEW_SSRCS_PER_SOURCE, ReceivedState, ReplayWindowError, SentState, SessionParams,
+    SrtpContext, SrtpError, SrtpPolicy,
 };
 pub use key::{FailingKeys, KeyError, KeySource, MasterKey, SeededKeys};
 pub use primitives::{AesCm, HmacSha1, derive_session_key};

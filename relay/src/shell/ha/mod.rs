@@ -21,8 +21,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use self::seal::{Keyring, Place};
 use self::store::{Op, Store, StoredCall, Written};
 use crate::core::ha::{
-    BLOCK, ContextId, Counter as Field, Entry, RTCP_BLOCK, WINDOW_FIELD, counter_field, next_window,
-    parse_field, resume_point,
+    BLOCK, ContextId, Counter as Field, Entry, RTCP_BLOCK, WINDOW_FIELD, counter_field,
+    next_window, parse_field, resume_point,
 };
 
 /// The metrics of docs/ha.md (`srtp_relay_ha_*`), shared by the tasks that count.
@@ -52,7 +52,10 @@ impl HaMetrics {
     pub fn set_role(&self, identity: &str, role: &str) {
         self.role.clear();
         self.role
-            .get_or_create(&vec![("identity", identity.to_owned()), ("role", role.to_owned())])
+            .get_or_create(&vec![
+                ("identity", identity.to_owned()),
+                ("role", role.to_owned()),
+            ])
             .set(1);
         self.active.set(i64::from(role == "active"));
     }
@@ -60,9 +63,13 @@ impl HaMetrics {
 
 impl Default for HaMetrics {
     fn default() -> Self {
-        let role = prometheus_client::metrics::family::Family::<Vec<(&str, String)>, Gauge>::default();
-        role.get_or_create(&vec![("identity", String::new()), ("role", "off".to_owned())])
-            .set(1);
+        let role =
+            prometheus_client::metrics::family::Family::<Vec<(&str, String)>, Gauge>::default();
+        role.get_or_create(&vec![
+            ("identity", String::new()),
+            ("role", "off".to_owned()),
+        ])
+        .set(1);
         Self {
             role,
             active: Gauge::default(),
@@ -208,13 +215,14 @@ async fn writer(shared: Arc<Shared>, epoch: u64, mut rx: mpsc::UnboundedReceiver
             .flat_map(|r| r.writes.iter())
             .map(|w| seal_write(&shared, w))
             .collect();
-        let started = std::time::Instant::now();
+        let started = super::clock::now();
         match shared.store.write(epoch, &ops).await {
             Ok(Written::Done) => {
-                shared
-                    .metrics
-                    .store_latency
-                    .observe(started.elapsed().as_secs_f64());
+                shared.metrics.store_latency.observe(
+                    super::clock::now()
+                        .saturating_duration_since(started)
+                        .as_secs_f64(),
+                );
                 for r in pending.drain(..) {
                     if let Some(ack) = r.ack {
                         let _ = ack.send(true);
@@ -387,7 +395,12 @@ fn open_call(
         }
         opened.push((n, entry));
     }
-    if opened.is_empty() || opened.iter().enumerate().any(|(i, (n, _))| *n as usize != i) {
+    if opened.is_empty()
+        || opened
+            .iter()
+            .enumerate()
+            .any(|(i, (n, _))| *n as usize != i)
+    {
         return Err((call_id, "entries are missing from its history".into()));
     }
     let mut window_top = None;

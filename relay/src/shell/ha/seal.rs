@@ -106,16 +106,10 @@ impl Kek {
 
 impl Keyring {
     /// Reads the current KEK and the older ones.
-    pub fn load(
-        current: &std::path::Path,
-        old: &[std::path::PathBuf],
-    ) -> Result<Self, SealError> {
+    pub fn load(current: &std::path::Path, old: &[std::path::PathBuf]) -> Result<Self, SealError> {
         Ok(Self {
             current: Kek::load(current)?,
-            old: old
-                .iter()
-                .map(|p| Kek::load(p))
-                .collect::<Result<_, _>>()?,
+            old: old.iter().map(|p| Kek::load(p)).collect::<Result<_, _>>()?,
         })
     }
 
@@ -171,9 +165,10 @@ impl Keyring {
         let (kek, old) = if kid == self.current.id {
             (&self.current, false)
         } else {
-            let kek = self.old.iter().find(|k| k.id == kid).ok_or_else(|| {
-                SealError::UnknownKek(hex_id(kid.try_into().expect("4 bytes")))
-            })?;
+            let kek =
+                self.old.iter().find(|k| k.id == kid).ok_or_else(|| {
+                    SealError::UnknownKek(hex_id(kid.try_into().expect("4 bytes")))
+                })?;
             (kek, true)
         };
         let aad = place.aad();
@@ -198,7 +193,8 @@ pub struct Place<'a> {
 
 impl Place<'_> {
     fn aad(&self) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(DOMAIN.len() + self.identity.len() + self.call_id.len() + 8);
+        let mut aad =
+            Vec::with_capacity(DOMAIN.len() + self.identity.len() + self.call_id.len() + 8);
         for part in [DOMAIN, self.identity.as_bytes(), self.call_id.as_bytes()] {
             aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
             aad.extend_from_slice(part);
@@ -232,7 +228,13 @@ mod tests {
         let aad = hex::decode("feedfacedeadbeeffeedfacedeadbeefabaddad2").unwrap();
         let c = Aes256Gcm::new_from_slice(&key).unwrap();
         let out = c
-            .encrypt(Nonce::from_slice(&iv), Payload { msg: &pt, aad: &aad })
+            .encrypt(
+                Nonce::from_slice(&iv),
+                Payload {
+                    msg: &pt,
+                    aad: &aad,
+                },
+            )
             .unwrap();
         assert_eq!(
             hex::encode(out),
@@ -249,8 +251,14 @@ mod tests {
         let (plain, old) = ring.open(&PLACE, &sealed).unwrap();
         assert_eq!((plain.as_slice(), old), (&b"inline:secret"[..], false));
         for other in [
-            Place { call_id: "call-2", ..PLACE },
-            Place { identity: "r2", ..PLACE },
+            Place {
+                call_id: "call-2",
+                ..PLACE
+            },
+            Place {
+                identity: "r2",
+                ..PLACE
+            },
             Place { entry: 4, ..PLACE },
         ] {
             assert_eq!(ring.open(&other, &sealed), Err(SealError::Auth));
@@ -262,6 +270,9 @@ mod tests {
         let rotated = Keyring::from_bytes(&[8; 32], &[[7; 32]]);
         assert!(rotated.open(&PLACE, &sealed).unwrap().1);
         let without = Keyring::from_bytes(&[8; 32], &[]);
-        assert!(matches!(without.open(&PLACE, &sealed), Err(SealError::UnknownKek(_))));
+        assert!(matches!(
+            without.open(&PLACE, &sealed),
+            Err(SealError::UnknownKek(_))
+        ));
     }
 }

@@ -131,7 +131,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("prefix", &self.prefix).finish()
+        f.debug_struct("Store")
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 
@@ -269,7 +271,10 @@ impl Store {
                 let counters = pair[1]
                     .iter()
                     .filter_map(|(f, v)| {
-                        Some((String::from_utf8(f.clone()).ok()?, String::from_utf8(v.clone()).ok()?))
+                        Some((
+                            String::from_utf8(f.clone()).ok()?,
+                            String::from_utf8(v.clone()).ok()?,
+                        ))
                     })
                     .collect();
                 calls.push(StoredCall {
