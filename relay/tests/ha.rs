@@ -491,3 +491,56 @@ fn a_holder_that_stalled_past_its_lease_is_fenced_and_stops() {
     assert_eq!(late, 0, "nothing goes out once fenced");
     call.check_y(2048);
 }
+
+/// A standby lives through a reload's SIGHUP; a holder whose store came back empty (restarted
+/// without its data) goes on serving and writes new calls, which a takeover then restores.
+#[test]
+fn a_standby_survives_sighup_and_a_holder_survives_a_wiped_store() {
+    let dir = TempDir::new("ha-wipe");
+    let redis = Redis::start(&dir);
+    let id = Identity::new(&redis, "wipe", "");
+    let mut a = id.spawn(&[]);
+    a.wait_active(Duration::from_secs(5));
+    let b = id.spawn(&[]);
+    b.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        b.healthz(),
+        Some((503, "standby".to_owned())),
+        "{}",
+        b.log()
+    );
+    let mut ng = id.ng();
+    let mut old = Call::setup(&mut ng, "wipe-old");
+    old.pump(30, TICK);
+    assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
+    // The holder goes on (its next renewal writes its epoch back) and takes new calls.
+    old.pump(40, TICK);
+    assert_eq!(a.healthz().map(|h| h.0), Some(200), "{}", a.log());
+    let mut new = Call::setup(&mut ng, "wipe-new");
+    new.pump(60, TICK);
+    old.settle();
+    let (n, _, _) = old.check_y(2048);
+    assert!(n >= 65, "the old call went on: {n}");
+    assert!(
+        a.log().contains("lost this identity's state"),
+        "{}",
+        a.log()
+    );
+    a.signal("KILL");
+    a.wait_exit(Duration::from_secs(2));
+    b.wait_active(Duration::from_secs(5));
+    assert_eq!(
+        b.metric("srtp_relay_ha_restored_calls_total"),
+        1.0,
+        "{}",
+        b.log()
+    );
+    new.pump(50, TICK);
+    new.settle();
+    let (n, jump, _) = new.check_y(2048);
+    assert!(
+        n >= 100,
+        "the new call goes on after the takeover: {n} (jump {jump})"
+    );
+}

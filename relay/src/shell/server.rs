@@ -88,7 +88,9 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
         config.workers
     };
     // An interface address the host does not have fails every offer: refuse to start instead.
-    for i in &config.interfaces {
+    // With HA the identity's addresses may come to this host only when it takes over (they
+    // are bound with IP_FREEBIND then, docs/ha.md).
+    for i in config.interfaces.iter().filter(|_| config.ha.is_none()) {
         if let Err(e) = std::net::UdpSocket::bind((i.address, 0)) {
             return Err(std::io::Error::new(
                 e.kind(),
@@ -169,6 +171,13 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        // Handled from the start: a standby or a restore in progress must not die of a SIGHUP
+        // (whose default action ends a process) nor lose a SIGTERM.
+        let mut signals = Signals {
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+            int: signal(SignalKind::interrupt())?,
+        };
         let http = TcpListener::bind(config.metrics_listen).await?;
         let metrics = ControlMetrics::default();
         let interface_names: Vec<String> =
@@ -177,7 +186,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
         // but the metrics endpoint (docs/ha.md).
         let ha = match &config.ha {
             None => None,
-            Some(h) => match standby(h, &http, &metrics, &interface_names).await? {
+            Some(h) => match standby(h, &http, &metrics, &interface_names, &mut signals).await? {
                 Some(ha) => Some(ha),
                 None => return Ok(()),
             },
@@ -210,8 +219,44 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
             restore_all(&control, shared).await?;
             shared.metrics.set_role(&shared.identity, "active");
         }
-        serve(config, path, control, http, ha.map(|(s, _)| s)).await
+        serve(
+            config,
+            path,
+            control,
+            http,
+            ha.map(|(s, _)| s),
+            &mut signals,
+        )
+        .await
     })
+}
+
+/// Binds the ng socket. With HA (a takeover) the identity's address may still be on its way
+/// to this host (keepalived moves it) or still held by the process that just handed over on
+/// the same host: the socket binds with `IP_FREEBIND`, and a port in use is tried again for a
+/// second.
+async fn bind_ng(addr: std::net::SocketAddr, ha: bool) -> std::io::Result<UdpSocket> {
+    if !ha {
+        return UdpSocket::bind(addr).await;
+    }
+    let mut tries = 0;
+    loop {
+        match super::sys::bind_udp_freebind(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e),
+            Ok(sock) => return UdpSocket::from_std(sock),
+        }
+    }
+}
+
+/// The signals the daemon handles, set up once at the start.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
 }
 
 /// A standby: serves `/healthz` (503 `standby`) and `/metrics` and polls the lease until it is
@@ -221,12 +266,21 @@ async fn standby(
     http: &TcpListener,
     metrics: &ControlMetrics,
     interface_names: &[String],
+    signals: &mut Signals,
 ) -> std::io::Result<Option<(std::sync::Arc<Shared>, Ha)>> {
     let keyring = ha::seal::Keyring::load(&h.kek_file, &h.kek_old_files)
         .map_err(|e| std::io::Error::other(format!("ha.kek_file: {e}")))?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let Signals { term, hup, int } = signals;
     metrics.ha.set_role(&h.identity, "standby");
+    // Up as a standby: systemd's start completes, and the watchdog hears from it while it
+    // waits (READY=1 again once it serves).
+    let notifier = Notifier::from_env();
+    notifier.notify(&format!(
+        "READY=1\nSTATUS=standby for identity {}",
+        h.identity
+    ));
+    let mut watchdog =
+        tokio::time::interval(Notifier::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
     tracing::info!(identity = %h.identity, store = %redact_store(&h.store), kek = %keyring.current_id(),
         "HA: connecting to the store; serving only /healthz and /metrics until this process holds the identity");
     let poll = (h.lease / 20).clamp(Duration::from_millis(50), Duration::from_millis(250));
@@ -251,10 +305,15 @@ async fn standby(
             }
         })
     };
-    let store = tokio::select! {
-        s = connect => s.map_err(std::io::Error::other)?,
-        _ = term.recv() => return Ok(None),
-        _ = int.recv() => return Ok(None),
+    tokio::pin!(connect);
+    let store = loop {
+        tokio::select! {
+            s = &mut connect => break s.map_err(std::io::Error::other)?,
+            _ = watchdog.tick() => notifier.notify("WATCHDOG=1"),
+            _ = hup.recv() => tracing::info!("SIGHUP: nothing to reload in a standby (the configuration read at its start applies when it takes over)"),
+            _ = term.recv() => return Ok(None),
+            _ = int.recv() => return Ok(None),
+        }
     };
     let shared = std::sync::Arc::new(Shared {
         store,
@@ -262,6 +321,7 @@ async fn standby(
         identity: h.identity.clone(),
         metrics: metrics.ha.clone(),
         fenced: tokio::sync::Notify::new(),
+        store_ok: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
     });
     let acquire = {
         let shared = std::sync::Arc::clone(&shared);
@@ -283,14 +343,17 @@ async fn standby(
                     let _ = tokio::time::timeout(HTTP_TIMEOUT, serve_standby_http(&metrics, &names, stream)).await;
                 });
             },
+            _ = watchdog.tick() => notifier.notify("WATCHDOG=1"),
+            _ = hup.recv() => tracing::info!("SIGHUP: nothing to reload in a standby (the configuration read at its start applies when it takes over)"),
             _ = term.recv() => return Ok(None),
             _ = int.recv() => return Ok(None),
         }
     }
 }
 
-/// The store URL without a password, for logs.
+/// The store URL without a password (`user:password@`, `?password=`), for logs.
 fn redact_store(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or(url);
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
         _ => url.to_owned(),
@@ -374,10 +437,20 @@ async fn restore_all(control: &Control, shared: &Shared) -> std::io::Result<()> 
             waiting.push(rx);
         }
     }
+    // A long restore keeps the watchdog fed (the workers answer between calls).
+    let notifier = Notifier::from_env();
+    let mut watchdog =
+        tokio::time::interval(Notifier::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
     let mut restored = 0u64;
-    for rx in waiting {
-        if rx.await.unwrap_or(false) {
-            restored += 1;
+    for mut rx in waiting {
+        loop {
+            tokio::select! {
+                ok = &mut rx => {
+                    restored += u64::from(ok.unwrap_or(false));
+                    break;
+                }
+                _ = watchdog.tick() => notifier.notify("WATCHDOG=1"),
+            }
         }
     }
     shared.metrics.restored_calls.inc_by(restored);
@@ -426,11 +499,10 @@ async fn serve(
     mut control: Control,
     http: TcpListener,
     ha: Option<std::sync::Arc<Shared>>,
+    signals: &mut Signals,
 ) -> std::io::Result<()> {
-    let sock = UdpSocket::bind(config.ng_listen).await?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let sock = bind_ng(config.ng_listen, ha.is_some()).await?;
+    let Signals { term, hup, int } = signals;
     let notifier = Notifier::from_env();
     let mut watchdog =
         tokio::time::interval(Notifier::watchdog_interval().unwrap_or(Duration::from_secs(3600)));

@@ -483,17 +483,28 @@ impl WorkerPorts<'_> {
             };
             free.swap_remove(at);
         }
-        let (rtp, rtcp) = match (bind(bind_addr, port), bind(bind_addr, port + 1)) {
-            (Ok(a), Ok(b)) => (a, b),
-            (a, b) => {
-                if let Ok(mut free) = pool.lock() {
-                    free.insert(0, port);
+        // A process that just handed over on this host may still hold the port for a moment:
+        // a port in use is tried again for up to a second (this runs at a takeover only).
+        let mut tries = 0;
+        let (rtp, rtcp) = loop {
+            match (bind(bind_addr, port, true), bind(bind_addr, port + 1, true)) {
+                (Ok(a), Ok(b)) => break (a, b),
+                (a, b) => {
+                    let e = [a.err(), b.err()]
+                        .into_iter()
+                        .flatten()
+                        .next()
+                        .expect("one failed");
+                    if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                    if let Ok(mut free) = pool.lock() {
+                        free.insert(0, port);
+                    }
+                    return Err(e);
                 }
-                return Err([a.err(), b.err()]
-                    .into_iter()
-                    .flatten()
-                    .next()
-                    .expect("one failed"));
             }
         };
         worker.bound.set(port, true);
@@ -545,7 +556,11 @@ impl WorkerPorts<'_> {
                 }
                 None => return Ok(None),
             };
-            let (rtp, rtcp) = match (bind(bind_addr, port), bind(bind_addr, port + 1)) {
+            let freebind = worker.ha.is_some();
+            let (rtp, rtcp) = match (
+                bind(bind_addr, port, freebind),
+                bind(bind_addr, port + 1, freebind),
+            ) {
                 (Ok(rtp), Ok(rtcp)) => (rtp, rtcp),
                 (a, b) => {
                     let other = [a.err(), b.err()]
@@ -595,9 +610,17 @@ impl WorkerPorts<'_> {
     }
 }
 
-fn bind(addr: IpAddr, port: u16) -> std::io::Result<Socket> {
-    let sock = std::net::UdpSocket::bind(SocketAddr::new(addr, port))?;
-    sock.set_nonblocking(true)?;
+/// Binds a media socket; under HA with `IP_FREEBIND`, as the identity's address may reach
+/// this host after a takeover (docs/ha.md).
+fn bind(addr: IpAddr, port: u16, freebind: bool) -> std::io::Result<Socket> {
+    let at = SocketAddr::new(addr, port);
+    let sock = if freebind {
+        sys::bind_udp_freebind(at)?
+    } else {
+        let sock = std::net::UdpSocket::bind(at)?;
+        sock.set_nonblocking(true)?;
+        sock
+    };
     sys::register(sock)
 }
 

@@ -11,6 +11,7 @@ pub mod seal;
 pub mod store;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -118,6 +119,8 @@ pub struct Ha {
     pub clean: bool,
     /// The metrics.
     pub metrics: HaMetrics,
+    /// False while the store fails (see [`Shared::store_ok`]).
+    pub store_ok: Arc<AtomicBool>,
 }
 
 impl Ha {
@@ -150,6 +153,9 @@ pub struct Shared {
     pub metrics: HaMetrics,
     /// Notified when the lease was taken over: the process must stop at once.
     pub fenced: Notify,
+    /// False while the store fails: workers skip receive checkpoints then, so that what
+    /// waits for the store stays bounded (commands and one reservation per stream).
+    pub store_ok: Arc<AtomicBool>,
 }
 
 /// Waits until this process holds the identity's lease (a standby until then: it polls, and
@@ -189,6 +195,7 @@ pub fn start(shared: Arc<Shared>, acquired: store::Acquired, lease: Duration) ->
         epoch: acquired.epoch,
         clean: acquired.clean,
         metrics: shared.metrics.clone(),
+        store_ok: Arc::clone(&shared.store_ok),
     }
 }
 
@@ -217,7 +224,8 @@ async fn writer(shared: Arc<Shared>, epoch: u64, mut rx: mpsc::UnboundedReceiver
             .collect();
         let started = super::clock::now();
         match shared.store.write(epoch, &ops).await {
-            Ok(Written::Done) => {
+            Ok(Written::Done | Written::Lost) => {
+                shared.store_ok.store(true, Ordering::Relaxed);
                 shared.metrics.store_latency.observe(
                     super::clock::now()
                         .saturating_duration_since(started)
@@ -234,6 +242,7 @@ async fn writer(shared: Arc<Shared>, epoch: u64, mut rx: mpsc::UnboundedReceiver
                 return;
             }
             Err(e) => {
+                shared.store_ok.store(false, Ordering::Relaxed);
                 shared.metrics.store_errors.inc();
                 tracing::warn!(error = %e, queued = pending.len(), "store write failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -284,12 +293,19 @@ async fn renew(shared: Arc<Shared>, epoch: u64, lease: Duration) {
     loop {
         every.tick().await;
         match shared.store.renew(epoch).await {
-            Ok(Written::Done) => {}
+            Ok(Written::Done) => shared.store_ok.store(true, Ordering::Relaxed),
+            Ok(Written::Lost) => {
+                shared.store_ok.store(true, Ordering::Relaxed);
+                shared.metrics.store_errors.inc();
+                tracing::error!(identity = %shared.identity,
+                    "the store had lost this identity's state (restarted without its data?): calls set up before are no longer durable; new ones are");
+            }
             Ok(Written::Fenced) => {
                 fenced(&shared);
                 return;
             }
             Err(e) => {
+                shared.store_ok.store(false, Ordering::Relaxed);
                 shared.metrics.store_errors.inc();
                 tracing::warn!(error = %e, "lease renewal failed; retrying");
             }

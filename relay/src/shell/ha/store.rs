@@ -60,6 +60,9 @@ pub enum Op {
 pub enum Written {
     /// Durable.
     Done,
+    /// Durable, but the store had lost the identity's keys (it came back without its data):
+    /// calls recorded before are no longer durable.
+    Lost,
     /// Another process holds the identity now: this one must stop.
     Fenced,
 }
@@ -75,11 +78,20 @@ if clean == tostring(e - 1) then return {e, 1} end
 return {e, 0}
 ";
 
+// A store that lost the identity's keys (restarted without its data) has no epoch: the
+// holder writes its own back and goes on (2), rather than stopping every call it carries.
 const RENEW: &str = r"
 local p = ARGV[1]
-if redis.call('GET', p..'epoch') ~= ARGV[2] then return -1 end
+local cur = redis.call('GET', p..'epoch')
+local lost = 1
+if not cur then
+  redis.call('SET', p..'epoch', ARGV[2])
+  lost = 2
+elseif cur ~= ARGV[2] then
+  return -1
+end
 redis.call('SET', p..'lease', ARGV[2], 'PX', ARGV[3])
-return 1
+return lost
 ";
 
 const RELEASE: &str = r"
@@ -92,7 +104,12 @@ return 1
 
 const WRITE: &str = r"
 local p = ARGV[1]
-if redis.call('GET', p..'epoch') ~= ARGV[2] then return -1 end
+local cur = redis.call('GET', p..'epoch')
+if not cur then
+  redis.call('SET', p..'epoch', ARGV[2])
+elseif cur ~= ARGV[2] then
+  return -1
+end
 local i = 4
 for c = 1, tonumber(ARGV[3]) do
   local cid, op = ARGV[i], ARGV[i + 1]
@@ -105,6 +122,8 @@ for c = 1, tonumber(ARGV[3]) do
     local keep = true
     if op == 'put' then
       redis.call('SADD', p..'calls', cid)
+      -- A call's first entry starts its record: nothing of an earlier call of that id stays.
+      if ARGV[i] == '0' then redis.call('DEL', log, ctr) end
       redis.call('HSET', log, ARGV[i], ARGV[i + 1])
       i = i + 2
     elseif redis.call('EXISTS', log) == 0 then
@@ -138,8 +157,9 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Connects (redis-rs reconnects by itself afterwards); each request times out after
-    /// `timeout`.
+    /// Connects (redis-rs reconnects by itself afterwards). A request that gets no answer
+    /// within half the lease (at least `timeout`) fails and is retried by its caller; the
+    /// replies that wait for a write have their own, shorter limit.
     pub async fn connect(
         url: &str,
         identity: &str,
@@ -148,7 +168,7 @@ impl Store {
     ) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(timeout))
+            .set_response_timeout(Some((lease / 2).max(timeout)))
             .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
@@ -181,10 +201,10 @@ impl Store {
             .arg(self.lease_ms)
             .invoke_async(&mut self.con.clone())
             .await?;
-        Ok(if r == 1 {
-            Written::Done
-        } else {
-            Written::Fenced
+        Ok(match r {
+            1 => Written::Done,
+            2 => Written::Lost,
+            _ => Written::Fenced,
         })
     }
 
@@ -246,7 +266,7 @@ impl Store {
         let mut con = self.con.clone();
         let ids: Vec<Vec<u8>> = con.smembers(format!("{}calls", self.prefix)).await?;
         let mut calls = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(256) {
+        for chunk in ids.chunks(64) {
             let mut pipe = redis::pipe();
             for id in chunk {
                 let mut log = format!("{}log:", self.prefix).into_bytes();
