@@ -461,7 +461,7 @@ fn a_holder_that_stalled_past_its_lease_is_fenced_and_stops() {
         "srtp-relay:{t4}:lease",
         "srtp-relay:{t4}:epoch",
     ]);
-    assert_eq!(taken.trim(), "2");
+    assert!(taken.trim().parse::<u64>().is_ok_and(|e| e > 0), "{taken}");
     a.signal("CONT");
     // The endpoints go on sending; the old holder notices at its next renewal.
     let mut code = None;
@@ -513,9 +513,14 @@ fn a_standby_survives_sighup_and_a_holder_survives_a_wiped_store() {
     let mut ng = id.ng();
     let mut old = Call::setup(&mut ng, "wipe-old");
     old.pump(30, TICK);
+    // The standby is held still while the store is wiped: otherwise it may take the then free
+    // lease first (and the holder is fenced: a race the failure model documents).
+    b.signal("STOP");
     assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
-    // The holder goes on (its next renewal writes its epoch back) and takes new calls.
+    // The holder goes on (its next renewal or write puts its epoch and lease back) and takes
+    // new calls.
     old.pump(40, TICK);
+    b.signal("CONT");
     assert_eq!(a.healthz().map(|h| h.0), Some(200), "{}", a.log());
     let mut new = Call::setup(&mut ng, "wipe-new");
     new.pump(60, TICK);

@@ -522,7 +522,10 @@ async fn serve(
         system = %config.policy.system, "srtp-relay started"
     );
     // Every socket is bound (workers bind media ports on demand from the pool): ready.
-    notifier.notify("READY=1");
+    notifier.notify(&match &ha {
+        Some(s) => format!("READY=1\nSTATUS=active for identity {}", s.identity),
+        None => "READY=1\nSTATUS=serving".to_owned(),
+    });
     if !config.ng_listen.ip().is_loopback() {
         tracing::warn!(ng = %config.ng_listen, allow = ?config.control_allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "ng control listens off loopback: anyone in control.allow can set up calls; keep it on a management network");

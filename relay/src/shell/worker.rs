@@ -783,12 +783,20 @@ fn recorded(
             window: Some(FIRST_WINDOW),
         });
         if call.next as usize >= MAX_ENTRIES {
+            // A record that stopped short would bring back an older call: it goes, and the
+            // call is served from here on without one.
             wha.ha.metrics.store_errors.inc();
-            tracing::warn!(
-                call_id,
-                entries = MAX_ENTRIES,
-                "the call's record is full: this command is served but not written"
-            );
+            if call.next as usize == MAX_ENTRIES {
+                call.next += 1;
+                tracing::warn!(
+                    call_id,
+                    entries = MAX_ENTRIES,
+                    "the call's record is full: it is removed, and the call is no longer durable"
+                );
+                wha.ha.submit_quietly(vec![HaWrite::Forget {
+                    call_id: call_id.to_owned(),
+                }]);
+            }
             return None;
         }
         call.next += 1;
@@ -918,7 +926,9 @@ fn sweep_reservations(worker: &Rc<Worker>) {
     };
     let n = wha.sweeps.get() + 1;
     wha.sweeps.set(n);
-    let checkpoint = n.is_multiple_of(CHECKPOINT_EVERY);
+    // While the store fails, checkpoints wait: what queues for it stays bounded.
+    let checkpoint = n.is_multiple_of(CHECKPOINT_EVERY)
+        && wha.ha.store_ok.load(std::sync::atomic::Ordering::Relaxed);
     let mut grants: Grants = Vec::new();
     let mut writes: Vec<HaWrite> = Vec::new();
     let (mut sent, mut received) = (Vec::new(), Vec::<ReceivedState>::new());

@@ -664,3 +664,94 @@ fn a_key_resumed_after_another_never_repeats_an_index_and_restored_receive_keeps
     let mut b = fresh;
     assert!(rx1.unprotect_rtp(&mut b).is_ok());
 }
+
+fn try_protect(tx: &mut SrtpContext, plain: &[u8]) -> Result<Vec<u8>, SrtpError> {
+    let mut buf = plain.to_vec();
+    buf.resize(plain.len() + MAX_TRAILER_LEN, 0);
+    let n = tx.protect_rtp(&mut buf, plain.len())?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn seq_of(p: &[u8]) -> u16 {
+    u16::from_be_bytes([p[2], p[3]])
+}
+
+#[test]
+fn under_ha_a_new_ssrc_starts_in_the_window_and_holds_at_its_limit_until_granted() {
+    let k = key(0x31);
+    let policy = SrtpPolicy::default().with_renumbering(true);
+    let (mut tx, mut rx) = pair(&k, policy);
+    tx.hold_for_reservations(Some((2000, 2009)));
+    // The source starts anywhere; the receiver sees the window's numbers.
+    let mut out = Vec::new();
+    for s in 40_000..40_010u16 {
+        out.push(protect(&mut tx, &rtp(s, 7)));
+    }
+    assert_eq!(seq_of(&out[0]), 2000);
+    assert_eq!(seq_of(&out[9]), 2009);
+    assert_eq!(
+        try_protect(&mut tx, &rtp(40_010, 7)),
+        Err(SrtpError::NotReserved),
+        "index 2010 is beyond the window"
+    );
+    // What the shell asks for, once; a grant lets the stream go on where it stopped.
+    let mut wanted = Vec::new();
+    tx.wanted_reservations(crate::core::ha::plan_reservation, &mut wanted);
+    tx.wanted_reservations(crate::core::ha::plan_reservation, &mut wanted);
+    assert_eq!(wanted.len(), 1, "asked once until answered");
+    assert_eq!(wanted[0].next_rtp, 2010);
+    tx.grant(7, wanted[0].rtp_limit, wanted[0].rtcp_limit, true);
+    let next = protect(&mut tx, &rtp(40_011, 7));
+    assert_eq!(seq_of(&next), 2011);
+    out.push(next);
+    for p in &out {
+        unprotect(&mut rx, p).unwrap();
+    }
+    // SRTCP: its index starts in the window too.
+    let sr = protect_rtcp(&mut tx, &rtcp(7));
+    let word = u32::from_be_bytes(sr[sr.len() - 14..sr.len() - 10].try_into().unwrap());
+    assert_eq!(word & 0x7fff_ffff, 2000);
+}
+
+#[test]
+fn a_restored_ssrc_goes_on_above_its_floor_and_a_frozen_one_stops() {
+    let k = key(0x32);
+    let policy = SrtpPolicy::default().with_renumbering(true);
+    let mut tx = SrtpContext::new(&k, policy);
+    tx.hold_for_reservations(None);
+    // The predecessor reserved below 70,000 (ROC 1); a crash successor goes on at 70,064.
+    let (next, next_rtcp) = crate::core::ha::resume_point(70_000, 500, false);
+    tx.restore_sent(9, next, next_rtcp, next + 100, next_rtcp + 10);
+    let first = protect(&mut tx, &rtp(123, 9));
+    assert_eq!(u64::from(seq_of(&first)) + (1 << 16), 70_064);
+    assert!(first[1] & 0x80 != 0, "a new run: marker set");
+    // A receiver that knew the stream at index 69,000 takes it: one forward jump.
+    let mut rx = SrtpContext::new(&k, policy);
+    rx.restore_received(9, Some(69_000), None);
+    assert!(unprotect(&mut rx, &first).is_ok());
+    let second = protect(&mut tx, &rtp(124, 9));
+    assert_eq!(u64::from(seq_of(&second)) + (1 << 16), 70_065);
+    unprotect(&mut rx, &second).unwrap();
+    assert_eq!(unprotect(&mut rx, &first), Err(SrtpError::Replayed));
+    // The receiver's restored floor: at or below the checkpoint is a replay.
+    let mut rx2 = SrtpContext::new(&k, policy);
+    rx2.restore_received(9, Some(70_064), None);
+    assert_eq!(unprotect(&mut rx2, &first), Err(SrtpError::Replayed));
+    unprotect(&mut rx2, &second).unwrap();
+    // A handover freezes the counters: nothing more goes out, and the successor's point is
+    // exactly the next index.
+    let mut frozen = Vec::new();
+    tx.freeze(&mut frozen);
+    assert_eq!(frozen[0].next_rtp, 70_066);
+    assert_eq!(frozen[0].rtp_limit, 70_066);
+    assert_eq!(
+        try_protect(&mut tx, &rtp(125, 9)),
+        Err(SrtpError::NotReserved)
+    );
+    let (clean, _) = crate::core::ha::resume_point(frozen[0].rtp_limit, 0, true);
+    assert_eq!(
+        clean, 70_066,
+        "a handover's successor goes on with a jump of 1"
+    );
+}

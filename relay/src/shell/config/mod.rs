@@ -462,6 +462,44 @@ mod tests {
     }
 
     #[test]
+    fn the_ha_section_is_checked_and_never_echoes_a_password() {
+        let base =
+            "[ha]\nstore = \"unix:///run/redis.sock\"\nidentity = \"r1\"\nkek_file = \"/k\"\n";
+        let ha = Config::from_toml(base).unwrap().ha.unwrap();
+        assert_eq!(
+            (ha.lease.as_millis(), ha.write_timeout.as_millis()),
+            (2000, 100)
+        );
+        assert!(
+            Config::from_toml("").unwrap().ha.is_none(),
+            "off by default"
+        );
+        for (extra, want) in [
+            ("lease_ms = 100\n", "ha.lease_ms: 100 is not in 500..=60000"),
+            (
+                "lease_ms = 600\nwrite_timeout_ms = 700\n",
+                "ha.write_timeout_ms: 700 is not in 10..=10000 and below lease_ms (600)",
+            ),
+        ] {
+            let e = Config::from_toml(&format!("{base}{extra}")).unwrap_err();
+            assert!(e.to_string().ends_with(want), "{e}");
+        }
+        let bad_id = base.replace("\"r1\"", "\"r 1/x\"");
+        assert!(
+            Config::from_toml(&bad_id)
+                .unwrap_err()
+                .to_string()
+                .contains("ha.identity")
+        );
+        let secret = base.replace("unix:///run/redis.sock", "http://user:hunter2@host/");
+        let e = Config::from_toml(&secret).unwrap_err().to_string();
+        assert!(e.contains("ha.store") && e.contains("\"http\""), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let no_kek = base.replace("kek_file = \"/k\"\n", "");
+        assert!(Config::from_toml(&no_kek).is_err(), "kek_file is required");
+    }
+
+    #[test]
     fn errors_name_the_key_and_the_line() {
         let cases = [
             (

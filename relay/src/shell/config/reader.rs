@@ -326,10 +326,16 @@ impl Reader<'_> {
         {
             return Err(fail(
                 "store",
-                format!(
-                    "{:?} is not redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:///PATH",
-                    h.store
-                ),
+                // Only the scheme: never a password in an error message.
+                match h.store.split_once("://") {
+                    Some((scheme, _)) => format!(
+                        "scheme {scheme:?} is not redis://HOST:PORT/DB, rediss://HOST:PORT/DB or \
+                         unix:///PATH"
+                    ),
+                    None => "is not a URL: redis://HOST:PORT/DB, rediss://HOST:PORT/DB or \
+                             unix:///PATH"
+                        .to_owned(),
+                },
             ));
         }
         let id_ok = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);

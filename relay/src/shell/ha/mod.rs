@@ -201,40 +201,43 @@ pub fn start(shared: Arc<Shared>, acquired: store::Acquired, lease: Duration) ->
 
 /// Seals and writes what the workers queue, in order, batching whatever queued up during the
 /// previous round trip into one script call. A failed batch is retried (after a pause) until
-/// the store takes it; later writes wait behind it, so a call's entries stay in order.
+/// the store takes it; later writes wait behind it, so a call's entries stay in order. Each
+/// write is sealed once, when it is taken from the queue, however often it is retried.
 async fn writer(shared: Arc<Shared>, epoch: u64, mut rx: mpsc::UnboundedReceiver<Request>) {
-    let mut pending: Vec<Request> = Vec::new();
+    let mut ops: Vec<Op> = Vec::new();
+    let mut acks: Vec<oneshot::Sender<bool>> = Vec::new();
+    let take = |r: Request, ops: &mut Vec<Op>, acks: &mut Vec<oneshot::Sender<bool>>| {
+        ops.extend(r.writes.iter().map(|w| seal_write(&shared, w)));
+        acks.extend(r.ack);
+    };
     loop {
-        if pending.is_empty() {
+        if ops.is_empty() && acks.is_empty() {
             match rx.recv().await {
-                Some(r) => pending.push(r),
+                Some(r) => take(r, &mut ops, &mut acks),
                 None => return,
             }
         }
-        while let Ok(r) = rx.try_recv() {
-            pending.push(r);
-            if pending.len() >= 512 {
-                break;
+        while ops.len() < 4096 {
+            match rx.try_recv() {
+                Ok(r) => take(r, &mut ops, &mut acks),
+                Err(_) => break,
             }
         }
-        let ops: Vec<Op> = pending
-            .iter()
-            .flat_map(|r| r.writes.iter())
-            .map(|w| seal_write(&shared, w))
-            .collect();
         let started = super::clock::now();
         match shared.store.write(epoch, &ops).await {
-            Ok(Written::Done | Written::Lost) => {
+            Ok(written @ (Written::Done | Written::Lost)) => {
                 shared.store_ok.store(true, Ordering::Relaxed);
+                if written == Written::Lost {
+                    lost(&shared);
+                }
                 shared.metrics.store_latency.observe(
                     super::clock::now()
                         .saturating_duration_since(started)
                         .as_secs_f64(),
                 );
-                for r in pending.drain(..) {
-                    if let Some(ack) = r.ack {
-                        let _ = ack.send(true);
-                    }
+                ops.clear();
+                for ack in acks.drain(..) {
+                    let _ = ack.send(true);
                 }
             }
             Ok(Written::Fenced) => {
@@ -244,11 +247,17 @@ async fn writer(shared: Arc<Shared>, epoch: u64, mut rx: mpsc::UnboundedReceiver
             Err(e) => {
                 shared.store_ok.store(false, Ordering::Relaxed);
                 shared.metrics.store_errors.inc();
-                tracing::warn!(error = %e, queued = pending.len(), "store write failed; retrying");
+                tracing::warn!(error = %e, queued = ops.len(), "store write failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }
+}
+
+fn lost(shared: &Shared) {
+    shared.metrics.store_errors.inc();
+    tracing::error!(identity = %shared.identity,
+        "the store had lost this identity's state (restarted without its data?): calls set up before are no longer durable; new ones are");
 }
 
 fn seal_write(shared: &Shared, w: &Write) -> Op {
@@ -296,9 +305,7 @@ async fn renew(shared: Arc<Shared>, epoch: u64, lease: Duration) {
             Ok(Written::Done) => shared.store_ok.store(true, Ordering::Relaxed),
             Ok(Written::Lost) => {
                 shared.store_ok.store(true, Ordering::Relaxed);
-                shared.metrics.store_errors.inc();
-                tracing::error!(identity = %shared.identity,
-                    "the store had lost this identity's state (restarted without its data?): calls set up before are no longer durable; new ones are");
+                lost(&shared);
             }
             Ok(Written::Fenced) => {
                 fenced(&shared);

@@ -67,14 +67,23 @@ pub enum Written {
     Fenced,
 }
 
+// An identity without an epoch yet (a new store, or one that lost its data) starts from the
+// store's clock in microseconds: a new epoch is always above any a running holder may still
+// have. Epochs are compared as the strings Redis keeps (Lua's numbers print inexactly).
 const ACQUIRE: &str = r"
 local p = ARGV[1]
 if redis.call('EXISTS', p..'lease') == 1 then return {0, 0} end
+local prev = redis.call('GET', p..'epoch')
+if not prev then
+  local t = redis.call('TIME')
+  redis.call('SET', p..'epoch', t[1] .. string.format('%06d', tonumber(t[2])))
+end
 local e = redis.call('INCR', p..'epoch')
-redis.call('SET', p..'lease', e, 'PX', ARGV[2])
+local es = redis.call('GET', p..'epoch')
+redis.call('SET', p..'lease', es, 'PX', ARGV[2])
 local clean = redis.call('GET', p..'clean')
 redis.call('DEL', p..'clean')
-if clean == tostring(e - 1) then return {e, 1} end
+if prev and clean == prev then return {e, 1} end
 return {e, 0}
 ";
 
@@ -105,13 +114,16 @@ return 1
 const WRITE: &str = r"
 local p = ARGV[1]
 local cur = redis.call('GET', p..'epoch')
+local lost = 1
 if not cur then
   redis.call('SET', p..'epoch', ARGV[2])
+  redis.call('SET', p..'lease', ARGV[2], 'PX', ARGV[3])
+  lost = 2
 elseif cur ~= ARGV[2] then
   return -1
 end
-local i = 4
-for c = 1, tonumber(ARGV[3]) do
+local i = 5
+for c = 1, tonumber(ARGV[4]) do
   local cid, op = ARGV[i], ARGV[i + 1]
   i = i + 2
   local log, ctr = p..'log:'..cid, p..'ctr:'..cid
@@ -137,7 +149,7 @@ for c = 1, tonumber(ARGV[3]) do
     end
   end
 end
-return 1
+return lost
 ";
 
 /// A connection to the store for one identity.
@@ -226,7 +238,10 @@ impl Store {
     pub async fn write(&self, epoch: u64, ops: &[Op]) -> Result<Written, StoreError> {
         let script = Script::new(WRITE);
         let mut inv = script.prepare_invoke();
-        inv.arg(&self.prefix).arg(epoch).arg(ops.len());
+        inv.arg(&self.prefix)
+            .arg(epoch)
+            .arg(self.lease_ms)
+            .arg(ops.len());
         for op in ops {
             match op {
                 Op::Forget { call_id } => {
@@ -254,10 +269,10 @@ impl Store {
             }
         }
         let r: i64 = inv.invoke_async(&mut self.con.clone()).await?;
-        Ok(if r == 1 {
-            Written::Done
-        } else {
-            Written::Fenced
+        Ok(match r {
+            1 => Written::Done,
+            2 => Written::Lost,
+            _ => Written::Fenced,
         })
     }
 
