@@ -266,7 +266,9 @@ fn register_control(registry: &mut Registry, control: &ControlMetrics) {
     );
     registry.register(
         "ha_store_errors",
-        "Failed or timed-out store requests, and replies sent before their record was durable",
+        "Failed or timed-out store requests, replies sent before their record was durable, \
+         commands of a call whose record is full, and a store found to have lost the \
+         identity's state",
         ha.store_errors.clone(),
     );
     registry.register(

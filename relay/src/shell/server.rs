@@ -524,7 +524,7 @@ async fn serve(
     // Every socket is bound (workers bind media ports on demand from the pool): ready.
     notifier.notify(&match &ha {
         Some(s) => format!("READY=1\nSTATUS=active for identity {}", s.identity),
-        None => "READY=1\nSTATUS=serving".to_owned(),
+        None => "READY=1".to_owned(),
     });
     if !config.ng_listen.ip().is_loopback() {
         tracing::warn!(ng = %config.ng_listen, allow = ?config.control_allow.iter().map(ToString::to_string).collect::<Vec<_>>(),

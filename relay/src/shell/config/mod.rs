@@ -495,6 +495,9 @@ mod tests {
         let e = Config::from_toml(&secret).unwrap_err().to_string();
         assert!(e.contains("ha.store") && e.contains("\"http\""), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
+        let odd = base.replace("unix:///run/redis.sock", "user:hunter2@host://x");
+        let e = Config::from_toml(&odd).unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
         let no_kek = base.replace("kek_file = \"/k\"\n", "");
         assert!(Config::from_toml(&no_kek).is_err(), "kek_file is required");
     }

@@ -327,7 +327,11 @@ impl Reader<'_> {
             return Err(fail(
                 "store",
                 // Only the scheme: never a password in an error message.
-                match h.store.split_once("://") {
+                match h.store.split_once("://").filter(|(scheme, _)| {
+                    scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+                }) {
                     Some((scheme, _)) => format!(
                         "scheme {scheme:?} is not redis://HOST:PORT/DB, rediss://HOST:PORT/DB or \
                          unix:///PATH"
