@@ -498,6 +498,12 @@ mod tests {
         let odd = base.replace("unix:///run/redis.sock", "user:hunter2@host://x");
         let e = Config::from_toml(&odd).unwrap_err().to_string();
         assert!(!e.contains("hunter2"), "{e}");
+        let tls = base.replace("unix:///run/redis.sock", "rediss://u:hunter2@h:6380/0");
+        let e = Config::from_toml(&tls).unwrap_err().to_string();
+        assert!(
+            e.contains("rediss:// (TLS) is not supported") && !e.contains("hunter2"),
+            "{e}"
+        );
         let no_kek = base.replace("kek_file = \"/k\"\n", "");
         assert!(Config::from_toml(&no_kek).is_err(), "kek_file is required");
     }

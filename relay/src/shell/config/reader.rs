@@ -320,7 +320,15 @@ impl Reader<'_> {
     /// store key safely, KEK files named, and the lease and write timeout in range.
     pub(super) fn ha(&self, h: &super::RawHa) -> Result<super::HaConfig, ConfigError> {
         let fail = |key: &str, message: String| self.fail("ha", key, message);
-        if !["redis://", "rediss://", "unix://"]
+        if h.store.starts_with("rediss://") {
+            return Err(fail(
+                "store",
+                "rediss:// (TLS) is not supported by this build: reach the store over a unix \
+                 socket, or over a TLS tunnel (stunnel, spiped) listening on loopback"
+                    .into(),
+            ));
+        }
+        if !["redis://", "unix://"]
             .iter()
             .any(|s| h.store.starts_with(s))
         {
@@ -332,13 +340,10 @@ impl Reader<'_> {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
                 }) {
-                    Some((scheme, _)) => format!(
-                        "scheme {scheme:?} is not redis://HOST:PORT/DB, rediss://HOST:PORT/DB or \
-                         unix:///PATH"
-                    ),
-                    None => "is not a URL: redis://HOST:PORT/DB, rediss://HOST:PORT/DB or \
-                             unix:///PATH"
-                        .to_owned(),
+                    Some((scheme, _)) => {
+                        format!("scheme {scheme:?} is not redis://HOST:PORT/DB or unix:///PATH")
+                    }
+                    None => "is not a URL: redis://HOST:PORT/DB or unix:///PATH".to_owned(),
                 },
             ));
         }
