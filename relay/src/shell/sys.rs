@@ -285,6 +285,21 @@ pub fn host_addresses() -> Vec<IpAddr> {
     out
 }
 
+/// A non-blocking UDP socket bound to `addr` with `IP_FREEBIND` (HA: the address of an
+/// identity may arrive on this host after the bind, docs/ha.md).
+pub fn bind_udp_freebind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv4() {
+        sock.set_freebind_v4(true)?;
+    } else {
+        sock.set_freebind_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsRawFd;
@@ -345,19 +360,4 @@ mod tests {
             assert_eq!((&buf[..n], from), (&b"six"[..], tx6.local_addr().unwrap()));
         }
     }
-}
-
-/// A non-blocking UDP socket bound to `addr` with `IP_FREEBIND` (HA: the address of an
-/// identity may arrive on this host after the bind, docs/ha.md).
-pub fn bind_udp_freebind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv4() {
-        sock.set_freebind_v4(true)?;
-    } else {
-        sock.set_freebind_v6(true)?;
-    }
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    Ok(sock.into())
 }
