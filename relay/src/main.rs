@@ -16,6 +16,7 @@ fn main() {
             }
         },
         Ok(Cli::Run { config, path }) => (config, path),
+        Ok(Cli::Ctl { action, ng }) => std::process::exit(srtp_relay::shell::ctl::run(action, ng)),
         // --help and --version come here too: clap prints them (to stdout, exit 0), and its
         // usage errors with a hint (to stderr, exit 2).
         Err(CliError::Args(e)) => e.exit(),

@@ -341,7 +341,8 @@ fn sigterm_drains_running_calls_then_exits_zero() {
         relay
             .offer("t2", &sdp(&a, "RTP/AVP", None), &[])
             .unwrap_err(),
-        "relay is shutting down"
+        "Parallel session limit reached",
+        "a draining relay refuses new call-ids as a load limit (docs/behaviour.md §11)"
     );
     send_all(&a, relay_a, &[rtp(1, 3), rtp(2, 3)]);
     assert_eq!(recv_all(&b).len(), 2, "running calls go on while draining");

@@ -237,8 +237,9 @@ pub enum CommandError {
     /// The call holds as many parties as it may.
     #[error("call has {MAX_PARTIES_PER_CALL} parties (tags and branches), it may not have more")]
     TooManyParties,
-    /// The call limit is reached.
-    #[error("call limit reached")]
+    /// The call limit (`limits.max_calls`) is reached: an offer for a new call-id is refused
+    /// (docs/behaviour.md §11: the modules' wording, so that they try the next relay).
+    #[error("Parallel session limit reached")]
     TooManyCalls,
     /// ng `direction` named an interface the relay does not have, or one without the address
     /// family the command needs.
@@ -253,9 +254,18 @@ pub enum CommandError {
     /// The relay could not make a key (its random source failed); nothing changed.
     #[error("cannot make a key: {0}")]
     Keys(#[from] crate::core::srtp::KeyError),
-    /// The relay is draining for shutdown and takes no new calls.
-    #[error("relay is shutting down")]
+    /// The relay is draining (SIGTERM, or `srtp-relay ctl drain`) and takes no new calls; it is
+    /// a load limit to the proxy, which tries the next relay.
+    #[error("Parallel session limit reached")]
     Draining,
+}
+
+impl CommandError {
+    /// True for the refusals of a new call-id under load (the call limit, a drain): a proxy
+    /// that sent `supports: ["load limit"]` gets `result: load limit` for them.
+    pub fn is_load_limit(&self) -> bool {
+        matches!(self, Self::TooManyCalls | Self::Draining)
+    }
 }
 
 /// One component's endpoint as `query` reports it.

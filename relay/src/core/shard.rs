@@ -254,6 +254,11 @@ impl Shard {
         self.draining = true;
     }
 
+    /// Takes new calls again (`srtp-relay ctl undrain`).
+    pub fn set_undrained(&mut self) {
+        self.draining = false;
+    }
+
     /// SRTP contexts in use (receive and send, all streams).
     pub fn srtp_context_count(&self) -> usize {
         self.entries()

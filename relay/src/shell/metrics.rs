@@ -33,12 +33,13 @@ pub struct ControlMetrics {
     dropped: Family<Labels, Counter>,
     replies_too_big: Family<Labels, Counter>,
     reply_send_failures: Counter,
+    load_limited: Family<Labels, Counter>,
     /// HA (docs/ha.md).
     pub ha: super::ha::HaMetrics,
 }
 
 /// The ng commands, for series that exist before the first request.
-const COMMANDS: [&str; 7] = [
+const COMMANDS: [&str; 8] = [
     "ping",
     "offer",
     "answer",
@@ -46,6 +47,7 @@ const COMMANDS: [&str; 7] = [
     "query",
     "list",
     "statistics",
+    "srtp-relay-ctl",
 ];
 
 impl Default for ControlMetrics {
@@ -78,6 +80,13 @@ impl Default for ControlMetrics {
             dropped,
             replies_too_big,
             reply_send_failures: Counter::default(),
+            load_limited: {
+                let f = Family::<Labels, Counter>::default();
+                for r in ["calls", "draining"] {
+                    let _ = f.get_or_create(&vec![("reason", r.to_owned())]);
+                }
+                f
+            },
             ha: super::ha::HaMetrics::default(),
         }
     }
@@ -170,6 +179,14 @@ impl ControlMetrics {
     }
 
     /// Counts one ng request and its duration.
+    /// An offer for a new call-id refused under load (`calls`: `limits.max_calls`;
+    /// `draining`: SIGTERM or `srtp-relay ctl drain`).
+    pub fn load_limited(&self, reason: &str) {
+        self.load_limited
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+    }
+
     pub fn observe(&self, command: &str, ok: bool, seconds: f64) {
         let result = if ok { "ok" } else { "error" };
         self.requests
@@ -236,6 +253,12 @@ fn register_control(registry: &mut Registry, control: &ControlMetrics) {
         "control_request_duration_seconds",
         "Time to execute an ng control request",
         control.latency.clone(),
+    );
+    registry.register(
+        "load_limited",
+        "Offers for new call-ids refused under load, by reason (calls: limits.max_calls; \
+         draining: SIGTERM or srtp-relay ctl drain)",
+        control.load_limited.clone(),
     );
     let ha = &control.ha;
     registry.register(

@@ -3,6 +3,7 @@
 pub mod bencode;
 pub mod clock;
 pub mod config;
+pub mod ctl;
 pub mod ha;
 pub mod keys;
 pub mod metrics;

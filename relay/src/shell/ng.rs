@@ -46,6 +46,49 @@ pub enum Request {
     List,
     /// `statistics`
     Statistics,
+    /// `srtp-relay-ctl`: an operator's command (`srtp-relay ctl`), from `control.allow` like
+    /// every ng command.
+    Ctl(CtlAction),
+}
+
+/// What `srtp-relay ctl` asks of a running relay (docs/behaviour.md §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtlAction {
+    /// Role, identity, calls, drain state and load.
+    Status,
+    /// Refuse new call-ids (a load limit to the proxy); calls, re-INVITEs and deletes go on.
+    Drain,
+    /// Take new calls again.
+    Undrain,
+    /// HA: hand the identity to its standby now (as SIGTERM does), then exit.
+    Handover,
+}
+
+impl CtlAction {
+    /// Every action, as the command line and the ng key spell them.
+    pub const ALL: [(&'static str, Self); 4] = [
+        ("status", Self::Status),
+        ("drain", Self::Drain),
+        ("undrain", Self::Undrain),
+        ("handover", Self::Handover),
+    ];
+
+    /// The action's name.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, a)| *a == self)
+            .map_or("?", |(n, _)| n)
+    }
+}
+
+/// True when the command's `supports` list holds `load limit` (Kamailio's and OpenSIPS's
+/// modules send it): a refusal under load is then `result: load limit`, not an error.
+pub fn supports_load_limit(msg: &Value) -> bool {
+    let Value::Dict(d) = msg else {
+        return false;
+    };
+    Params::new(d).list("supports").contains(&"load limit")
 }
 
 impl Request {
@@ -59,6 +102,7 @@ impl Request {
             Self::Query { .. } => "query",
             Self::List => "list",
             Self::Statistics => "statistics",
+            Self::Ctl(_) => "srtp-relay-ctl",
         }
     }
 
@@ -181,6 +225,9 @@ pub enum RequestError {
     /// A command the relay does not know.
     #[error("unknown command '{0}'")]
     UnknownCommand(String),
+    /// `srtp-relay-ctl` with an action the relay does not know.
+    #[error("unknown action '{0}' (status, drain, undrain, handover)")]
+    UnknownCtl(String),
 }
 
 /// A request's keys as the proxies send them, wherever they put them.
@@ -440,6 +487,16 @@ pub fn parse_request(msg: &Value) -> Result<Request, RequestError> {
         "query" => Request::Query {
             call_id: p.id("call-id")?,
         },
+        "srtp-relay-ctl" => {
+            let action = p.required("action")?;
+            Request::Ctl(
+                CtlAction::ALL
+                    .iter()
+                    .find(|(n, _)| *n == action)
+                    .map(|(_, a)| *a)
+                    .ok_or(RequestError::UnknownCtl(action))?,
+            )
+        }
         "offer" => {
             let mut to = p.leg("to")?;
             // rtpengine's own way to ask for SRTP or plain towards the callee.

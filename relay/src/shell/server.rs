@@ -47,6 +47,13 @@ struct Control {
     draining: bool,
     /// HA (docs/ha.md): where records go, and how long a reply waits for its record.
     ha: Option<(Ha, Duration)>,
+    /// `srtp-relay ctl drain` is in force (new call-ids get a load limit).
+    drained: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// `srtp-relay ctl handover` asked the main loop to hand over.
+    handover: std::sync::Arc<tokio::sync::Notify>,
+    /// `limits.max_calls` and the identity, for `ctl status`.
+    max_calls: usize,
+    identity: Option<String>,
 }
 
 /// The settings SIGHUP does not apply (sockets are bound, workers and pools built).
@@ -214,6 +221,10 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
                 .as_ref()
                 .zip(config.ha.as_ref())
                 .map(|((_, ha), h)| (ha.clone(), h.write_timeout)),
+            drained: std::sync::Arc::default(),
+            handover: std::sync::Arc::default(),
+            max_calls: config.max_calls,
+            identity: config.ha.as_ref().map(|h| h.identity.clone()),
         };
         if let Some((shared, _)) = &ha {
             restore_all(&control, shared).await?;
@@ -595,6 +606,12 @@ async fn serve(
             () = async { match &ha { Some(s) => s.fenced.notified().await, None => std::future::pending().await } } => {
                 return Err(std::io::Error::other("fenced: another process holds this identity's lease now"));
             }
+            () = control.handover.notified(), if ha.is_some() => {
+                tracing::info!("srtp-relay ctl handover: handing over (flushing exact counters, releasing the lease)");
+                notifier.notify("STOPPING=1");
+                hand_over(&control, ha.as_deref().expect("HA")).await;
+                return Ok(());
+            }
             _ = term.recv(), if !control.draining => {
                 if let Some(shared) = &ha {
                     tracing::info!("SIGTERM with HA: handing over (flushing exact counters, releasing the lease)");
@@ -694,6 +711,7 @@ async fn handle_datagram(
         Err(e) => ("invalid", String::new(), Err(NgError::Bencode(e))),
         Ok(mut msg) => {
             let parsed = ng::parse_request(&msg);
+            let supports = ng::supports_load_limit(&msg);
             if let (Ok(req), Some(sdp)) = (&parsed, msg.get("sdp").and_then(Value::as_str)) {
                 tracing::debug!(command = req.name(), sdp = %redact_keys(sdp), "ng sdp in");
             }
@@ -703,7 +721,7 @@ async fn handle_datagram(
                 Ok(req) => {
                     let (name, id) = (req.name(), req.call_id().unwrap_or("").to_owned());
                     let raw = control.ha.is_some().then(|| Zeroizing::new(body.to_vec()));
-                    (name, id, execute(control, req, raw).await)
+                    (name, id, execute(control, req, raw, supports).await)
                 }
             }
         }
@@ -761,6 +779,9 @@ enum NgError {
     /// The call's worker did not answer (it stopped).
     #[error("worker unavailable")]
     WorkerGone,
+    /// `srtp-relay ctl` could not do what it was asked.
+    #[error("{0}")]
+    Ctl(&'static str),
 }
 
 /// The metrics endpoint over hyper's HTTP/1.1: `GET /metrics` and `GET /healthz`, one request per
@@ -816,7 +837,7 @@ async fn respond(
         "/healthz" => (
             StatusCode::OK,
             "text/plain",
-            if control.draining {
+            if control.draining || control.drained.load(std::sync::atomic::Ordering::Relaxed) {
                 "draining\n"
             } else {
                 "ok\n"
@@ -877,7 +898,94 @@ async fn durable<T>(control: &Control, call_id: &str, done: Option<Done<T>>) -> 
     Some(done.result)
 }
 
-async fn execute(control: &Control, req: Request, raw: worker::Raw) -> Result<Value, NgError> {
+/// A refusal under load (the call limit, a drain) as the modules understand it: `result: load
+/// limit` with the reason as `message` when the command said it `supports` that (rtpengine's
+/// reply; the module then tries the next relay), else the error it is. Counted either way.
+fn load_limited(control: &Control, e: CommandError, supports: bool) -> Result<Value, NgError> {
+    control.metrics.load_limited(match e {
+        CommandError::Draining => "draining",
+        _ => "calls",
+    });
+    if supports {
+        return Ok(dict([
+            ("result", Value::str("load limit")),
+            ("message", Value::str(&e.to_string())),
+        ]));
+    }
+    Err(NgError::Command(e))
+}
+
+/// `srtp-relay ctl`: status, drain, undrain, handover (docs/behaviour.md §11).
+async fn ctl(control: &Control, action: ng::CtlAction) -> Result<Value, NgError> {
+    use ng::CtlAction;
+    use std::sync::atomic::Ordering::Relaxed;
+    match action {
+        CtlAction::Status => {}
+        CtlAction::Drain => {
+            control.drained.store(true, Relaxed);
+            for w in &control.workers {
+                let _ = w.send(Job::Drain);
+            }
+            tracing::info!(
+                "srtp-relay ctl drain: new call-ids get a load limit; calls, re-INVITEs and deletes go on"
+            );
+        }
+        CtlAction::Undrain => {
+            if control.draining {
+                return Err(NgError::Ctl(
+                    "the relay is shutting down (SIGTERM): it cannot undrain",
+                ));
+            }
+            control.drained.store(false, Relaxed);
+            for w in &control.workers {
+                let _ = w.send(Job::Undrain);
+            }
+            tracing::info!("srtp-relay ctl undrain: taking new calls again");
+        }
+        CtlAction::Handover => {
+            if control.ha.is_none() {
+                return Err(NgError::Ctl(
+                    "handover needs [ha] (docs/ha.md): without it there is no standby to hand to",
+                ));
+            }
+            // The main loop hands over (as on SIGTERM) and exits; this reply goes first.
+            control.handover.notify_one();
+        }
+    }
+    let all = stats(&control.workers).await;
+    let calls: usize = all.iter().map(|s| s.calls).sum();
+    let running: usize = all.iter().map(|s| s.running).sum();
+    let draining = control.draining || control.drained.load(Relaxed);
+    let role = match (&control.ha, action) {
+        (Some(_), CtlAction::Handover) => "handing-over",
+        (Some(_), _) => "active",
+        (None, _) => "single",
+    };
+    let load = (calls * 100).checked_div(control.max_calls).unwrap_or(0);
+    Ok(ng::ok_reply(
+        [
+            (b"action".to_vec(), Value::str(action.as_str())),
+            (b"role".to_vec(), Value::str(role)),
+            (
+                b"identity".to_vec(),
+                Value::str(control.identity.as_deref().unwrap_or("")),
+            ),
+            (b"calls".to_vec(), Value::Int(calls as i64)),
+            (b"running".to_vec(), Value::Int(running as i64)),
+            (b"max-calls".to_vec(), Value::Int(control.max_calls as i64)),
+            (b"load-percent".to_vec(), Value::Int(load as i64)),
+            (b"draining".to_vec(), Value::Int(i64::from(draining))),
+        ]
+        .into(),
+    ))
+}
+
+async fn execute(
+    control: &Control,
+    req: Request,
+    raw: worker::Raw,
+    supports: bool,
+) -> Result<Value, NgError> {
     let workers = &control.workers;
     let sdp_reply = |r: Option<Result<String, CommandError>>| match r {
         Some(Ok(sdp)) => {
@@ -892,8 +1000,12 @@ async fn execute(control: &Control, req: Request, raw: worker::Raw) -> Result<Va
         Request::Offer(cmd) => {
             let (w, id) = (owner(control, &cmd.call_id), cmd.call_id.clone());
             let done = ask(w, |tx| Job::Offer(cmd, raw, tx)).await;
-            return sdp_reply(durable(control, &id, done).await);
+            return match durable(control, &id, done).await {
+                Some(Err(e)) if e.is_load_limit() => load_limited(control, e, supports),
+                other => sdp_reply(other),
+            };
         }
+        Request::Ctl(action) => return ctl(control, action).await,
         Request::Answer(cmd) => {
             let (w, id) = (owner(control, &cmd.call_id), cmd.call_id.clone());
             let done = ask(w, |tx| Job::Answer(cmd, raw, tx)).await;

@@ -80,8 +80,10 @@ pub enum Job {
     List(usize, oneshot::Sender<Vec<String>>),
     /// New policy for new calls.
     Reload(PolicyConfig),
-    /// Take no new calls (SIGTERM).
+    /// Take no new calls (SIGTERM, `ctl drain`).
     Drain,
+    /// Take new calls again (`ctl undrain`).
+    Undrain,
     /// Liveness check for the systemd watchdog: answered from the worker's own loop.
     Ping(oneshot::Sender<()>),
 }
@@ -392,6 +394,7 @@ fn handle(worker: &Rc<Worker>, job: Job) {
         }
         Job::Reload(policy) => worker.shard.borrow_mut().set_policy(policy),
         Job::Drain => worker.shard.borrow_mut().set_draining(),
+        Job::Undrain => worker.shard.borrow_mut().set_undrained(),
         Job::Ping(reply) => {
             let _ = reply.send(());
         }

@@ -21,6 +21,13 @@ pub enum Cli {
     PrintDefault,
     /// Validate a file.
     Check(std::path::PathBuf),
+    /// `srtp-relay ctl ACTION`: ask a running relay (docs/behaviour.md §11).
+    Ctl {
+        /// What to ask.
+        action: crate::shell::ng::CtlAction,
+        /// Its ng control socket.
+        ng: std::net::SocketAddr,
+    },
 }
 
 /// A command-line problem.
@@ -60,10 +67,14 @@ impl CliError {
                   metrics on http://127.0.0.1:9477/metrics, media on 127.0.0.1 ports \
                   30000-39999.",
     after_help = "The flags override the file given with --config. Signals: SIGTERM drains running \
-                  calls and exits, SIGHUP reloads the file, Ctrl-C exits at once. Documentation: \
-                  README.md and docs/ (in /usr/share/doc/srtp-relay when installed)."
+                  calls and exits (with [ha]: hands them over), SIGHUP reloads the file, Ctrl-C \
+                  exits at once. `srtp-relay ctl --help`: status, drain, undrain and handover of \
+                  a running relay. Documentation: README.md and docs/ (in \
+                  /usr/share/doc/srtp-relay when installed)."
 )]
 struct Args {
+    #[command(subcommand)]
+    sub: Option<Sub>,
     /// Run with the configuration in FILE (TOML; every key optional, unknown keys are errors)
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
@@ -103,6 +114,26 @@ struct Args {
     drain: Option<String>,
 }
 
+/// Subcommands.
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Ask a running relay over its ng control socket (from an address in its control.allow):
+    /// `status` (role, identity, calls, drain state, load), `drain` (new call-ids get a load
+    /// limit; calls, re-INVITEs and deletes go on), `undrain`, `handover` (with [ha]: hand the
+    /// identity to its standby now, as SIGTERM does). Exit 0 when the relay says ok.
+    Ctl {
+        /// status, drain, undrain or handover
+        #[arg(value_parser = ["status", "drain", "undrain", "handover"])]
+        action: String,
+        /// The relay's ng socket (default: control.listen of --config, else 127.0.0.1:2223)
+        #[arg(long, value_name = "ADDR:PORT")]
+        ng: Option<String>,
+        /// The relay's configuration file, to find its ng socket
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+    },
+}
+
 impl Cli {
     /// Parses the arguments (without the program name). The flags override the file given
     /// with `--config`, wherever they stand.
@@ -112,6 +143,21 @@ impl Cli {
         )?;
         if a.print_default_config {
             return Ok(Self::PrintDefault);
+        }
+        if let Some(Sub::Ctl { action, ng, config }) = a.sub {
+            let action = crate::shell::ng::CtlAction::ALL
+                .iter()
+                .find(|(n, _)| *n == action)
+                .map(|(_, a)| *a)
+                .expect("clap checked the value");
+            let ng = match (ng, config) {
+                (Some(ng), _) => ng
+                    .parse()
+                    .map_err(|_| CliError::Usage("--ng: expected ADDR:PORT".into()))?,
+                (None, Some(path)) => Config::load(&path)?.ng_listen,
+                (None, None) => Config::default().ng_listen,
+            };
+            return Ok(Self::Ctl { action, ng });
         }
         if let Some(p) = a.check_config {
             return Ok(Self::Check(p));
