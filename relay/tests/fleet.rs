@@ -180,3 +180,25 @@ fn ctl_hands_an_identity_over_under_traffic() {
         "{out}"
     );
 }
+
+/// The template unit hands each identity's KEK over as a systemd credential: a relative
+/// `kek_file` is read from `$CREDENTIALS_DIRECTORY`.
+#[test]
+fn a_relative_kek_file_is_read_from_the_credentials_directory() {
+    use support::ha::*;
+    let dir = TempDir::new("fleet-cred");
+    let redis = Redis::start(&dir);
+    let id = Identity::new(&redis, "cred", "");
+    let creds = id.dir.0.join("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::rename(&id.kek, creds.join("kek")).unwrap();
+    let text = std::fs::read_to_string(&id.config).unwrap();
+    let absolute = format!("kek_file = \"{}\"", id.kek.display());
+    assert!(text.contains(&absolute));
+    std::fs::write(&id.config, text.replace(&absolute, "kek_file = \"kek\"")).unwrap();
+    let p = id.spawn_env(
+        &[],
+        &[("CREDENTIALS_DIRECTORY", creds.display().to_string())],
+    );
+    p.wait_active(Duration::from_secs(5));
+}

@@ -279,7 +279,13 @@ async fn standby(
     interface_names: &[String],
     signals: &mut Signals,
 ) -> std::io::Result<Option<(std::sync::Arc<Shared>, Ha)>> {
-    let keyring = ha::seal::Keyring::load(&h.kek_file, &h.kek_old_files)
+    // A relative KEK path is a systemd credential (LoadCredential=, srtp-relay@.service).
+    let credential = |p: &std::path::Path| match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if p.is_relative() => std::path::Path::new(&dir).join(p),
+        _ => p.to_path_buf(),
+    };
+    let old: Vec<_> = h.kek_old_files.iter().map(|p| credential(p)).collect();
+    let keyring = ha::seal::Keyring::load(&credential(&h.kek_file), &old)
         .map_err(|e| std::io::Error::other(format!("ha.kek_file: {e}")))?;
     let Signals { term, hup, int } = signals;
     metrics.ha.set_role(&h.identity, "standby");

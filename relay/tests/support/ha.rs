@@ -181,6 +181,11 @@ impl Identity {
     /// Starts a process of the identity (it serves once it holds the lease) with its metrics
     /// on a port of its own.
     pub fn spawn(&self, extra: &[&str]) -> Process {
+        self.spawn_env(extra, &[])
+    }
+
+    /// [`Self::spawn`] with environment variables.
+    pub fn spawn_env(&self, extra: &[&str], env: &[(&str, String)]) -> Process {
         let metrics = free_tcp_port();
         let log = self.dir.0.join(format!("relay-{metrics}.log"));
         let child = Command::new(binary())
@@ -189,6 +194,7 @@ impl Identity {
             .args(["--metrics", &format!("127.0.0.1:{metrics}")])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
