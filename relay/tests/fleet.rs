@@ -14,21 +14,23 @@ use std::time::Duration;
 use srtp_relay::shell::bencode::Value;
 use support::relay::*;
 
-fn config(extra: &str) -> (std::path::PathBuf, u16) {
+/// A relay's configuration file (in a temp dir, removed with the returned guard), its ng and
+/// metrics ports.
+fn config(extra: &str) -> (support::ha::TempDir, std::path::PathBuf, u16, u16) {
     let (ng, lo) = Relay::ports();
+    let metrics = support::ha::free_tcp_port();
     let dir = support::ha::TempDir::new("fleet");
     let path = dir.0.join("relay.toml");
     std::fs::write(
         &path,
         format!(
-            "[control]\nlisten = \"127.0.0.1:{ng}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+            "[control]\nlisten = \"127.0.0.1:{ng}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
              [media]\nport_min = {lo}\nport_max = {}\nworkers = 1\n{extra}",
             lo + 39
         ),
     )
     .unwrap();
-    std::mem::forget(dir); // the file must outlive the test's start-up; the OS temp dir keeps it
-    (path, ng)
+    (dir, path, ng, metrics)
 }
 
 fn ctl(ng: u16, action: &str) -> (i32, String) {
@@ -61,7 +63,7 @@ fn result(v: &Value) -> &str {
 
 #[test]
 fn at_the_call_limit_new_calls_get_a_load_limit_and_running_calls_go_on() {
-    let (path, ng) = config("[limits]\nmax_calls = 1\n");
+    let (_dir, path, ng, metrics_port) = config("[limits]\nmax_calls = 1\n");
     let relay = Relay::spawn(
         &["--config".to_owned(), path.display().to_string()],
         ng,
@@ -85,7 +87,19 @@ fn at_the_call_limit_new_calls_get_a_load_limit_and_running_calls_go_on() {
     );
     // An offer inside the call it holds (a re-INVITE) is never refused.
     assert_eq!(result(&offer(&relay, "first", true)), "ok");
-    // The refusals are counted.
+    // The refusals are counted, as refusals.
+    let metrics = scrape(metrics_port, "/metrics");
+    assert_eq!(
+        metric(&metrics, "srtp_relay_load_limited_total{reason=\"calls\"}"),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "srtp_relay_control_requests_total{command=\"offer\",result=\"error\"}"
+        ),
+        2.0
+    );
     let status = ctl(ng, "status");
     assert_eq!(status.0, 0, "{}", status.1);
     assert!(
@@ -97,7 +111,7 @@ fn at_the_call_limit_new_calls_get_a_load_limit_and_running_calls_go_on() {
 
 #[test]
 fn ctl_drains_and_undrains_a_running_relay_and_says_so() {
-    let (path, ng) = config("");
+    let (_dir, path, ng, _) = config("");
     let relay = Relay::spawn(
         &["--config".to_owned(), path.display().to_string()],
         ng,

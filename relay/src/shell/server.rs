@@ -733,11 +733,20 @@ async fn handle_datagram(
         }
     };
     let elapsed = clock::now().saturating_duration_since(now);
+    // A load limit is a refusal: counted and logged as one, whatever its reply's shape.
+    let limited = result
+        .as_ref()
+        .is_ok_and(|v| v.get("result").and_then(Value::as_str) == Some("load limit"));
     control
         .metrics
-        .observe(command, result.is_ok(), elapsed.as_secs_f64());
+        .observe(command, result.is_ok() && !limited, elapsed.as_secs_f64());
     let reason = result.as_ref().err().map(ToString::to_string);
-    tracing::info!(command, call_id = %call_id, result = if reason.is_none() { "ok" } else { "error" }, reason = reason.as_deref().unwrap_or(""), micros = elapsed.as_micros() as u64, "ng");
+    let outcome = match (&reason, limited) {
+        (Some(_), _) => "error",
+        (None, true) => "load limit",
+        (None, false) => "ok",
+    };
+    tracing::info!(command, call_id = %call_id, result = outcome, reason = reason.as_deref().unwrap_or(""), micros = elapsed.as_micros() as u64, "ng");
     let mut reply = match result {
         Ok(reply) => reply,
         Err(_) => ng::error_reply(reason.as_deref().unwrap_or("")),
