@@ -3,7 +3,8 @@ SDP and WAV analysis. The scenarios themselves are in `scenarios/`.
 
 Every process is started in its own process group and stopped by that group's id (its PID) when
 its scenario ends, whatever the outcome. Everything listens on loopback only (127.0.0.1; the
-two-interface scenario also on 127.0.0.2 and 127.0.0.3).
+two-interface scenario also on 127.0.0.2 and 127.0.0.3), but for the fleet scenarios, whose
+network namespaces and addresses (10.77.0.0/24) scenarios/fleet.py makes and removes.
 """
 import base64
 import math
@@ -144,25 +145,33 @@ class Relay:
     command, SDP redacted) in `<name>.log`. `args`: more command-line arguments, after the
     others (`--interface ...` replaces the media address 127.0.0.1). `standby`: a process of an
     HA identity whose lease another process holds: it binds no ng or media socket, so the
-    runner waits for its /healthz to answer instead of for a ping."""
+    runner waits for its /healthz to answer instead of for a ping.
+
+    For a relay in a network namespace (the fleet scenarios): `netns` runs it there (ip netns
+    exec), `host` is its ng and media address (ng on host:`ng_port`, default `base`),
+    `metrics_host` its metrics address (default `host`), and `client` the runner's own address
+    its ng commands go from."""
 
     def __init__(self, procs, binary, base, system="best-effort", config=None, name="relay",
-                 ports=None, args=(), metrics_port=None, standby=False):
-        self.name, self.base, self.ng_port = name, base, base
+                 ports=None, args=(), metrics_port=None, standby=False, host="127.0.0.1",
+                 metrics_host=None, netns=None, ng_port=None, client="127.0.0.1"):
+        self.name, self.base, self.ng_port = name, base, ng_port or base
+        self.host, self.metrics_host = host, metrics_host or host
         self.metrics_port = metrics_port or base + 1
         lo, hi = ports or (base + 100, base + 199)
-        argv = [binary]
+        argv = ["ip", "netns", "exec", netns, binary] if netns else [binary]
         if config:
             path = os.path.join(procs.workdir, f"{name}.toml")
             with open(path, "w") as f:
                 f.write(config)
             argv += ["--config", path]
-        argv += ["--ng", f"127.0.0.1:{base}", "--metrics", f"127.0.0.1:{self.metrics_port}",
-                 "--media-addr", "127.0.0.1", "--ports", f"{lo}-{hi}",
+        argv += ["--ng", f"{host}:{self.ng_port}",
+                 "--metrics", f"{self.metrics_host}:{self.metrics_port}",
+                 "--media-addr", host, "--ports", f"{lo}-{hi}",
                  "--workers", "1", "--system-security", system, *args]
         self.proc = procs.start(name, argv, env={"RUST_LOG": "srtp_relay=debug"})
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((client, 0))
         self.sock.settimeout(0.3)
         self.seq = 0
         if standby:
@@ -173,7 +182,7 @@ class Relay:
     def try_cmd(self, msg):
         self.seq += 1
         cookie = b"t%d" % self.seq
-        self.sock.sendto(cookie + b" " + bencode(msg), ("127.0.0.1", self.ng_port))
+        self.sock.sendto(cookie + b" " + bencode(msg), (self.host, self.ng_port))
         try:
             while True:
                 data = self.sock.recv(65536)
@@ -191,7 +200,7 @@ class Relay:
 
     def metrics(self):
         """The counters and gauges of /metrics, keyed by `name{labels}`."""
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        url = f"http://{self.metrics_host}:{self.metrics_port}/metrics"
         text = urllib.request.urlopen(url, timeout=2).read().decode()
         out = {}
         for line in text.splitlines():
@@ -206,7 +215,7 @@ class Relay:
     def healthz(self):
         """(status, body) of /healthz: 200 "ok" when it serves, 503 "standby" while another
         process holds its HA identity; None while nothing answers."""
-        url = f"http://127.0.0.1:{self.metrics_port}/healthz"
+        url = f"http://{self.metrics_host}:{self.metrics_port}/healthz"
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 return r.status, r.read().decode().strip()
@@ -324,10 +333,13 @@ class Kamailio:
     an operator's /etc/kamailio holds, in <workdir>/kamailio-etc: kamailio.cfg and tls.cfg
     linked to the committed files, a self-signed certificate made now in tls/, and a
     kamailio-local.cfg with the ports, the SIP trace, the lab's opt-outs (INSECURE_OPEN_REGISTRAR,
-    INSECURE_TLS_NO_VERIFY) and `local` (by default the lab routing of kamailio-lab.cfg)."""
+    INSECURE_TLS_NO_VERIFY) and `local` (by default the lab routing of kamailio-lab.cfg).
+    With "kamailio.cfg": `host` is the address it listens on, `ng_urls` its rtpengine set
+    (default the relay on ng_ports[0]), `defines` more -A NAME=VALUE (see kamailio.cfg)."""
 
-    def __init__(self, procs, port, ng_ports, cfg="kamailio.cfg", local=None):
-        self.port, self.tls_port = port, None
+    def __init__(self, procs, port, ng_ports, cfg="kamailio.cfg", local=None, host="127.0.0.1",
+                 ng_urls=None, defines=()):
+        self.port, self.tls_port, self.host = port, None, host
         pid = os.path.join(procs.workdir, "kamailio.pid")
         cwd = None
         if cfg == "deploy":
@@ -335,8 +347,11 @@ class Kamailio:
             cwd = self.deploy_etc(procs.workdir, ng_ports, local)
             args = ["-f", os.path.join(cwd, "kamailio.cfg")]
         else:
-            args = ["-f", os.path.join(HERE, cfg), "-A", f"LISTEN_ADDR=udp:127.0.0.1:{port}",
-                    "-A", f'RELAY_NG="udp:127.0.0.1:{ng_ports[0]}"']
+            ng = " ".join(ng_urls or [f"udp:127.0.0.1:{ng_ports[0]}"])
+            args = ["-f", os.path.join(HERE, cfg), "-A", f"LISTEN_ADDR=udp:{host}:{port}",
+                    "-A", f'RELAY_NG="{ng}"']
+            for d in defines:
+                args += ["-A", d]
         self.proc = procs.start("kamailio", [
             "kamailio", "-DD", "-E", "-m", "64", "-M", "8", *args, "-P", pid], cwd=cwd)
         wait_until("Kamailio to listen", self.listening, 10, 0.1)
@@ -377,7 +392,7 @@ class Kamailio:
     def is_bound(self):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            s.bind(("127.0.0.1", self.port))
+            s.bind((self.host, self.port))
             return False
         except OSError:
             return True

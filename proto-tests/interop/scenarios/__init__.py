@@ -8,6 +8,7 @@ from .common import Ctx, Scenario
 from .continuity import sipp_pcap_twice, sipp_transfer
 from .deploy import deploy_failover, deploy_refused_media
 from .dialogs import manage_forking, sipp_delayed_offer, sipp_early_media, sipp_long_ringing, sipp_t38
+from .fleet import fleet_drain, fleet_host_killed
 from .gstreamer import gstreamer_rtcp_loss, gstreamer_srtp
 from .ha import ha_takeover
 from .interfaces import kamailio_direction
@@ -36,4 +37,6 @@ ALL = [
     Scenario("gstreamer-rtcp-loss-in-delete", gstreamer_rtcp_loss, 40),
     Scenario("deploy-kamailio-refused-media", deploy_refused_media, 40),
     Scenario("kamailio-baresip-ha-takeover", ha_takeover, 60),
+    Scenario("fleet-host-killed", fleet_host_killed, 120),
+    Scenario("fleet-drain", fleet_drain, 150),
 ]

@@ -33,31 +33,38 @@ kek_file = "{kek}"
 
 class Redis:
     """A redis-server of the scenario's own, as relay/tests/support/ha.rs runs it: no TCP port,
-    a unix socket in <workdir>/redis, an append-only file fsynced at every write."""
+    a unix socket in <workdir>/redis, an append-only file fsynced at every write. `tcp`
+    (host, port): TCP on that address only instead (the fleet scenarios' hosts reach it over
+    their lab network), no unix socket."""
 
-    def __init__(self, procs, workdir):
+    def __init__(self, procs, workdir, tcp=None):
         self.dir = os.path.join(workdir, "redis")
         os.makedirs(self.dir)
         self.socket = os.path.join(self.dir, "redis.sock")
+        if tcp:
+            listen = ["--port", str(tcp[1]), "--bind", tcp[0], "--protected-mode", "no"]
+            self.where = ["-h", tcp[0], "-p", str(tcp[1])]
+        else:
+            listen = ["--port", "0", "--unixsocket", self.socket, "--unixsocketperm", "700"]
+            self.where = ["-s", self.socket]
         self.proc = procs.start("redis", [
-            "redis-server", "--port", "0", "--unixsocket", self.socket, "--unixsocketperm", "700",
-            "--dir", self.dir, "--appendonly", "yes", "--appendfsync", "always", "--save", ""])
-        wait_until("redis-server to answer PING on its unix socket",
-                   lambda: self.cli("PING") == "PONG", 10, 0.1)
+            "redis-server", *listen, "--dir", self.dir, "--appendonly", "yes",
+            "--appendfsync", "always", "--save", ""])
+        wait_until("redis-server to answer PING", lambda: self.cli("PING") == "PONG", 10, 0.1)
 
     def cli(self, *args):
         """redis-cli's output for one command (stripped), None if it failed."""
         try:
-            r = subprocess.run(["redis-cli", "-s", self.socket, *args], capture_output=True,
+            r = subprocess.run(["redis-cli", *self.where, *args], capture_output=True,
                                text=True, timeout=5)
         except subprocess.TimeoutExpired:
             return None
         return r.stdout.strip() if r.returncode == 0 else None
 
-    def calls(self):
+    def calls(self, identity=IDENTITY):
         """How many calls the identity's record set holds (SCARD), None if the store did not
         answer."""
-        n = self.cli("SCARD", f"srtp-relay:{{{IDENTITY}}}:calls")
+        n = self.cli("SCARD", f"srtp-relay:{{{identity}}}:calls")
         return int(n) if n is not None and n.isdigit() else None
 
 
