@@ -408,7 +408,27 @@ fn a_thousand_calls_set_up_and_torn_down_return_every_port() {
         let err = relay
             .offer("one-too-many", &sdp(&a, "RTP/AVP", None), &[])
             .unwrap_err();
-        assert_eq!(err, "no free media ports");
+        assert_eq!(
+            err, "Ran out of ports",
+            "rtpengine's words: the modules try the next relay"
+        );
+        let limited = relay.cmd(
+            "offer",
+            &[
+                ("call-id", Value::str("one-too-many")),
+                ("from-tag", Value::str("a")),
+                ("sdp", Value::str(&sdp(&a, "RTP/AVP", None))),
+                ("supports", Value::List(vec![Value::str("load limit")])),
+            ],
+        );
+        assert_eq!(
+            limited.get("result").and_then(Value::as_str),
+            Some("load limit")
+        );
+        assert_eq!(
+            limited.get("message").and_then(Value::as_str),
+            Some("Ran out of ports")
+        );
         for i in 0..50 {
             let r = relay.cmd(
                 "delete",

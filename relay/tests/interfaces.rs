@@ -481,7 +481,7 @@ fn interfaces_with_their_own_port_ranges_from_the_config_file() {
         &[("direction", &["internal", "external"])],
     ))
     .unwrap_err();
-    assert_eq!(err, "no free media ports");
+    assert_eq!(err, "Ran out of ports");
     let q = cmd(&relay, "query", &[("call-id", "r1")], &[]);
     let tags = q.get("tags").unwrap();
     let field = |tag: &str, k: &str| {

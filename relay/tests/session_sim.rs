@@ -154,7 +154,7 @@ fn too_many_m_lines_and_port_exhaustion_leak_nothing() {
             &mut ports,
         )
         .unwrap_err();
-    assert_eq!(err, CommandError::NoPorts);
+    assert_eq!(err, CommandError::OutOfPorts, "a new call: a load limit");
     assert!(
         ports.open.is_empty(),
         "a refused first offer returns every port: {:?}",

@@ -258,13 +258,18 @@ pub enum CommandError {
     /// a load limit to the proxy, which tries the next relay.
     #[error("Parallel session limit reached")]
     Draining,
+    /// The port range cannot hold a new call: a load limit too, in rtpengine's words (the
+    /// modules try the next relay on them). A call the relay holds that needs more ports gets
+    /// [`Self::NoPorts`].
+    #[error("Ran out of ports")]
+    OutOfPorts,
 }
 
 impl CommandError {
     /// True for the refusals of a new call-id under load (the call limit, a drain): a proxy
     /// that sent `supports: ["load limit"]` gets `result: load limit` for them.
     pub fn is_load_limit(&self) -> bool {
-        matches!(self, Self::TooManyCalls | Self::Draining)
+        matches!(self, Self::TooManyCalls | Self::Draining | Self::OutOfPorts)
     }
 }
 

@@ -356,7 +356,10 @@ impl Shard {
         grant: &mut PortGrant,
     ) -> Result<String, CommandError> {
         if !offer.prepared.ports_needed().fit(grant) {
-            return Err(CommandError::NoPorts);
+            return Err(match offer.call {
+                None => CommandError::OutOfPorts,
+                Some(_) => CommandError::NoPorts,
+            });
         }
         let idx = match offer.call {
             Some(i) => i,

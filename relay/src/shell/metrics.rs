@@ -82,7 +82,7 @@ impl Default for ControlMetrics {
             reply_send_failures: Counter::default(),
             load_limited: {
                 let f = Family::<Labels, Counter>::default();
-                for r in ["calls", "draining"] {
+                for r in ["calls", "draining", "ports"] {
                     let _ = f.get_or_create(&vec![("reason", r.to_owned())]);
                 }
                 f
@@ -180,7 +180,7 @@ impl ControlMetrics {
 
     /// Counts one ng request and its duration.
     /// An offer for a new call-id refused under load (`calls`: `limits.max_calls`;
-    /// `draining`: SIGTERM or `srtp-relay ctl drain`).
+    /// `draining`: SIGTERM or `srtp-relay ctl drain`; `ports`: the range is used up).
     pub fn load_limited(&self, reason: &str) {
         self.load_limited
             .get_or_create(&vec![("reason", reason.to_owned())])
@@ -257,7 +257,7 @@ fn register_control(registry: &mut Registry, control: &ControlMetrics) {
     registry.register(
         "load_limited",
         "Offers for new call-ids refused under load, by reason (calls: limits.max_calls; \
-         draining: SIGTERM or srtp-relay ctl drain)",
+         draining: SIGTERM or srtp-relay ctl drain; ports: the port range is used up)",
         control.load_limited.clone(),
     );
     let ha = &control.ha;

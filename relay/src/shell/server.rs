@@ -919,6 +919,7 @@ async fn durable<T>(control: &Control, call_id: &str, done: Option<Done<T>>) -> 
 fn load_limited(control: &Control, e: CommandError, supports: bool) -> Result<Value, NgError> {
     control.metrics.load_limited(match e {
         CommandError::Draining => "draining",
+        CommandError::OutOfPorts => "ports",
         _ => "calls",
     });
     if supports {
