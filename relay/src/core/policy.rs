@@ -203,7 +203,7 @@ impl Default for PolicyConfig {
         Self {
             system: MediaSecurity::Disabled,
             options: SecurityOptions::default(),
-            suites: CryptoSuite::ALL.to_vec(),
+            suites: CryptoSuite::DEFAULT.to_vec(),
             best_effort_style: BestEffortStyle::CapNeg,
             renumber: true,
             extensions: BTreeMap::new(),

@@ -88,6 +88,10 @@ impl fmt::Display for MediaPlan {
                 k.as_ref().map(|k| match k.key.suite() {
                     CryptoSuite::AesCm128HmacSha1_80 => "_80",
                     CryptoSuite::AesCm128HmacSha1_32 => "_32",
+                    CryptoSuite::Aes256CmHmacSha1_80 => "256_80",
+                    CryptoSuite::Aes256CmHmacSha1_32 => "256_32",
+                    CryptoSuite::AeadAes128Gcm => "gcm128",
+                    CryptoSuite::AeadAes256Gcm => "gcm256",
                 })
             };
             if let Some(s) = short(&d.rx) {

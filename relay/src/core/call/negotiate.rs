@@ -208,7 +208,8 @@ impl MLine<'_> {
         }
         let params = self.p_ans.options.session_params();
         let mut lines = Vec::with_capacity(self.p_ans.suites.len());
-        for (n, &suite) in self.p_ans.suites.iter().enumerate() {
+        let suites = self.p_ans.suites.iter().filter(|s| s.carries(params));
+        for (n, &suite) in suites.enumerate() {
             let tag = n as u32 + 1;
             let key = relay_key(&prior.keys, fresh, suite, tag, params, false, self.keys)?;
             lines.push(CryptoAttr {

@@ -3,7 +3,7 @@
 
 use base64::Engine as _;
 use base64::engine::DecodePaddingMode;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD_NO_PAD};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 
 use crate::core::srtp::{CryptoSuite, KeyError, MasterKey, SessionParams};
 
@@ -65,6 +65,12 @@ pub enum CryptoError {
     /// An unknown parameter without the `-` that makes it ignorable.
     #[error("unknown mandatory session parameter {0}")]
     UnknownParameter(String),
+    /// `UNENCRYPTED_SRTP` or `UNAUTHENTICATED_SRTP` on an AEAD suite, which always encrypts and
+    /// authenticates RTP.
+    #[error(
+        "{0} always encrypts and authenticates RTP (no UNENCRYPTED_SRTP or UNAUTHENTICATED_SRTP)"
+    )]
+    AeadParams(CryptoSuite),
 }
 
 /// A parsed `a=crypto` attribute usable by the relay.
@@ -141,6 +147,9 @@ impl CryptoAttr {
                 _ => return Err(CryptoError::UnknownParameter(p.to_owned())),
             }
         }
+        if !suite.carries(params) {
+            return Err(CryptoError::AeadParams(suite));
+        }
         Ok(Self {
             tag,
             suite,
@@ -153,8 +162,10 @@ impl CryptoAttr {
     pub fn to_attribute(&self) -> String {
         use std::fmt::Write as _;
         // The key's text is wiped once copied, and the line is made big enough never to grow
-        // (a reallocation would leave a copy behind).
-        let b64 = zeroize::Zeroizing::new(STANDARD_NO_PAD.encode(self.key.key_salt()));
+        // (a reallocation would leave a copy behind). Padded, as RFC 4568 §9.2's base64 is
+        // (RFC 3548): a 30-byte key needs none, the 28-, 44- and 46-byte ones of RFC 6188 and
+        // RFC 7714 do.
+        let b64 = zeroize::Zeroizing::new(STANDARD.encode(self.key.key_salt()));
         let mut s = String::with_capacity(192);
         let _ = write!(
             s,

@@ -6,10 +6,10 @@ use zeroize::Zeroize;
 use super::SRTCP_INDEX_LEN;
 use super::index::IndexState;
 use super::key::MasterKey;
-use super::primitives::{AesCm, HmacSha1, derive_session_key, salt_to_u128};
+use super::primitives::{AesCm, AesGcm, GCM_TAG_LEN, HmacSha1, derive_session_key, salt_to_u128};
 use super::renumber::Renumber;
 use super::replay::{MIN_REPLAY_WINDOW, ReplayWindow};
-use super::suite::CryptoSuite;
+use super::suite::{CipherKind, CryptoSuite};
 use crate::core::rtp::{RTCP_HEADER_LEN, RtcpHeader, RtpHeader};
 
 /// SSRCs one context tracks at once. A new SSRC beyond this replaces the least recently used one,
@@ -147,11 +147,26 @@ impl Default for SrtpPolicy {
     }
 }
 
-/// Session keys for RTP or for RTCP (RFC 3711 §4.3: labels 0-2 and 3-5).
+/// Session keys for RTP or for RTCP (RFC 3711 §4.3: labels 0-2 and 3-5; RFC 7714 §11 uses
+/// the encryption key and salt labels only), and the transform they drive.
 struct SessionKeys {
-    cipher: AesCm,
+    transform: Transform,
     salt: u128,
-    auth: HmacSha1,
+}
+
+enum Transform {
+    /// AES-CM and HMAC-SHA1 (RFC 3711, RFC 6188).
+    CmHmac { cipher: AesCm, auth: HmacSha1 },
+    /// AES-GCM (RFC 7714).
+    Gcm(AesGcm),
+}
+
+/// Where the parts of a protected SRTCP packet lie: RTCP, then (counter mode) E‖index and the
+/// tag, or (AEAD, RFC 7714 §9.1) the tag and E‖index.
+struct SrtcpLayout {
+    rtcp_len: usize,
+    word_at: usize,
+    tag_at: usize,
 }
 
 impl SessionKeys {
@@ -161,12 +176,20 @@ impl SessionKeys {
         let mut auth = [0u8; 20];
         let mut salt = [0u8; 14];
         derive_session_key(master, first_label, &mut key[..p.master_key_len]);
-        derive_session_key(master, first_label + 1, &mut auth[..p.auth_key_len]);
         derive_session_key(master, first_label + 2, &mut salt[..p.master_salt_len]);
+        let transform = match p.cipher {
+            CipherKind::AesCm => {
+                derive_session_key(master, first_label + 1, &mut auth[..p.auth_key_len]);
+                Transform::CmHmac {
+                    cipher: AesCm::new(&key[..p.master_key_len]),
+                    auth: HmacSha1::new(&auth[..p.auth_key_len]),
+                }
+            }
+            CipherKind::AesGcm => Transform::Gcm(AesGcm::new(&key[..p.master_key_len])),
+        };
         let keys = Self {
-            cipher: AesCm::new(&key[..p.master_key_len]),
+            transform,
             salt: salt_to_u128(&salt[..p.master_salt_len]),
-            auth: HmacSha1::new(&auth[..p.auth_key_len]),
         };
         key.zeroize();
         auth.zeroize();
@@ -174,9 +197,163 @@ impl SessionKeys {
         keys
     }
 
-    /// RFC 3711 §4.1.1: `IV = (k_s * 2^16) XOR (SSRC * 2^64) XOR (i * 2^16)`.
+    /// The IV of the packet at `index` of `ssrc`. Counter mode (RFC 3711 §4.1.1):
+    /// `(k_s * 2^16) XOR (SSRC * 2^64) XOR (i * 2^16)`. GCM (RFC 7714 §8.1, §9.1): the 96-bit
+    /// `0⁸ ‖ SSRC ‖ ROC ‖ SEQ` (SRTCP: `0⁸ ‖ SSRC ‖ 0⁸ ‖ 0 ‖ index`) XOR the salt, which is
+    /// the same sum.
     fn iv(&self, ssrc: u32, index: u64) -> u128 {
-        (self.salt << 16) ^ (u128::from(ssrc) << 64) ^ (u128::from(index) << 16)
+        match self.transform {
+            Transform::CmHmac { .. } => {
+                (self.salt << 16) ^ (u128::from(ssrc) << 64) ^ (u128::from(index) << 16)
+            }
+            Transform::Gcm(_) => self.salt ^ (u128::from(ssrc) << 48) ^ u128::from(index),
+        }
+    }
+
+    /// Encrypts (when `encrypt`) the RTP payload `buf[header_len..len]` at `index` and writes
+    /// `tag_len` bytes of tag at `buf[len..]`.
+    fn seal_rtp(
+        &self,
+        buf: &mut [u8],
+        header_len: usize,
+        len: usize,
+        at: (u32, u64),
+        tags: (bool, usize),
+    ) {
+        let (ssrc, index) = at;
+        let (encrypt, tag_len) = tags;
+        let iv = self.iv(ssrc, index);
+        match &self.transform {
+            Transform::CmHmac { cipher, auth } => {
+                if encrypt {
+                    cipher.apply_keystream(iv, &mut buf[header_len..len]);
+                }
+                if tag_len > 0 {
+                    let mac = auth.sign(&buf[..len], &roc_bytes(index));
+                    buf[len..len + tag_len].copy_from_slice(&mac[..tag_len]);
+                }
+            }
+            Transform::Gcm(aead) => {
+                // RFC 7714 §8.2: the header is the associated data, the payload the plaintext.
+                let (header, rest) = buf.split_at_mut(header_len);
+                let tag = aead.seal(iv, &[header], &mut rest[..len - header_len]);
+                buf[len..len + GCM_TAG_LEN].copy_from_slice(&tag);
+            }
+        }
+    }
+
+    /// True when the tag `pkt[auth_len..]` authenticates `pkt[..auth_len]` at `index`
+    /// (`tag_len` 0: nothing to check). Constant time (RFC 3711 §4.2 leaves timing to us).
+    fn verify_rtp(&self, pkt: &[u8], header_len: usize, auth_len: usize, at: (u32, u64)) -> bool {
+        let (ssrc, index) = at;
+        let tag = &pkt[auth_len..];
+        match &self.transform {
+            Transform::CmHmac { auth, .. } => {
+                tag.is_empty() || {
+                    let mac = auth.sign(&pkt[..auth_len], &roc_bytes(index));
+                    mac[..tag.len()].ct_eq(tag).into()
+                }
+            }
+            Transform::Gcm(aead) => aead.verify(
+                self.iv(ssrc, index),
+                &[&pkt[..header_len]],
+                &pkt[header_len..auth_len],
+                tag,
+            ),
+        }
+    }
+
+    /// Decrypts the RTP payload `pkt[header_len..auth_len]` at `index` (after its tag verified).
+    fn decrypt_rtp(&self, pkt: &mut [u8], header_len: usize, auth_len: usize, at: (u32, u64)) {
+        let iv = self.iv(at.0, at.1);
+        let payload = &mut pkt[header_len..auth_len];
+        match &self.transform {
+            Transform::CmHmac { cipher, .. } => cipher.apply_keystream(iv, payload),
+            Transform::Gcm(aead) => aead.decrypt(iv, payload),
+        }
+    }
+
+    /// The parts of an SRTCP packet of `len` bytes with a `tag_len` tag, if it is long enough.
+    fn srtcp_layout(&self, len: usize, tag_len: usize) -> Option<SrtcpLayout> {
+        let rtcp_len = len
+            .checked_sub(SRTCP_INDEX_LEN + tag_len)
+            .filter(|&n| n >= RTCP_HEADER_LEN)?;
+        Some(match self.transform {
+            Transform::CmHmac { .. } => SrtcpLayout {
+                rtcp_len,
+                word_at: rtcp_len,
+                tag_at: rtcp_len + SRTCP_INDEX_LEN,
+            },
+            Transform::Gcm(_) => SrtcpLayout {
+                rtcp_len,
+                word_at: rtcp_len + tag_len,
+                tag_at: rtcp_len,
+            },
+        })
+    }
+
+    /// Protects the RTCP packet `buf[..len]` with E‖index `word` (encrypting when E is set) and
+    /// lays out the trailer as [`Self::srtcp_layout`] says; `end` is the packet's new length.
+    fn seal_rtcp(&self, buf: &mut [u8], len: usize, end: usize, ssrc: u32, word: u32) {
+        let index = u64::from(word & MAX_SRTCP_INDEX);
+        let encrypt = word & SRTCP_E_FLAG != 0;
+        let iv = self.iv(ssrc, index);
+        let word = word.to_be_bytes();
+        match &self.transform {
+            Transform::CmHmac { cipher, auth } => {
+                if encrypt {
+                    cipher.apply_keystream(iv, &mut buf[RTCP_HEADER_LEN..len]);
+                }
+                let auth_len = len + SRTCP_INDEX_LEN;
+                buf[len..auth_len].copy_from_slice(&word);
+                let mac = auth.sign(&buf[..auth_len], &[]);
+                let tag_len = end - auth_len;
+                buf[auth_len..end].copy_from_slice(&mac[..tag_len]);
+            }
+            Transform::Gcm(aead) => {
+                // RFC 7714 §9.2: header and E‖index are the associated data, the rest the
+                // plaintext; §9.3: with E = 0 the whole packet is associated data.
+                let tag = if encrypt {
+                    let (header, rest) = buf.split_at_mut(RTCP_HEADER_LEN);
+                    aead.seal(iv, &[header, &word], &mut rest[..len - RTCP_HEADER_LEN])
+                } else {
+                    aead.seal(iv, &[&buf[..len], &word], &mut [])
+                };
+                buf[len..len + GCM_TAG_LEN].copy_from_slice(&tag);
+                buf[len + GCM_TAG_LEN..end].copy_from_slice(&word);
+            }
+        }
+    }
+
+    /// True when the SRTCP packet `pkt` laid out as `at` authenticates.
+    fn verify_rtcp(&self, pkt: &[u8], at: &SrtcpLayout, ssrc: u32, word: u32) -> bool {
+        let tag = &pkt[at.tag_at..at.tag_at + (pkt.len() - SRTCP_INDEX_LEN - at.rtcp_len)];
+        match &self.transform {
+            Transform::CmHmac { auth, .. } => {
+                let mac = auth.sign(&pkt[..at.tag_at], &[]);
+                mac[..tag.len()].ct_eq(tag).into()
+            }
+            Transform::Gcm(aead) => {
+                let iv = self.iv(ssrc, u64::from(word & MAX_SRTCP_INDEX));
+                let w = word.to_be_bytes();
+                if word & SRTCP_E_FLAG != 0 {
+                    let ct = &pkt[RTCP_HEADER_LEN..at.rtcp_len];
+                    aead.verify(iv, &[&pkt[..RTCP_HEADER_LEN], &w], ct, tag)
+                } else {
+                    aead.verify(iv, &[&pkt[..at.rtcp_len], &w], &[], tag)
+                }
+            }
+        }
+    }
+
+    /// Decrypts the SRTCP payload `pkt[8..rtcp_len]` (after its tag verified, E set).
+    fn decrypt_rtcp(&self, pkt: &mut [u8], rtcp_len: usize, ssrc: u32, index: u32) {
+        let iv = self.iv(ssrc, u64::from(index));
+        let payload = &mut pkt[RTCP_HEADER_LEN..rtcp_len];
+        match &self.transform {
+            Transform::CmHmac { cipher, .. } => cipher.apply_keystream(iv, payload),
+            Transform::Gcm(aead) => aead.decrypt(iv, payload),
+        }
     }
 }
 
@@ -342,6 +519,13 @@ impl SrtpContext {
 
     /// Derives the session keys for `key` (RFC 3711 §4.3, key derivation rate 0).
     pub fn new(key: &MasterKey, policy: SrtpPolicy) -> Self {
+        let mut policy = policy;
+        if key.suite().is_aead() {
+            // AEAD always encrypts and authenticates RTP ([`CryptoSuite::carries`]: SDES never
+            // pairs these parameters with an AEAD suite).
+            policy.params.unencrypted_srtp = false;
+            policy.params.unauthenticated_srtp = false;
+        }
         Self {
             key: key.clone(),
             suite: key.suite(),
@@ -786,15 +970,9 @@ impl SrtpContext {
             }
         }
 
-        if !self.policy.params.unencrypted_srtp {
-            self.rtp
-                .cipher
-                .apply_keystream(self.rtp.iv(ssrc, index), &mut buf[hdr.header_len..len]);
-        }
-        if tag_len > 0 {
-            let mac = self.rtp.auth.sign(&buf[..len], &roc_bytes(index));
-            buf[len..end].copy_from_slice(&mac[..tag_len]);
-        }
+        let encrypt = !self.policy.params.unencrypted_srtp;
+        self.rtp
+            .seal_rtp(buf, hdr.header_len, len, (ssrc, index), (encrypt, tag_len));
         Ok(end)
     }
 
@@ -842,7 +1020,10 @@ impl SrtpContext {
             if tag_len > 0 && slot.is_some_and(|i| !self.streams[i].rtp_replay.check(index)) {
                 return Err(SrtpError::Replayed);
             }
-            if self.verify_rtp(pkt, auth_len, index) {
+            if self
+                .rtp
+                .verify_rtp(pkt, hdr.header_len, auth_len, (ssrc, index))
+            {
                 Ok(index)
             } else {
                 Err(SrtpError::AuthFailed)
@@ -854,7 +1035,10 @@ impl SrtpContext {
             // A new SSRC starts at ROC 0; after a re-key the peer may also have restarted at 0.
             first => {
                 let index = u64::from(seq);
-                if !self.verify_rtp(pkt, auth_len, index) {
+                if !self
+                    .rtp
+                    .verify_rtp(pkt, hdr.header_len, auth_len, (ssrc, index))
+                {
                     return Err(first.and_then(Result::err).unwrap_or(SrtpError::AuthFailed));
                 }
                 (index, true)
@@ -863,8 +1047,7 @@ impl SrtpContext {
 
         if decrypt && !self.policy.params.unencrypted_srtp {
             self.rtp
-                .cipher
-                .apply_keystream(self.rtp.iv(ssrc, index), &mut pkt[hdr.header_len..auth_len]);
+                .decrypt_rtp(pkt, hdr.header_len, auth_len, (ssrc, index));
         }
 
         // Refreshes the slot's use time too, so eviction really is least recently used.
@@ -912,17 +1095,8 @@ impl SrtpContext {
         self.streams[i].srtcp_tx_index = index;
 
         let encrypt = !self.policy.params.unencrypted_srtcp;
-        if encrypt {
-            let iv = self.rtcp.iv(ssrc, u64::from(index));
-            self.rtcp
-                .cipher
-                .apply_keystream(iv, &mut buf[RTCP_HEADER_LEN..len]);
-        }
         let word = if encrypt { SRTCP_E_FLAG | index } else { index };
-        buf[len..len + SRTCP_INDEX_LEN].copy_from_slice(&word.to_be_bytes());
-        let auth_len = len + SRTCP_INDEX_LEN;
-        let mac = self.rtcp.auth.sign(&buf[..auth_len], &[]);
-        buf[auth_len..end].copy_from_slice(&mac[..tag_len]);
+        self.rtcp.seal_rtcp(buf, len, end, ssrc, word);
         Ok(end)
     }
 
@@ -939,14 +1113,17 @@ impl SrtpContext {
 
     fn check_rtcp(&mut self, pkt: &mut [u8], decrypt: bool) -> Result<usize, SrtpError> {
         let tag_len = self.suite.params().srtcp_tag_len;
-        let auth_len = pkt
-            .len()
-            .checked_sub(tag_len)
-            .filter(|&n| n >= RTCP_HEADER_LEN + SRTCP_INDEX_LEN)
+        let at = self
+            .rtcp
+            .srtcp_layout(pkt.len(), tag_len)
             .ok_or(SrtpError::Malformed)?;
-        let rtcp_len = auth_len - SRTCP_INDEX_LEN;
+        let rtcp_len = at.rtcp_len;
         let hdr = RtcpHeader::parse(&pkt[..rtcp_len]).ok_or(SrtpError::Malformed)?;
-        let word = u32::from_be_bytes(pkt[rtcp_len..auth_len].try_into().expect("4 bytes"));
+        let word = u32::from_be_bytes(
+            pkt[at.word_at..at.word_at + SRTCP_INDEX_LEN]
+                .try_into()
+                .expect("4 bytes"),
+        );
         let (encrypted, index) = (word & SRTCP_E_FLAG != 0, word & MAX_SRTCP_INDEX);
         let ssrc = hdr.ssrc.0;
         if self.forgotten(ssrc) {
@@ -962,15 +1139,11 @@ impl SrtpContext {
         {
             return Err(SrtpError::Replayed);
         }
-        let mac = self.rtcp.auth.sign(&pkt[..auth_len], &[]);
-        if !bool::from(mac[..tag_len].ct_eq(&pkt[auth_len..])) {
+        if !self.rtcp.verify_rtcp(pkt, &at, ssrc, word) {
             return Err(SrtpError::AuthFailed);
         }
         if decrypt && encrypted {
-            let iv = self.rtcp.iv(ssrc, u64::from(index));
-            self.rtcp
-                .cipher
-                .apply_keystream(iv, &mut pkt[RTCP_HEADER_LEN..rtcp_len]);
+            self.rtcp.decrypt_rtcp(pkt, rtcp_len, ssrc, index);
         }
         // Refreshes the slot's use time too, so eviction really is least recently used.
         let i = match slot {
@@ -979,16 +1152,6 @@ impl SrtpContext {
         };
         self.streams[i].rtcp_replay.commit(u64::from(index));
         Ok(rtcp_len)
-    }
-
-    fn verify_rtp(&self, pkt: &[u8], auth_len: usize, index: u64) -> bool {
-        let tag_len = self.rtp_tag_len();
-        if tag_len == 0 {
-            return true;
-        }
-        let mac = self.rtp.auth.sign(&pkt[..auth_len], &roc_bytes(index));
-        // RFC 3711 §4.2 leaves timing to us: compare in constant time.
-        mac[..tag_len].ct_eq(&pkt[auth_len..]).into()
     }
 
     /// The slot of `ssrc` for sending. A sender must not forget an SSRC while the key lives (it
@@ -1151,6 +1314,31 @@ impl SrtpContext {
         };
         self.streams[i].last_used = self.tick;
         i
+    }
+}
+
+#[cfg(test)]
+impl SrtpContext {
+    /// A context around given session keys (the same for RTP and RTCP), for known-answer
+    /// vectors stated below the key derivation (RFC 7714 §16, §17). AEAD suites only.
+    pub(super) fn with_session_keys(
+        suite: CryptoSuite,
+        key: &[u8],
+        salt: &[u8],
+        policy: SrtpPolicy,
+    ) -> Self {
+        let p = suite.params();
+        let zeros = [0u8; 46];
+        let master = MasterKey::new(suite, &zeros[..p.master_key_len + p.master_salt_len])
+            .expect("the suite's length");
+        let mut ctx = Self::new(&master, policy);
+        let keys = || SessionKeys {
+            transform: Transform::Gcm(AesGcm::new(key)),
+            salt: salt_to_u128(salt),
+        };
+        ctx.rtp = keys();
+        ctx.rtcp = keys();
+        ctx
     }
 }
 

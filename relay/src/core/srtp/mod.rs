@@ -18,16 +18,16 @@ pub use context::{
     SrtpContext, SrtpError, SrtpPolicy,
 };
 pub use key::{FailingKeys, KeyError, KeySource, MasterKey, SeededKeys};
-pub use primitives::{AesCm, HmacSha1, derive_session_key};
+pub use primitives::{AesCm, AesGcm, GCM_TAG_LEN, HmacSha1, derive_session_key};
 pub use rekey::RxSrtp;
 pub use replay::{MAX_REPLAY_WINDOW, MIN_REPLAY_WINDOW, ReplayWindow};
 pub use suite::{CipherKind, CryptoSuite, SuiteParams};
 
 /// Longest SRTP auth tag of any suite in the table.
-pub const MAX_TAG_LEN: usize = 10;
+pub const MAX_TAG_LEN: usize = 16;
 /// SRTCP appends the E-flag and index word (4 bytes) and a tag.
 pub const SRTCP_INDEX_LEN: usize = 4;
-/// Most bytes protect ever appends to a packet (SRTCP: index word and an 80-bit tag).
+/// Most bytes protect ever appends to a packet (SRTCP: index word and a 128-bit GCM tag).
 pub const MAX_TRAILER_LEN: usize = SRTCP_INDEX_LEN + MAX_TAG_LEN;
 
 #[cfg(test)]

@@ -1,10 +1,17 @@
-//! The two primitives of the AES-CM/HMAC-SHA1 suites, keyed once per context and used in place.
+//! The primitives of the suites, keyed once per context and used in place: AES in counter mode
+//! (128- and 256-bit keys), HMAC-SHA1, and AES-GCM built from the two (counter mode and GHASH).
 
-use aes::Aes128Enc;
 use aes::cipher::generic_array::GenericArray;
-use aes::cipher::{BlockEncrypt, InnerIvInit, KeyInit, StreamCipher, StreamCipherCoreWrapper};
+use aes::cipher::{
+    BlockCipher, BlockEncrypt, InnerIvInit, KeyInit, StreamCipher, StreamCipherCoreWrapper,
+    consts::U16,
+};
+use aes::{Aes128Enc, Aes256Enc};
 use ctr::CtrCore;
 use ctr::flavors::Ctr128BE;
+use ghash::GHash;
+use ghash::universal_hash::UniversalHash;
+use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::key::MasterKey;
@@ -12,19 +19,26 @@ use super::key::MasterKey;
 const BLOCK_LEN: usize = 16;
 /// Payloads up to this length get their keystream from one `encrypt_blocks` call on the stack.
 const SHORT_LEN: usize = 256;
+/// The GCM tag (RFC 7714 §12: 16 octets for both AEAD suites).
+pub const GCM_TAG_LEN: usize = 16;
 
-/// AES-128 in counter mode as RFC 3711 §4.1.1 defines it: keystream block `j` is `E(k, IV + j)`.
+/// AES in counter mode as RFC 3711 §4.1.1 defines it: keystream block `j` is `E(k, IV + j)`,
+/// with a 128-bit key or (RFC 6188) a 256-bit one.
 ///
 /// The round keys are wiped on drop (the `aes` crate's `zeroize` feature).
-pub struct AesCm {
-    cipher: Aes128Enc,
+pub enum AesCm {
+    /// AES-128.
+    Aes128(Aes128Enc),
+    /// AES-256.
+    Aes256(Aes256Enc),
 }
 
 impl AesCm {
-    /// Keys the cipher. `key` must be 16 bytes (the suite table guarantees it).
+    /// Keys the cipher. `key` must be 16 or 32 bytes (the suite table guarantees it).
     pub fn new(key: &[u8]) -> Self {
-        Self {
-            cipher: Aes128Enc::new(GenericArray::from_slice(key)),
+        match key.len() {
+            32 => Self::Aes256(Aes256Enc::new(GenericArray::from_slice(key))),
+            _ => Self::Aes128(Aes128Enc::new(GenericArray::from_slice(key))),
         }
     }
 
@@ -32,31 +46,152 @@ impl AesCm {
     ///
     /// RFC 3711 §4.1.1: block j is `E(k, IV + j mod 2^128)`, a 128-bit big-endian counter.
     pub fn apply_keystream(&self, iv: u128, data: &mut [u8]) {
-        if data.len() > SHORT_LEN {
-            // The `ctr` crate pipelines long runs better; its set-up costs more than short
-            // packets (a G.711 payload) gain, measured in `bench/benches/primitives.rs`.
-            let core = CtrCore::<Aes128Enc, Ctr128BE>::inner_iv_init(
-                self.cipher.clone(),
-                &iv.to_be_bytes().into(),
-            );
-            StreamCipherCoreWrapper::from_core(core).apply_keystream(data);
-            return;
+        match self {
+            Self::Aes128(c) => keystream(c, iv, data),
+            Self::Aes256(c) => keystream(c, iv, data),
         }
-        let mut blocks = [GenericArray::default(); SHORT_LEN / BLOCK_LEN];
-        let n = data.len().div_ceil(BLOCK_LEN);
-        for (j, block) in blocks[..n].iter_mut().enumerate() {
-            *block = GenericArray::from(iv.wrapping_add(j as u128).to_be_bytes());
+    }
+
+    /// `E(k, block)`: one block, for GCM's tag mask.
+    fn encrypt_block(&self, block: u128) -> [u8; BLOCK_LEN] {
+        let mut b = GenericArray::from(block.to_be_bytes());
+        match self {
+            Self::Aes128(c) => c.encrypt_block(&mut b),
+            Self::Aes256(c) => c.encrypt_block(&mut b),
         }
-        self.cipher.encrypt_blocks(&mut blocks[..n]);
-        let (whole, tail) = data.as_chunks_mut::<BLOCK_LEN>();
-        for (bytes, keystream) in whole.iter_mut().zip(&blocks) {
-            let ks: [u8; BLOCK_LEN] = (*keystream).into();
-            *bytes = (u128::from_ne_bytes(*bytes) ^ u128::from_ne_bytes(ks)).to_ne_bytes();
+        b.into()
+    }
+}
+
+fn keystream<C>(cipher: &C, iv: u128, data: &mut [u8])
+where
+    C: BlockEncrypt + BlockCipher<BlockSize = U16> + Clone,
+{
+    if data.len() > SHORT_LEN {
+        // The `ctr` crate pipelines long runs better; its set-up costs more than short
+        // packets (a G.711 payload) gain, measured in `bench/benches/primitives.rs`.
+        let core = CtrCore::<C, Ctr128BE>::inner_iv_init(cipher.clone(), &iv.to_be_bytes().into());
+        StreamCipherCoreWrapper::from_core(core).apply_keystream(data);
+        return;
+    }
+    let mut blocks = [GenericArray::default(); SHORT_LEN / BLOCK_LEN];
+    let n = data.len().div_ceil(BLOCK_LEN);
+    for (j, block) in blocks[..n].iter_mut().enumerate() {
+        *block = GenericArray::from(iv.wrapping_add(j as u128).to_be_bytes());
+    }
+    cipher.encrypt_blocks(&mut blocks[..n]);
+    let (whole, tail) = data.as_chunks_mut::<BLOCK_LEN>();
+    for (bytes, keystream) in whole.iter_mut().zip(&blocks) {
+        let ks: [u8; BLOCK_LEN] = (*keystream).into();
+        *bytes = (u128::from_ne_bytes(*bytes) ^ u128::from_ne_bytes(ks)).to_ne_bytes();
+    }
+    if let Some(last) = blocks.get(whole.len()) {
+        for (b, k) in tail.iter_mut().zip(last) {
+            *b ^= k;
         }
-        if let Some(last) = blocks.get(whole.len()) {
-            for (b, k) in tail.iter_mut().zip(last) {
-                *b ^= k;
+    }
+}
+
+/// AES-GCM (NIST SP 800-38D) with a 96-bit IV and a 16-byte tag, as RFC 7714 uses it, in place:
+/// counter mode from `IV ‖ 2` (`IV ‖ 1` masks the tag) and GHASH under `H = E(k, 0¹²⁸)`. The
+/// associated data may come in pieces (SRTCP's header and its E‖index word lie apart), and a
+/// tag can be checked without decrypting (pass-through).
+///
+/// The counter is incremented over all 128 bits where GCM's inc32 takes the low 32: the same for
+/// every packet, which is far shorter than 2³² blocks from a start of 2.
+pub struct AesGcm {
+    cipher: AesCm,
+    ghash: GHash,
+}
+
+impl AesGcm {
+    /// Keys the AEAD. `key` must be 16 or 32 bytes.
+    pub fn new(key: &[u8]) -> Self {
+        let cipher = AesCm::new(key);
+        let mut h = cipher.encrypt_block(0);
+        let ghash = GHash::new(GenericArray::from_slice(&h));
+        h.zeroize();
+        Self { cipher, ghash }
+    }
+
+    /// Encrypts `data` in place under the 96-bit `iv` and returns the tag over `aad` (the
+    /// pieces taken as one string) and the ciphertext.
+    pub fn seal(&self, iv: u128, aad: &[&[u8]], data: &mut [u8]) -> [u8; GCM_TAG_LEN] {
+        self.cipher.apply_keystream(counter(iv, 2), data);
+        self.tag(iv, aad, data)
+    }
+
+    /// True when `tag` is the tag of `aad` and the ciphertext `data` under `iv` (compared in
+    /// constant time). Nothing is decrypted.
+    pub fn verify(&self, iv: u128, aad: &[&[u8]], data: &[u8], tag: &[u8]) -> bool {
+        tag.len() == GCM_TAG_LEN && bool::from(self.tag(iv, aad, data).ct_eq(tag))
+    }
+
+    /// Decrypts `data` in place (after [`Self::verify`]).
+    pub fn decrypt(&self, iv: u128, data: &mut [u8]) {
+        self.cipher.apply_keystream(counter(iv, 2), data);
+    }
+
+    fn tag(&self, iv: u128, aad: &[&[u8]], ct: &[u8]) -> [u8; GCM_TAG_LEN] {
+        let mut g = Absorb {
+            ghash: self.ghash.clone(),
+            buf: [0; BLOCK_LEN],
+            len: 0,
+        };
+        let mut aad_len = 0u64;
+        for piece in aad {
+            g.feed(piece);
+            aad_len += piece.len() as u64;
+        }
+        g.pad();
+        g.feed(ct);
+        g.pad();
+        let lengths = (u128::from(aad_len * 8) << 64) | u128::from(ct.len() as u64 * 8);
+        g.ghash.update(&[GenericArray::from(lengths.to_be_bytes())]);
+        let s: [u8; BLOCK_LEN] = g.ghash.finalize().into();
+        let mask = self.cipher.encrypt_block(counter(iv, 1));
+        (u128::from_ne_bytes(s) ^ u128::from_ne_bytes(mask)).to_ne_bytes()
+    }
+}
+
+/// The counter block `IV ‖ n` (a 96-bit IV).
+fn counter(iv: u128, n: u32) -> u128 {
+    (iv << 32) | u128::from(n)
+}
+
+/// GHASH over a string given in pieces: whole blocks go straight from the caller's slices.
+struct Absorb {
+    ghash: GHash,
+    buf: [u8; BLOCK_LEN],
+    len: usize,
+}
+
+impl Absorb {
+    fn feed(&mut self, mut data: &[u8]) {
+        if self.len > 0 {
+            let take = data.len().min(BLOCK_LEN - self.len);
+            self.buf[self.len..self.len + take].copy_from_slice(&data[..take]);
+            self.len += take;
+            data = &data[take..];
+            if self.len < BLOCK_LEN {
+                return;
             }
+            self.ghash.update(&[GenericArray::from(self.buf)]);
+            self.len = 0;
+        }
+        let whole = data.len() - data.len() % BLOCK_LEN;
+        self.ghash.update_padded(&data[..whole]);
+        let rest = &data[whole..];
+        self.buf[..rest.len()].copy_from_slice(rest);
+        self.len = rest.len();
+    }
+
+    /// Zero-pads a partial block (GHASH pads the associated data and the ciphertext apart).
+    fn pad(&mut self) {
+        if self.len > 0 {
+            self.buf[self.len..].fill(0);
+            self.ghash.update(&[GenericArray::from(self.buf)]);
+            self.len = 0;
         }
     }
 }
@@ -182,9 +317,12 @@ impl Sha1Stream {
 
 /// RFC 3711 §4.3.1 key derivation with a key derivation rate of 0 (so r = 0): the first
 /// `out.len()` bytes of the AES-CM keystream under the master key at `IV = (label‖0⁴⁸ XOR salt)·2¹⁶`.
+/// The PRF's key length is the master key's (RFC 6188 §3: AES-256 for the 256-bit suites); a
+/// 96-bit GCM master salt is the PRF's 112-bit salt with two zero octets after it (RFC 7714 §11).
 pub fn derive_session_key(master: &MasterKey, label: u8, out: &mut [u8]) {
     let cipher = AesCm::new(master.master_key());
-    let x = salt_to_u128(master.master_salt()) ^ (u128::from(label) << 48);
+    let salt = master.master_salt();
+    let x = (salt_to_u128(salt) << (8 * (14 - salt.len()))) ^ (u128::from(label) << 48);
     out.fill(0);
     cipher.apply_keystream(x << 16, out);
 }

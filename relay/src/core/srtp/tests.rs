@@ -18,6 +18,22 @@ fn key(byte: u8) -> MasterKey {
     MasterKey::new(CryptoSuite::AesCm128HmacSha1_80, &[byte; 30]).unwrap()
 }
 
+/// A key of `suite`'s length, every byte `byte`.
+fn key_of(suite: CryptoSuite, byte: u8) -> MasterKey {
+    let p = suite.params();
+    MasterKey::new(suite, &[byte; 46][..p.master_key_len + p.master_salt_len]).unwrap()
+}
+
+/// The E‖index word of an SRTCP packet of `suite` (RFC 7714 puts it after the tag).
+fn srtcp_word(suite: CryptoSuite, srtcp: &[u8]) -> u32 {
+    let at = if suite.is_aead() {
+        srtcp.len() - 4
+    } else {
+        srtcp.len() - 4 - suite.params().srtcp_tag_len
+    };
+    u32::from_be_bytes(srtcp[at..at + 4].try_into().unwrap())
+}
+
 fn pair(k: &MasterKey, policy: SrtpPolicy) -> (SrtpContext, SrtpContext) {
     (SrtpContext::new(k, policy), SrtpContext::new(k, policy))
 }
@@ -76,31 +92,38 @@ fn round_trip_every_suite_and_session_parameter_combination() {
                 unencrypted_srtcp: bits & 2 != 0,
                 unauthenticated_srtp: bits & 4 != 0,
             };
-            let k = MasterKey::new(suite, &[7; 30]).unwrap();
+            let k = key_of(suite, 7);
             let (mut tx, mut rx) = pair(&k, SrtpPolicy::new(params));
             let plain = rtp(1, SSRC);
             let srtp = protect(&mut tx, &plain);
-            let tag = if params.unauthenticated_srtp {
+            // AEAD always encrypts and authenticates RTP: those two parameters do not apply.
+            let aead = suite.is_aead();
+            let tag = if params.unauthenticated_srtp && !aead {
                 0
             } else {
                 suite.params().srtp_tag_len
             };
-            assert_eq!(srtp.len(), plain.len() + tag);
+            assert_eq!(srtp.len(), plain.len() + tag, "{suite} {params:?}");
             assert_eq!(
                 srtp[12..plain.len()] == plain[12..],
-                params.unencrypted_srtp
+                params.unencrypted_srtp && !aead
             );
             assert_eq!(unprotect(&mut rx, &srtp).unwrap(), plain);
 
             let plain = rtcp(SSRC);
             let srtcp = protect_rtcp(&mut tx, &plain);
+            let trailer = if aead { 4 + 16 } else { 4 + 10 };
             assert_eq!(
                 srtcp.len(),
-                plain.len() + 14,
-                "SRTCP always carries an 80-bit tag"
+                plain.len() + trailer,
+                "{suite}: SRTCP carries an 80-bit tag, or GCM's 128-bit one"
             );
-            let e_bit = srtcp[plain.len()] & 0x80 != 0;
+            let e_bit = srtcp_word(suite, &srtcp) & 0x8000_0000 != 0;
             assert_eq!(e_bit, !params.unencrypted_srtcp);
+            assert_eq!(
+                srtcp[8..plain.len()] == plain[8..],
+                params.unencrypted_srtcp
+            );
             assert_eq!(unprotect_rtcp(&mut rx, &srtcp).unwrap(), plain);
         }
     }
@@ -754,4 +777,243 @@ fn a_restored_ssrc_goes_on_above_its_floor_and_a_frozen_one_stops() {
         clean, 70_066,
         "a handover's successor goes on with a jump of 1"
     );
+}
+
+/// The suites of RFC 6188 and RFC 7714 get what the two RFC 4568 suites get: replays refused,
+/// any flipped bit refused without a change to the packet or the state, forged SRTCP with E = 0
+/// refused, the ROC across a wrap, garbage never a panic.
+#[test]
+fn every_suite_refuses_replays_tampering_and_forgeries() {
+    for suite in CryptoSuite::ALL {
+        let k = key_of(suite, 0x21);
+        let (mut tx, mut rx) = pair(&k, SrtpPolicy::default());
+        // Across a sequence wrap: the ROC is part of GCM's IV and of HMAC's input.
+        let packets: Vec<_> = (0..80u16)
+            .map(|i| protect(&mut tx, &rtp(65_500u16.wrapping_add(i), SSRC)))
+            .collect();
+        for p in &packets[..70] {
+            unprotect(&mut rx, p).unwrap();
+        }
+        assert_eq!(rx.roc(SSRC), Some(1), "{suite}");
+        assert_eq!(unprotect(&mut rx, &packets[69]), Err(SrtpError::Replayed));
+        assert_eq!(unprotect(&mut rx, &packets[3]), Err(SrtpError::Replayed));
+        let next = &packets[70];
+        for bit in [0, 8 * 5, 8 * 11, 8 * 12, 8 * 40, 8 * (next.len() - 1)] {
+            let mut bad = next.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            let mut buf = bad.clone();
+            assert_eq!(
+                rx.unprotect_rtp(&mut buf),
+                Err(SrtpError::AuthFailed),
+                "{suite} bit {bit}"
+            );
+            assert_eq!(buf, bad, "{suite}: a failed unprotect leaves the packet");
+            assert_eq!(rx.authenticate_rtp(&mut buf), Err(SrtpError::AuthFailed));
+        }
+        // A truncated tag is refused too.
+        let mut short = next.clone();
+        short.pop();
+        assert!(unprotect(&mut rx, &short).is_err(), "{suite}");
+        // Pass-through checks and records without decrypting.
+        let mut buf = next.clone();
+        rx.authenticate_rtp(&mut buf).unwrap();
+        assert_eq!(
+            &buf, next,
+            "{suite}: authenticate leaves the packet as it is"
+        );
+        assert_eq!(unprotect(&mut rx, next), Err(SrtpError::Replayed));
+        assert_eq!(
+            unprotect(&mut rx, &packets[71]).unwrap(),
+            rtp(65_500u16.wrapping_add(71), SSRC)
+        );
+
+        // SRTCP: both E values, forgery, tampering, replay.
+        let unenc = SrtpPolicy::new(SessionParams {
+            unencrypted_srtcp: true,
+            ..SessionParams::default()
+        });
+        let mut tx_plain = SrtpContext::new(&k, unenc);
+        let a = protect_rtcp(&mut tx, &rtcp(SSRC));
+        let _ = protect_rtcp(&mut tx_plain, &rtcp(SSRC));
+        let b = protect_rtcp(&mut tx_plain, &rtcp(SSRC));
+        assert_eq!(srtcp_word(suite, &b), 2, "{suite}: E = 0, index 2");
+        for bit in [3, 8 * 9, 8 * (b.len() - 1), 8 * (b.len() - 20)] {
+            let mut bad = b.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(unprotect_rtcp(&mut rx, &bad).is_err(), "{suite} bit {bit}");
+        }
+        assert_eq!(unprotect_rtcp(&mut rx, &a).unwrap(), rtcp(SSRC));
+        assert_eq!(unprotect_rtcp(&mut rx, &b).unwrap(), rtcp(SSRC));
+        assert_eq!(unprotect_rtcp(&mut rx, &a), Err(SrtpError::Replayed));
+        // The E bit is authenticated: set it on an E = 0 packet and it fails.
+        let mut flipped = protect_rtcp(&mut tx_plain, &rtcp(SSRC));
+        let w = flipped.len() - if suite.is_aead() { 4 } else { 14 };
+        flipped[w] |= 0x80;
+        assert_eq!(
+            unprotect_rtcp(&mut rx, &flipped),
+            Err(SrtpError::AuthFailed)
+        );
+        let mut forged = rtcp(SSRC);
+        forged[1] = 203;
+        forged.extend_from_slice(&[0x42; 16]);
+        forged.extend_from_slice(&9u32.to_be_bytes());
+        assert_eq!(unprotect_rtcp(&mut rx, &forged), Err(SrtpError::AuthFailed));
+
+        // Garbage and short input.
+        let mut ctx = SrtpContext::new(&k, SrtpPolicy::default());
+        for len in 0..48 {
+            for fill in [0x00u8, 0x80, 0x81, 0xff] {
+                let _ = ctx.unprotect_rtp(&mut vec![fill; len]);
+                let _ = ctx.unprotect_rtcp(&mut vec![fill; len]);
+                let mut buf = [fill; 80];
+                let _ = ctx.protect_rtp(&mut buf, len);
+                let _ = ctx.protect_rtcp(&mut buf, len);
+            }
+        }
+        let mut exact = rtp(1, SSRC);
+        let n = exact.len();
+        assert_eq!(ctx.protect_rtp(&mut exact, n), Err(SrtpError::NoRoom));
+    }
+}
+
+/// A phone that re-keys on a re-INVITE may also change suite (from `_80` to GCM and back): the
+/// receive side takes the new context, the old one covers packets in flight.
+#[test]
+fn rekey_across_suites_keeps_the_stream() {
+    let now = epoch();
+    let old = key(0x31);
+    let new = key_of(CryptoSuite::AeadAes256Gcm, 0x32);
+    let mut tx = SrtpContext::new(&old, SrtpPolicy::default());
+    let mut rx = RxSrtp::new(SrtpContext::new(&old, SrtpPolicy::default()));
+    let seq = stream_to_roc_one(&mut tx, &mut rx, now);
+    let in_flight = protect(&mut tx, &rtp(seq, SSRC));
+    let mut tx_new = SrtpContext::new(&new, SrtpPolicy::default());
+    tx_new.carry_over_from(&tx);
+    rx.rekey(
+        SrtpContext::new(&new, SrtpPolicy::default()),
+        now,
+        Duration::from_secs(2),
+    );
+    let fresh = protect(&mut tx_new, &rtp(seq.wrapping_add(1), SSRC));
+    assert_eq!(fresh.len(), 12 + 160 + 16);
+    assert!(rx.unprotect_rtp(now, &mut fresh.clone()).is_ok());
+    assert!(
+        rx.unprotect_rtp(now, &mut in_flight.clone()).is_ok(),
+        "old suite in grace"
+    );
+    assert_eq!(rx.current().roc(SSRC), Some(1));
+    assert_eq!(rx.current().suite(), CryptoSuite::AeadAes256Gcm);
+}
+
+// RFC 7714 §16 and §17: the packets of its test vectors, protected and unprotected by a context
+// around the session key and salt the RFC states (the vectors sit below the key derivation).
+const RFC7714_KEY_128: &str = "000102030405060708090a0b0c0d0e0f";
+const RFC7714_KEY_256: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+/// "Quid pro quo".
+const RFC7714_SALT: &str = "517569642070726f2071756f";
+/// §16: sequence number 0xf17b, SSRC 0x5501a0b2, "Gallia est omnis divisa in partes tres".
+const RFC7714_RTP: &str = "8040f17b8041f8d35501a0b247616c6c696120657374206f6d6e69732064697669736120696e207061727465732074726573";
+/// §17.1-§17.4 operate on this packet (SSRC "Mars"), at SRTCP index 0x5d4.
+const RFC7714_RTCP: &str = "81c8000d4d6172734e5450314e545032525450200000042a0000e9304c756e61deadbeefdeadbeefdeadbeefdeadbeefdeadbeef";
+
+fn rfc7714(suite: CryptoSuite) -> SrtpContext {
+    rfc7714_with(suite, SessionParams::default())
+}
+
+fn rfc7714_with(suite: CryptoSuite, params: SessionParams) -> SrtpContext {
+    let key = match suite {
+        CryptoSuite::AeadAes128Gcm => RFC7714_KEY_128,
+        _ => RFC7714_KEY_256,
+    };
+    let (key, salt) = (
+        hex::decode(key).unwrap(),
+        hex::decode(RFC7714_SALT).unwrap(),
+    );
+    SrtpContext::with_session_keys(suite, &key, &salt, SrtpPolicy::new(params))
+}
+
+#[test]
+fn rfc7714_srtp_vectors() {
+    for (suite, want) in [
+        // §16.1.1
+        (
+            CryptoSuite::AeadAes128Gcm,
+            "8040f17b8041f8d35501a0b2f24de3a3fb34de6cacba861c9d7e4bcabe633bd50d294e6f42a5f47a51c7d19b36de3adf8833899d7f27beb16a9152cf765ee4390cce",
+        ),
+        // §16.2.1
+        (
+            CryptoSuite::AeadAes256Gcm,
+            "8040f17b8041f8d35501a0b232b1de78a822fe12ef9f78fa332e33aab18012389a58e2f3b50b2a0276ffae0f1ba63799b87b7aa3db36dfffd6b0f9bb7878d7a76c13",
+        ),
+    ] {
+        let plain = hex::decode(RFC7714_RTP).unwrap();
+        let want = hex::decode(want).unwrap();
+        assert_eq!(
+            protect(&mut rfc7714(suite), &plain),
+            want,
+            "{suite} protect"
+        );
+        let mut rx = rfc7714(suite);
+        assert_eq!(
+            unprotect(&mut rx, &want).unwrap(),
+            plain,
+            "{suite} unprotect"
+        );
+        // §16.1.2 / §16.2.2: the receiver refuses the packet with a changed tag.
+        let mut bad = want.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            unprotect(&mut rfc7714(suite), &bad),
+            Err(SrtpError::AuthFailed)
+        );
+    }
+}
+
+#[test]
+fn rfc7714_srtcp_vectors() {
+    let plain = hex::decode(RFC7714_RTCP).unwrap();
+    let index = 0x5d4;
+    for (suite, encrypt, want) in [
+        // §17.1
+        (
+            CryptoSuite::AeadAes128Gcm,
+            true,
+            "81c8000d4d61727363e94885dcdab67ca727d7662f6b7e997ff5c0f76c06f32dc676a5f1730d6fda4ce09b4686303ded0bb9275bc84aa45896cf4d2fc5abf87245d9eade800005d4",
+        ),
+        // §17.2
+        (
+            CryptoSuite::AeadAes256Gcm,
+            true,
+            "81c8000d4d617273d50ae4d1f5ce5d304ba297e47d470c282c3ece5dbffe0a50a2eaa5c1110555be8415f658c61de0476f1b6fad1d1eb30c4446839f57ff6f6cb26ac3be800005d4",
+        ),
+        // §17.3: E = 0, the whole packet authenticated, nothing encrypted.
+        (
+            CryptoSuite::AeadAes128Gcm,
+            false,
+            "81c8000d4d6172734e5450314e545032525450200000042a0000e9304c756e61deadbeefdeadbeefdeadbeefdeadbeefdeadbeef841dd9683dd78ec92ae58790125f62b3000005d4",
+        ),
+    ] {
+        let want = hex::decode(want).unwrap();
+        let mut rx = rfc7714(suite);
+        assert_eq!(
+            unprotect_rtcp(&mut rx, &want).unwrap(),
+            plain,
+            "{suite} {encrypt}"
+        );
+        assert_eq!(unprotect_rtcp(&mut rx, &want), Err(SrtpError::Replayed));
+        // Sending counts up from 1: wind the sender to the vector's index.
+        let params = SessionParams {
+            unencrypted_srtcp: !encrypt,
+            ..SessionParams::default()
+        };
+        let mut tx = rfc7714_with(suite, params);
+        for _ in 1..index {
+            protect_rtcp(&mut tx, &plain);
+        }
+        assert_eq!(
+            protect_rtcp(&mut tx, &plain),
+            want,
+            "{suite} {encrypt} protect"
+        );
+    }
 }

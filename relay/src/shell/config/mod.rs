@@ -228,7 +228,7 @@ impl Default for RawSecurity {
     fn default() -> Self {
         Self {
             system: "disabled".into(),
-            suites: CryptoSuite::ALL
+            suites: CryptoSuite::DEFAULT
                 .iter()
                 .map(|s| s.as_sdes_name().to_owned())
                 .collect(),
@@ -457,7 +457,7 @@ mod tests {
             (30000, 39999)
         );
         assert_eq!(from_nothing.policy.system, MediaSecurity::Disabled);
-        assert_eq!(from_nothing.policy.suites, CryptoSuite::ALL.to_vec());
+        assert_eq!(from_nothing.policy.suites, CryptoSuite::DEFAULT.to_vec());
         assert_eq!(from_nothing.replay_window, 64);
     }
 
@@ -529,7 +529,11 @@ mod tests {
             ),
             (
                 "[security]\nsuites = [\"AES_CM_256_HMAC_SHA1_80\"]\n",
-                "line 2: security.suites: unknown crypto suite \"AES_CM_256_HMAC_SHA1_80\" (AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32)",
+                "line 2: security.suites: unknown crypto suite \"AES_CM_256_HMAC_SHA1_80\" (AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32, AES_256_CM_HMAC_SHA1_80, AES_256_CM_HMAC_SHA1_32, AEAD_AES_128_GCM, AEAD_AES_256_GCM)",
+            ),
+            (
+                "[security]\nsuites = [\"AES_256_CM_HMAC_SHA1_80\", \"AEAD_AES_128_GCM\"]\nencrypt_rtp = false\n",
+                "line 2: security.suites: AEAD_AES_128_GCM always encrypts and authenticates RTP: it cannot be used with encrypt_rtp or authenticate_rtp off",
             ),
             (
                 "[extensions.\"201\"]\nprofile = \"nokia\"\n",
@@ -606,5 +610,29 @@ mod tests {
             vec![CryptoSuite::AesCm128HmacSha1_32]
         );
         assert!(c.policy.profiles.contains_key("e129"), "built-ins stay");
+    }
+
+    #[test]
+    fn every_suite_by_name_in_the_order_given() {
+        let c = Config::from_toml(
+            "[security]\nsuites = [\"AEAD_AES_256_GCM\", \"AES_256_CM_HMAC_SHA1_80\", \"AEAD_AES_128_GCM\", \"AES_256_CM_HMAC_SHA1_32\", \"AES_CM_128_HMAC_SHA1_80\", \"AES_CM_128_HMAC_SHA1_32\"]\nencrypt_rtcp = false\n[profiles.sbc]\nsuites = [\"AEAD_AES_128_GCM\", \"AES_CM_128_HMAC_SHA1_80\"]\n",
+        )
+        .unwrap();
+        use CryptoSuite::*;
+        assert_eq!(
+            c.policy.suites,
+            vec![
+                AeadAes256Gcm,
+                Aes256CmHmacSha1_80,
+                AeadAes128Gcm,
+                Aes256CmHmacSha1_32,
+                AesCm128HmacSha1_80,
+                AesCm128HmacSha1_32
+            ]
+        );
+        assert_eq!(
+            c.policy.profiles["sbc"].suites,
+            vec![AeadAes128Gcm, AesCm128HmacSha1_80]
+        );
     }
 }

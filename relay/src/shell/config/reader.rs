@@ -50,10 +50,7 @@ impl Reader<'_> {
                     self.fail(
                         section,
                         "suites",
-                        format!(
-                            "unknown crypto suite {n:?} (AES_CM_128_HMAC_SHA1_80, \
-                             AES_CM_128_HMAC_SHA1_32)"
-                        ),
+                        format!("unknown crypto suite {n:?} ({})", CryptoSuite::all_names()),
                     )
                 })
             })
@@ -136,13 +133,27 @@ impl Reader<'_> {
         if system_suites.is_empty() {
             return Err(self.fail("security", "suites", "at least one suite is needed".into()));
         }
+        let options = SecurityOptions {
+            encrypt_rtp: s.encrypt_rtp,
+            authenticate_rtp: s.authenticate_rtp,
+            encrypt_rtcp: s.encrypt_rtcp,
+        };
+        if let Some(aead) = system_suites
+            .iter()
+            .find(|suite| !suite.carries(options.session_params()))
+        {
+            return Err(self.fail(
+                "security",
+                "suites",
+                format!(
+                    "{aead} always encrypts and authenticates RTP: it cannot be used with \
+                     encrypt_rtp or authenticate_rtp off"
+                ),
+            ));
+        }
         let mut policy = PolicyConfig {
             system,
-            options: SecurityOptions {
-                encrypt_rtp: s.encrypt_rtp,
-                authenticate_rtp: s.authenticate_rtp,
-                encrypt_rtcp: s.encrypt_rtcp,
-            },
+            options,
             suites: system_suites,
             best_effort_style: self.style("security", &s.best_effort_style)?,
             renumber: s.renumber,
