@@ -1,12 +1,14 @@
 #!/usr/bin/python3
 """SRTP oracle for the cross-check tests: libsrtp (through Debian's pylibsrtp) and a small
-reference implementation of RFC 3711 written from the RFC (it needs python3-cryptography) for the
-session parameters libsrtp's Python binding does not expose (UNENCRYPTED_SRTCP and friends).
+reference implementation of RFC 3711, RFC 6188 and RFC 7714 written from the RFCs (it needs
+python3-cryptography) for the session parameters libsrtp's Python binding does not expose
+(UNENCRYPTED_SRTCP and friends) and for AES-256 counter mode, which it has no profile for.
 
 Reads one command per line on stdin and answers one line per packet command on stdout:
 
-  session <id> libsrtp <80|32> <tx|rx> <key‖salt hex> <replay window>
-  session <id> ref <80|32> <key‖salt hex> <encrypt_rtp 0|1> <auth_rtp 0|1> <encrypt_rtcp 0|1>
+  session <id> libsrtp <80|32|gcm128|gcm256> <tx|rx> <key‖salt hex> <replay window>
+  session <id> ref <80|32|gcm> <key‖salt hex> <encrypt_rtp 0|1> <auth_rtp 0|1> <encrypt_rtcp 0|1>
+      (the key length picks AES-128 or AES-256; gcm ignores encrypt_rtp and auth_rtp)
   rtp <id> <hex>      protect (tx) or unprotect (rx); ref sessions protect only
   rtcp <id> <hex>
   -> "ok <hex>" | "err <message>"
@@ -20,6 +22,7 @@ import sys
 
 import pylibsrtp
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 
 def aes_cm(key, iv, n):
@@ -31,8 +34,9 @@ def aes_cm(key, iv, n):
 
 
 def kdf(master_key, master_salt, label, n):
-    """RFC 3711 4.3.1 with a key derivation rate of 0."""
-    x = int.from_bytes(master_salt, "big") ^ (label << 48)
+    """RFC 3711 4.3.1 with a key derivation rate of 0; a 12-byte GCM salt is padded with two
+    zero bytes on the right (RFC 7714 11)."""
+    x = int.from_bytes(master_salt.ljust(14, b"\0"), "big") ^ (label << 48)
     return aes_cm(master_key, (x << 16).to_bytes(16, "big"), n)
 
 
@@ -43,16 +47,24 @@ def xor(a, b):
 class Reference:
     """Sender side of RFC 3711, tracking ROC like Appendix A and SRTCP indices from 1."""
 
-    def __init__(self, key_salt, tag_len, encrypt_rtp, auth_rtp, encrypt_rtcp):
-        mk, ms = key_salt[:16], key_salt[16:30]
-        self.rtp_keys = [kdf(mk, ms, 0, 16), kdf(mk, ms, 1, 20), kdf(mk, ms, 2, 14)]
-        self.rtcp_keys = [kdf(mk, ms, 3, 16), kdf(mk, ms, 4, 20), kdf(mk, ms, 5, 14)]
+    def __init__(self, key_salt, tag_len, encrypt_rtp, auth_rtp, encrypt_rtcp, gcm=False):
+        salt_len = 12 if gcm else 14
+        key_len = len(key_salt) - salt_len
+        mk, ms = key_salt[:key_len], key_salt[key_len:]
+        self.gcm = gcm
+        self.rtp_keys = [kdf(mk, ms, 0, key_len), kdf(mk, ms, 1, 20), kdf(mk, ms, 2, salt_len)]
+        self.rtcp_keys = [kdf(mk, ms, 3, key_len), kdf(mk, ms, 4, 20), kdf(mk, ms, 5, salt_len)]
         self.tag_len, self.encrypt_rtp, self.auth_rtp, self.encrypt_rtcp = tag_len, encrypt_rtp, auth_rtp, encrypt_rtcp
         self.roc, self.s_l, self.rtcp_index = {}, {}, {}
 
     @staticmethod
     def iv(salt, ssrc, index):
         return ((int.from_bytes(salt, "big") << 16) ^ (ssrc << 64) ^ (index << 16)).to_bytes(16, "big")
+
+    @staticmethod
+    def gcm_iv(salt, ssrc, index):
+        """RFC 7714 8.1 and 9.1: 0x0000 || SSRC || ROC || SEQ (or 0x0000 || index) XOR salt."""
+        return (int.from_bytes(salt, "big") ^ (ssrc << 48) ^ index).to_bytes(12, "big")
 
     def index(self, ssrc, seq):
         if ssrc not in self.s_l:
@@ -75,6 +87,9 @@ class Reference:
         seq, ssrc = struct.unpack("!H", pkt[2:4])[0], struct.unpack("!I", pkt[8:12])[0]
         index = self.index(ssrc, seq)
         ke, ka, ks = self.rtp_keys
+        if self.gcm:
+            # RFC 7714 8.2: the header is the associated data; ciphertext and tag follow it.
+            return pkt[:hl] + AESGCM(ke).encrypt(self.gcm_iv(ks, ssrc, index), pkt[hl:], pkt[:hl])
         body = pkt[hl:]
         if self.encrypt_rtp:
             body = xor(body, aes_cm(ke, self.iv(ks, ssrc, index), len(body)))
@@ -88,6 +103,15 @@ class Reference:
         idx = self.rtcp_index.get(ssrc, 0) + 1
         self.rtcp_index[ssrc] = idx
         ke, ka, ks = self.rtcp_keys
+        if self.gcm:
+            # RFC 7714 9.2/9.3: header and E||index (or with E=0 the whole packet) are the
+            # associated data; the tag comes before E||index.
+            word = struct.pack("!I", (0x80000000 if self.encrypt_rtcp else 0) | idx)
+            iv = self.gcm_iv(ks, ssrc, idx)
+            if self.encrypt_rtcp:
+                sealed = AESGCM(ke).encrypt(iv, pkt[8:], pkt[:8] + word)
+                return pkt[:8] + sealed + word
+            return pkt + AESGCM(ke).encrypt(iv, b"", pkt + word) + word
         body = pkt
         if self.encrypt_rtcp:
             body = pkt[:8] + xor(pkt[8:], aes_cm(ke, self.iv(ks, ssrc, idx), len(pkt) - 8))
@@ -97,7 +121,8 @@ class Reference:
 
 def main():
     P = pylibsrtp.Policy
-    profiles = {"80": P.SRTP_PROFILE_AES128_CM_SHA1_80, "32": P.SRTP_PROFILE_AES128_CM_SHA1_32}
+    profiles = {"80": P.SRTP_PROFILE_AES128_CM_SHA1_80, "32": P.SRTP_PROFILE_AES128_CM_SHA1_32,
+                "gcm128": P.SRTP_PROFILE_AEAD_AES_128_GCM, "gcm256": P.SRTP_PROFILE_AEAD_AES_256_GCM}
     sessions = {}
     out = sys.stdout
     for line in sys.stdin:
@@ -115,8 +140,8 @@ def main():
                 s = pylibsrtp.Session(policy)
                 sessions[sid] = (s.protect, s.protect_rtcp) if tx else (s.unprotect, s.unprotect_rtcp)
             else:
-                ref = Reference(bytes.fromhex(f[4]), 10 if f[3] == "80" else 4,
-                                f[5] == "1", f[6] == "1", f[7] == "1")
+                ref = Reference(bytes.fromhex(f[4]), {"80": 10, "32": 4, "gcm": 16}[f[3]],
+                                f[5] == "1", f[6] == "1", f[7] == "1", gcm=f[3] == "gcm")
                 sessions[sid] = (ref.protect_rtp, ref.protect_rtcp)
             continue
         rtp, rtcp = sessions[f[1]]

@@ -9,7 +9,6 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::*;
-use rand::Rng;
 use srtp_relay::core::srtp::{CryptoSuite, MasterKey, SessionParams, SrtpContext, SrtpPolicy};
 
 const ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/oracle/srtp_oracle.py");
@@ -44,10 +43,25 @@ fn oracle(script: &str) -> Vec<Result<Vec<u8>, String>> {
         .collect()
 }
 
-fn profile(suite: CryptoSuite) -> &'static str {
+/// libsrtp's profile for `suite` in the oracle's words (it has none for AES-256 counter mode).
+fn libsrtp_profile(suite: CryptoSuite) -> &'static str {
     match suite {
         CryptoSuite::AesCm128HmacSha1_80 => "80",
         CryptoSuite::AesCm128HmacSha1_32 => "32",
+        CryptoSuite::AeadAes128Gcm => "gcm128",
+        CryptoSuite::AeadAes256Gcm => "gcm256",
+        CryptoSuite::Aes256CmHmacSha1_80 | CryptoSuite::Aes256CmHmacSha1_32 => {
+            unreachable!("libsrtp's Python binding has no AES-256-CM profile")
+        }
+    }
+}
+
+/// The oracle's reference implementation for `suite` (the key length picks AES-128 or -256).
+fn reference_profile(suite: CryptoSuite) -> &'static str {
+    match suite {
+        CryptoSuite::AesCm128HmacSha1_80 | CryptoSuite::Aes256CmHmacSha1_80 => "80",
+        CryptoSuite::AesCm128HmacSha1_32 | CryptoSuite::Aes256CmHmacSha1_32 => "32",
+        CryptoSuite::AeadAes128Gcm | CryptoSuite::AeadAes256Gcm => "gcm",
     }
 }
 
@@ -62,9 +76,11 @@ fn rtp_and_rtcp_are_byte_identical_to_libsrtp_both_ways() {
     for (seed, suite) in [
         (11u64, CryptoSuite::AesCm128HmacSha1_80),
         (12, CryptoSuite::AesCm128HmacSha1_32),
+        (15, CryptoSuite::AeadAes128Gcm),
+        (16, CryptoSuite::AeadAes256Gcm),
     ] {
         let mut rng = rng(seed);
-        let key = MasterKey::new(suite, &rng.r#gen::<[u8; 30]>()).unwrap();
+        let key = random_key(&mut rng, suite);
         let key_hex = hex::encode(key.key_salt());
         let mut plain = two_streams(&mut rng, 3000);
         reorder(&mut rng, &mut plain, 4);
@@ -85,7 +101,7 @@ fn rtp_and_rtcp_are_byte_identical_to_libsrtp_both_ways() {
         let ours_rtcp_reordered: Vec<_> =
             rtcp_order.iter().map(|&i| ours_rtcp[i].clone()).collect();
 
-        let p = profile(suite);
+        let p = libsrtp_profile(suite);
         let script = format!(
             "session tx libsrtp {p} tx {key_hex} 64\nsession rx libsrtp {p} rx {key_hex} 64\n{}{}{}{}",
             packets("rtp", "tx", &plain),
@@ -150,17 +166,41 @@ fn rtp_and_rtcp_are_byte_identical_to_libsrtp_both_ways() {
 
 #[test]
 fn libsrtp_agrees_on_what_is_a_replay() {
+    for suite in [CryptoSuite::AesCm128HmacSha1_80, CryptoSuite::AeadAes256Gcm] {
+        libsrtp_agrees_on_what_is_a_replay_under(suite);
+    }
+}
+
+fn libsrtp_agrees_on_what_is_a_replay_under(suite: CryptoSuite) {
     // Window 64 on both sides: a duplicate, 63 behind (accepted once) and 64 behind.
-    let key = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+    let key = MasterKey::generate(suite).unwrap();
     let mut rng = rng(13);
     let plain: Vec<_> = (0..200u16)
         .map(|s| rtp_packet(&mut rng, SSRCS[0], s))
         .collect();
     let mut tx = SrtpContext::new(&key, SrtpPolicy::default());
-    let srtp: Vec<_> = plain.iter().map(|p| protect_rtp(&mut tx, p)).collect();
-    let deliveries = [150usize, 150, 150 - 63, 150 - 63, 150 - 64, 10, 151];
+    let mut srtp: Vec<_> = plain.iter().map(|p| protect_rtp(&mut tx, p)).collect();
+    // 152 with one payload bit flipped and 153 with one tag bit flipped, then 153 intact:
+    // both sides refuse the tampered ones and take the intact one afterwards.
+    srtp[152][20] ^= 0x04;
+    let mut tampered_tag = srtp[153].clone();
+    *tampered_tag.last_mut().unwrap() ^= 0x80;
+    srtp.push(tampered_tag);
+    let deliveries = [
+        150usize,
+        150,
+        150 - 63,
+        150 - 63,
+        150 - 64,
+        10,
+        151,
+        152,
+        200,
+        153,
+    ];
     let script = format!(
-        "session rx libsrtp 80 rx {} 64\n{}",
+        "session rx libsrtp {} rx {} 64\n{}",
+        libsrtp_profile(suite),
         hex::encode(key.key_salt()),
         packets("rtp", "rx", &deliveries.map(|i| srtp[i].clone()))
     );
@@ -170,7 +210,13 @@ fn libsrtp_agrees_on_what_is_a_replay() {
         .iter()
         .map(|&i| unprotect_rtp(&mut rx, &srtp[i]).is_ok())
         .collect();
-    assert_eq!(ours, [true, false, true, false, false, false, true]);
+    assert_eq!(
+        ours,
+        [
+            true, false, true, false, false, false, true, false, false, true
+        ],
+        "{suite}"
+    );
     assert_eq!(ours, theirs);
 }
 
@@ -186,7 +232,10 @@ fn session_parameters_match_the_reference_implementation() {
                 unauthenticated_srtp: bits & 2 != 0,
                 unencrypted_srtcp: bits & 4 != 0,
             };
-            let key = MasterKey::new(suite, &rng.r#gen::<[u8; 30]>()).unwrap();
+            if !suite.carries(params) {
+                continue; // AEAD always encrypts and authenticates RTP
+            }
+            let key = random_key(&mut rng, suite);
             let plain: Vec<_> = seqs_across_wrap(1600)
                 .into_iter()
                 .map(|s| rtp_packet(&mut rng, SSRCS[1], s))
@@ -194,7 +243,7 @@ fn session_parameters_match_the_reference_implementation() {
             let rtcp: Vec<_> = (0..50).map(|_| rtcp_packet(&mut rng, SSRCS[1])).collect();
             let script = format!(
                 "session ref ref {} {} {} {} {}\n{}{}",
-                profile(suite),
+                reference_profile(suite),
                 hex::encode(key.key_salt()),
                 u8::from(!params.unencrypted_srtp),
                 u8::from(!params.unauthenticated_srtp),

@@ -13,6 +13,10 @@ fn theirs(key: &MasterKey) -> Context {
     let profile = match key.suite() {
         CryptoSuite::AesCm128HmacSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
         CryptoSuite::AesCm128HmacSha1_32 => ProtectionProfile::Aes128CmHmacSha1_32,
+        CryptoSuite::Aes256CmHmacSha1_80 => ProtectionProfile::Aes256CmHmacSha1_80,
+        CryptoSuite::Aes256CmHmacSha1_32 => ProtectionProfile::Aes256CmHmacSha1_32,
+        CryptoSuite::AeadAes128Gcm => ProtectionProfile::AeadAes128Gcm,
+        CryptoSuite::AeadAes256Gcm => ProtectionProfile::AeadAes256Gcm,
     };
     Context::new(
         key.master_key(),
@@ -29,9 +33,13 @@ fn rtp_across_the_wrap_with_reordering_is_byte_identical_both_ways() {
     for (seed, suite) in [
         (1u64, CryptoSuite::AesCm128HmacSha1_80),
         (2, CryptoSuite::AesCm128HmacSha1_32),
+        (5, CryptoSuite::Aes256CmHmacSha1_80),
+        (6, CryptoSuite::Aes256CmHmacSha1_32),
+        (7, CryptoSuite::AeadAes128Gcm),
+        (8, CryptoSuite::AeadAes256Gcm),
     ] {
         let mut rng = rng(seed);
-        let key = MasterKey::new(suite, &rand::Rng::r#gen::<[u8; 30]>(&mut rng)).unwrap();
+        let key = random_key(&mut rng, suite);
         let mut plain = two_streams(&mut rng, 3000);
         reorder(&mut rng, &mut plain, 4); // the order the relay forwards (and protects) in
 
@@ -75,9 +83,13 @@ fn rtcp_is_byte_identical_both_ways() {
     for (seed, suite) in [
         (3u64, CryptoSuite::AesCm128HmacSha1_80),
         (4, CryptoSuite::AesCm128HmacSha1_32),
+        (9, CryptoSuite::Aes256CmHmacSha1_80),
+        (10, CryptoSuite::Aes256CmHmacSha1_32),
+        (11, CryptoSuite::AeadAes128Gcm),
+        (12, CryptoSuite::AeadAes256Gcm),
     ] {
         let mut rng = rng(seed);
-        let key = MasterKey::new(suite, &rand::Rng::r#gen::<[u8; 30]>(&mut rng)).unwrap();
+        let key = random_key(&mut rng, suite);
         let (mut our_tx, mut their_tx) =
             (SrtpContext::new(&key, SrtpPolicy::default()), theirs(&key));
         let (mut our_rx, mut their_rx) =

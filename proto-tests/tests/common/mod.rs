@@ -3,13 +3,22 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use srtp_relay::core::srtp::{MAX_TRAILER_LEN, SrtpContext, SrtpError};
+use srtp_relay::core::srtp::{CryptoSuite, MAX_TRAILER_LEN, MasterKey, SrtpContext, SrtpError};
 
 pub const SSRCS: [u32; 2] = [0x1d5a_091c, 0xcafe_babe];
 
 /// A seeded generator so a failure can be replayed exactly.
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
+}
+
+/// A random master key and salt of `suite`'s length.
+pub fn random_key(rng: &mut StdRng, suite: CryptoSuite) -> MasterKey {
+    let p = suite.params();
+    let bytes: Vec<u8> = (0..p.master_key_len + p.master_salt_len)
+        .map(|_| rng.r#gen())
+        .collect();
+    MasterKey::new(suite, &bytes).unwrap()
 }
 
 /// A random RTP packet: random CSRC count, sometimes a one-byte-header extension, 0-1200 bytes
