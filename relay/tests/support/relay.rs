@@ -343,10 +343,15 @@ pub fn libsrtp_kind(
     key: &MasterKey,
     packets: &[Vec<u8>],
 ) -> Vec<Result<Vec<u8>, String>> {
-    let profile = if key.suite() == CryptoSuite::AesCm128HmacSha1_80 {
-        "80"
-    } else {
-        "32"
+    let profile = match key.suite() {
+        CryptoSuite::AesCm128HmacSha1_80 => "80",
+        CryptoSuite::AesCm128HmacSha1_32 => "32",
+        CryptoSuite::AeadAes128Gcm => "gcm128",
+        CryptoSuite::AeadAes256Gcm => "gcm256",
+        // libsrtp's Python binding has no AES-256 counter-mode profile: webrtc-srtp instead.
+        CryptoSuite::Aes256CmHmacSha1_80 | CryptoSuite::Aes256CmHmacSha1_32 => {
+            return webrtc_srtp_kind(direction, kind, key, packets);
+        }
     };
     let mut script = format!(
         "session s libsrtp {profile} {direction} {} 64\n",
@@ -374,6 +379,46 @@ pub fn libsrtp_kind(
         .map(|l| match l.split_once(' ') {
             Some(("ok", h)) => Ok(hex::decode(h).unwrap()),
             other => Err(format!("{other:?}")),
+        })
+        .collect()
+}
+
+/// [`libsrtp_kind`] through webrtc-srtp, an independent implementation that has the suites of
+/// RFC 6188 (one context, replay protection of 64 on receive).
+fn webrtc_srtp_kind(
+    direction: &str,
+    kind: &str,
+    key: &MasterKey,
+    packets: &[Vec<u8>],
+) -> Vec<Result<Vec<u8>, String>> {
+    use webrtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
+    use webrtc_srtp::protection_profile::ProtectionProfile;
+    let profile = match key.suite() {
+        CryptoSuite::AesCm128HmacSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
+        CryptoSuite::AesCm128HmacSha1_32 => ProtectionProfile::Aes128CmHmacSha1_32,
+        CryptoSuite::Aes256CmHmacSha1_80 => ProtectionProfile::Aes256CmHmacSha1_80,
+        CryptoSuite::Aes256CmHmacSha1_32 => ProtectionProfile::Aes256CmHmacSha1_32,
+        CryptoSuite::AeadAes128Gcm => ProtectionProfile::AeadAes128Gcm,
+        CryptoSuite::AeadAes256Gcm => ProtectionProfile::AeadAes256Gcm,
+    };
+    let mut ctx = webrtc_srtp::context::Context::new(
+        key.master_key(),
+        key.master_salt(),
+        profile,
+        Some(srtp_replay_protection(64)),
+        Some(srtcp_replay_protection(64)),
+    )
+    .unwrap();
+    packets
+        .iter()
+        .map(|p| {
+            let r = match (direction, kind) {
+                ("rx", "rtp") => ctx.decrypt_rtp(p),
+                ("rx", _) => ctx.decrypt_rtcp(p),
+                (_, "rtp") => ctx.encrypt_rtp(p),
+                _ => ctx.encrypt_rtcp(p),
+            };
+            r.map(|b| b.to_vec()).map_err(|e| e.to_string())
         })
         .collect()
 }
