@@ -1,4 +1,6 @@
-//! SRTP protect and unprotect, ours (in place) against webrtc-srtp 0.17.2, in the same run.
+//! SRTP protect and unprotect for all six suites, ours (in place) against webrtc-srtp 0.17.2,
+//! in the same run; `bench/libsrtp/run` measures libsrtp 2.5 the same way and
+//! `bench/srtp-table.py` puts the three side by side.
 //!
 //! `cargo bench -p srtp-relay-bench --bench srtp`. Every iteration copies the packet into the
 //! work buffer first (as a relay receives it), for both implementations. Unprotect runs over a
@@ -30,6 +32,10 @@ fn theirs(key: &MasterKey) -> Context {
     let profile = match key.suite() {
         CryptoSuite::AesCm128HmacSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
         CryptoSuite::AesCm128HmacSha1_32 => ProtectionProfile::Aes128CmHmacSha1_32,
+        CryptoSuite::Aes256CmHmacSha1_80 => ProtectionProfile::Aes256CmHmacSha1_80,
+        CryptoSuite::Aes256CmHmacSha1_32 => ProtectionProfile::Aes256CmHmacSha1_32,
+        CryptoSuite::AeadAes128Gcm => ProtectionProfile::AeadAes128Gcm,
+        CryptoSuite::AeadAes256Gcm => ProtectionProfile::AeadAes256Gcm,
     };
     let (srtp, srtcp) = (
         Some(srtp_replay_protection(64)),
@@ -44,6 +50,10 @@ fn bench(c: &mut Criterion) {
         let short = match suite {
             CryptoSuite::AesCm128HmacSha1_80 => "80",
             CryptoSuite::AesCm128HmacSha1_32 => "32",
+            CryptoSuite::Aes256CmHmacSha1_80 => "256_80",
+            CryptoSuite::Aes256CmHmacSha1_32 => "256_32",
+            CryptoSuite::AeadAes128Gcm => "gcm128",
+            CryptoSuite::AeadAes256Gcm => "gcm256",
         };
         for len in [172usize, 1200] {
             let template = rtp_packet(len, 0);

@@ -188,7 +188,7 @@ display=0
 
 def gst_peer(procs, name, port, remote_port, tx, rx, freq, seconds, wav):
     """A GStreamer SRTP endpoint on one UDP socket (srtpenc out, srtpdec in): tx/rx are
-    (suite '80'|'32', 30-byte key||salt, ssrc)."""
+    (suite '80'|'32'|'256_80'|'256_32'|'gcm128'|'gcm256', key||salt of its length, ssrc)."""
     return procs.start(name, [
         "/usr/bin/python3", os.path.join(HERE, "gst_peer.py"),
         "--port", str(port), "--remote-port", str(remote_port),

@@ -125,7 +125,8 @@ fn v3_srtp_roc_1() {
 fn v5_srtcp_index_1_encrypted_same_for_both_suites() {
     let want =
         hex!("81c8000bcafebabe7128035be487b9bdbef89041f977a5a8 80000001 993e08cd54d6c1230798");
-    for suite in CryptoSuite::ALL {
+    // The two RFC 4568 suites share the RTCP transform (SRTCP keeps its 80-bit tag under _32).
+    for suite in CryptoSuite::DEFAULT {
         let mut tx = SrtpContext::new(&b3_key(suite), SrtpPolicy::default());
         assert_eq!(protect(&mut tx, &PLAIN_RTCP, true), want, "{suite}");
         let mut rx = SrtpContext::new(&b3_key(suite), SrtpPolicy::default());

@@ -49,6 +49,11 @@ const TOKENS: &[&str] = &[
     "RTP/SAVP",
     "RTP/AVP",
     "AES_CM_128_HMAC_SHA1_80",
+    "AES_256_CM_HMAC_SHA1_32",
+    "AEAD_AES_128_GCM",
+    "AEAD_AES_256_GCM",
+    "UNENCRYPTED_SRTP",
+    "UNAUTHENTICATED_SRTP",
     "2^",
     "65536",
     "0",
@@ -89,7 +94,11 @@ fn hostile_sdp_never_panics_and_untouched_bodies_round_trip() {
     let addr: IpAddr = "203.0.113.5".parse().unwrap();
     #[allow(clippy::disallowed_methods)] // the test's time origin
     let now = std::time::Instant::now();
-    let config = PolicyConfig::default();
+    // Every suite the relay speaks, so lines of each length and kind reach the key parser.
+    let config = PolicyConfig {
+        suites: srtp_relay::core::srtp::CryptoSuite::ALL.to_vec(),
+        ..PolicyConfig::default()
+    };
     let levels = [
         MediaSecurity::Disabled,
         MediaSecurity::BestEffort,

@@ -73,7 +73,7 @@ fn b_answer(b: &Phone, proto: &str, tag: u32, extra: &str) -> String {
     let port = b.addr().port();
     // Padded base64, as RFC 4568 writes it (A's SDP from `Phone::sdp` leaves it off).
     let mut b64 = base64_encode(k.key_salt());
-    while b64.len() % 4 != 0 {
+    while !b64.len().is_multiple_of(4) {
         b64.push('=');
     }
     format!(
@@ -175,7 +175,10 @@ fn each_suite_on_both_legs_and_legs_on_different_suites() {
             .nth(2)
             .unwrap()
             .trim_start_matches("inline:");
-        assert_eq!(b64.len() % 4, 0, "padded base64 (RFC 4568 §9.2): {line}");
+        assert!(
+            b64.len().is_multiple_of(4),
+            "padded base64 (RFC 4568 §9.2): {line}"
+        );
     }
     drop(a.send(m_addr(&to_b, 0), 0));
 

@@ -3,17 +3,17 @@ and the relay: SRTP on both legs, then SRTP to plain RTP."""
 from harness import check, counter, expect_tone
 from peers import Baresip
 
-from .common import drops, expect_leg, expect_relay_clean, find, must, one_call
+from .common import ALL_SUITES, drops, expect_leg, expect_relay_clean, find, must, one_call
 
 
 # ---------------------------------------------------------------------------------------------
 # 1 and 2. Two baresip UAs call each other through Kamailio and the relay
 
 
-def baresip_call(ctx, alice_enc, bob_enc, policy):
+def baresip_call(ctx, alice_enc, bob_enc, policy, config=None):
     """alice (440 Hz) calls bob (660 Hz) through Kamailio with bob's leg under `policy`; a call
     of about 5 s. Returns the relay, the SIP messages of the call, and both UAs."""
-    relay = ctx.start_relay()
+    relay = ctx.start_relay(config=config)
     kam = ctx.start_kamailio()
     b = ctx.base
     ctx.free0 = relay.cmd({"command": "statistics"})["free-port-pairs"]
@@ -58,6 +58,36 @@ def kamailio_baresip(ctx):
     check(d.get("auth_failed", 0) <= 2 and d.get("replayed", 0) == 0,
           "at most the 2 plain RTCP BYEs at hang-up refused, no replay", d)
     return f"{int(fwd)} packets decrypt+encrypt, tone heard both ways, drops {d}"
+
+
+def kamailio_baresip_new_suites(ctx):
+    """SRTP on both legs with the relay preferring the suites of RFC 7714 and RFC 6188: the
+    relay offers bob every suite, GCM first, and bob (baresip's srtp module, libre) takes one of
+    the new ones; alice's leg keeps the suite alice offered first. Each leg on its own suite,
+    tone both ways."""
+    config = "[security]\nsuites = [" + ", ".join(f'"{s}"' for s in ALL_SUITES) + "]\n"
+    relay, sdp, alice, bob = baresip_call(ctx, "srtp-mand", "srtp-mand", "enforce", config)
+    expect_leg(sdp["offer to bob"], "INVITE to bob", "RTP/SAVP", True, ctx)
+    offered = [c[1] for c in sdp["offer to bob"].crypto(0)]
+    check(offered == ALL_SUITES, "the relay offers bob all six suites in the configured order",
+          offered)
+    bob_suite = [c[1] for c in sdp["bob's answer"].crypto(0)]
+    check(len(bob_suite) == 1 and bob_suite[0] in ALL_SUITES[:4],
+          "bob to answer with one of the new suites (GCM or AES-256)", bob_suite)
+    alice_first = [c[1] for c in sdp["alice's offer"].crypto(0) if c[1] in ALL_SUITES][0]
+    to_alice = [c[1] for c in sdp["answer to alice"].crypto(0)]
+    check(to_alice == [alice_first], f"the answer to alice in the suite she offered first ({alice_first})",
+          to_alice)
+    expect_tone(bob.decoded_wav(), 440, 3.0, "bob")
+    expect_tone(alice.decoded_wav(), 660, 3.0, "alice")
+    expect_relay_clean(ctx, relay)
+    m = relay.metrics()
+    fwd = counter(m, "srtp_relay_packets_total", direction="out", transform="decrypt+encrypt")
+    check(fwd >= 300, "at least 300 SRTP packets re-encrypted by the relay", fwd)
+    d = drops(m)
+    check(d.get("auth_failed", 0) <= 2 and d.get("replayed", 0) == 0,
+          "at most the 2 plain RTCP BYEs at hang-up refused, no replay", d)
+    return f"alice {to_alice[0]}, bob {bob_suite[0]}, {int(fwd)} packets decrypt+encrypt, tone both ways"
 
 
 def baresip_srtp_plain(ctx):

@@ -148,7 +148,13 @@ def capneg_leaks(sdp):
 # SRTP suites, and the SDES keys (key||salt, base64) of the scripted phones
 
 
-SUITE = {"80": "AES_CM_128_HMAC_SHA1_80", "32": "AES_CM_128_HMAC_SHA1_32"}
+SUITE = {"80": "AES_CM_128_HMAC_SHA1_80", "32": "AES_CM_128_HMAC_SHA1_32",
+         "256_80": "AES_256_CM_HMAC_SHA1_80", "256_32": "AES_256_CM_HMAC_SHA1_32",
+         "gcm128": "AEAD_AES_128_GCM", "gcm256": "AEAD_AES_256_GCM"}
+# key || salt bytes per suite (RFC 4568, RFC 6188, RFC 7714)
+KEY_LEN = {"80": 30, "32": 30, "256_80": 46, "256_32": 46, "gcm128": 28, "gcm256": 44}
+ALL_SUITES = ["AEAD_AES_256_GCM", "AEAD_AES_128_GCM", "AES_256_CM_HMAC_SHA1_80",
+              "AES_256_CM_HMAC_SHA1_32", "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"]
 KEY_A = "MI1fKA4carK9sRbo1RitHcXoYTHf6N76t1B9OEQq"
 KEY_B = "a5IF5WLbh0edJdTwaMCa9Vy51NXJqhFv0kmADn1e"
 KEY_C = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk"

@@ -1,5 +1,5 @@
 """GStreamer endpoints with the relay driven over ng directly (no SIP): SRTP with known keys in
-both suites, and call quality from real RTCP (rtpbin) in `delete`."""
+every suite, and call quality from real RTCP (rtpbin) in `delete`."""
 import base64
 import os
 import re
@@ -7,7 +7,7 @@ import re
 from harness import Sdp, check, counter, expect_tone
 from peers import gst_peer, gst_rtcp_peer
 
-from .common import SUITE, drops
+from .common import ALL_SUITES, KEY_LEN, SUITE, drops
 
 
 # ---------------------------------------------------------------------------------------------
@@ -27,11 +27,28 @@ def gstreamer_srtp(ctx):
     A _80 / B _32, then A _32 / B _80. Each endpoint encrypts with its own known key (the one in
     its SDP) and decrypts with the key the relay gave it; the tone must arrive both ways."""
     relay = ctx.start_relay()
+    return gst_srtp_calls(ctx, relay, (("80", "32", 440, 660), ("32", "80", 520, 780)))
+
+
+def gstreamer_srtp_new_suites(ctx):
+    """The suites of RFC 6188 and RFC 7714 with libsrtp inside GStreamer on both ends, the relay
+    configured with all six: A on AES-128-GCM and B on AES-256-CM _80, A on AES-256-CM _32 and
+    B on AES-256-GCM, A on AES-256-GCM and B on _80. Each leg keeps its own suite; the tone
+    must arrive both ways."""
+    config = "[security]\nsuites = [" + ", ".join(f'"{s}"' for s in ALL_SUITES) + "]\n"
+    relay = ctx.start_relay(config=config)
+    return gst_srtp_calls(ctx, relay, (("gcm128", "256_80", 440, 660),
+                                       ("256_32", "gcm256", 520, 780),
+                                       ("gcm256", "80", 600, 900)))
+
+
+def gst_srtp_calls(ctx, relay, calls):
+    """One call per (A's suite, B's suite, A's tone, B's tone), all at once."""
     b = ctx.base
     peers, expect = [], []
-    for n, (sa, sb, fa, fb) in enumerate((("80", "32", 440, 660), ("32", "80", 520, 780))):
+    for n, (sa, sb, fa, fb) in enumerate(calls):
         call = f"gst-{sa}-{sb}"
-        ka, kb = os.urandom(30), os.urandom(30)
+        ka, kb = os.urandom(KEY_LEN[sa]), os.urandom(KEY_LEN[sb])
         pa, pb = b + 20 + 4 * n, b + 22 + 4 * n
         ssrc_a, ssrc_b = 0x11110000 + n, 0x22220000 + n
         r = relay.cmd({"command": "offer", "call-id": call, "from-tag": "a", "sdp":
@@ -65,9 +82,12 @@ def gstreamer_srtp(ctx):
     m = relay.metrics()
     fwd = counter(m, "srtp_relay_packets_total", direction="out", transform="decrypt+encrypt")
     d = drops(m)
-    check(fwd >= 4 * 180, "at least 720 packets decrypted and re-encrypted (4 streams of 200)", fwd)
+    streams = 2 * len(calls)
+    check(fwd >= streams * 180,
+          f"at least {streams * 180} packets decrypted and re-encrypted ({streams} streams of 200)", fwd)
     check(not d.get("auth_failed") and not d.get("replayed"), "no authentication failure or replay", d)
-    return (f"suites crossed both ways, {int(fwd)} packets, "
+    pairs = ", ".join(f"{SUITE[sa]}/{SUITE[sb]}" for sa, sb, _, _ in calls)
+    return (f"suites crossed both ways ({pairs}), {int(fwd)} packets, "
             f"tone {min(heard):.1f}-{max(heard):.1f} s per stream")
 
 

@@ -46,6 +46,8 @@ fuzz_target!(|data: &[u8]| {
         max_calls: 4,
         // Small, so that admission by memory is reached and refused within one input.
         memory_budget: 256 << 10,
+        // Every suite, so lines of each key length and kind are negotiated.
+        policy: PolicyConfig { suites: srtp_relay::core::srtp::CryptoSuite::ALL.to_vec(), ..PolicyConfig::default() },
         ..ShardConfig::new(
             // Two interfaces, IPv4 and IPv6, so that offers cross families when `direction` says so.
             Interfaces::new(vec![

@@ -1,4 +1,5 @@
-//! Any bytes through the SRTP engine's entry points: header parsing, unprotect (RTP and RTCP, with
+//! Any bytes through the SRTP engine's entry points, under each of the six suites (the second
+//! byte picks it): header parsing, unprotect (RTP and RTCP, with
 //! and without authentication, in a re-key grace period), protect (a sequence of packets through
 //! one renumbering context, so restarts and jumps are exercised) and the translation of RTCP
 //! report blocks. Must never panic.
@@ -11,14 +12,17 @@ use srtp_relay::core::rtp::{RtcpHeader, RtpHeader};
 use srtp_relay::core::srtp::{CryptoSuite, MasterKey, RxSrtp, SessionParams, SrtpContext, SrtpPolicy};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&control, pkt)) = data.split_first() else { return };
-    let suite = CryptoSuite::ALL[usize::from(control & 1)];
+    let Some((&control, rest)) = data.split_first() else { return };
+    let Some((&which, pkt)) = rest.split_first() else { return };
+    let suite = CryptoSuite::ALL[usize::from(which) % CryptoSuite::ALL.len()];
     let params = SessionParams {
         unencrypted_srtp: control & 2 != 0,
         unencrypted_srtcp: control & 4 != 0,
         unauthenticated_srtp: control & 8 != 0,
     };
-    let key = MasterKey::new(suite, &[control; 30]).expect("30 bytes");
+    let p = suite.params();
+    let key = MasterKey::new(suite, &[control; 46][..p.master_key_len + p.master_salt_len])
+        .expect("the suite's length");
     let policy = SrtpPolicy::new(params);
     let now = Instant::now();
     let mut rx = RxSrtp::new(SrtpContext::new(&key, policy));

@@ -3,9 +3,9 @@
 //!
 //! Nothing in here opens a socket, spawns a thread or reads a clock; time enters as an argument.
 //!
-//! Deliberate scope of the SRTP engine (v1):
-//! - SDES-keyed AES-CM-128 with HMAC-SHA1 (`_80`, `_32`); no AEAD, no AES-256 yet (one table row
-//!   and one primitive each);
+//! Deliberate scope of the SRTP engine:
+//! - SDES-keyed AES-CM with HMAC-SHA1 (`_80`, `_32`; 128-bit keys and, RFC 6188, 256-bit ones)
+//!   and AES-GCM (RFC 7714, 128- and 256-bit keys); no AES-192;
 //! - no MKI and no key-derivation rate (`KDR`): the SDP layer refuses offers that need them;
 //! - the three RFC 4568 session parameters `UNENCRYPTED_SRTP`, `UNENCRYPTED_SRTCP`,
 //!   `UNAUTHENTICATED_SRTP`.

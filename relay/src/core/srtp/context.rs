@@ -509,10 +509,11 @@ pub struct SrtpContext {
 
 impl SrtpContext {
     /// The most heap and inline memory one context (boxed) can come to, whatever its SSRCs do:
-    /// every SSRC slot, every retired record and the forgotten-SSRC filter in use. Admission
-    /// counts contexts at this size (docs/behaviour.md §9: memory bounded by what the limits
-    /// allow).
+    /// every SSRC slot, every retired record and the forgotten-SSRC filter in use, and the boxed
+    /// AES-256 key schedules (RTP and RTCP) of a 256-bit suite. Admission counts contexts at this
+    /// size (docs/behaviour.md §9: memory bounded by what the limits allow).
     pub const MAX_BYTES: usize = size_of::<Self>()
+        + 2 * size_of::<aes::Aes256Enc>()
         + MAX_SSRCS * size_of::<Stream>()
         + MAX_RETIRED * size_of::<Retired>()
         + FORGOTTEN_WORDS * 8;

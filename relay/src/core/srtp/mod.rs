@@ -1,4 +1,5 @@
-//! SRTP and SRTCP (RFC 3711) for SDES-keyed calls, transforming packets in place.
+//! SRTP and SRTCP (RFC 3711; RFC 6188's AES-256 counter mode, RFC 7714's AES-GCM) for
+//! SDES-keyed calls, transforming packets in place.
 //!
 //! The caller owns the buffers: [`SrtpContext::protect_rtp`] appends the tag into tail room the
 //! caller left behind the packet, [`SrtpContext::unprotect_rtp`] shrinks the packet. Nothing here

@@ -25,19 +25,22 @@ pub const GCM_TAG_LEN: usize = 16;
 /// AES in counter mode as RFC 3711 §4.1.1 defines it: keystream block `j` is `E(k, IV + j)`,
 /// with a 128-bit key or (RFC 6188) a 256-bit one.
 ///
-/// The round keys are wiped on drop (the `aes` crate's `zeroize` feature).
+/// The round keys are wiped on drop (the `aes` crate's `zeroize` feature). AES-256's schedule is
+/// boxed: it is larger, and most contexts are AES-128 ones, which keep theirs inline (boxing
+/// AES-128 too would cost every packet a pointer chase for nothing).
+#[allow(clippy::large_enum_variant)]
 pub enum AesCm {
     /// AES-128.
     Aes128(Aes128Enc),
     /// AES-256.
-    Aes256(Aes256Enc),
+    Aes256(Box<Aes256Enc>),
 }
 
 impl AesCm {
     /// Keys the cipher. `key` must be 16 or 32 bytes (the suite table guarantees it).
     pub fn new(key: &[u8]) -> Self {
         match key.len() {
-            32 => Self::Aes256(Aes256Enc::new(GenericArray::from_slice(key))),
+            32 => Self::Aes256(Box::new(Aes256Enc::new(GenericArray::from_slice(key)))),
             _ => Self::Aes128(Aes128Enc::new(GenericArray::from_slice(key))),
         }
     }
@@ -48,7 +51,7 @@ impl AesCm {
     pub fn apply_keystream(&self, iv: u128, data: &mut [u8]) {
         match self {
             Self::Aes128(c) => keystream(c, iv, data),
-            Self::Aes256(c) => keystream(c, iv, data),
+            Self::Aes256(c) => keystream(c.as_ref(), iv, data),
         }
     }
 

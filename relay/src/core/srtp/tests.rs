@@ -886,7 +886,7 @@ fn rekey_across_suites_keeps_the_stream() {
     let mut tx = SrtpContext::new(&old, SrtpPolicy::default());
     let mut rx = RxSrtp::new(SrtpContext::new(&old, SrtpPolicy::default()));
     let seq = stream_to_roc_one(&mut tx, &mut rx, now);
-    let in_flight = protect(&mut tx, &rtp(seq, SSRC));
+    let mut in_flight = protect(&mut tx, &rtp(seq, SSRC));
     let mut tx_new = SrtpContext::new(&new, SrtpPolicy::default());
     tx_new.carry_over_from(&tx);
     rx.rekey(
@@ -894,11 +894,11 @@ fn rekey_across_suites_keeps_the_stream() {
         now,
         Duration::from_secs(2),
     );
-    let fresh = protect(&mut tx_new, &rtp(seq.wrapping_add(1), SSRC));
+    let mut fresh = protect(&mut tx_new, &rtp(seq.wrapping_add(1), SSRC));
     assert_eq!(fresh.len(), 12 + 160 + 16);
-    assert!(rx.unprotect_rtp(now, &mut fresh.clone()).is_ok());
+    assert!(rx.unprotect_rtp(now, &mut fresh).is_ok());
     assert!(
-        rx.unprotect_rtp(now, &mut in_flight.clone()).is_ok(),
+        rx.unprotect_rtp(now, &mut in_flight).is_ok(),
         "old suite in grace"
     );
     assert_eq!(rx.current().roc(SSRC), Some(1));
