@@ -6,9 +6,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes128Gcm, KeyInit};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use srtp_relay::core::srtp::{AesCm, AesGcm, HmacSha1};
 
 fn bench(c: &mut Criterion) {

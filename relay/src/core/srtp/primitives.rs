@@ -112,7 +112,7 @@ impl AesGcm {
     pub fn new(key: &[u8]) -> Self {
         let cipher = AesCm::new(key);
         let mut h = cipher.encrypt_block(0);
-        let ghash = GHash::new(GenericArray::from_slice(&h));
+        let ghash = GHash::new(&ghash::Key::from(h));
         h.zeroize();
         Self { cipher, ghash }
     }
@@ -150,7 +150,7 @@ impl AesGcm {
         g.feed(ct);
         g.pad();
         let lengths = (u128::from(aad_len * 8) << 64) | u128::from(ct.len() as u64 * 8);
-        g.ghash.update(&[GenericArray::from(lengths.to_be_bytes())]);
+        g.ghash.update(&[ghash::Block::from(lengths.to_be_bytes())]);
         let s: [u8; BLOCK_LEN] = g.ghash.finalize().into();
         let mask = self.cipher.encrypt_block(counter(iv, 1));
         (u128::from_ne_bytes(s) ^ u128::from_ne_bytes(mask)).to_ne_bytes()
@@ -179,7 +179,7 @@ impl Absorb {
             if self.len < BLOCK_LEN {
                 return;
             }
-            self.ghash.update(&[GenericArray::from(self.buf)]);
+            self.ghash.update(&[ghash::Block::from(self.buf)]);
             self.len = 0;
         }
         let whole = data.len() - data.len() % BLOCK_LEN;
@@ -193,7 +193,7 @@ impl Absorb {
     fn pad(&mut self) {
         if self.len > 0 {
             self.buf[self.len..].fill(0);
-            self.ghash.update(&[GenericArray::from(self.buf)]);
+            self.ghash.update(&[ghash::Block::from(self.buf)]);
             self.len = 0;
         }
     }
