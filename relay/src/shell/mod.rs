@@ -14,3 +14,4 @@ pub mod server;
 pub mod sys;
 pub mod systemd;
 pub mod worker;
+pub mod xdp;

@@ -1,0 +1,195 @@
+//! The fast path's XDP program (docs/architecture.md, the fast path): it steers UDP/IPv4
+//! datagrams for the relay's address and port range into the AF_XDP socket of the queue they
+//! arrived on, and passes everything else to the kernel's stack. It is a couple of dozen eBPF
+//! instructions, written here as such: no clang, no object file, no BPF toolchain at build time.
+//!
+//! Passed to the stack: anything but IPv4 (ARP, IPv6, VLAN tags), IPv4 with options or
+//! fragments (MF set or an offset), anything but UDP, another destination address, a port
+//! outside the range, a frame too short for the headers. A steered datagram whose queue has no
+//! socket in the map also goes to the stack (the redirect's miss action), so the sockets bound on
+//! the same ports receive it: the fallback needs no coordination.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use super::sys::bpf;
+
+/// XDP verdicts (`enum xdp_action`).
+pub mod action {
+    /// Dropped.
+    pub const DROP: u32 = 1;
+    /// Handed to the kernel's stack.
+    pub const PASS: u32 = 2;
+    /// Redirected (here: into an AF_XDP socket).
+    pub const REDIRECT: u32 = 4;
+}
+
+/// The RX queues an XSKMAP has room for.
+pub const MAX_QUEUES: u32 = 64;
+
+/// What the program steers: UDP to `addr`, destination ports `ports.0..=ports.1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Steering {
+    /// The relay's media address on the interface.
+    pub addr: Ipv4Addr,
+    /// Its media port range, both ends included.
+    pub ports: (u16, u16),
+}
+
+/// A loaded steering program and its XSKMAP. Dropping it unloads both (unless attached: an
+/// attachment keeps the program until its [`Attached`] is dropped).
+pub struct Program {
+    prog: OwnedFd,
+    xsks: OwnedFd,
+}
+
+/// The program attached to a link; detached when dropped, or when the process ends.
+pub struct Attached {
+    _link: OwnedFd,
+}
+
+impl Program {
+    /// Creates the XSKMAP and loads the program for `steering`. `miss` is the verdict for a
+    /// steered datagram whose queue has no socket: [`action::PASS`] for the relay (the socket
+    /// path takes it); tests load [`action::DROP`] to see the steering decision.
+    pub fn load(steering: Steering, miss: u32) -> io::Result<Self> {
+        let xsks = bpf::xskmap(MAX_QUEUES)?;
+        let insns = steer(steering, xsks.as_raw_fd(), miss);
+        let prog = bpf::load_xdp(&insns, "srtp_relay_steer")?;
+        Ok(Self { prog, xsks })
+    }
+
+    /// The verdict for one frame (`BPF_PROG_TEST_RUN`), for tests and a start-up self-check.
+    pub fn test_run(&self, frame: &[u8]) -> io::Result<u32> {
+        bpf::test_run(self.prog.as_fd(), frame)
+    }
+
+    /// Attaches the program to the interface `ifname` in driver (native) mode. Fails where the
+    /// driver has no XDP, where another program is attached, or without the privilege.
+    pub fn attach(&self, ifname: &str) -> io::Result<Attached> {
+        let ifindex = bpf::ifindex(ifname)?;
+        let link = bpf::attach_xdp(self.prog.as_fd(), ifindex, bpf::XDP_FLAGS_DRV_MODE)?;
+        Ok(Attached { _link: link })
+    }
+
+    /// The XSKMAP the AF_XDP sockets go into (index: the RX queue they are bound to).
+    pub fn xsks(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.xsks.as_fd()
+    }
+}
+
+// eBPF instruction classes and operations (linux/bpf_common.h, linux/bpf.h).
+const LDX_W: u8 = 0x61;
+const LDX_H: u8 = 0x69;
+const LDX_B: u8 = 0x71;
+const MOV64_X: u8 = 0xbf;
+const MOV64_K: u8 = 0xb7;
+const ADD64_K: u8 = 0x07;
+const AND32_K: u8 = 0x54;
+const TO_BE: u8 = 0xdc;
+const JGT_X: u8 = 0x2d;
+const JNE32_K: u8 = 0x56;
+const JLT32_K: u8 = 0xa6;
+const JGT32_K: u8 = 0x26;
+const LD_IMM64: u8 = 0x18;
+const CALL: u8 = 0x85;
+const EXIT: u8 = 0x95;
+const PSEUDO_MAP_FD: u8 = 1;
+const BPF_FUNC_REDIRECT_MAP: i32 = 51;
+
+/// One `struct bpf_insn` as the kernel reads it (little-endian here, as the machines are).
+const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+    code as u64
+        | ((dst as u64) << 8)
+        | ((src as u64) << 12)
+        | ((off as u16 as u64) << 16)
+        | ((imm as u32 as u64) << 32)
+}
+
+/// Ethernet (14) + IPv4 without options (20) + UDP (8).
+const HEADERS: i32 = 42;
+
+/// The program: `r6` keeps the context, `r2`/`r3` the frame's start and end, `r5` the field
+/// being checked; every failed check jumps to the end, which passes the frame.
+fn steer(s: Steering, xsks: i32, miss: u32) -> Vec<u64> {
+    // The destination address as the 32-bit load of its network-order bytes reads it.
+    let addr = i32::from_ne_bytes(s.addr.octets());
+    let body = [
+        insn(MOV64_X, 6, 1, 0, 0),         // r6 = ctx
+        insn(LDX_W, 2, 1, 0, 0),           // r2 = ctx->data
+        insn(LDX_W, 3, 1, 4, 0),           // r3 = ctx->data_end
+        insn(MOV64_X, 4, 2, 0, 0),         // r4 = data
+        insn(ADD64_K, 4, 0, 0, HEADERS),   // r4 += 42
+        insn(JGT_X, 4, 3, PASS, 0),        // too short: pass
+        insn(LDX_H, 5, 2, 12, 0),          // ethertype
+        insn(JNE32_K, 5, 0, PASS, 0x0008), // not IPv4 (0x0800, read little-endian)
+        insn(LDX_B, 5, 2, 14, 0),          // version and header length
+        insn(JNE32_K, 5, 0, PASS, 0x45),   // not IPv4 without options
+        insn(LDX_B, 5, 2, 23, 0),          // protocol
+        insn(JNE32_K, 5, 0, PASS, 17),     // not UDP
+        insn(LDX_H, 5, 2, 20, 0),          // flags and fragment offset
+        insn(AND32_K, 5, 0, 0, 0xff3f),    // MF and the offset (read little-endian)
+        insn(JNE32_K, 5, 0, PASS, 0),      // a fragment
+        insn(LDX_W, 5, 2, 30, 0),          // destination address
+        insn(JNE32_K, 5, 0, PASS, addr),   // not the relay's
+        insn(LDX_H, 5, 2, 36, 0),          // UDP destination port
+        insn(TO_BE, 5, 0, 0, 16),          // to host order
+        insn(JLT32_K, 5, 0, PASS, s.ports.0 as i32),
+        insn(JGT32_K, 5, 0, PASS, s.ports.1 as i32),
+        // bpf_redirect_map(xsks, ctx->rx_queue_index, miss)
+        insn(LD_IMM64, 1, PSEUDO_MAP_FD, 0, xsks),
+        insn(0, 0, 0, 0, 0),
+        insn(LDX_W, 2, 6, 16, 0),
+        insn(MOV64_K, 3, 0, 0, miss as i32),
+        insn(CALL, 0, 0, 0, BPF_FUNC_REDIRECT_MAP),
+        insn(EXIT, 0, 0, 0, 0),
+    ];
+    let mut out = Vec::with_capacity(body.len() + 2);
+    // Jump offsets count from the next instruction: resolve PASS to the end of the body.
+    for (pc, &i) in body.iter().enumerate() {
+        let off = ((i >> 16) & 0xffff) as u16 as i16;
+        let code = (i & 0xff) as u8;
+        let is_jump = matches!(code, JGT_X | JNE32_K | JLT32_K | JGT32_K);
+        if is_jump && off == PASS {
+            let rel = (body.len() - (pc + 1)) as i16;
+            out.push((i & !(0xffff << 16)) | ((rel as u16 as u64) << 16));
+        } else {
+            out.push(i);
+        }
+    }
+    out.push(insn(MOV64_K, 0, 0, 0, action::PASS as i32));
+    out.push(insn(EXIT, 0, 0, 0, 0));
+    out
+}
+
+/// A placeholder offset the builder replaces with the jump to the final "pass".
+const PASS: i16 = i16::MIN;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_check_jumps_to_the_pass_at_the_end() {
+        let p = steer(
+            Steering {
+                addr: Ipv4Addr::new(10, 0, 0, 130),
+                ports: (30000, 39999),
+            },
+            7,
+            action::DROP,
+        );
+        let pass_at = p.len() - 2;
+        for (pc, &i) in p.iter().enumerate() {
+            let code = (i & 0xff) as u8;
+            if matches!(code, JGT_X | JNE32_K | JLT32_K | JGT32_K) {
+                let off = ((i >> 16) & 0xffff) as u16 as i16;
+                assert_eq!(pc as i64 + 1 + i64::from(off), pass_at as i64, "pc {pc}");
+            }
+        }
+        // The address compare takes the network-order bytes as one 32-bit load reads them.
+        let cmp = p[16];
+        assert_eq!((cmp >> 32) as u32, u32::from_ne_bytes([10, 0, 0, 130]));
+    }
+}
