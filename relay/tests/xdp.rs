@@ -173,6 +173,11 @@ impl Lab {
         None
     }
 
+    /// The peer end's name (in the second namespace).
+    fn other(&self) -> String {
+        self.dev.replacen("vx", "vy", 1)
+    }
+
     /// The `ip -d link` line of the veth: it names the XDP program while one is attached.
     fn xdp_shown(&self) -> bool {
         let out = Command::new("ip")
@@ -287,4 +292,129 @@ fn nothing_stays_attached_after_sigkill() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The fast path's two halves together on a veth: the steering program attached in driver
+/// mode, an AF_XDP socket on queue 0 in its map. A datagram from the peer namespace to the
+/// relay's address and a port in the range arrives in the socket's UMEM (never at the stack);
+/// rewritten in place as the reply (addresses and ports swapped, UDP checksum 0) and sent from
+/// the UMEM, it reaches the peer's ordinary UDP socket. A datagram to a port outside the range
+/// reaches an ordinary socket in the relay's namespace, and ARP (passed) keeps working.
+#[test]
+fn af_xdp_receives_steered_datagrams_in_the_umem_and_sends_from_it() {
+    use srtp_relay::shell::sys::xsk::{Frame, Xsk};
+    if program().is_none() {
+        return;
+    }
+    let Some(lab) = Lab::build("x") else { return };
+    let other = lab.other();
+    assert!(run(
+        "ip",
+        &[
+            "-n",
+            &lab.ns,
+            "addr",
+            "add",
+            "10.252.7.1/24",
+            "dev",
+            &lab.dev
+        ]
+    ));
+    assert!(run(
+        "ip",
+        &[
+            "-n",
+            &lab.peer,
+            "addr",
+            "add",
+            "10.252.7.2/24",
+            "dev",
+            &other
+        ]
+    ));
+    // The relay side: an ordinary socket outside the range, then the program and the XSK.
+    let outside = udp_in(&lab.ns, "10.252.7.1:31000");
+    let dev = lab.dev.clone();
+    let relay = in_ns(&lab.ns, move || {
+        let p = Program::load(steering(), action::PASS).unwrap();
+        let attached = p.attach(&dev).unwrap();
+        let ifindex = srtp_relay::shell::sys::bpf::ifindex(&dev).unwrap();
+        let xsk = Xsk::bind(ifindex, 0, 256, 2048).expect("an AF_XDP socket on queue 0");
+        p.register(0, &xsk).unwrap();
+        (p, attached, xsk)
+    });
+    let (_program, _attached, mut xsk) = relay;
+    let phone = udp_in(&lab.peer, "10.252.7.2:40000");
+
+    let payload = b"ping through the UMEM";
+    phone.send_to(payload, "10.252.7.1:30500").unwrap();
+    let mut frames = [Frame { addr: 0, len: 0 }; 16];
+    let mut got = 0;
+    for _ in 0..200 {
+        got = xsk.receive(&mut frames);
+        if got > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(got, 1, "the datagram arrived in the AF_XDP socket");
+    let frame = frames[0];
+    let bytes = xsk.bytes(frame, 0).unwrap();
+    assert_eq!(u16::from_be_bytes([bytes[12], bytes[13]]), 0x0800);
+    assert_eq!(&bytes[26..30], &[10, 252, 7, 2], "from the phone");
+    assert_eq!(&bytes[30..34], &[10, 252, 7, 1], "to the relay's address");
+    assert_eq!(u16::from_be_bytes([bytes[36], bytes[37]]), 30500);
+    assert_eq!(&bytes[42..], payload);
+    // The reply, in place: MACs, addresses and ports swapped (the IPv4 checksum is a sum of
+    // the same words, so it stands), no UDP checksum.
+    let (mac_dst, mac_src) = (bytes[0..6].to_vec(), bytes[6..12].to_vec());
+    bytes[0..6].copy_from_slice(&mac_src);
+    bytes[6..12].copy_from_slice(&mac_dst);
+    let (src, dst) = (bytes[26..30].to_vec(), bytes[30..34].to_vec());
+    bytes[26..30].copy_from_slice(&dst);
+    bytes[30..34].copy_from_slice(&src);
+    let (sport, dport) = (bytes[34..36].to_vec(), bytes[36..38].to_vec());
+    bytes[34..36].copy_from_slice(&dport);
+    bytes[36..38].copy_from_slice(&sport);
+    bytes[40..42].copy_from_slice(&[0, 0]);
+    let before = xsk.free_frames();
+    assert!(xsk.send(frame));
+    xsk.kick().unwrap();
+    let mut buf = [0u8; 256];
+    let (n, from) = phone
+        .recv_from(&mut buf)
+        .expect("the reply reaches the phone");
+    assert_eq!(&buf[..n], payload);
+    assert_eq!(from.to_string(), "10.252.7.1:30500");
+    for _ in 0..100 {
+        xsk.complete();
+        if xsk.free_frames() > before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(xsk.free_frames(), before + 1, "the sent frame came back");
+    xsk.refill();
+
+    // Outside the range: the stack, and the ordinary socket there.
+    phone.send_to(b"to the stack", "10.252.7.1:31000").unwrap();
+    let (n, _) = outside
+        .recv_from(&mut buf)
+        .expect("a port outside the range reaches its socket");
+    assert_eq!(&buf[..n], b"to the stack");
+    assert_eq!(
+        xsk.receive(&mut frames),
+        0,
+        "nothing of it in the AF_XDP socket"
+    );
+}
+
+/// A UDP socket bound to `addr` in namespace `ns`, with a receive timeout.
+fn udp_in(ns: &str, addr: &str) -> std::net::UdpSocket {
+    let addr = addr.to_owned();
+    in_ns(ns, move || {
+        let s = std::net::UdpSocket::bind(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s
+    })
 }

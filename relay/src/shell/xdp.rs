@@ -14,6 +14,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use super::sys::bpf;
+use super::sys::xsk::{self, Xsk};
 
 /// XDP verdicts (`enum xdp_action`).
 pub mod action {
@@ -73,9 +74,10 @@ impl Program {
         Ok(Attached { _link: link })
     }
 
-    /// The XSKMAP the AF_XDP sockets go into (index: the RX queue they are bound to).
-    pub fn xsks(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.xsks.as_fd()
+    /// Steers what arrives on RX queue `queue` into `xsk` (bound to that queue of the link the
+    /// program is attached to). Until a queue has a socket, its datagrams go to the stack.
+    pub fn register(&self, queue: u32, xsk: &Xsk) -> io::Result<()> {
+        xsk::register(self.xsks.as_fd(), queue, xsk.fd())
     }
 }
 

@@ -11,6 +11,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_LINK_CREATE: libc::c_long = 28;
@@ -71,6 +72,16 @@ pub fn xskmap(entries: u32) -> io::Result<OwnedFd> {
         .u32(8, 4)
         .u32(12, entries)
         .call_fd(BPF_MAP_CREATE)
+}
+
+/// Sets `key` to `value` in the map `map` (`BPF_MAP_UPDATE_ELEM`, any flags).
+pub fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+    Attr::new()
+        .u32(0, map.as_raw_fd() as u32)
+        .u64(8, key.as_ptr() as u64)
+        .u64(16, value.as_ptr() as u64)
+        .call(BPF_MAP_UPDATE_ELEM)
+        .map(drop)
 }
 
 /// Loads `insns` (encoded `struct bpf_insn`s) as an XDP program. On a verifier refusal the

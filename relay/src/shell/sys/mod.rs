@@ -1,10 +1,11 @@
 //! The relay's only `unsafe`: batched receive and send with `recvmmsg(2)` and `sendmmsg(2)`,
 //! which neither std, tokio nor socket2 offer, the open-file limit
-//! (`getrlimit`/`setrlimit`), the host's addresses (`getifaddrs`) and, in [`bpf`], the `bpf(2)`
-//! calls of the fast path. Each block says why it is sound.
+//! (`getrlimit`/`setrlimit`), the host's addresses (`getifaddrs`) and, in [`bpf`] and [`xsk`],
+//! the `bpf(2)` calls and the AF_XDP sockets of the fast path. Each block says why it is sound.
 #![allow(unsafe_code)]
 
 pub mod bpf;
+pub mod xsk;
 
 use std::io;
 use std::mem::{MaybeUninit, size_of};
