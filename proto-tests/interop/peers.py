@@ -122,7 +122,8 @@ class Linphone:
     """linphonec driven through its stdin. It needs a writable HOME (its database), the SIP port
     and IPv6 set at run time, and the 'files' sound card."""
 
-    def __init__(self, workdir, name, sip_port, rtp_port, keep_srtp_keys=True):
+    def __init__(self, workdir, name, sip_port, rtp_port, keep_srtp_keys=True,
+                 suites="AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32"):
         self.dir = os.path.join(workdir, name)
         self.name, self.sip_port = name, sip_port
         os.makedirs(os.path.join(self.dir, "home", ".local", "share", "linphone"), exist_ok=True)
@@ -135,7 +136,7 @@ media_encryption=srtp
 media_encryption_mandatory=0
 support_capability_negotiations=1
 capability_negotiations_reinvite=1
-srtp_crypto_suites=AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32
+srtp_crypto_suites={suites}
 {keep}default_proxy=-1
 guess_hostname=0
 contact=sip:{name}@127.0.0.1

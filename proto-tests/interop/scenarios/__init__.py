@@ -14,6 +14,7 @@ from .ha import ha_takeover
 from .interfaces import kamailio_direction
 from .linphone import linphone_capneg, linphone_rekey
 from .offers import sipp_offers
+from .suites import kamailio_each_new_suite
 
 __all__ = ["ALL", "Ctx", "Scenario"]
 
@@ -21,6 +22,7 @@ __all__ = ["ALL", "Ctx", "Scenario"]
 ALL = [
     Scenario("kamailio-baresip-srtp", kamailio_baresip, 40),
     Scenario("kamailio-baresip-new-suites", kamailio_baresip_new_suites, 40),
+    Scenario("kamailio-each-new-suite", kamailio_each_new_suite, 90),
     Scenario("baresip-srtp-to-plain", baresip_srtp_plain, 40),
     Scenario("linphone-capneg", linphone_capneg, 60),
     Scenario("linphone-rekey-every-reinvite", linphone_rekey, 60),
