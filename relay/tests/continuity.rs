@@ -280,9 +280,7 @@ fn rtcp_reports_from_b_reach_a_in_as_own_numbering() {
 
 #[test]
 fn renumbering_off_keeps_numbers_and_drops_a_restart_as_replayed() {
-    let dir = std::env::temp_dir().join(format!("srtp-relay-cont-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("verbatim.toml");
+    let path = TempFile::new("cont", "verbatim.toml");
     std::fs::write(&path, "[security]\nrenumber = false\n").unwrap();
     let mut c = call("verbatim", false, &["--config", path.to_str().unwrap()]);
     let part: Vec<Vec<u8>> = (0..10u16).map(|k| packet(1000 + k, 0, 0x5)).collect();

@@ -16,14 +16,12 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_srtp-relay"))
 }
 
-fn temp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("srtp-relay-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+fn temp(name: &str) -> TempFile {
+    TempFile::new("test", name)
 }
 
 /// A configuration file for one test: its own ng, metrics and media ports.
-fn config_file(name: &str, extra: &str) -> (std::path::PathBuf, u16, u16) {
+fn config_file(name: &str, extra: &str) -> (TempFile, u16, u16) {
     let (ng, lo) = Relay::ports();
     let metrics = ng + 1000;
     let text = format!(

@@ -43,13 +43,13 @@ fn relay_with(allow: &str, extra: &str, pairs: u16, wrapper: &[&str]) -> (Relay,
          [media]\nport_min = {lo}\nport_max = {}\nworkers = 2\n{extra}",
         lo + 2 * pairs - 1
     );
-    let dir = std::env::temp_dir().join(format!("srtp-relay-trust-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{ng}.toml"));
+    let path = TempFile::new("trust", &format!("{ng}.toml"));
     std::fs::write(&path, text).unwrap();
     let bin = binary();
     let mut argv: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
     argv.extend([bin, "--config".into(), path.display().to_string()]);
+    // The relay answers ping once it has read its configuration; none of these tests reloads
+    // it, so the file goes with the guard here.
     (Relay::spawn_argv(&argv, ng, Stdio::null()), metrics)
 }
 

@@ -439,3 +439,65 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
 }
+
+/// A file in this test process's temporary directory (`srtp-relay-<tag>-<pid>`). The directory
+/// goes when the last of these guards is dropped, so a run leaves nothing behind; tests running
+/// in parallel share it.
+pub struct TempFile {
+    path: std::path::PathBuf,
+}
+
+/// Guards alive, and the directories they are in.
+static TEMP_FILES: std::sync::Mutex<(usize, Vec<std::path::PathBuf>)> =
+    std::sync::Mutex::new((0, Vec::new()));
+
+impl TempFile {
+    pub fn new(tag: &str, name: &str) -> Self {
+        let mut open = TEMP_FILES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dir = std::env::temp_dir().join(format!("srtp-relay-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        open.0 += 1;
+        if !open.1.contains(&dir) {
+            open.1.push(dir.clone());
+        }
+        Self {
+            path: dir.join(name),
+        }
+    }
+}
+
+impl std::ops::Deref for TempFile {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::path::Path> for TempFile {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempFile {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.path.as_os_str()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let mut open = TEMP_FILES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.0 -= 1;
+        if open.0 == 0 {
+            for dir in open.1.drain(..) {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
