@@ -13,6 +13,7 @@ mod rekey;
 mod renumber;
 mod replay;
 mod suite;
+mod transform;
 
 pub use context::{
     MAX_NEW_SSRCS_PER_SOURCE, ReceivedState, ReplayWindowError, SentState, SessionParams,
