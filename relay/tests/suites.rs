@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use srtp_relay::core::srtp::{CryptoSuite, MasterKey};
 use support::dialog::*;
 use support::relay::*;
@@ -14,28 +12,14 @@ use support::relay::*;
 const ALL_SIX: &str = "[\"AEAD_AES_256_GCM\", \"AEAD_AES_128_GCM\", \"AES_256_CM_HMAC_SHA1_80\", \
                        \"AES_256_CM_HMAC_SHA1_32\", \"AES_CM_128_HMAC_SHA1_80\", \"AES_CM_128_HMAC_SHA1_32\"]";
 
-/// A configuration file for this test process, removed on drop.
-struct ConfigFile(PathBuf);
-
-impl ConfigFile {
-    fn new(name: &str, body: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("srtp-relay-suites-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{name}.toml"));
-        std::fs::write(&path, body).unwrap();
-        Self(path)
-    }
-
-    fn start(&self) -> Relay {
-        Relay::start(48, &["--config", self.0.to_str().unwrap()])
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-        let _ = std::fs::remove_dir(self.0.parent().unwrap());
-    }
+/// A relay started from a configuration file with `body`, and the file's guard.
+fn relay_with(name: &str, body: &str) -> (Relay, TempFile) {
+    let path = TempFile::new("suites", &format!("{name}.toml"));
+    std::fs::write(&path, body).unwrap();
+    (
+        Relay::start(48, &["--config", path.to_str().unwrap()]),
+        path,
+    )
 }
 
 /// Every `a=crypto` line of an SDP: tag, suite name and key.
@@ -83,12 +67,13 @@ fn b_answer(b: &Phone, proto: &str, tag: u32, extra: &str) -> String {
     )
 }
 
-/// Media both ways for 40 packets each; each side's packets decrypted with the key the relay
-/// gave it, by an independent implementation, equal what the other side sent.
+/// Media both ways, 80 packets from A and 40 from B; each side's packets decrypted with the
+/// key the relay gave it (`None`: plain) by an independent implementation, equal what the other
+/// side sent.
 fn media_both_ways(
     a: &mut Phone,
     b: &mut Phone,
-    (relay_a, key_to_a): (std::net::SocketAddr, &MasterKey),
+    (relay_a, key_to_a): (std::net::SocketAddr, Option<&MasterKey>),
     (relay_b, key_to_b): (std::net::SocketAddr, Option<&MasterKey>),
 ) {
     // A first, so the relay latches A; then B; then A's media.
@@ -100,13 +85,17 @@ fn media_both_ways(
     std::thread::sleep(std::time::Duration::from_millis(200));
     a.recv();
     b.recv();
-    let got_b = match key_to_b {
-        Some(k) => b.decrypt_all(k),
-        None => b.received.clone(),
+    let got = |p: &Phone, key: Option<&MasterKey>| match key {
+        Some(k) => p.decrypt_all(k),
+        None => p.received.clone(),
     };
     let sent_a: Vec<_> = from_a.into_iter().chain(from_a2).collect();
-    assert_eq!(got_b, sent_a, "B gets all of A's packets, in order");
-    assert_eq!(a.decrypt_all(key_to_a), from_b, "A gets all of B's packets");
+    assert_eq!(
+        got(b, key_to_b),
+        sent_a,
+        "B gets all of A's packets, in order"
+    );
+    assert_eq!(got(a, key_to_a), from_b, "A gets all of B's packets");
 }
 
 /// One call: A offers one line of `a_suite`, B takes the relay's line of `b_suite`.
@@ -141,18 +130,17 @@ fn call(relay: &Relay, id: &str, a_suite: CryptoSuite, b_suite: CryptoSuite) {
     media_both_ways(
         &mut a,
         &mut b,
-        (m_addr(&to_a, 0), &key_to_a),
+        (m_addr(&to_a, 0), Some(&key_to_a)),
         (m_addr(&to_b, 0), Some(&key_to_b)),
     );
 }
 
 #[test]
 fn each_suite_on_both_legs_and_legs_on_different_suites() {
-    let config = ConfigFile::new(
+    let (relay, _config) = relay_with(
         "all-six",
         &format!("[security]\nsystem = \"enforce\"\nsuites = {ALL_SIX}\n"),
     );
-    let relay = config.start();
     use CryptoSuite::*;
     // The relay offers B every suite it has, in the configured order, keys of each length.
     let mut a = phone(0xa, AeadAes128Gcm);
@@ -251,11 +239,10 @@ fn defaults_keep_to_the_two_rfc_4568_suites() {
 
 #[test]
 fn lines_the_new_suites_cannot_carry_are_refused_with_the_reason() {
-    let config = ConfigFile::new(
+    let (relay, _config) = relay_with(
         "refusals",
         &format!("[security]\nsystem = \"enforce\"\nsuites = {ALL_SIX}\n"),
     );
-    let relay = config.start();
     let head = "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\n";
     let k30 = base64_encode(&[7u8; 30]);
     let k28 = base64_encode(&[7u8; 28]);
@@ -313,11 +300,10 @@ fn lines_the_new_suites_cannot_carry_are_refused_with_the_reason() {
 /// with `encrypt_rtcp` off the relay takes such a line and offers its own; media flows.
 #[test]
 fn gcm_with_unencrypted_srtcp() {
-    let config = ConfigFile::new(
+    let (relay, _config) = relay_with(
         "e0",
         "[security]\nsystem = \"enforce\"\nencrypt_rtcp = false\nsuites = [\"AEAD_AES_128_GCM\"]\n",
     );
-    let relay = config.start();
     let mut a = phone(0xa, CryptoSuite::AeadAes128Gcm);
     let sdp = with_param(&a.sdp(1, "RTP/SAVP", ""), "UNENCRYPTED_SRTCP");
     let to_b = offer(&relay, "e0", "ta", None, None, &sdp, &[]).unwrap();
@@ -332,20 +318,19 @@ fn gcm_with_unencrypted_srtcp() {
     media_both_ways(
         &mut a,
         &mut b,
-        (m_addr(&to_a, 0), &key_to_a),
+        (m_addr(&to_a, 0), Some(&key_to_a)),
         (m_addr(&to_b, 0), Some(&key_to_b)),
     );
 }
 
 #[test]
 fn best_effort_offers_carry_the_new_suites_as_capneg_and_osrtp() {
-    let config = ConfigFile::new(
+    let (relay, _config) = relay_with(
         "best-effort",
         "[security]\nsystem = \"best-effort\"\nsuites = [\"AEAD_AES_256_GCM\", \"AES_256_CM_HMAC_SHA1_32\", \"AES_CM_128_HMAC_SHA1_80\"]\n\
          [profiles.osrtp-phone]\nsuites = [\"AEAD_AES_256_GCM\", \"AES_256_CM_HMAC_SHA1_32\", \"AES_CM_128_HMAC_SHA1_80\"]\nbest_effort_style = \"osrtp\"\n\
          [extensions.\"300\"]\nprofile = \"osrtp-phone\"\n",
     );
-    let relay = config.start();
     // Cap-neg (RFC 5939): A plain, B offered RTP/AVP with a=acap crypto lines; B takes the
     // AES-256-CM one.
     let mut a = Phone::plain(0xa);
@@ -394,11 +379,11 @@ fn best_effort_offers_carry_the_new_suites_as_capneg_and_osrtp() {
     )
     .unwrap();
     assert!(crypto_lines(&to_a).is_empty(), "A stays plain:\n{to_a}");
-    media_both_ways_plain_a(
+    media_both_ways(
         &mut a,
         &mut b,
-        m_addr(&to_a, 0),
-        (m_addr(&to_b, 0), &key_to_b),
+        (m_addr(&to_a, 0), None),
+        (m_addr(&to_b, 0), Some(&key_to_b)),
     );
 
     // OSRTP (RFC 8643): B's profile asks for it; B answers RTP/AVP with a GCM line.
@@ -430,11 +415,11 @@ fn best_effort_offers_carry_the_new_suites_as_capneg_and_osrtp() {
         &b_answer(&b, "RTP/AVP", tag, ""),
     )
     .unwrap();
-    media_both_ways_plain_a(
+    media_both_ways(
         &mut a,
         &mut b,
-        m_addr(&to_a, 0),
-        (m_addr(&to_b, 0), &key_to_b),
+        (m_addr(&to_a, 0), None),
+        (m_addr(&to_b, 0), Some(&key_to_b)),
     );
 }
 
@@ -446,25 +431,4 @@ fn with_param(sdp: &str, param: &str) -> String {
             false => format!("{l}\r\n"),
         })
         .collect()
-}
-
-/// [`media_both_ways`] with A plain.
-fn media_both_ways_plain_a(
-    a: &mut Phone,
-    b: &mut Phone,
-    relay_a: std::net::SocketAddr,
-    (relay_b, key_to_b): (std::net::SocketAddr, &MasterKey),
-) {
-    let from_a = a.send(relay_a, 40);
-    std::thread::sleep(std::time::Duration::from_millis(150));
-    let from_b = b.send(relay_b, 40);
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    a.recv();
-    b.recv();
-    assert_eq!(
-        b.decrypt_all(key_to_b),
-        from_a,
-        "B decrypts all of A's packets"
-    );
-    assert_eq!(a.received, from_b, "A gets B's packets in the clear");
 }
