@@ -68,7 +68,16 @@ fn the_program_steers_exactly_the_relays_udp_and_passes_the_rest() {
     let Some(p) = program() else { return };
     let udp = |dst, port| frame(0x0800, &ipv4(dst, 17, port, 5, 0));
     let steered = action::DROP; // the miss verdict: steered, no socket in the map
+    // Owner 1 holds queue 0 (where test runs arrive) and these ports; 30600 is owner 2's (a
+    // worker without a socket on this queue), 30700 nobody's.
+    p.own_queue(0, 1).unwrap();
+    for port in [PORTS.0, PORTS.0 - 1, PORTS.1, PORTS.1 + 1, 30500] {
+        p.own_port(port, 1).unwrap();
+    }
+    p.own_port(30600, 2).unwrap();
     for (what, f, want) in [
+        ("another owner's port", udp(ADDR, 30600), action::PASS),
+        ("nobody's port", udp(ADDR, 30700), action::PASS),
         ("first port", udp(ADDR, PORTS.0), steered),
         ("last port", udp(ADDR, PORTS.1), steered),
         ("a port in the middle", udp(ADDR, 30500), steered),
@@ -128,8 +137,17 @@ fn the_program_steers_exactly_the_relays_udp_and_passes_the_rest() {
         steered,
         "exactly the headers"
     );
+    // A port given up (owner 0) is passed again.
+    p.own_port(30500, 0).unwrap();
+    assert_eq!(p.test_run(&whole).unwrap(), action::PASS, "port given up");
+    p.own_port(30500, 1).unwrap();
+    // So is everything once the queue's owner leaves.
+    p.own_queue(0, 0).unwrap();
+    assert_eq!(p.test_run(&whole).unwrap(), action::PASS, "queue given up");
     // The relay's own program passes a steered datagram when no socket is in the map.
     let relay = Program::load(steering(), action::PASS).unwrap();
+    relay.own_queue(0, 1).unwrap();
+    relay.own_port(30500, 1).unwrap();
     assert_eq!(relay.test_run(&whole).unwrap(), action::PASS);
 }
 
@@ -341,6 +359,8 @@ fn af_xdp_receives_steered_datagrams_in_the_umem_and_sends_from_it() {
         let ifindex = srtp_relay::shell::sys::bpf::ifindex(&dev).unwrap();
         let xsk = Xsk::bind(ifindex, 0, 256, 2048).expect("an AF_XDP socket on queue 0");
         p.register(0, &xsk).unwrap();
+        p.own_queue(0, 1).unwrap();
+        p.own_port(30500, 1).unwrap();
         (p, attached, xsk)
     });
     let (_program, _attached, mut xsk) = relay;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::core::call::{Call, PartyId, Stream, StreamKind, Transform};
 use crate::core::interfaces::{Interfaces, LocalId, MAX_LOCALS};
-use crate::core::packet::PacketBuf;
+use crate::core::packet::Packet;
 use crate::core::peers::PeerRules;
 use crate::core::quality::{QualityCounts, report_blocks, sender_report_ntp};
 use crate::core::rtp::is_rtcp;
@@ -110,6 +110,11 @@ pub struct Counters {
     pub packets_out: [[u64; TRANSFORMS]; MAX_LOCALS],
     /// Their bytes as sent.
     pub bytes_out: [[u64; TRANSFORMS]; MAX_LOCALS],
+    /// Of [`Self::packets`], those that arrived by the fast path ([`Path::Xdp`]).
+    pub xdp_packets: [[u64; TRANSFORMS]; MAX_LOCALS],
+    /// Of [`Self::packets_out`], those that arrived by the fast path (most leave by it too; the
+    /// shell counts the few it had to send by a socket).
+    pub xdp_packets_out: [[u64; TRANSFORMS]; MAX_LOCALS],
     /// Call quality from RTCP report blocks, by the local address they arrived on and the
     /// reporting stream's transform.
     pub quality: [[QualityCounts; TRANSFORMS]; MAX_LOCALS],
@@ -150,6 +155,20 @@ pub struct Arrival {
     pub local_port: u16,
     /// Its source.
     pub src: SocketAddr,
+    /// How it reached the relay.
+    pub path: Path,
+}
+
+/// How a datagram reached the relay: the kernel's sockets or the AF_XDP fast path
+/// (docs/architecture.md, the fast path). The packet path treats both alike; the counters tell
+/// them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Path {
+    /// A UDP socket.
+    #[default]
+    Socket,
+    /// A frame in the fast path's shared memory.
+    Xdp,
 }
 
 /// The stream a port belongs to: a party's m-line.
@@ -170,7 +189,7 @@ pub fn forward(
     call: &mut Call,
     at: StreamRef,
     arrival: Arrival,
-    pkt: &mut PacketBuf,
+    pkt: &mut Packet<'_>,
 ) -> Verdict {
     let verdict = forward_to_peer(rules, counters, call, at, arrival, pkt);
     if let Verdict::Drop(reason) = verdict {
@@ -187,7 +206,7 @@ fn forward_to_peer(
     call: &mut Call,
     at: StreamRef,
     arrival: Arrival,
-    pkt: &mut PacketBuf,
+    pkt: &mut Packet<'_>,
 ) -> Verdict {
     let Some(party) = call.party(at.party) else {
         return Verdict::Drop(DropReason::NoSession);
@@ -223,6 +242,10 @@ fn forward_to_peer(
             counters.bytes[me_local.idx()][t] += received_len;
             counters.packets_out[local.idx()][t] += 1;
             counters.bytes_out[local.idx()][t] += pkt.len() as u64;
+            if arrival.path == Path::Xdp {
+                counters.xdp_packets[me_local.idx()][t] += 1;
+                counters.xdp_packets_out[local.idx()][t] += 1;
+            }
             call.last_media = Some(arrival.now);
         }
         Verdict::Drop(reason) => {
@@ -267,7 +290,7 @@ impl Legs<'_> {
         rules: Rules<'_>,
         counters: &mut Counters,
         arrival: Arrival,
-        pkt: &mut PacketBuf,
+        pkt: &mut Packet<'_>,
     ) -> (Verdict, usize) {
         let rtcp_port = arrival.local_port & 1 == 1;
         let rtcp = rtcp_port || is_rtcp(pkt.as_slice());
@@ -297,7 +320,7 @@ impl Legs<'_> {
         arrival: Arrival,
         transform: Transform,
         kind: Kind,
-        pkt: &mut PacketBuf,
+        pkt: &mut Packet<'_>,
     ) -> Result<Verdict, DropReason> {
         let from_stale = self.admit(rules, arrival, kind)?;
         self.unprotect(arrival.now, transform, kind, pkt)?;
@@ -310,7 +333,7 @@ impl Legs<'_> {
     /// RTP, RTCP or an opaque datagram; STUN, DTLS and short ones are dropped (RFC 7983: the
     /// first byte tells STUN (0-3) and DTLS (20-63) from RTP/RTCP (128-191)).
     /// `rtcp`: the port is an RTCP port or the payload type says RTCP (RFC 5761).
-    fn kind(&self, rtcp_port: bool, rtcp: bool, pkt: &PacketBuf) -> Result<Kind, DropReason> {
+    fn kind(&self, rtcp_port: bool, rtcp: bool, pkt: &Packet<'_>) -> Result<Kind, DropReason> {
         let opaque = self.me.kind == Some(StreamKind::Udptl);
         if opaque {
             // UDPTL has one port; nothing is advertised on the odd one.
@@ -389,7 +412,7 @@ impl Legs<'_> {
         now: Instant,
         transform: Transform,
         kind: Kind,
-        pkt: &mut PacketBuf,
+        pkt: &mut Packet<'_>,
     ) -> Result<(), DropReason> {
         let (false, Some(rx)) = (kind.opaque, &mut self.me.rx) else {
             return Ok(());
@@ -419,7 +442,7 @@ impl Legs<'_> {
         now: Instant,
         transform: Transform,
         kind: Kind,
-        pkt: &mut PacketBuf,
+        pkt: &mut Packet<'_>,
     ) {
         if !kind.rtcp || transform == Transform::PassThrough {
             return;
@@ -439,7 +462,7 @@ impl Legs<'_> {
 
     /// Settles the latch on this source (not an authenticated packet in flight from the old
     /// address: only the new source may), and notes when and what the endpoint last sent.
-    fn latch(&mut self, arrival: Arrival, kind: Kind, from_stale: bool, pkt: &PacketBuf) {
+    fn latch(&mut self, arrival: Arrival, kind: Kind, from_stale: bool, pkt: &Packet<'_>) {
         let me = &mut *self.me;
         let component = kind.component();
         if !from_stale {
@@ -462,7 +485,7 @@ impl Legs<'_> {
         counters: &mut Counters,
         transform: Transform,
         kind: Kind,
-        pkt: &mut PacketBuf,
+        pkt: &mut Packet<'_>,
     ) -> Result<(), DropReason> {
         let (false, true, Some(tx)) = (
             kind.opaque,

@@ -79,6 +79,71 @@ impl PacketBuf {
     pub fn set_len(&mut self, len: usize) {
         self.len = len.min(MAX_DATAGRAM_LEN + TAIL_ROOM);
     }
+
+    /// The datagram as the packet path sees it; its length comes back when the view is done
+    /// with ([`Packet::len`] then [`Self::set_len`]).
+    pub fn packet(&mut self) -> Packet<'_> {
+        let len = self.len;
+        Packet {
+            area: &mut self.buf[HEAD_ROOM..HEAD_ROOM + MAX_DATAGRAM_LEN + TAIL_ROOM],
+            len,
+        }
+    }
+}
+
+/// A datagram where it lies, in a [`PacketBuf`] or in a frame of the fast path's shared memory
+/// (docs/architecture.md, the fast path): its bytes followed by room it may grow into. This is
+/// what the packet path transforms in place; it never copies the datagram.
+pub struct Packet<'a> {
+    /// The datagram and the room behind it.
+    area: &'a mut [u8],
+    /// The datagram's length.
+    len: usize,
+}
+
+impl<'a> Packet<'a> {
+    /// The datagram is the first `len` bytes of `area`; the rest is room to grow into (an SRTP
+    /// tag). `None` when `len` exceeds the area.
+    pub fn new(area: &'a mut [u8], len: usize) -> Option<Self> {
+        (len <= area.len()).then_some(Self { area, len })
+    }
+
+    /// The datagram's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.area[..self.len]
+    }
+
+    /// The datagram's bytes, writable (for in-place unprotect).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.area[..self.len]
+    }
+
+    /// Length of the datagram.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the view holds no datagram.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The datagram followed by the room behind it, and the datagram's length: the shape
+    /// `protect` wants.
+    pub fn with_tail_room(&mut self) -> (&mut [u8], usize) {
+        (&mut *self.area, self.len)
+    }
+
+    /// Sets the datagram's length after an in-place transform (at most the area).
+    pub fn set_len(&mut self, len: usize) {
+        self.len = len.min(self.area.len());
+    }
+}
+
+impl std::fmt::Debug for Packet<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Packet").field("len", &self.len).finish()
+    }
 }
 
 impl Default for PacketBuf {

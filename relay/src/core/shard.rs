@@ -18,10 +18,12 @@ use crate::core::command::{
     AnswerCommand, CallInfo, CommandError, DeleteCommand, DeleteOutcome, MAX_MEDIA_PER_CALL,
     OfferCommand,
 };
-use crate::core::forward::{self, Arrival, Counters, DropReason, Rules, StreamRef, Verdict};
+use crate::core::forward::{
+    self, Arrival, Counters, DropReason, Path, Rules, StreamRef, Verdict,
+};
 use crate::core::ha::{ContextAt, Way};
 use crate::core::interfaces::{Interfaces, LocalId};
-use crate::core::packet::PacketBuf;
+use crate::core::packet::{Packet, PacketBuf};
 use crate::core::peers::PeerRules;
 use crate::core::policy::PolicyConfig;
 use crate::core::sdp::Sdp;
@@ -719,6 +721,28 @@ impl Shard {
         src: SocketAddr,
         pkt: &mut PacketBuf,
     ) -> Verdict {
+        let mut view = pkt.packet();
+        let arrival = Arrival {
+            now,
+            local_port,
+            src,
+            path: Path::Socket,
+        };
+        let verdict = self.on_packet(local, arrival, &mut view);
+        let len = view.len();
+        pkt.set_len(len);
+        verdict
+    }
+
+    /// Decides what happens to a datagram that arrived on local address `local` as `arrival`
+    /// says, wherever it lies (a [`PacketBuf`], a fast-path frame), transforming it in place.
+    pub fn on_packet(
+        &mut self,
+        local: LocalId,
+        arrival: Arrival,
+        pkt: &mut Packet<'_>,
+    ) -> Verdict {
+        let local_port = arrival.local_port;
         let slot = self
             .by_port
             .get(slot_of(local, local_port))
@@ -742,11 +766,6 @@ impl Shard {
                     let at = StreamRef {
                         party: slot.party,
                         m: usize::from(slot.m),
-                    };
-                    let arrival = Arrival {
-                        now,
-                        local_port,
-                        src,
                     };
                     return forward::forward(
                         rules,

@@ -1,13 +1,16 @@
 //! The fast path's XDP program (docs/architecture.md, the fast path): it steers UDP/IPv4
 //! datagrams for the relay's address and port range into the AF_XDP socket of the queue they
-//! arrived on, and passes everything else to the kernel's stack. It is a couple of dozen eBPF
+//! arrived on, and passes everything else to the kernel's stack. It is a few dozen eBPF
 //! instructions, written here as such: no clang, no object file, no BPF toolchain at build time.
 //!
 //! Passed to the stack: anything but IPv4 (ARP, IPv6, VLAN tags), IPv4 with options or
 //! fragments (MF set or an offset), anything but UDP, another destination address, a port
-//! outside the range, a frame too short for the headers. A steered datagram whose queue has no
-//! socket in the map also goes to the stack (the redirect's miss action), so the sockets bound on
-//! the same ports receive it: the fallback needs no coordination.
+//! outside the range, a frame too short for the headers, and a datagram for a port whose owner
+//! (the worker holding its call) is not the owner of the queue it arrived on: each worker
+//! serves its own calls, so only its own ports may be steered into its socket. A steered
+//! datagram whose queue has no socket in the map also goes to the stack (the redirect's miss
+//! action). The sockets bound on the same ports receive whatever is passed: the fallback needs
+//! no coordination.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -38,11 +41,15 @@ pub struct Steering {
     pub ports: (u16, u16),
 }
 
-/// A loaded steering program and its XSKMAP. Dropping it unloads both (unless attached: an
-/// attachment keeps the program until its [`Attached`] is dropped).
+/// A loaded steering program and its maps: the XSKMAP (a socket per RX queue), the owner of
+/// each port and the owner of each queue (owners are tags, 1 and up; 0 is nobody). Dropping it
+/// unloads them (unless attached: an attachment keeps the program until its [`Attached`] is
+/// dropped). Its methods take `&self`: workers on several threads may share it.
 pub struct Program {
     prog: OwnedFd,
     xsks: OwnedFd,
+    ports: OwnedFd,
+    queues: OwnedFd,
 }
 
 /// The program attached to a link; detached when dropped, or when the process ends.
@@ -56,9 +63,39 @@ impl Program {
     /// path takes it); tests load [`action::DROP`] to see the steering decision.
     pub fn load(steering: Steering, miss: u32) -> io::Result<Self> {
         let xsks = bpf::xskmap(MAX_QUEUES)?;
-        let insns = steer(steering, xsks.as_raw_fd(), miss);
+        let ports = bpf::u32_array(1 << 16)?;
+        let queues = bpf::u32_array(MAX_QUEUES)?;
+        let maps = Maps {
+            xsks: xsks.as_raw_fd(),
+            ports: ports.as_raw_fd(),
+            queues: queues.as_raw_fd(),
+        };
+        let insns = steer(steering, maps, miss);
         let prog = bpf::load_xdp(&insns, "srtp_relay_steer")?;
-        Ok(Self { prog, xsks })
+        Ok(Self {
+            prog,
+            xsks,
+            ports,
+            queues,
+        })
+    }
+
+    /// Says which owner serves `port` (0: none; its datagrams go to the stack).
+    pub fn own_port(&self, port: u16, owner: u32) -> io::Result<()> {
+        bpf::map_update(
+            self.ports.as_fd(),
+            &u32::from(port).to_ne_bytes(),
+            &owner.to_ne_bytes(),
+        )
+    }
+
+    /// Says which owner holds RX queue `queue`'s socket (0: none).
+    pub fn own_queue(&self, queue: u32, owner: u32) -> io::Result<()> {
+        bpf::map_update(
+            self.queues.as_fd(),
+            &queue.to_ne_bytes(),
+            &owner.to_ne_bytes(),
+        )
     }
 
     /// The verdict for one frame (`BPF_PROG_TEST_RUN`), for tests and a start-up self-check.
@@ -94,6 +131,10 @@ const JGT_X: u8 = 0x2d;
 const JNE32_K: u8 = 0x56;
 const JLT32_K: u8 = 0xa6;
 const JGT32_K: u8 = 0x26;
+const JEQ_K: u8 = 0x15;
+const JNE_X: u8 = 0x5d;
+const STX_W: u8 = 0x63;
+const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 const LD_IMM64: u8 = 0x18;
 const CALL: u8 = 0x85;
 const EXIT: u8 = 0x95;
@@ -112,9 +153,23 @@ const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
 /// Ethernet (14) + IPv4 without options (20) + UDP (8).
 const HEADERS: i32 = 42;
 
+/// The maps the program reads, by descriptor.
+#[derive(Clone, Copy)]
+struct Maps {
+    xsks: i32,
+    ports: i32,
+    queues: i32,
+}
+
+/// Jumps that may target the final "pass".
+const fn is_jump(code: u8) -> bool {
+    matches!(code, JGT_X | JNE32_K | JLT32_K | JGT32_K | JEQ_K | JNE_X)
+}
+
 /// The program: `r6` keeps the context, `r2`/`r3` the frame's start and end, `r5` the field
-/// being checked; every failed check jumps to the end, which passes the frame.
-fn steer(s: Steering, xsks: i32, miss: u32) -> Vec<u64> {
+/// being checked, `r7` the port's owner; every failed check jumps to the end, which passes the
+/// frame.
+fn steer(s: Steering, maps: Maps, miss: u32) -> Vec<u64> {
     // The destination address as the 32-bit load of its network-order bytes reads it.
     let addr = i32::from_ne_bytes(s.addr.octets());
     let body = [
@@ -139,8 +194,29 @@ fn steer(s: Steering, xsks: i32, miss: u32) -> Vec<u64> {
         insn(TO_BE, 5, 0, 0, 16),          // to host order
         insn(JLT32_K, 5, 0, PASS, s.ports.0 as i32),
         insn(JGT32_K, 5, 0, PASS, s.ports.1 as i32),
+        // r7 = ports[port], or pass if nobody serves it
+        insn(STX_W, 10, 5, -4, 0),
+        insn(LD_IMM64, 1, PSEUDO_MAP_FD, 0, maps.ports),
+        insn(0, 0, 0, 0, 0),
+        insn(MOV64_X, 2, 10, 0, 0),
+        insn(ADD64_K, 2, 0, 0, -4),
+        insn(CALL, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM),
+        insn(JEQ_K, 0, 0, PASS, 0),
+        insn(LDX_W, 7, 0, 0, 0),
+        insn(JEQ_K, 7, 0, PASS, 0),
+        // pass unless queues[ctx->rx_queue_index] is the same owner
+        insn(LDX_W, 5, 6, 16, 0),
+        insn(STX_W, 10, 5, -8, 0),
+        insn(LD_IMM64, 1, PSEUDO_MAP_FD, 0, maps.queues),
+        insn(0, 0, 0, 0, 0),
+        insn(MOV64_X, 2, 10, 0, 0),
+        insn(ADD64_K, 2, 0, 0, -8),
+        insn(CALL, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM),
+        insn(JEQ_K, 0, 0, PASS, 0),
+        insn(LDX_W, 5, 0, 0, 0),
+        insn(JNE_X, 5, 7, PASS, 0),
         // bpf_redirect_map(xsks, ctx->rx_queue_index, miss)
-        insn(LD_IMM64, 1, PSEUDO_MAP_FD, 0, xsks),
+        insn(LD_IMM64, 1, PSEUDO_MAP_FD, 0, maps.xsks),
         insn(0, 0, 0, 0, 0),
         insn(LDX_W, 2, 6, 16, 0),
         insn(MOV64_K, 3, 0, 0, miss as i32),
@@ -152,8 +228,7 @@ fn steer(s: Steering, xsks: i32, miss: u32) -> Vec<u64> {
     for (pc, &i) in body.iter().enumerate() {
         let off = ((i >> 16) & 0xffff) as u16 as i16;
         let code = (i & 0xff) as u8;
-        let is_jump = matches!(code, JGT_X | JNE32_K | JLT32_K | JGT32_K);
-        if is_jump && off == PASS {
+        if is_jump(code) && off == PASS {
             let rel = (body.len() - (pc + 1)) as i16;
             out.push((i & !(0xffff << 16)) | ((rel as u16 as u64) << 16));
         } else {
@@ -179,13 +254,17 @@ mod tests {
                 addr: Ipv4Addr::new(10, 0, 0, 130),
                 ports: (30000, 39999),
             },
-            7,
+            Maps {
+                xsks: 7,
+                ports: 8,
+                queues: 9,
+            },
             action::DROP,
         );
         let pass_at = p.len() - 2;
         for (pc, &i) in p.iter().enumerate() {
             let code = (i & 0xff) as u8;
-            if matches!(code, JGT_X | JNE32_K | JLT32_K | JGT32_K) {
+            if is_jump(code) {
                 let off = ((i >> 16) & 0xffff) as u16 as i16;
                 assert_eq!(pc as i64 + 1 + i64::from(off), pass_at as i64, "pc {pc}");
             }

@@ -15,6 +15,7 @@ const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `enum bpf_attach_type`'s `BPF_XDP`.
@@ -68,6 +69,16 @@ impl Attr {
 pub fn xskmap(entries: u32) -> io::Result<OwnedFd> {
     Attr::new()
         .u32(0, BPF_MAP_TYPE_XSKMAP)
+        .u32(4, 4)
+        .u32(8, 4)
+        .u32(12, entries)
+        .call_fd(BPF_MAP_CREATE)
+}
+
+/// A new array map of `entries` `u32` values (index: a `u32`), all zero.
+pub fn u32_array(entries: u32) -> io::Result<OwnedFd> {
+    Attr::new()
+        .u32(0, BPF_MAP_TYPE_ARRAY)
         .u32(4, 4)
         .u32(8, 4)
         .u32(12, entries)
