@@ -18,9 +18,7 @@ use crate::core::command::{
     AnswerCommand, CallInfo, CommandError, DeleteCommand, DeleteOutcome, MAX_MEDIA_PER_CALL,
     OfferCommand,
 };
-use crate::core::forward::{
-    self, Arrival, Counters, DropReason, Path, Rules, StreamRef, Verdict,
-};
+use crate::core::forward::{self, Arrival, Counters, DropReason, Path, Rules, StreamRef, Verdict};
 use crate::core::ha::{ContextAt, Way};
 use crate::core::interfaces::{Interfaces, LocalId};
 use crate::core::packet::{Packet, PacketBuf};
@@ -736,12 +734,7 @@ impl Shard {
 
     /// Decides what happens to a datagram that arrived on local address `local` as `arrival`
     /// says, wherever it lies (a [`PacketBuf`], a fast-path frame), transforming it in place.
-    pub fn on_packet(
-        &mut self,
-        local: LocalId,
-        arrival: Arrival,
-        pkt: &mut Packet<'_>,
-    ) -> Verdict {
+    pub fn on_packet(&mut self, local: LocalId, arrival: Arrival, pkt: &mut Packet<'_>) -> Verdict {
         let local_port = arrival.local_port;
         let slot = self
             .by_port

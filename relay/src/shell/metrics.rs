@@ -34,6 +34,7 @@ pub struct ControlMetrics {
     replies_too_big: Family<Labels, Counter>,
     reply_send_failures: Counter,
     load_limited: Family<Labels, Counter>,
+    fast_path: Family<Labels, Gauge>,
     /// HA (docs/ha.md).
     pub ha: super::ha::HaMetrics,
 }
@@ -87,8 +88,18 @@ impl Default for ControlMetrics {
                 }
                 f
             },
+            fast_path: Family::default(),
             ha: super::ha::HaMetrics::default(),
         }
+    }
+}
+
+impl ControlMetrics {
+    /// Says whether the AF_XDP fast path is attached on `interface`.
+    pub fn fast_path_active(&self, interface: &str, active: bool) {
+        self.fast_path
+            .get_or_create(&vec![("interface", interface.to_owned())])
+            .set(i64::from(active));
     }
 }
 
@@ -214,6 +225,7 @@ pub fn render(
     let mut registry = Registry::with_prefix("srtp_relay");
     register_control(&mut registry, control);
     register_traffic(&mut registry, workers, interfaces);
+    register_fast_path(&mut registry, control, workers, interfaces);
     register_quality(&mut registry, workers, interfaces);
     register_state(&mut registry, workers, free_port_pairs);
     let mut out = String::new();
@@ -319,16 +331,30 @@ fn register_traffic(registry: &mut Registry, workers: &[WorkerStats], interfaces
                     .map(|w| f(&w.counters)[local][i])
                     .sum::<u64>()
             };
-            for (direction, n, b) in [
-                ("in", sum(&|c| &c.packets), sum(&|c| &c.bytes)),
-                ("out", sum(&|c| &c.packets_out), sum(&|c| &c.bytes_out)),
+            for (direction, n, xdp, b) in [
+                (
+                    "in",
+                    sum(&|c| &c.packets),
+                    sum(&|c| &c.xdp_packets),
+                    sum(&|c| &c.bytes),
+                ),
+                (
+                    "out",
+                    sum(&|c| &c.packets_out),
+                    sum(&|c| &c.xdp_packets_out),
+                    sum(&|c| &c.bytes_out),
+                ),
             ] {
                 let labels = vec![
                     ("direction", direction.to_owned()),
                     ("interface", name.clone()),
                     ("transform", t.as_str().to_owned()),
                 ];
-                packets.get_or_create(&labels).inc_by(n);
+                for (path, n) in [("socket", n.saturating_sub(xdp)), ("xdp", xdp)] {
+                    let mut labels = labels.clone();
+                    labels.push(("path", path.to_owned()));
+                    packets.get_or_create(&labels).inc_by(n);
+                }
                 bytes.get_or_create(&labels).inc_by(b);
             }
         }
@@ -336,13 +362,45 @@ fn register_traffic(registry: &mut Registry, workers: &[WorkerStats], interfaces
     registry.register(
         "packets",
         "Forwarded packets by direction (in: as received, out: as sent), interface (where they \
-         arrived or left) and transform",
+         arrived or left), transform and path (how they arrived: socket, or xdp for the AF_XDP \
+         fast path)",
         packets,
     );
     registry.register(
         "bytes",
         "Forwarded bytes by direction (in: as received, out: as sent), interface and transform",
         bytes,
+    );
+}
+
+/// The AF_XDP fast path: where it is attached, and its datagrams a socket had to send.
+fn register_fast_path(
+    registry: &mut Registry,
+    control: &ControlMetrics,
+    workers: &[WorkerStats],
+    interfaces: &[String],
+) {
+    let sends = Family::<Labels, Counter>::default();
+    for (local, name) in interfaces.iter().enumerate() {
+        let labels = vec![("interface", name.clone())];
+        // Every interface has both series (0 where the fast path is off).
+        let _ = control.fast_path.get_or_create(&labels);
+        let n = workers
+            .iter()
+            .map(|w| w.fast_socket_sends[local])
+            .sum::<u64>();
+        sends.get_or_create(&labels).inc_by(n);
+    }
+    registry.register(
+        "fast_path_active",
+        "1 where the AF_XDP fast path is attached to the interface's link, else 0",
+        control.fast_path.clone(),
+    );
+    registry.register(
+        "fast_path_socket_sends",
+        "Datagrams that arrived by the fast path and left by a socket (the receiver's next hop \
+         not known yet, another interface, IPv6), by the interface they left from",
+        sends,
     );
 }
 

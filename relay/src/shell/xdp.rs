@@ -18,6 +18,125 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use super::sys::bpf;
 use super::sys::xsk::{self, Xsk};
+use crate::core::interfaces::LocalId;
+
+/// Frames in each queue's UMEM (half of them in the fill ring at a time) and their size: 8 MiB
+/// per RX queue, fixed at start.
+const UMEM_FRAMES: u32 = 4096;
+const FRAME_SIZE: u32 = 2048;
+
+/// A link the fast path is attached to: what the workers holding its queues need to steer,
+/// receive and send. The program stays attached while this lives (and never beyond the
+/// process).
+pub struct FastLink {
+    /// The local address it serves.
+    pub local: LocalId,
+    /// The interface's name in the configuration (the metrics' `interface`).
+    pub interface: String,
+    /// The link's name (`ip link`).
+    pub dev: String,
+    /// The relay's IPv4 address on it.
+    pub addr: Ipv4Addr,
+    /// The link's Ethernet address (the source of every frame sent).
+    pub mac: [u8; 6],
+    /// The steering program and its maps.
+    pub program: Program,
+    _attached: Attached,
+}
+
+impl std::fmt::Debug for FastLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FastLink")
+            .field("interface", &self.interface)
+            .field("dev", &self.dev)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One RX queue's AF_XDP socket, for the worker that owns the queue.
+pub struct FastQueue {
+    /// Its link.
+    pub link: std::sync::Arc<FastLink>,
+    /// The queue.
+    pub queue: u32,
+    /// The socket (copy mode), with its UMEM.
+    pub xsk: Xsk,
+}
+
+impl std::fmt::Debug for FastQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FastQueue")
+            .field("link", &self.link)
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An attached link and its RX queues' sockets, by queue.
+pub type Started = (std::sync::Arc<FastLink>, Vec<(u32, Xsk)>);
+
+/// Attaches the fast path for the local address `local` (`addr`, its media `ports`, the
+/// configuration's `interface` name): finds the link holding the address, loads and attaches
+/// the program in driver mode, and binds an AF_XDP socket on each of the link's RX queues.
+/// Returns the link and its sockets by queue, or why the interface must run on its sockets
+/// (not IPv4, no such link, no Ethernet address, no privilege, no driver support, no queue
+/// bound).
+pub fn start(
+    local: LocalId,
+    interface: &str,
+    addr: std::net::IpAddr,
+    ports: (u16, u16),
+) -> Result<Started, String> {
+    let std::net::IpAddr::V4(v4) = addr else {
+        return Err("the fast path takes IPv4 only (this address is IPv6)".into());
+    };
+    let (dev, mac) = super::sys::link_of(addr)
+        .ok_or_else(|| format!("no link holds {addr} (the address must be on a local link)"))?;
+    let mac = mac.ok_or_else(|| format!("link {dev} has no Ethernet address"))?;
+    let program = Program::load(Steering { addr: v4, ports }, action::PASS)
+        .map_err(|e| format!("loading the XDP program: {e} (root or CAP_BPF + CAP_NET_ADMIN)"))?;
+    let attached = program
+        .attach(&dev)
+        .map_err(|e| format!("attaching XDP in driver mode to {dev}: {e}"))?;
+    let ifindex = bpf::ifindex(&dev).map_err(|e| format!("{dev}: {e}"))?;
+    let mut queues = Vec::new();
+    let mut last_error = None;
+    for queue in 0..rx_queues(&dev).min(MAX_QUEUES) {
+        match Xsk::bind(ifindex, queue, UMEM_FRAMES, FRAME_SIZE) {
+            Ok(xsk) => match program.register(queue, &xsk) {
+                Ok(()) => queues.push((queue, xsk)),
+                Err(e) => last_error = Some(format!("queue {queue}: XSKMAP: {e}")),
+            },
+            Err(e) => last_error = Some(format!("queue {queue}: AF_XDP socket: {e}")),
+        }
+    }
+    if queues.is_empty() {
+        return Err(last_error.unwrap_or_else(|| format!("{dev} has no RX queue")));
+    }
+    let link = FastLink {
+        local,
+        interface: interface.to_owned(),
+        dev,
+        addr: v4,
+        mac,
+        program,
+        _attached: attached,
+    };
+    Ok((std::sync::Arc::new(link), queues))
+}
+
+/// The link's RX queues (`/sys/class/net/DEV/queues/rx-*`), 1 if that cannot be read.
+fn rx_queues(dev: &str) -> u32 {
+    std::fs::read_dir(format!("/sys/class/net/{dev}/queues"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count() as u32
+        })
+        .unwrap_or(1)
+        .max(1)
+}
 
 /// XDP verdicts (`enum xdp_action`).
 pub mod action {

@@ -192,6 +192,7 @@ impl Cli {
                         advertised: None,
                         ports: None,
                         deny_peers: None,
+                        fast_path: super::FastPath::Off,
                     }]
                 }
                 "--ports" => {

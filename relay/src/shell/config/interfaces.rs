@@ -21,6 +21,30 @@ pub struct InterfaceConfig {
     /// Destinations never sent to from this address, besides `security.deny_peers`; `None`:
     /// loopback, unless the address is itself on loopback.
     pub deny_peers: Option<Vec<crate::core::peers::PeerDeny>>,
+    /// How its datagrams reach the relay (docs/operating.md, the fast path).
+    pub fast_path: FastPath,
+}
+
+/// `fast_path`: the kernel's sockets only, or the AF_XDP fast path in front of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FastPath {
+    /// Sockets only (the default).
+    #[default]
+    Off,
+    /// An XDP program steers the interface's media datagrams into AF_XDP sockets; the sockets
+    /// stay bound as the fallback.
+    AfXdp,
+}
+
+impl FastPath {
+    /// Parses a configuration value.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "off" => Ok(Self::Off),
+            "af_xdp" => Ok(Self::AfXdp),
+            other => Err(format!("{other:?} is not a fast path (off, af_xdp)")),
+        }
+    }
 }
 
 impl Config {
@@ -116,6 +140,7 @@ pub fn parse_interface(spec: &str) -> Result<InterfaceConfig, String> {
         advertised: adv.map(ip).transpose()?,
         ports: None,
         deny_peers: None,
+        fast_path: FastPath::Off,
     })
 }
 

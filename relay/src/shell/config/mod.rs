@@ -20,7 +20,7 @@ mod interfaces;
 mod reader;
 
 pub use cli::{Cli, CliError};
-pub use interfaces::{InterfaceConfig, parse_interface};
+pub use interfaces::{FastPath, InterfaceConfig, parse_interface};
 
 /// Most data-plane workers accepted.
 pub const MAX_WORKERS: usize = 1024;
@@ -182,6 +182,7 @@ struct RawMedia {
     port_min: u16,
     port_max: u16,
     workers: usize,
+    fast_path: Option<String>,
     interfaces: Vec<RawInterface>,
 }
 
@@ -194,6 +195,7 @@ struct RawInterface {
     port_min: Option<u16>,
     port_max: Option<u16>,
     deny_peers: Option<Vec<String>>,
+    fast_path: Option<String>,
 }
 
 impl Default for RawMedia {
@@ -203,6 +205,7 @@ impl Default for RawMedia {
             port_min: 30000,
             port_max: 39999,
             workers: 0,
+            fast_path: None,
             interfaces: Vec::new(),
         }
     }

@@ -4,8 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::{
-    ConfigError, InterfaceConfig, MAX_CALLS, MAX_TIMEOUT_SECS, MAX_WORKERS, Raw, RawInterface,
-    RawMedia, line_of,
+    ConfigError, FastPath, InterfaceConfig, MAX_CALLS, MAX_TIMEOUT_SECS, MAX_WORKERS, Raw,
+    RawInterface, RawMedia, line_of,
 };
 use crate::core::peers::{IpNet, PeerDeny};
 use crate::core::policy::{
@@ -275,6 +275,13 @@ impl Reader<'_> {
 
     /// `media.address` or `[[media.interfaces]]` (not both).
     pub(super) fn interfaces(&self, m: &RawMedia) -> Result<Vec<InterfaceConfig>, ConfigError> {
+        let fast_path = |own: &Option<String>| {
+            own.as_ref()
+                .or(m.fast_path.as_ref())
+                .map(|t| FastPath::parse(t).map_err(|e| self.fail("media", "fast_path", e)))
+                .transpose()
+                .map(Option::unwrap_or_default)
+        };
         match (&m.address, m.interfaces.as_slice()) {
             (Some(_), [_, ..]) => Err(self.fail(
                 "media",
@@ -289,8 +296,16 @@ impl Reader<'_> {
                 advertised: None,
                 ports: None,
                 deny_peers: None,
+                fast_path: fast_path(&None)?,
             }]),
-            (None, list) => list.iter().map(|i| self.interface(i)).collect(),
+            (None, list) => list
+                .iter()
+                .map(|i| {
+                    let mut c = self.interface(i)?;
+                    c.fast_path = fast_path(&i.fast_path)?;
+                    Ok(c)
+                })
+                .collect(),
         }
     }
 
@@ -324,6 +339,7 @@ impl Reader<'_> {
                 .as_deref()
                 .map(|l| self.denies("media", "interfaces", l))
                 .transpose()?,
+            fast_path: FastPath::Off,
         })
     }
 

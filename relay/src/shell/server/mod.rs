@@ -201,6 +201,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
                 None => return Ok(()),
             },
         };
+        let mut fast = start_fast_paths(&config, workers, &metrics).into_iter();
         let mut senders = Vec::with_capacity(workers);
         for w in 0..workers {
             senders.push(worker::spawn(
@@ -208,6 +209,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> std::io::Result<()> {
                 shard.clone(),
                 pool.clone(),
                 ha.as_ref().map(|(_, ha)| ha.clone()),
+                fast.next().unwrap_or_default(),
             )?);
         }
         let control = Control {
@@ -250,6 +252,46 @@ struct Signals {
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+}
+
+/// Attaches the AF_XDP fast path where the configuration asks for it (docs/operating.md, the
+/// fast path) and deals the RX queues' sockets out to the workers (queue `q` to worker
+/// `q % workers`). Where it cannot attach, says why and leaves the interface on its sockets.
+fn start_fast_paths(
+    config: &Config,
+    workers: usize,
+    metrics: &ControlMetrics,
+) -> Vec<Vec<super::xdp::FastQueue>> {
+    let mut dealt: Vec<Vec<super::xdp::FastQueue>> = (0..workers).map(|_| Vec::new()).collect();
+    for (i, ic) in config.interfaces.iter().enumerate() {
+        if ic.fast_path != super::config::FastPath::AfXdp {
+            continue;
+        }
+        let local = crate::core::interfaces::LocalId(i as u8);
+        match super::xdp::start(local, &ic.name, ic.address, config.ports_of(ic)) {
+            Ok((link, queues)) => {
+                tracing::info!(
+                    interface = %ic.name, address = %ic.address, link = %link.dev,
+                    queues = queues.len(),
+                    "fast path: AF_XDP attached (driver-mode XDP, copy mode); \
+                     the sockets stay bound as the fallback"
+                );
+                metrics.fast_path_active(&ic.name, true);
+                for (queue, xsk) in queues {
+                    dealt[queue as usize % workers].push(super::xdp::FastQueue {
+                        link: std::sync::Arc::clone(&link),
+                        queue,
+                        xsk,
+                    });
+                }
+            }
+            Err(reason) => tracing::warn!(
+                interface = %ic.name, address = %ic.address, %reason,
+                "fast path: not available, this interface runs on its sockets"
+            ),
+        }
+    }
+    dealt
 }
 
 async fn serve(

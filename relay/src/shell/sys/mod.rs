@@ -120,6 +120,15 @@ pub fn register(
     unsafe { tokio::io::unix::AsyncFd::register(sock) }.map_err(io::Error::from)
 }
 
+/// Registers an AF_XDP socket with the current tokio reactor for readability (frames in its RX
+/// ring).
+pub fn register_xsk(xsk: xsk::Xsk) -> io::Result<tokio::io::unix::AsyncFd<xsk::Xsk>> {
+    // SAFETY: an `Xsk` owns its descriptor: it stays open, and `as_raw_fd` returns the same
+    // one, until the `Xsk` is dropped, which happens only with the `AsyncFd` that owns it.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(xsk, tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
+}
+
 /// Writes `addr` as a C socket address into `out` and returns its length.
 fn write_socket_addr(addr: SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
     match addr {
@@ -244,6 +253,39 @@ pub fn raise_nofile(wanted: u64) -> Option<u64> {
 /// when a control or metrics socket listens on a wildcard address (it then receives on all of
 /// them). Empty if the list cannot be read.
 pub fn host_addresses() -> Vec<IpAddr> {
+    link_addresses()
+        .into_iter()
+        .filter_map(|(_, a)| match a {
+            LinkAddr::Ip(ip) => Some(ip),
+            LinkAddr::Mac(_) => None,
+        })
+        .collect()
+}
+
+/// An address of a network interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkAddr {
+    /// An IPv4 or IPv6 address.
+    Ip(IpAddr),
+    /// Its Ethernet address.
+    Mac([u8; 6]),
+}
+
+/// The link holding `addr` and that link's Ethernet address, if it has one (the fast path's
+/// interface, docs/architecture.md).
+pub fn link_of(addr: IpAddr) -> Option<(String, Option<[u8; 6]>)> {
+    let all = link_addresses();
+    let (name, _) = all.iter().find(|(_, a)| *a == LinkAddr::Ip(addr))?;
+    let mac = all.iter().find_map(|(n, a)| match a {
+        LinkAddr::Mac(m) if n == name => Some(*m),
+        _ => None,
+    });
+    Some((name.clone(), mac))
+}
+
+/// Every (interface name, address) pair `getifaddrs(3)` lists: IP addresses and Ethernet
+/// addresses. Empty if the list cannot be read.
+pub fn link_addresses() -> Vec<(String, LinkAddr)> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a pointer to a list it allocated into `head`, which we own.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -254,34 +296,49 @@ pub fn host_addresses() -> Vec<IpAddr> {
     while !cur.is_null() {
         // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
         let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: `ifa_addr` points to a sockaddr of the family it names; only AF_INET and
-            // AF_INET6 are read, each as its own type (both fit in `sockaddr_storage`).
-            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-            let mut storage: libc::sockaddr_storage =
-                // SAFETY: all-zero is a valid `sockaddr_storage`.
-                unsafe { MaybeUninit::zeroed().assume_init() };
-            let len = match family {
-                libc::AF_INET => size_of::<libc::sockaddr_in>(),
-                libc::AF_INET6 => size_of::<libc::sockaddr_in6>(),
-                _ => 0,
-            };
-            if len > 0 {
-                // SAFETY: copies `len` bytes of a sockaddr of that family (as long as `len`)
-                // into storage at least that large; the regions do not overlap.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        ifa.ifa_addr.cast::<u8>(),
-                        (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
-                        len,
-                    );
-                }
-                if let Some(a) = socket_addr(&storage) {
-                    out.push(a.ip());
-                }
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: a NUL-terminated name in the list, alive until it is freed below.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: `ifa_addr` points to a sockaddr of the family it names; only AF_INET,
+        // AF_INET6 and AF_PACKET are read, each as its own type.
+        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        if family == libc::AF_PACKET {
+            // SAFETY: an AF_PACKET entry of getifaddrs is a `sockaddr_ll`.
+            let ll = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_ll>() };
+            if ll.sll_halen == 6 {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(&ll.sll_addr[..6]);
+                out.push((name, LinkAddr::Mac(mac)));
+            }
+            continue;
+        }
+        let mut storage: libc::sockaddr_storage =
+            // SAFETY: all-zero is a valid `sockaddr_storage`.
+            unsafe { MaybeUninit::zeroed().assume_init() };
+        let len = match family {
+            libc::AF_INET => size_of::<libc::sockaddr_in>(),
+            libc::AF_INET6 => size_of::<libc::sockaddr_in6>(),
+            _ => 0,
+        };
+        if len > 0 {
+            // SAFETY: copies `len` bytes of a sockaddr of that family (as long as `len`)
+            // into storage at least that large; the regions do not overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    ifa.ifa_addr.cast::<u8>(),
+                    (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
+                    len,
+                );
+            }
+            if let Some(a) = socket_addr(&storage) {
+                out.push((name, LinkAddr::Ip(a.ip())));
             }
         }
-        cur = ifa.ifa_next;
     }
     // SAFETY: frees the list getifaddrs allocated, once; no reference into it outlives this.
     unsafe { libc::freeifaddrs(head) };

@@ -198,6 +198,12 @@ fn setsockopt<T>(fd: BorrowedFd<'_>, name: libc::c_int, value: &T) -> io::Result
     }
 }
 
+impl AsRawFd for Xsk {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 impl Xsk {
     /// A socket bound to queue `queue` of the link `ifindex` (in this thread's network
     /// namespace) in copy mode, with a UMEM of `frames` frames of `frame_size` bytes (a power of

@@ -13,16 +13,18 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+mod fast;
 mod records;
 
 use self::records::{forget_removed, freeze, offer, recorded, restore, sweep_reservations};
+use super::xdp::{FastLink, FastQueue};
 use super::{clock, sys};
 use crate::core::call::{PairAt, PortGrant, PortsNeeded};
 use crate::core::command::{
     AnswerCommand, CallInfo, CommandError, DeleteCommand, DeleteOutcome, OfferCommand,
 };
 use crate::core::forward::{Counters, DropReason, Verdict};
-use crate::core::interfaces::LocalId;
+use crate::core::interfaces::{LocalId, MAX_LOCALS};
 use crate::core::packet::PacketBuf;
 use crate::core::peers::BoundPorts;
 use crate::core::policy::PolicyConfig;
@@ -104,6 +106,9 @@ pub struct WorkerStats {
     pub srtp_contexts: usize,
     /// Counters.
     pub counters: Counters,
+    /// Datagrams that arrived by the fast path and left by a socket, by the local address they
+    /// left from ([`LocalId::idx`]).
+    pub fast_socket_sends: [u64; MAX_LOCALS],
 }
 
 /// Free even ports of the media ranges, shared by the workers: one pool per local address, each
@@ -181,6 +186,11 @@ struct Worker {
     batch: RefCell<Batch>,
     /// HA (docs/ha.md): where records go, and each call's place in its record.
     ha: Option<WorkerHa>,
+    /// The fast-path links where this worker holds an RX queue, and its owner tag in their
+    /// programs: its ports there are steered into its sockets.
+    fast: Vec<(Arc<FastLink>, u32)>,
+    /// Fast-path datagrams sent by a socket, by local address.
+    fast_fallback: RefCell<[u64; MAX_LOCALS]>,
 }
 
 /// A worker's HA state.
@@ -225,6 +235,7 @@ pub fn spawn(
     mut config: ShardConfig,
     pool: PortPool,
     ha: Option<Ha>,
+    fast: Vec<FastQueue>,
 ) -> std::io::Result<mpsc::UnboundedSender<Job>> {
     let ha = ha.map(|ha| {
         let keys = Arc::new(RecordingKeys::default());
@@ -246,7 +257,8 @@ pub fn spawn(
                 .build()
                 .expect("tokio runtime");
             let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, run(config, pool, rx, ha));
+            let owner = u32::try_from(index + 1).unwrap_or(u32::MAX);
+            local.block_on(&rt, run(config, pool, rx, ha, (fast, owner)));
         })?;
     Ok(tx)
 }
@@ -256,6 +268,7 @@ async fn run(
     pool: PortPool,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     ha: Option<WorkerHa>,
+    (fast, owner): (Vec<FastQueue>, u32),
 ) {
     let mut sweep = tokio::time::interval(SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -275,12 +288,22 @@ async fn run(
             closing: Vec::new(),
         }),
         last_warning: std::cell::Cell::new(None),
+        fast: fast_links(&fast, owner),
+        fast_fallback: RefCell::new([0; MAX_LOCALS]),
         batch: RefCell::new(Batch {
             bufs: (0..sys::BATCH).map(|_| PacketBuf::new()).collect(),
             srcs: [None; sys::BATCH],
             out: [None; sys::BATCH],
         }),
     });
+    for queue in fast {
+        if let Err(e) = queue.link.program.own_queue(queue.queue, owner) {
+            tracing::warn!(interface = %queue.link.interface, queue = queue.queue, error = %e,
+                "fast path: the queue cannot be taken; it falls back to sockets");
+            continue;
+        }
+        tokio::task::spawn_local(fast::receive(Rc::clone(&worker), queue));
+    }
     loop {
         // Timers are deadlines: the worker sleeps until the core's next one (or until closed
         // ports are due back in the pool), never scanning every call on a tick.
@@ -299,6 +322,31 @@ async fn run(
                 forget_removed(&worker, None);
             }
             _ = sweep.tick(), if with_ha => sweep_reservations(&worker),
+        }
+    }
+}
+
+/// The distinct links of `queues`, each with the worker's owner tag.
+fn fast_links(queues: &[FastQueue], owner: u32) -> Vec<(Arc<FastLink>, u32)> {
+    let mut links: Vec<(Arc<FastLink>, u32)> = Vec::new();
+    for q in queues {
+        if !links.iter().any(|(l, _)| Arc::ptr_eq(l, &q.link)) {
+            links.push((Arc::clone(&q.link), owner));
+        }
+    }
+    links
+}
+
+/// Steers a pair's two ports on `local` into this worker's fast-path sockets (`on`), or gives
+/// them back to the stack. Only where the worker holds a queue of the local address's link.
+fn steer_pair(worker: &Worker, local: LocalId, rtp_port: u16, on: bool) {
+    for (link, owner) in worker.fast.iter().filter(|(l, _)| l.local == local) {
+        for p in [rtp_port, rtp_port.saturating_add(1)] {
+            if let Err(e) = link.program.own_port(p, if on { *owner } else { 0 }) {
+                // The port stays on (or goes back to) the sockets: slower, never wrong.
+                tracing::warn!(interface = %link.interface, port = p, error = %e,
+                    "fast path: cannot steer a port");
+            }
         }
     }
 }
@@ -390,6 +438,7 @@ fn handle(worker: &Rc<Worker>, job: Job) {
                 streams: shard.stream_count(),
                 srtp_contexts: shard.srtp_context_count(),
                 counters: shard.counters().clone(),
+                fast_socket_sends: *worker.fast_fallback.borrow(),
             });
         }
         Job::List(limit, reply) => {
@@ -521,6 +570,7 @@ impl WorkerPorts<'_> {
                 tokio::task::spawn_local(receive(Rc::clone(worker), local, p, Rc::clone(&sock)));
             sockets.open.insert((local, p), (sock, task));
         }
+        steer_pair(worker, local, port, true);
         Ok(())
     }
 
@@ -597,6 +647,7 @@ impl WorkerPorts<'_> {
                 ));
                 sockets.open.insert((local, p), (sock, task));
             }
+            steer_pair(worker, local, port, true);
             return Ok(Some(port));
         }
     }
@@ -611,6 +662,7 @@ impl WorkerPorts<'_> {
             }
         }
         if was_open {
+            steer_pair(self.0, local, rtp_port, false);
             sockets.closing.push((local, rtp_port, clock::now()));
         }
     }
