@@ -166,7 +166,7 @@ fn internal_and_external_sides_get_their_own_address_bind_there_and_count_by_int
         metric(
             &text,
             &format!(
-                "srtp_relay_packets_total{{direction=\"{dir}\",interface=\"{iface}\",transform=\"plain\"}}"
+                "srtp_relay_packets_total{{direction=\"{dir}\",interface=\"{iface}\",transform=\"plain\",path=\"socket\"}}"
             ),
         )
     };

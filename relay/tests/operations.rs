@@ -136,7 +136,7 @@ fn metrics_match_the_traffic_and_no_key_leaks_into_metrics_or_logs() {
     assert_eq!(
         metric(
             &text,
-            "srtp_relay_packets_total{direction=\"in\",interface=\"default\",transform=\"encrypt\"}"
+            "srtp_relay_packets_total{direction=\"in\",interface=\"default\",transform=\"encrypt\",path=\"socket\"}"
         ),
         40.0
     );
