@@ -381,8 +381,24 @@ fn register_fast_path(
     interfaces: &[String],
 ) {
     let sends = Family::<Labels, Counter>::default();
+    let drops = Family::<Labels, Counter>::default();
     for (local, name) in interfaces.iter().enumerate() {
         let labels = vec![("interface", name.clone())];
+        type Field = fn(&super::sys::xsk::Drops) -> u64;
+        let fields: [(&str, Field); 3] = [
+            ("rx_dropped", |d| d.rx_dropped),
+            ("rx_ring_full", |d| d.rx_ring_full),
+            ("fill_ring_empty", |d| d.fill_ring_empty),
+        ];
+        for (reason, n) in fields {
+            let total = workers
+                .iter()
+                .map(|w| n(&w.fast_kernel_drops[local]))
+                .sum::<u64>();
+            let mut l = labels.clone();
+            l.push(("reason", reason.to_owned()));
+            drops.get_or_create(&l).inc_by(total);
+        }
         // Every interface has both series (0 where the fast path is off).
         let _ = control.fast_path.get_or_create(&labels);
         let n = workers
@@ -395,6 +411,13 @@ fn register_fast_path(
         "fast_path_active",
         "1 where the AF_XDP fast path is attached to the interface's link, else 0",
         control.fast_path.clone(),
+    );
+    registry.register(
+        "fast_path_kernel_drops",
+        "What the kernel dropped on the way into the fast path's AF_XDP sockets: rx_dropped (all \
+         drops), rx_ring_full (the relay fell behind), fill_ring_empty (times it had no frame to \
+         receive into), by interface",
+        drops,
     );
     registry.register(
         "fast_path_socket_sends",

@@ -4,6 +4,7 @@ pub mod bencode;
 pub mod clock;
 pub mod config;
 pub mod ctl;
+pub mod frame;
 pub mod ha;
 pub mod keys;
 pub mod metrics;

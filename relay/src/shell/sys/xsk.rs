@@ -115,10 +115,12 @@ impl<T: Copy> Ring<T> {
         unsafe { &*self.consumer }
     }
 
-    /// Producer side: how many entries may be written now.
-    fn free(&mut self) -> u32 {
+    /// Producer side: how many entries may be written now, looking at the consumer's index
+    /// again unless the cached one already leaves `wanted` free (a stale index would make the
+    /// ring look fuller than it is: a fill ring left short starves the kernel of frames).
+    fn free(&mut self, wanted: u32) -> u32 {
         let free = self.size - self.cached_prod.wrapping_sub(self.cached_cons);
-        if free > 0 {
+        if free >= wanted {
             return free;
         }
         self.cached_cons = self.consumer().load(Ordering::Acquire);
@@ -133,15 +135,22 @@ impl<T: Copy> Ring<T> {
         self.cached_prod = self.cached_prod.wrapping_add(1);
     }
 
+    /// Producer side: entries published and not yet taken by the consumer.
+    fn outstanding(&self) -> u32 {
+        self.cached_prod
+            .wrapping_sub(self.consumer().load(Ordering::Acquire))
+    }
+
     /// Producer side: publishes what was pushed.
     fn submit(&self) {
         self.producer().store(self.cached_prod, Ordering::Release);
     }
 
-    /// Consumer side: how many entries may be read now.
-    fn ready(&mut self) -> u32 {
+    /// Consumer side: how many entries may be read now, looking at the producer's index again
+    /// unless the cached one already shows `wanted`.
+    fn ready(&mut self, wanted: u32) -> u32 {
         let ready = self.cached_prod.wrapping_sub(self.cached_cons);
-        if ready > 0 {
+        if ready >= wanted {
             return ready;
         }
         self.cached_prod = self.producer().load(Ordering::Acquire);
@@ -163,6 +172,9 @@ impl<T: Copy> Ring<T> {
     }
 }
 
+/// `sendto` calls one [`Xsk::kick`] makes at most (each sends up to the kernel's TX budget).
+const MAX_KICKS: usize = 64;
+
 /// An AF_XDP socket on one queue of one link, copy mode, with its own UMEM.
 pub struct Xsk {
     // Field order is drop order: the socket closes before its rings and UMEM are unmapped.
@@ -179,6 +191,27 @@ pub struct Xsk {
 // SAFETY: the raw pointers are into mappings this value owns; nothing else holds them, so the
 // value may move to another thread (it is used from one thread at a time).
 unsafe impl Send for Xsk {}
+
+/// The send buffer an AF_XDP socket asks for (copy mode's skbs in flight).
+const SEND_BUFFER: libc::c_int = 4 << 20;
+
+fn sol_socket(fd: BorrowedFd<'_>, name: libc::c_int, value: &libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` is a live `c_int` and its size is passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
 
 fn setsockopt<T>(fd: BorrowedFd<'_>, name: libc::c_int, value: &T) -> io::Result<()> {
     // SAFETY: `value` is a live `T` and its size is passed.
@@ -224,6 +257,13 @@ impl Xsk {
         }
         // SAFETY: a new descriptor nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // Copy mode builds an skb per frame sent, charged to the send buffer until the link has
+        // sent it: a default-sized buffer holds a few hundred, and a full one stalls sending.
+        // Forced with CAP_NET_ADMIN (which attaching XDP needs anyway), else as large as allowed.
+        let sndbuf: libc::c_int = SEND_BUFFER;
+        if sol_socket(fd.as_fd(), libc::SO_SNDBUFFORCE, &sndbuf).is_err() {
+            let _ = sol_socket(fd.as_fd(), libc::SO_SNDBUF, &sndbuf);
+        }
         let umem = Mmap::new(frames as usize * frame_size as usize, None)?;
         let reg = libc::xdp_umem_reg {
             addr: umem.ptr as u64,
@@ -314,7 +354,10 @@ impl Xsk {
 
     /// Hands free frames to the kernel to receive into, as many as the fill ring takes.
     pub fn refill(&mut self) {
-        let n = self.fill.free().min(self.free.len() as u32);
+        let n = self
+            .fill
+            .free(self.free.len() as u32)
+            .min(self.free.len() as u32);
         for _ in 0..n {
             let addr = self.free.pop().expect("counted");
             self.fill.push(addr);
@@ -327,7 +370,7 @@ impl Xsk {
     /// Takes up to `out.len()` received frames; returns how many. Each is the caller's until
     /// it is sent ([`Self::send`]) or recycled ([`Self::recycle`]).
     pub fn receive(&mut self, out: &mut [Frame]) -> usize {
-        let n = (self.rx.ready() as usize).min(out.len());
+        let n = (self.rx.ready(out.len() as u32) as usize).min(out.len());
         for slot in &mut out[..n] {
             let d = self.rx.pop();
             *slot = Frame {
@@ -358,7 +401,7 @@ impl Xsk {
     /// Queues `frame` (a received one, rewritten) for sending; false (the frame recycled) when
     /// the TX ring is full. [`Self::kick`] starts the sending.
     pub fn send(&mut self, frame: Frame) -> bool {
-        if self.tx.free() == 0 {
+        if self.tx.free(1) == 0 {
             self.recycle(frame);
             return false;
         }
@@ -370,37 +413,61 @@ impl Xsk {
         true
     }
 
-    /// Publishes the queued frames and asks the kernel to send them (copy mode sends from the
-    /// `sendto` call), then takes back the frames it completed.
+    /// Publishes the queued frames and asks the kernel to send them, then takes back the frames
+    /// it completed. Copy mode sends from the `sendto` call, a bounded number of frames per call
+    /// (it then says EAGAIN), so the call is repeated while it makes progress: a frame left in
+    /// the ring would wait for the next batch, which on a quiet stream is the next packet.
     pub fn kick(&mut self) -> io::Result<()> {
         self.tx.submit();
-        // SAFETY: a zero-length send on our socket, no buffers.
-        let r = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                std::ptr::null(),
-                0,
-                libc::MSG_DONTWAIT,
-                std::ptr::null(),
-                0,
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if !matches!(
-                e.raw_os_error(),
-                Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS)
-            ) {
-                return Err(e);
+        let mut left = self.tx.outstanding();
+        for _ in 0..MAX_KICKS {
+            // SAFETY: a zero-length send on our socket, no buffers.
+            let r = unsafe {
+                libc::sendto(
+                    self.fd.as_raw_fd(),
+                    std::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null(),
+                    0,
+                )
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS)
+                ) {
+                    return Err(e);
+                }
             }
+            let now = self.tx.outstanding();
+            if now == 0 || now == left {
+                break;
+            }
+            left = now;
         }
         self.complete();
         Ok(())
     }
 
+    /// A free frame of `len` bytes for the caller to fill and [`Self::send`] (a generator's
+    /// frames), or `None` when every frame is in use.
+    pub fn alloc(&mut self, len: u32) -> Option<Frame> {
+        if len > self.frame_size {
+            return None;
+        }
+        self.free.pop().map(|addr| Frame { addr, len })
+    }
+
+    /// TX ring entries free now.
+    pub fn tx_free(&mut self) -> u32 {
+        self.tx.free(self.tx.size)
+    }
+
     /// Takes back the frames the kernel finished sending.
     pub fn complete(&mut self) {
-        let n = self.comp.ready();
+        let n = self.comp.ready(self.comp.size);
         for _ in 0..n {
             let addr = self.comp.pop();
             self.free.push(addr - addr % u64::from(self.frame_size));
@@ -420,6 +487,43 @@ impl Xsk {
     pub fn free_frames(&self) -> usize {
         self.free.len()
     }
+}
+
+/// What the kernel dropped on an AF_XDP socket's way in (`XDP_STATISTICS`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// Frames dropped for any reason (too big for a frame, no room).
+    pub rx_dropped: u64,
+    /// Frames dropped because the RX ring was full (the socket's reader fell behind).
+    pub rx_ring_full: u64,
+    /// Times the fill ring had no frame to receive into.
+    pub fill_ring_empty: u64,
+}
+
+/// The kernel's drop counters of the AF_XDP socket `xsk` (a duplicate of its descriptor
+/// works too).
+pub fn drops(xsk: BorrowedFd<'_>) -> io::Result<Drops> {
+    // SAFETY: all-zero is a valid `xdp_statistics` (plain integers).
+    let mut s: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::xdp_statistics>() as libc::socklen_t;
+    // SAFETY: `s` is writable for `len` bytes, which the kernel checks and updates.
+    let r = unsafe {
+        libc::getsockopt(
+            xsk.as_raw_fd(),
+            libc::SOL_XDP,
+            libc::XDP_STATISTICS,
+            (&raw mut s).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Drops {
+        rx_dropped: s.rx_dropped,
+        rx_ring_full: s.rx_ring_full,
+        fill_ring_empty: s.rx_fill_ring_empty_descs,
+    })
 }
 
 /// Puts the socket `xsk` in slot `queue` of the XSKMAP `map`.

@@ -109,6 +109,8 @@ pub struct WorkerStats {
     /// Datagrams that arrived by the fast path and left by a socket, by the local address they
     /// left from ([`LocalId::idx`]).
     pub fast_socket_sends: [u64; MAX_LOCALS],
+    /// What the kernel dropped on the way into the fast path's sockets, by local address.
+    pub fast_kernel_drops: [sys::xsk::Drops; MAX_LOCALS],
 }
 
 /// Free even ports of the media ranges, shared by the workers: one pool per local address, each
@@ -191,6 +193,9 @@ struct Worker {
     fast: Vec<(Arc<FastLink>, u32)>,
     /// Fast-path datagrams sent by a socket, by local address.
     fast_fallback: RefCell<[u64; MAX_LOCALS]>,
+    /// The AF_XDP sockets (duplicates of their descriptors, for the kernel's drop counters),
+    /// by local address.
+    fast_sockets: RefCell<Vec<(LocalId, std::os::fd::OwnedFd)>>,
 }
 
 /// A worker's HA state.
@@ -290,6 +295,7 @@ async fn run(
         last_warning: std::cell::Cell::new(None),
         fast: fast_links(&fast, owner),
         fast_fallback: RefCell::new([0; MAX_LOCALS]),
+        fast_sockets: RefCell::new(Vec::new()),
         batch: RefCell::new(Batch {
             bufs: (0..sys::BATCH).map(|_| PacketBuf::new()).collect(),
             srcs: [None; sys::BATCH],
@@ -297,6 +303,12 @@ async fn run(
         }),
     });
     for queue in fast {
+        if let Ok(fd) = queue.xsk.fd().try_clone_to_owned() {
+            worker
+                .fast_sockets
+                .borrow_mut()
+                .push((queue.link.local, fd));
+        }
         if let Err(e) = queue.link.program.own_queue(queue.queue, owner) {
             tracing::warn!(interface = %queue.link.interface, queue = queue.queue, error = %e,
                 "fast path: the queue cannot be taken; it falls back to sockets");
@@ -324,6 +336,21 @@ async fn run(
             _ = sweep.tick(), if with_ha => sweep_reservations(&worker),
         }
     }
+}
+
+/// The kernel's drop counters of the worker's AF_XDP sockets, summed by local address.
+fn fast_drops(worker: &Worker) -> [sys::xsk::Drops; MAX_LOCALS] {
+    let mut out = [sys::xsk::Drops::default(); MAX_LOCALS];
+    for (local, fd) in worker.fast_sockets.borrow().iter() {
+        use std::os::fd::AsFd;
+        if let Ok(d) = sys::xsk::drops(fd.as_fd()) {
+            let o = &mut out[local.idx()];
+            o.rx_dropped += d.rx_dropped;
+            o.rx_ring_full += d.rx_ring_full;
+            o.fill_ring_empty += d.fill_ring_empty;
+        }
+    }
+    out
 }
 
 /// The distinct links of `queues`, each with the worker's owner tag.
@@ -439,6 +466,7 @@ fn handle(worker: &Rc<Worker>, job: Job) {
                 srtp_contexts: shard.srtp_context_count(),
                 counters: shard.counters().clone(),
                 fast_socket_sends: *worker.fast_fallback.borrow(),
+                fast_kernel_drops: fast_drops(worker),
             });
         }
         Job::List(limit, reply) => {
