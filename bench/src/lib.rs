@@ -1,1 +1,3 @@
-//! Benchmarks and (later) the load generator for srtp-relay; see `benches/`.
+//! Helpers shared by the benchmarks and the load generators (`benches/`, `src/bin/`).
+
+pub mod ng;
