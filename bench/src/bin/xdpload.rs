@@ -7,8 +7,9 @@
 //! - sends leg A's RTP (172 bytes: G.711 at 20 ms) from an AF_XDP socket on `--dev`, built in
 //!   its UMEM, round robin over the calls, paced to each rate of `--rates` for `--seconds`, in
 //!   bursts of up to 32 packets at most 100 µs apart (what a NIC's interrupt moderation makes);
-//! - receives what the relay sends leg B in the same socket (the relay's steering program,
-//!   attached here to the sink's address and ports) and counts it;
+//! - counts what the relay sends leg B with an XDP program that counts and drops it (the
+//!   generator's core also runs this link's receive path: an AF_XDP sink there costs a copy per
+//!   packet and saturated before the targets did);
 //! - with `--pid` (and `--napi-pid`, the relay link's NAPI thread) reports the CPU time those
 //!   threads took per delivered packet (`/proc/PID/task/*/schedstat`).
 //!
@@ -28,7 +29,6 @@ use srtp_relay::core::srtp::{CryptoSuite, MasterKey};
 use srtp_relay::shell::bencode::Value;
 use srtp_relay::shell::frame::{HEADERS, write_headers};
 use srtp_relay::shell::sys::{self, bpf, xsk};
-use srtp_relay::shell::xdp::{Program, Steering, action};
 use srtp_relay_bench::ng::{self, Ng, offered_key, sdes_flags};
 
 /// RTP header + 160 bytes of G.711.
@@ -213,26 +213,9 @@ fn main() {
         .unwrap_or_else(|| usage(&format!("no link holds {}", args.src)));
     let own_mac = own_mac.unwrap_or_else(|| usage("the link has no Ethernet address"));
     let ifindex = bpf::ifindex(&args.dev).unwrap_or_else(|e| usage(&format!("{}: {e}", args.dev)));
-    let sink_ports = (40000, 40000 + 2 * args.calls - 1);
-    let program = Program::load(
-        Steering {
-            addr: args.sink,
-            ports: sink_ports,
-        },
-        action::PASS,
-    )
-    .unwrap_or_else(|e| usage(&format!("the sink's XDP program: {e}")));
-    let _attached = program
-        .attach(&args.dev)
-        .unwrap_or_else(|e| usage(&format!("attaching the sink's XDP program: {e}")));
     let xsk = xsk::Xsk::bind(ifindex, 0, 8192, 2048)
         .unwrap_or_else(|e| usage(&format!("AF_XDP socket: {e}")));
-    program.register(0, &xsk).expect("XSKMAP");
-    program.own_queue(0, 1).expect("queue owner");
-    for p in sink_ports.0..=sink_ports.1 {
-        program.own_port(p, 1).expect("port owner");
-    }
-
+    let sink = Sink::new(&args.dev, args.sink);
     let relay_ports = set_up(&args);
     let relay_ip = match args.ng.ip() {
         std::net::IpAddr::V4(v4) => v4,
@@ -264,8 +247,7 @@ fn main() {
         frames,
         xsk,
         next: 0,
-        rx: [xsk::Frame { addr: 0, len: 0 }; 256],
-        received: 0,
+        sink,
     };
     // Warm-up, not counted: every call latched, every next hop known.
     generator.run(5_000, 0.5);
@@ -299,15 +281,14 @@ struct Generator {
     seq: Vec<u16>,
     next: usize,
     xsk: xsk::Xsk,
-    rx: [xsk::Frame; 256],
-    received: u64,
+    sink: Sink,
 }
 
 impl Generator {
     /// Sends at `rate` packets per second for `seconds`, round robin over the calls, then waits
     /// for what is in flight; returns packets sent, packets received and the seconds sent for.
     fn run(&mut self, rate: u64, seconds: f64) -> (u64, u64, f64) {
-        let got0 = self.received;
+        let got0 = self.sink.count();
         let start = Instant::now();
         let mut last_burst = start;
         let mut sent = 0u64;
@@ -320,7 +301,7 @@ impl Generator {
             // Bursts, as a NIC's interrupt moderation delivers them: what is due once it makes
             // BURST packets or has waited MAX_WAIT.
             if due < BURST && last_burst.elapsed() < MAX_WAIT {
-                self.drain();
+                self.xsk.complete();
                 continue;
             }
             last_burst = Instant::now();
@@ -337,17 +318,15 @@ impl Generator {
             } else {
                 self.xsk.complete();
             }
-            self.drain();
         }
         let took = start.elapsed().as_secs_f64();
         // Packets in flight arrive within a few milliseconds; wait a little longer.
         let settle = Instant::now();
         while settle.elapsed() < Duration::from_millis(300) {
-            self.drain();
             self.xsk.complete();
             std::thread::sleep(Duration::from_millis(1));
         }
-        (sent, self.received - got0, took)
+        (sent, self.sink.count() - got0, took)
     }
 
     /// Queues the next call's next packet; false when no frame or ring slot was free.
@@ -365,19 +344,73 @@ impl Generator {
         bytes[HEADERS + 4..HEADERS + 8].copy_from_slice(&ts.to_be_bytes());
         self.xsk.send(frame)
     }
+}
 
-    /// Counts and recycles what the relay sent the sink.
-    fn drain(&mut self) {
-        loop {
-            let n = self.xsk.receive(&mut self.rx);
-            for i in 0..n {
-                self.received += 1;
-                self.xsk.recycle(self.rx[i]);
-            }
-            if n < self.rx.len() {
-                break;
-            }
+/// Leg B: an XDP program on this link that counts and drops IPv4 to leg B's address (the
+/// cheapest sink there is: no copy, no skb), passing everything else. Detached when dropped.
+struct Sink {
+    counter: std::os::fd::OwnedFd,
+    _prog: std::os::fd::OwnedFd,
+    _link: std::os::fd::OwnedFd,
+}
+
+/// One `struct bpf_insn` (little-endian machines).
+const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+    code as u64
+        | ((dst as u64) << 8)
+        | ((src as u64) << 12)
+        | ((off as u16 as u64) << 16)
+        | ((imm as u32 as u64) << 32)
+}
+
+impl Sink {
+    fn new(dev: &str, addr: Ipv4Addr) -> Self {
+        use std::os::fd::{AsFd, AsRawFd};
+        let fail = |what: &str, e: std::io::Error| -> ! { usage(&format!("sink: {what}: {e}")) };
+        let counter = bpf::array(1, 8).unwrap_or_else(|e| fail("counter map", e));
+        let daddr = i32::from_ne_bytes(addr.octets());
+        // r2/r3: data and data_end; pass (r0 = 2) unless IPv4 to `addr`; count, drop (r0 = 1).
+        let prog = [
+            insn(0x61, 2, 1, 0, 0),                   // r2 = ctx->data
+            insn(0x61, 3, 1, 4, 0),                   // r3 = ctx->data_end
+            insn(0xbf, 4, 2, 0, 0),                   // r4 = r2
+            insn(0x07, 4, 0, 0, 34),                  // r4 += 34 (Ethernet + IPv4)
+            insn(0x2d, 4, 3, 15, 0),                  // if r4 > r3 goto pass
+            insn(0x69, 5, 2, 12, 0),                  // r5 = ethertype
+            insn(0x56, 5, 0, 13, 0x0008),             // if w5 != IPv4 goto pass
+            insn(0x61, 5, 2, 30, 0),                  // r5 = destination address
+            insn(0x56, 5, 0, 11, daddr),              // if w5 != addr goto pass
+            insn(0x62, 10, 0, -4, 0),                 // *(u32 *)(r10 - 4) = 0
+            insn(0x18, 1, 1, 0, counter.as_raw_fd()), // r1 = the counter map
+            insn(0, 0, 0, 0, 0),
+            insn(0xbf, 2, 10, 0, 0), // r2 = r10
+            insn(0x07, 2, 0, 0, -4), // r2 -= 4
+            insn(0x85, 0, 0, 0, 1),  // r0 = bpf_map_lookup_elem(r1, r2)
+            insn(0x15, 0, 0, 2, 0),  // if r0 == 0 goto drop
+            insn(0xb7, 1, 0, 0, 1),  // r1 = 1
+            insn(0xdb, 0, 1, 0, 0),  // lock *(u64 *)(r0 + 0) += r1
+            insn(0xb7, 0, 0, 0, 1),  // drop: r0 = XDP_DROP
+            insn(0x95, 0, 0, 0, 0),  // exit
+            insn(0xb7, 0, 0, 0, 2),  // pass: r0 = XDP_PASS
+            insn(0x95, 0, 0, 0, 0),  // exit
+        ];
+        let prog = bpf::load_xdp(&prog, "xdpload_sink").unwrap_or_else(|e| fail("program", e));
+        let ifindex = bpf::ifindex(dev).unwrap_or_else(|e| fail(dev, e));
+        let link = bpf::attach_xdp(prog.as_fd(), ifindex, bpf::XDP_FLAGS_DRV_MODE)
+            .unwrap_or_else(|e| fail("attach", e));
+        Self {
+            counter,
+            _prog: prog,
+            _link: link,
         }
-        self.xsk.refill();
+    }
+
+    /// Packets counted so far.
+    fn count(&self) -> u64 {
+        use std::os::fd::AsFd;
+        let mut v = [0u8; 8];
+        bpf::map_lookup(self.counter.as_fd(), &0u32.to_ne_bytes(), &mut v)
+            .unwrap_or_else(|e| usage(&format!("sink counter: {e}")));
+        u64::from_ne_bytes(v)
     }
 }

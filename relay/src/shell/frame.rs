@@ -273,6 +273,41 @@ mod tests {
         assert_eq!(parse(&padded, relay).unwrap().len, 2);
     }
 
+    /// Seeded hostile frames (random bytes, and valid frames with bytes flipped): the reader
+    /// never panics and never names a payload past the frame.
+    #[test]
+    fn hostile_frames_never_panic_nor_reach_past_the_frame() {
+        let relay = Ipv4Addr::new(10, 9, 0, 1);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let good = frame_to(relay, 30002, &[0x80; 40]);
+        let mut accepted = 0;
+        for i in 0..200_000 {
+            let f: Vec<u8> = if i % 2 == 0 {
+                let len = (next() % 120) as usize;
+                (0..len).map(|_| next() as u8).collect()
+            } else {
+                let mut f = good.clone();
+                for _ in 0..(next() % 4) {
+                    let at = (next() as usize) % f.len();
+                    f[at] = next() as u8;
+                }
+                f.truncate((next() as usize) % (f.len() + 1));
+                f
+            };
+            if let Some(rx) = parse(&f, relay) {
+                assert!(HEADERS + rx.len <= f.len());
+                accepted += 1;
+            }
+        }
+        assert!(accepted > 500, "some mutated frames stay good: {accepted}");
+    }
+
     #[test]
     fn the_neighbour_table_is_read_for_complete_entries_on_the_link() {
         let table = "IP address       HW type     Flags       HW address            Mask     Device\n\

@@ -11,6 +11,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
@@ -77,12 +78,27 @@ pub fn xskmap(entries: u32) -> io::Result<OwnedFd> {
 
 /// A new array map of `entries` `u32` values (index: a `u32`), all zero.
 pub fn u32_array(entries: u32) -> io::Result<OwnedFd> {
+    array(entries, 4)
+}
+
+/// A new array map of `entries` values of `value_size` bytes (index: a `u32`), all zero.
+pub fn array(entries: u32, value_size: u32) -> io::Result<OwnedFd> {
     Attr::new()
         .u32(0, BPF_MAP_TYPE_ARRAY)
         .u32(4, 4)
-        .u32(8, 4)
+        .u32(8, value_size)
         .u32(12, entries)
         .call_fd(BPF_MAP_CREATE)
+}
+
+/// Reads `key`'s value from the map `map` into `value` (its exact size).
+pub fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<()> {
+    Attr::new()
+        .u32(0, map.as_raw_fd() as u32)
+        .u64(8, key.as_ptr() as u64)
+        .u64(16, value.as_mut_ptr() as u64)
+        .call(BPF_MAP_LOOKUP_ELEM)
+        .map(drop)
 }
 
 /// Sets `key` to `value` in the map `map` (`BPF_MAP_UPDATE_ELEM`, any flags).
