@@ -14,20 +14,81 @@
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use super::Worker;
 use crate::core::forward::{Arrival, DropReason, Path, Verdict};
+use crate::core::interfaces::{LocalId, MAX_LOCALS};
 use crate::core::packet::{Packet, TAIL_ROOM};
 use crate::shell::frame::{HEADERS, Neighbours, parse, write_headers};
-use crate::shell::sys::xsk::{Frame, Xsk};
+use crate::shell::sys::xsk::{self, Drops, Frame, Xsk};
 use crate::shell::xdp::{FastLink, FastQueue};
 use crate::shell::{clock, sys};
 
 /// Frames taken from the RX ring at a time.
 const BATCH: usize = 64;
+/// Takes the worker's RX queues: steers them to it and starts a receive task for each (a queue
+/// that cannot be taken stays on the sockets).
+pub(super) fn start(worker: &Rc<Worker>, queues: Vec<FastQueue>, owner: u32) {
+    for queue in queues {
+        if let Ok(fd) = queue.xsk.fd().try_clone_to_owned() {
+            worker
+                .fast_sockets
+                .borrow_mut()
+                .push((queue.link.local, fd));
+        }
+        if let Err(e) = queue.link.program.own_queue(queue.queue, owner) {
+            tracing::warn!(interface = %queue.link.interface, queue = queue.queue, error = %e,
+                "fast path: the queue cannot be taken; it falls back to sockets");
+            continue;
+        }
+        tokio::task::spawn_local(receive(Rc::clone(worker), queue));
+    }
+}
+
+/// The kernel's drop counters of the worker's AF_XDP sockets, summed by local address.
+pub(super) fn drops(worker: &Worker) -> [Drops; MAX_LOCALS] {
+    let mut out = [Drops::default(); MAX_LOCALS];
+    for (local, fd) in worker.fast_sockets.borrow().iter() {
+        use std::os::fd::AsFd;
+        if let Ok(d) = xsk::drops(fd.as_fd()) {
+            let o = &mut out[local.idx()];
+            o.rx_dropped += d.rx_dropped;
+            o.rx_ring_full += d.rx_ring_full;
+            o.fill_ring_empty += d.fill_ring_empty;
+        }
+    }
+    out
+}
+
+/// The distinct links of `queues`, each with the worker's owner tag.
+pub(super) fn links(queues: &[FastQueue], owner: u32) -> Vec<(Arc<FastLink>, u32)> {
+    let mut links: Vec<(Arc<FastLink>, u32)> = Vec::new();
+    for q in queues {
+        if !links.iter().any(|(l, _)| Arc::ptr_eq(l, &q.link)) {
+            links.push((Arc::clone(&q.link), owner));
+        }
+    }
+    links
+}
+
+/// Steers a pair's two ports on `local` into this worker's fast-path sockets (`on`), or gives
+/// them back to the stack. Only where the worker holds a queue of the local address's link.
+pub(super) fn steer_pair(worker: &Worker, local: LocalId, rtp_port: u16, on: bool) {
+    for (link, owner) in worker.fast.iter().filter(|(l, _)| l.local == local) {
+        for p in [rtp_port, rtp_port.saturating_add(1)] {
+            if let Err(e) = link.program.own_port(p, if on { *owner } else { 0 }) {
+                // The port stays on (or goes back to) the sockets: slower, never wrong.
+                tracing::warn!(interface = %link.interface, port = p, error = %e,
+                    "fast path: cannot steer a port");
+            }
+        }
+    }
+}
+
 /// Runs one RX queue's socket for as long as the worker lives: waits for frames, forwards a
 /// batch at a time, sends with one kick per batch, and keeps the fill ring full.
-pub(super) async fn receive(worker: Rc<Worker>, fast: FastQueue) {
+async fn receive(worker: Rc<Worker>, fast: FastQueue) {
     let FastQueue { link, queue, xsk } = fast;
     let mut xsk = match sys::register_xsk(xsk) {
         Ok(x) => x,

@@ -293,7 +293,7 @@ async fn run(
             closing: Vec::new(),
         }),
         last_warning: std::cell::Cell::new(None),
-        fast: fast_links(&fast, owner),
+        fast: fast::links(&fast, owner),
         fast_fallback: RefCell::new([0; MAX_LOCALS]),
         fast_sockets: RefCell::new(Vec::new()),
         batch: RefCell::new(Batch {
@@ -302,20 +302,7 @@ async fn run(
             out: [None; sys::BATCH],
         }),
     });
-    for queue in fast {
-        if let Ok(fd) = queue.xsk.fd().try_clone_to_owned() {
-            worker
-                .fast_sockets
-                .borrow_mut()
-                .push((queue.link.local, fd));
-        }
-        if let Err(e) = queue.link.program.own_queue(queue.queue, owner) {
-            tracing::warn!(interface = %queue.link.interface, queue = queue.queue, error = %e,
-                "fast path: the queue cannot be taken; it falls back to sockets");
-            continue;
-        }
-        tokio::task::spawn_local(fast::receive(Rc::clone(&worker), queue));
-    }
+    fast::start(&worker, fast, owner);
     loop {
         // Timers are deadlines: the worker sleeps until the core's next one (or until closed
         // ports are due back in the pool), never scanning every call on a tick.
@@ -334,46 +321,6 @@ async fn run(
                 forget_removed(&worker, None);
             }
             _ = sweep.tick(), if with_ha => sweep_reservations(&worker),
-        }
-    }
-}
-
-/// The kernel's drop counters of the worker's AF_XDP sockets, summed by local address.
-fn fast_drops(worker: &Worker) -> [sys::xsk::Drops; MAX_LOCALS] {
-    let mut out = [sys::xsk::Drops::default(); MAX_LOCALS];
-    for (local, fd) in worker.fast_sockets.borrow().iter() {
-        use std::os::fd::AsFd;
-        if let Ok(d) = sys::xsk::drops(fd.as_fd()) {
-            let o = &mut out[local.idx()];
-            o.rx_dropped += d.rx_dropped;
-            o.rx_ring_full += d.rx_ring_full;
-            o.fill_ring_empty += d.fill_ring_empty;
-        }
-    }
-    out
-}
-
-/// The distinct links of `queues`, each with the worker's owner tag.
-fn fast_links(queues: &[FastQueue], owner: u32) -> Vec<(Arc<FastLink>, u32)> {
-    let mut links: Vec<(Arc<FastLink>, u32)> = Vec::new();
-    for q in queues {
-        if !links.iter().any(|(l, _)| Arc::ptr_eq(l, &q.link)) {
-            links.push((Arc::clone(&q.link), owner));
-        }
-    }
-    links
-}
-
-/// Steers a pair's two ports on `local` into this worker's fast-path sockets (`on`), or gives
-/// them back to the stack. Only where the worker holds a queue of the local address's link.
-fn steer_pair(worker: &Worker, local: LocalId, rtp_port: u16, on: bool) {
-    for (link, owner) in worker.fast.iter().filter(|(l, _)| l.local == local) {
-        for p in [rtp_port, rtp_port.saturating_add(1)] {
-            if let Err(e) = link.program.own_port(p, if on { *owner } else { 0 }) {
-                // The port stays on (or goes back to) the sockets: slower, never wrong.
-                tracing::warn!(interface = %link.interface, port = p, error = %e,
-                    "fast path: cannot steer a port");
-            }
         }
     }
 }
@@ -466,7 +413,7 @@ fn handle(worker: &Rc<Worker>, job: Job) {
                 srtp_contexts: shard.srtp_context_count(),
                 counters: shard.counters().clone(),
                 fast_socket_sends: *worker.fast_fallback.borrow(),
-                fast_kernel_drops: fast_drops(worker),
+                fast_kernel_drops: fast::drops(worker),
             });
         }
         Job::List(limit, reply) => {
@@ -598,7 +545,7 @@ impl WorkerPorts<'_> {
                 tokio::task::spawn_local(receive(Rc::clone(worker), local, p, Rc::clone(&sock)));
             sockets.open.insert((local, p), (sock, task));
         }
-        steer_pair(worker, local, port, true);
+        fast::steer_pair(worker, local, port, true);
         Ok(())
     }
 
@@ -675,7 +622,7 @@ impl WorkerPorts<'_> {
                 ));
                 sockets.open.insert((local, p), (sock, task));
             }
-            steer_pair(worker, local, port, true);
+            fast::steer_pair(worker, local, port, true);
             return Ok(Some(port));
         }
     }
@@ -690,7 +637,7 @@ impl WorkerPorts<'_> {
             }
         }
         if was_open {
-            steer_pair(self.0, local, rtp_port, false);
+            fast::steer_pair(self.0, local, rtp_port, false);
             sockets.closing.push((local, rtp_port, clock::now()));
         }
     }
