@@ -29,6 +29,7 @@ use srtp_relay::core::srtp::{CryptoSuite, MasterKey};
 use srtp_relay::shell::bencode::Value;
 use srtp_relay::shell::frame::{HEADERS, write_headers};
 use srtp_relay::shell::sys::{self, bpf, xsk};
+use srtp_relay::shell::xdp::insn;
 use srtp_relay_bench::ng::{self, Ng, offered_key, sdes_flags};
 
 /// RTP header + 160 bytes of G.711.
@@ -352,15 +353,6 @@ struct Sink {
     counter: std::os::fd::OwnedFd,
     _prog: std::os::fd::OwnedFd,
     _link: std::os::fd::OwnedFd,
-}
-
-/// One `struct bpf_insn` (little-endian machines).
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
-    code as u64
-        | ((dst as u64) << 8)
-        | ((src as u64) << 12)
-        | ((off as u16 as u64) << 16)
-        | ((imm as u32 as u64) << 32)
 }
 
 impl Sink {

@@ -261,7 +261,7 @@ const PSEUDO_MAP_FD: u8 = 1;
 const BPF_FUNC_REDIRECT_MAP: i32 = 51;
 
 /// One `struct bpf_insn` as the kernel reads it (little-endian here, as the machines are).
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+pub const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
     code as u64
         | ((dst as u64) << 8)
         | ((src as u64) << 12)
