@@ -21,13 +21,13 @@ mod support;
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use srtp_relay::core::srtp::{CryptoSuite, MasterKey};
 use srtp_relay::shell::bencode::Value;
 use support::dialog::{keys_in, m_port, sdp_of};
+use support::netns::{in_ns, run};
 use support::relay::{Relay, TempFile, base64_encode, binary, libsrtp, recv_from_n, rtp, send_all};
 
 /// Two namespaces and a veth between them, removed when dropped.
@@ -137,34 +137,6 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.remove();
     }
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Runs `f` on a thread that entered namespace `ns` (sockets it makes stay there).
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(file.as_raw_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
 }
 
 fn socket_in(ns: &str, addr: &str) -> UdpSocket {

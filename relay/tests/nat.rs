@@ -19,13 +19,13 @@
 mod support;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use srtp_relay::core::srtp::{CryptoSuite, MasterKey, SrtpContext, SrtpPolicy};
 use srtp_relay::shell::bencode::Value;
 use support::dialog::{keys_in, m_port, sdp_of};
+use support::netns::{in_ns, run};
 use support::relay::{Relay, base64_encode, binary, libsrtp, protect, recv_from_n, rtp, send_all};
 
 /// The namespaces of one run, removed (with their links) when dropped.
@@ -177,22 +177,6 @@ impl Drop for Lab {
     }
 }
 
-fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 /// One `nft` command (words split at spaces) in namespace `ns`.
 fn nft(ns: &str, command: &str) -> Result<(), String> {
     let mut args = vec!["netns", "exec", ns, "nft"];
@@ -202,18 +186,13 @@ fn nft(ns: &str, command: &str) -> Result<(), String> {
 
 /// A UDP socket bound to `addr` in namespace `ns` (a thread enters it; the socket stays there).
 fn socket_in(ns: &str, addr: &str) -> UdpSocket {
-    let path = format!("/run/netns/{ns}");
     let addr = addr.to_owned();
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(f.as_raw_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    in_ns(ns, move || {
         let s = UdpSocket::bind(&addr).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
         s
     })
-    .join()
-    .unwrap()
 }
 
 fn sdp(ip: &str, port: u16, key: Option<&MasterKey>) -> String {

@@ -4,12 +4,14 @@
 //! refusal where the driver has no XDP (loopback). Needs root; without it (or without `bpf()`)
 //! the tests say SKIPPED on stderr, and with `SRTP_RELAY_REQUIRE_XDP=1` (CI) they fail instead.
 
+mod support;
+
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use srtp_relay::shell::xdp::{Program, Steering, action};
+use support::netns::in_ns;
 
 const ADDR: Ipv4Addr = Ipv4Addr::new(10, 252, 7, 1);
 const PORTS: (u16, u16) = (30000, 30999);
@@ -222,23 +224,7 @@ impl Drop for Lab {
 }
 
 fn run(cmd: &str, args: &[&str]) -> bool {
-    Command::new(cmd)
-        .args(args)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Runs `f` in a thread that entered the namespace `ns` (the BPF link is made there).
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(file.as_raw_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
+    support::netns::run(cmd, args).is_ok()
 }
 
 #[test]

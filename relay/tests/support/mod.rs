@@ -4,5 +4,6 @@
 pub mod counting_alloc;
 pub mod dialog;
 pub mod ha;
+pub mod netns;
 pub mod relay;
 pub mod sim;
